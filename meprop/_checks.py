@@ -1,0 +1,122 @@
+"""Argument checks shared by the functional and module APIs.
+
+Every check raises ``TypeError`` (wrong kind of value) or ``ValueError`` (right
+kind, wrong value) with a message that names the argument, the value received
+and what is accepted. Nothing is coerced silently.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Iterable
+
+import torch
+
+__all__ = [
+    "check_k",
+    "check_k_ratio",
+    "check_choice",
+    "check_linear_operands",
+    "check_same_dtype",
+    "resolve_k",
+]
+
+
+def check_k(k: object, name: str = "k") -> int:
+    """Return ``k`` as an int if it is a positive integer (bool is refused)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {k!r} of type {type(k).__name__}")
+    if k <= 0:
+        raise ValueError(f"{name} must be a positive int (>= 1), got {k!r}")
+    return int(k)
+
+
+def check_k_ratio(k_ratio: object, name: str = "k_ratio") -> float:
+    """Return ``k_ratio`` as a float if it is a real number in (0, 1]."""
+    if isinstance(k_ratio, bool) or not isinstance(k_ratio, numbers.Real):
+        raise TypeError(
+            f"{name} must be a float in (0, 1], got {k_ratio!r} of type {type(k_ratio).__name__}"
+        )
+    if not 0.0 < float(k_ratio) <= 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be in (0, 1], got {k_ratio!r}")
+    return float(k_ratio)
+
+
+def resolve_k(k: object, k_ratio: object, out_features: int) -> int:
+    """Turn exactly one of ``k`` / ``k_ratio`` into an int k for a layer with ``out_features`` outputs.
+
+    ``k_ratio`` resolves to ``max(1, round(k_ratio * out_features))`` (Python's
+    round: halves go to the even integer). An explicit ``k`` larger than
+    ``out_features`` is refused; ``k == out_features`` is the dense gradient.
+    """
+    if (k is None) == (k_ratio is None):
+        raise ValueError(
+            f"give exactly one of k or k_ratio, got k={k!r} and k_ratio={k_ratio!r}"
+        )
+    if k_ratio is not None:
+        return max(1, round(check_k_ratio(k_ratio) * out_features))
+    k = check_k(k)
+    if k > out_features:
+        raise ValueError(
+            f"k must be at most out_features={out_features} (k == out_features keeps the "
+            f"dense gradient), got k={k}"
+        )
+    return k
+
+
+def check_choice(value: object, name: str, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _check_floating(tensor: object, name: str) -> None:
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32, float64), "
+            f"got dtype {tensor.dtype}"
+        )
+
+
+def check_linear_operands(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> None:
+    """Check the operands of ``y = input @ weight.T + bias`` (nn.Linear's layout)."""
+    _check_floating(input, "input")
+    _check_floating(weight, "weight")
+    if weight.dim() != 2:
+        raise ValueError(
+            f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}"
+        )
+    if input.dim() < 1:
+        raise ValueError(f"input must have at least 1 dimension (..., in_features), got a 0-d tensor")
+    in_features = weight.shape[1]
+    if input.shape[-1] != in_features:
+        raise ValueError(
+            f"input's last dimension must equal in_features={in_features} (weight.shape[1]), "
+            f"got input of shape {tuple(input.shape)}"
+        )
+    if bias is not None:
+        _check_floating(bias, "bias")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(
+                f"bias must have shape (out_features,) = ({weight.shape[0]},), "
+                f"got shape {tuple(bias.shape)}"
+            )
+
+
+def check_same_dtype(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> None:
+    """Refuse mixed dtypes (outside autocast, nn.Linear refuses them too)."""
+    if input.dtype != weight.dtype:
+        raise TypeError(
+            f"input and weight must have the same dtype, got input {input.dtype} and weight "
+            f"{weight.dtype}"
+        )
+    if bias is not None and bias.dtype != weight.dtype:
+        raise TypeError(f"bias must have weight's dtype {weight.dtype}, got {bias.dtype}")

@@ -1,0 +1,190 @@
+"""Modules: MepropLinear (a drop-in for nn.Linear) and convert(model).
+
+The paper applies meProp to every hidden linear layer and leaves the output layer
+dense (Section 4); :func:`convert` does exactly that to an existing model.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from meprop._checks import check_choice, resolve_k
+from meprop.functional import BIAS_GRADS, meprop_linear
+from meprop.selection import MODES
+
+__all__ = ["MepropLinear", "convert"]
+
+
+class MepropLinear(nn.Linear):
+    """``nn.Linear`` whose backward keeps only k output-gradient entries per example.
+
+    Same parameters (``weight: (out_features, in_features)``, ``bias: (out_features,)``),
+    same initialisation and ``state_dict`` keys as ``nn.Linear``, so state dicts load
+    both ways. Give exactly one of ``k`` (an int in [1, out_features]) or ``k_ratio``
+    (in (0, 1], resolved to ``max(1, round(k_ratio * out_features))``). In ``eval()``
+    mode or under ``torch.no_grad()`` it is exactly ``nn.Linear``.
+
+    ``sparse_grad=True`` makes the weight gradient row-sparse (see
+    :func:`meprop.meprop_linear`). Optimizers: SGD, Adagrad and SparseAdam accept a
+    sparse ``.grad``. For Adam and others that need a dense ``.grad``, keep ``.grad``
+    allocated (``optimizer.zero_grad(set_to_none=False)`` after a first dense step, or
+    ``p.grad = torch.zeros_like(p)`` once): autograd then adds only the k touched rows
+    into it in place, which is what makes the weight update cheap.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        k: int | None = None,
+        k_ratio: float | None = None,
+        mode: str = "per_example",
+        bias_grad: str = "sparse",
+        sparse_grad: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+
+    def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad) -> None:
+        self.k = resolve_k(k, k_ratio, self.out_features)
+        self.k_ratio = k_ratio
+        self.mode = check_choice(mode, "mode", MODES)
+        self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
+        if not isinstance(sparse_grad, bool):
+            raise TypeError(f"sparse_grad must be a bool, got {sparse_grad!r}")
+        self.sparse_grad = sparse_grad
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        *,
+        k: int | None = None,
+        k_ratio: float | None = None,
+        mode: str = "per_example",
+        bias_grad: str = "sparse",
+        sparse_grad: bool = False,
+    ) -> "MepropLinear":
+        """A MepropLinear that shares ``linear``'s weight and bias (the same Parameter objects)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        module = cls.__new__(cls)
+        nn.Module.__init__(module)
+        module.in_features, module.out_features = linear.in_features, linear.out_features
+        module.weight = linear.weight
+        module.bias = linear.bias  # a Parameter, or None (registered as such)
+        module._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        module.train(linear.training)
+        return module
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or not torch.is_grad_enabled():
+            return F.linear(input, self.weight, self.bias)
+        return meprop_linear(
+            input, self.weight, self.bias, k=self.k, mode=self.mode,
+            bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,
+        )
+
+    def extra_repr(self) -> str:
+        ratio = "" if self.k_ratio is None else f", k_ratio={self.k_ratio}"
+        sparse = ", sparse_grad=True" if self.sparse_grad else ""
+        return (
+            f"{super().extra_repr()}, k={self.k}{ratio}, mode={self.mode}, "
+            f"bias_grad={self.bias_grad}{sparse}"
+        )
+
+
+SkipSpec = Iterable[str] | Callable[[str, nn.Module], bool] | None
+
+
+def convert(
+    model: nn.Module,
+    *,
+    k: int | None = None,
+    k_ratio: float | None = None,
+    mode: str = "per_example",
+    bias_grad: str = "sparse",
+    sparse_grad: bool = False,
+    skip: SkipSpec = None,
+    keep_output_layer: bool = True,
+    inplace: bool = False,
+) -> nn.Module:
+    """Replace the ``nn.Linear`` layers of ``model`` by :class:`MepropLinear` sharing their parameters.
+
+    Args:
+        model: any module; ``model`` itself may be an ``nn.Linear``.
+        k, k_ratio: exactly one; ``k`` must not exceed any converted layer's out_features.
+        mode, bias_grad, sparse_grad: passed to every :class:`MepropLinear`.
+        skip: qualified module names (as in ``model.named_modules()``) or a predicate
+            ``(name, module) -> bool`` naming linear layers to leave dense.
+        keep_output_layer: leave the last ``nn.Linear`` in registration order dense
+            (the paper's setting). Set False to convert it too.
+        inplace: modify ``model`` itself. Otherwise the module tree is copied and the
+            copy shares its parameter and buffer tensors with ``model`` (training one
+            trains the other; ``copy.deepcopy`` the model first for independent weights).
+
+    Returns:
+        The converted model. Layers that already are MepropLinear are left as they are.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    should_skip = _skip_predicate(skip, model)
+    if not inplace:
+        model = _copy_sharing_tensors(model)
+    linears = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and not isinstance(module, MepropLinear)
+    ]
+    if keep_output_layer and linears:
+        linears = linears[:-1]
+    converted = {}
+    for name, module in linears:
+        if should_skip(name, module):
+            continue
+        try:
+            converted[name] = MepropLinear.from_linear(
+                module, k=k, k_ratio=k_ratio, mode=mode, bias_grad=bias_grad,
+                sparse_grad=sparse_grad,
+            )
+        except ValueError as error:
+            raise ValueError(f"cannot convert layer {name or '<model>'!r}: {error}") from None
+    if "" in converted:  # the model is itself a Linear
+        return converted[""]
+    for name, replacement in converted.items():
+        parent_name, _, child_name = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child_name, replacement)
+    return model
+
+
+def _skip_predicate(skip: SkipSpec, model: nn.Module) -> Callable[[str, nn.Module], bool]:
+    if skip is None:
+        return lambda name, module: False
+    if callable(skip):
+        return skip
+    if isinstance(skip, str):
+        raise TypeError(
+            f"skip must be an iterable of module names or a predicate, got the string {skip!r} "
+            f"(wrap a single name in a list)"
+        )
+    names = set(skip)
+    unknown = names - {name for name, _ in model.named_modules()}
+    if unknown:
+        raise ValueError(f"skip names modules that the model does not have: {sorted(unknown)}")
+    return lambda name, module: name in names
+
+
+def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
+    """Deep-copy the module tree but keep the same Parameter and buffer objects."""
+    memo = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    return copy.deepcopy(model, memo)

@@ -1,0 +1,63 @@
+"""Which output-gradient entries survive meProp's backward (paper, Section 2).
+
+Pure tensor functions, no autograd: given the output gradient of a linear layer,
+flattened to ``dy: (N, n)`` (N examples, n output features), return the indices
+of the entries that are kept.
+
+- :func:`topk_per_example`: the k entries of largest magnitude in each row
+  (the paper's meProp). Returns ``(N, k)``.
+- :func:`topk_unified`: one set of k columns for the whole batch, the top-k of
+  the column sums of ``|dy|`` (the paper's GPU variant). Returns ``(k,)``.
+- :func:`random_per_example`: k uniformly random entries per row (the paper's
+  ablation). Returns ``(N, k)``.
+
+Tie-breaking: selection uses :func:`torch.topk`, which does not specify which of
+several equal magnitudes is kept; exactly k distinct indices are always returned.
+NaN counts as the largest magnitude, so a NaN in the gradient is always kept and
+propagates to the parameter gradients as it would through ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["MODES", "topk_per_example", "topk_unified", "random_per_example", "select"]
+
+#: The selection modes accepted everywhere a ``mode`` argument is taken.
+MODES = ("per_example", "unified", "random")
+
+
+def topk_per_example(dy: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(N, k)`` of the k largest-magnitude entries of each row of ``dy: (N, n)``."""
+    # sorted=False: the order inside a row does not matter and sorting costs O(k log k).
+    return dy.abs().topk(k, dim=1, sorted=False).indices
+
+
+def topk_unified(dy: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``(k,)`` of the k columns of ``dy: (N, n)`` with the largest sum of ``|dy|``."""
+    column_mass = dy.abs().sum(dim=0)  # (n,)
+    return column_mass.topk(k, sorted=False).indices
+
+
+def random_per_example(
+    dy: torch.Tensor, k: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Indices ``(N, k)`` of k distinct entries per row of ``dy: (N, n)``, uniformly at random.
+
+    ``generator`` must live on ``dy``'s device; the same seed gives the same indices.
+    """
+    keys = torch.rand(dy.shape, generator=generator, device=dy.device)  # (N, n)
+    return keys.topk(k, dim=1, sorted=False).indices
+
+
+def select(
+    dy: torch.Tensor, k: int, mode: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Dispatch on ``mode``: ``(N, k)`` indices for per-example modes, ``(k,)`` for unified."""
+    if mode == "per_example":
+        return topk_per_example(dy, k)
+    if mode == "unified":
+        return topk_unified(dy, k)
+    if mode == "random":
+        return random_per_example(dy, k, generator)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

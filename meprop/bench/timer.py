@@ -1,0 +1,282 @@
+"""Device-correct timing: warm-up, synchronize, interleaved samples, median + IQR.
+
+The measurement rules of DESIGN.md ("What the numbers mean", "Measurement rules"):
+
+- CUDA is asynchronous, so every interval is bracketed by :func:`synchronize`.
+- The thread count is set explicitly around the measurement and restored after
+  (``torch.utils.benchmark.Timer`` would silently default to 1 thread).
+- :func:`time_pair` interleaves dense and meProp samples (ABBA order), so that
+  drift on a shared machine hits both sides equally; speedup = ratio of medians.
+- Repeats are adaptive: sampling stops once the median is known to ``rel_precision``
+  (its standard error, estimated from the IQR, relative to the median), or when the
+  time budget or ``max_samples`` is reached; never before ``min_samples``.
+- A fast operation is called ``number`` times per sample (calibrated during warm-up)
+  so a sample lasts at least ``min_sample_s``; samples are reported per call.
+
+The clock is injectable (``clock=``) so the logic is tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "NOISE_THRESHOLD",
+    "synchronize",
+    "Stopwatch",
+    "Measurement",
+    "num_threads",
+    "time_one",
+    "time_pair",
+]
+
+#: A measurement whose IQR / median exceeds this is flagged ``noisy``.
+NOISE_THRESHOLD = 0.10
+
+Clock = Callable[[], float]
+
+
+def synchronize(device: str | torch.device = "cpu") -> None:
+    """Wait until all queued work on ``device`` is done (a no-op on CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":  # pragma: no cover - no MPS here
+        torch.mps.synchronize()
+
+
+class Stopwatch:
+    """Accumulates wall time of the intervals it brackets, synchronizing ``device``.
+
+    >>> watch = Stopwatch("cpu")
+    >>> with watch:
+    ...     pass
+    >>> watch.laps
+    1
+
+    ``elapsed`` is the total in seconds over all intervals, ``laps`` their number.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", *, clock: Clock = time.perf_counter):
+        self.device = torch.device(device)
+        self.clock = clock
+        self.elapsed = 0.0
+        self.laps = 0
+        self._start: float | None = None
+
+    def __enter__(self) -> "Stopwatch":
+        if self._start is not None:
+            raise RuntimeError("Stopwatch is already running (intervals cannot nest)")
+        synchronize(self.device)
+        self._start = self.clock()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        synchronize(self.device)
+        self.elapsed += self.clock() - self._start
+        self.laps += 1
+        self._start = None
+
+    def reset(self) -> None:
+        self.elapsed, self.laps, self._start = 0.0, 0, None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Per-call times in seconds of one operation, and their summary statistics."""
+
+    samples: tuple[float, ...]
+    number: int = 1  # calls per sample
+
+    def __post_init__(self) -> None:
+        if not self.samples:
+            raise ValueError("a Measurement needs at least one sample")
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.samples)
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.samples))
+
+    @property
+    def iqr(self) -> float:
+        q1, q3 = np.percentile(self.samples, [25, 75])
+        return float(q3 - q1)
+
+    @property
+    def min(self) -> float:
+        return float(min(self.samples))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.samples))
+
+    @property
+    def rel_iqr(self) -> float:
+        median = self.median
+        return self.iqr / median if median > 0 else math.inf
+
+    @property
+    def noisy(self) -> bool:
+        """IQR / median above :data:`NOISE_THRESHOLD`."""
+        return self.rel_iqr > NOISE_THRESHOLD
+
+    def rel_standard_error(self) -> float:
+        """Standard error of the median relative to it, estimated from the IQR.
+
+        For roughly normal samples sigma ~ IQR / 1.349 and SE(median) ~ 1.2533 sigma / sqrt(n).
+        """
+        return 1.2533 * (self.rel_iqr / 1.349) / math.sqrt(self.n_samples)
+
+    def to_dict(self) -> dict:
+        """The ``dense`` / ``meprop`` object of a results record."""
+        return {
+            "median_s": self.median,
+            "iqr_s": self.iqr,
+            "n_samples": self.n_samples,
+            "min_s": self.min,
+            "mean_s": self.mean,
+            "number": self.number,
+        }
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Set torch's intra-op thread count for the block (None: leave it); yields the count used."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_one(
+    fn: Callable[[], object],
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    budget_s: float = 1.0,
+    warmup_s: float = 0.05,
+    min_samples: int = 5,
+    max_samples: int = 100,
+    rel_precision: float = 0.01,
+    min_sample_s: float = 1e-3,
+    clock: Clock = time.perf_counter,
+) -> Measurement:
+    """Time ``fn()`` (see the module docstring for the rules). Returns per-call times."""
+    return _time_interleaved(
+        [fn], device=device, threads=threads, budget_s=budget_s, warmup_s=warmup_s,
+        min_samples=min_samples, max_samples=max_samples, rel_precision=rel_precision,
+        min_sample_s=min_sample_s, clock=clock,
+    )[0]
+
+
+def time_pair(
+    dense_fn: Callable[[], object],
+    meprop_fn: Callable[[], object],
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    budget_s: float = 1.0,
+    warmup_s: float = 0.05,
+    min_samples: int = 5,
+    max_samples: int = 100,
+    rel_precision: float = 0.01,
+    min_sample_s: float = 1e-3,
+    clock: Clock = time.perf_counter,
+) -> tuple[Measurement, Measurement]:
+    """Time dense and meProp interleaved (ABBA); returns ``(dense, meprop)`` measurements.
+
+    ``budget_s`` bounds the sampling time of both together (warm-up excluded);
+    ``min_samples`` are always taken, even past the budget.
+    """
+    dense, meprop = _time_interleaved(
+        [dense_fn, meprop_fn], device=device, threads=threads, budget_s=budget_s,
+        warmup_s=warmup_s, min_samples=min_samples, max_samples=max_samples,
+        rel_precision=rel_precision, min_sample_s=min_sample_s, clock=clock,
+    )
+    return dense, meprop
+
+
+def _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s):
+    for name, value in (("budget_s", budget_s), ("warmup_s", warmup_s),
+                        ("min_sample_s", min_sample_s), ("rel_precision", rel_precision)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    for name, value in (("min_samples", min_samples), ("max_samples", max_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if max_samples < min_samples:
+        raise ValueError(
+            f"max_samples must be >= min_samples={min_samples}, got max_samples={max_samples}"
+        )
+
+
+def _time_interleaved(
+    fns: Sequence[Callable[[], object]],
+    *,
+    device,
+    threads,
+    budget_s,
+    warmup_s,
+    min_samples,
+    max_samples,
+    rel_precision,
+    min_sample_s,
+    clock: Clock,
+) -> list[Measurement]:
+    _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s)
+    device = torch.device(device)
+
+    def run(fn, number: int) -> float:
+        synchronize(device)
+        start = clock()
+        for _ in range(number):
+            fn()
+        synchronize(device)
+        return clock() - start
+
+    with num_threads(threads):
+        # Warm-up: at least one call each, then until warmup_s has passed; the
+        # fastest warm-up call calibrates how many calls make one sample.
+        numbers = []
+        for fn in fns:
+            first = best = run(fn, 1)
+            spent = first
+            while spent < warmup_s:
+                t = run(fn, 1)
+                spent += t
+                best = min(best, t)
+            numbers.append(max(1, math.ceil(min_sample_s / best)) if best > 0 else 1)
+
+        samples: list[list[float]] = [[] for _ in fns]
+        start = clock()
+        rounds = 0
+        while True:
+            order = range(len(fns)) if rounds % 2 == 0 else reversed(range(len(fns)))
+            for i in order:
+                samples[i].append(run(fns[i], numbers[i]) / numbers[i])
+            rounds += 1
+            if rounds < min_samples:
+                continue
+            if rounds >= max_samples or clock() - start >= budget_s:
+                break
+            if all(
+                Measurement(tuple(s), n).rel_standard_error() <= rel_precision
+                for s, n in zip(samples, numbers)
+            ):
+                break
+    return [Measurement(tuple(s), n) for s, n in zip(samples, numbers)]

@@ -1,0 +1,217 @@
+"""The measured operations: ``build(case, variant)`` returns one zero-argument callable.
+
+One definition of each measurement, shared by ``meprop bench``, the asv suite and the
+pytest-benchmark cases (DESIGN.md, "What the numbers mean"):
+
+- ``forward``: the training-mode forward of the layer / model with autograd recording
+  (what a training step pays; the graph is dropped after each call). Under
+  ``torch.no_grad()`` a MepropLinear *is* F.linear, so that would compare a thing with
+  itself.
+- ``linear_backward``: the backward of the linear layer(s) alone for a fixed output
+  gradient (grad_input, grad_weight, grad_bias): the paper's "backprop time" (Tables 1
+  and 7). Each linear layer gets its own leaf input and fixed random ``dy``; the graph
+  is built once and retained, every call runs ``torch.autograd.backward(ys, dys)``.
+  For the MLP: every layer (hidden and output), activations and loss excluded.
+- ``overall_backward``: the whole ``loss.backward()`` (loss, activations, every layer)
+  of the model on a retained graph: the paper's "Ov. BP" (Tables 2 and 8). The linear
+  workload's loss is MSE against a fixed target; the MLP's is cross-entropy. The model
+  input is data (no grad_input for the first layer).
+- ``train_step``: forward + loss + backward + ``SGD.step()`` + ``zero_grad``.
+
+Variants: ``dense`` uses ``nn.Linear``; ``meprop`` the same layers converted with
+:func:`meprop.convert` (k, mode from the case; hidden layers only for the MLP, the output
+layer stays dense, as in the paper).
+
+Allocation policy (:data:`ALLOCATION_POLICY`, recorded in every run's environment):
+parameter ``.grad`` buffers are preallocated and accumulated into in place, for both
+variants (``zero_grad(set_to_none=False)`` in the training step; the backward
+measurements never reset them, so no n x m memset is timed); meProp layers use
+``sparse_grad=True``, so autograd adds only the k touched rows into the dense ``.grad``.
+The dense baseline pays its real cost: a fresh (n, m) weight-gradient GEMM output added
+into ``.grad``. glibc malloc runs with its defaults unless the environment says
+otherwise (the snapshot records ``MALLOC_*`` variables).
+
+Everything is built once, seeded, on the case's device and dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from meprop.nn import convert
+
+__all__ = ["VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model", "estimate_bytes"]
+
+VARIANTS = ("dense", "meprop")
+
+ALLOCATION_POLICY = (
+    "grads preallocated, accumulated in place for dense and meProp "
+    "(backward measurements never reset them; train_step uses zero_grad(set_to_none=False)); "
+    "meProp layers sparse_grad=True (k touched rows added into the dense .grad)"
+)
+
+#: Fraction of the free memory a case may plan to use.
+_MEMORY_HEADROOM = 0.6
+_SEED = 0
+
+
+class Unsupported(NotImplementedError):
+    """The case cannot run here (no CUDA, too large for memory); the reason is the message.
+
+    A ``NotImplementedError``, so asv shows such a parameter combination as n/a.
+    """
+
+
+def _dtype(case) -> torch.dtype:
+    return getattr(torch, case.dtype)
+
+
+def _layer_shapes(case) -> list[tuple[int, int]]:
+    """(out, in) of every linear layer of the case's model."""
+    if case.workload == "linear":
+        return [(case.hidden, case.in_features)]
+    shapes = [(case.hidden, case.in_features)]
+    shapes += [(case.hidden, case.hidden)] * (case.layers - 1)
+    shapes.append((case.classes, case.hidden))
+    return shapes
+
+
+def estimate_bytes(case) -> int:
+    """A generous estimate of the memory one variant of the case needs (both variants: x2)."""
+    itemsize = torch.empty((), dtype=_dtype(case)).element_size()
+    shapes = _layer_shapes(case)
+    params = sum(n * m + n for n, m in shapes)
+    acts = sum(case.batch * (n + m) for n, m in shapes)
+    # weights, .grad, a fresh dense weight gradient, optimizer-free; activations x4
+    # (outputs, relu masks, dy, grad_input).
+    return itemsize * (3 * params + 4 * acts)
+
+
+def _check_supported(case) -> None:
+    device = torch.device(case.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Unsupported("cuda not available")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise Unsupported(
+                f"cuda device {index} not available ({torch.cuda.device_count()} device(s))"
+            )
+        free, _total = torch.cuda.mem_get_info(index)
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    need = 2 * estimate_bytes(case)
+    if need > _MEMORY_HEADROOM * free:
+        raise Unsupported(
+            f"out of memory: needs about {need / 2**30:.1f} GiB, "
+            f"{free / 2**30:.1f} GiB free on {case.device}"
+        )
+
+
+def build_model(case, variant: str) -> nn.Module:
+    """The case's model (seeded; float32 on CPU before moving) for ``variant``."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        if case.workload == "linear":
+            model: nn.Module = nn.Linear(case.in_features, case.hidden)
+        else:
+            layers: list[nn.Module] = []
+            width = case.in_features
+            for _ in range(case.layers):
+                layers += [nn.Linear(width, case.hidden), nn.ReLU()]
+                width = case.hidden
+            layers.append(nn.Linear(width, case.classes))
+            model = nn.Sequential(*layers)
+    model = model.to(device=case.device, dtype=_dtype(case))
+    if variant == "meprop":
+        # linear: the one layer is meProp; mlp: hidden layers, the output layer dense.
+        model = convert(model, k=case.k, mode=case.mode, sparse_grad=True,
+                        keep_output_layer=case.workload == "mlp", inplace=True)
+    return model.train()
+
+
+def _randn(*shape, case, generator) -> torch.Tensor:
+    return torch.randn(*shape, generator=generator).to(device=case.device, dtype=_dtype(case))
+
+
+def _preallocate_grads(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+
+
+def build(case, variant: str) -> Callable[[], None]:
+    """A zero-argument callable doing exactly one measured operation of ``case``.
+
+    Raises :class:`Unsupported` when the case cannot run here.
+    """
+    _check_supported(case)
+    model = build_model(case, variant)
+    _preallocate_grads(model)
+    gen = torch.Generator().manual_seed(_SEED + 1)
+    x = _randn(case.batch, case.in_features, case=case, generator=gen)  # (B, m)
+    if case.workload == "linear":
+        target = _randn(case.batch, case.hidden, case=case, generator=gen)  # (B, n)
+
+        def loss_of(out):
+            return F.mse_loss(out, target)
+    else:
+        labels = torch.randint(case.classes, (case.batch,), generator=gen).to(case.device)
+
+        def loss_of(out):
+            return F.cross_entropy(out, labels)
+
+    if case.measurement == "forward":
+        def forward() -> None:
+            model(x)
+        return forward
+
+    if case.measurement == "linear_backward":
+        return _linear_backward(model, x, case, gen)
+
+    if case.measurement == "overall_backward":
+        loss = loss_of(model(x))
+
+        def overall_backward() -> None:
+            loss.backward(retain_graph=True)
+        return overall_backward
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=False)
+        loss_of(model(x)).backward()
+        optimizer.step()
+    return train_step
+
+
+def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen) -> Callable[[], None]:
+    """Backward of every linear layer alone, each on its own retained graph."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    ys, dys = [], []
+    inputs = []
+    with torch.no_grad():  # the layer inputs the model would see: (B, in) each
+        h = x
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                inputs.append(h)
+                h = F.linear(h, module.weight, module.bias)
+            elif isinstance(module, nn.ReLU):
+                h = torch.relu(h)
+    for layer, inp in zip(linears, inputs):
+        leaf = inp.detach().clone().requires_grad_(True)  # grad_input is part of the work
+        leaf.grad = torch.zeros_like(leaf)
+        y = layer(leaf)  # (B, out)
+        ys.append(y)
+        dys.append(_randn(*y.shape, case=case, generator=gen))  # fixed output gradient
+
+    def linear_backward() -> None:
+        torch.autograd.backward(ys, dys, retain_graph=True)
+    return linear_backward

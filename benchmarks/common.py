@@ -1,0 +1,248 @@
+"""Shared plumbing of the asv suite: the parameter grid and a thin layer over meprop.bench.
+
+The suite measures what ``meprop bench`` measures (DESIGN.md, "What the numbers mean"),
+with the same code: :func:`meprop.bench.workloads.build` makes the operation and
+:func:`meprop.bench.timer.time_pair` times dense and meProp interleaved in one process.
+asv_runner >= 0.3 re-runs ``setup`` before every timed call, so the suite does not use
+asv's own ``time_`` benchmarks; each class measures its whole grid once in
+``setup_cache`` and reports ``track_`` values (seconds, and the speedup ratio).
+
+The grid (asv ``params``) is read once at import from environment variables, so it is
+the same for every commit of one ``asv run``:
+
+- ``MEPROP_ASV_GRID``: ``quick`` (default: a few minutes on 2 CPU cores) or ``wide``
+  (the ``meprop bench --profile quick`` axes, both top-k modes; much longer).
+- ``MEPROP_ASV_HIDDEN``, ``MEPROP_ASV_K_RATIO``, ``MEPROP_ASV_BATCH``, ``MEPROP_ASV_MODE``,
+  ``MEPROP_ASV_DEVICE``: comma-separated values replacing one axis of the grid.
+- ``MEPROP_ASV_THREADS``: torch threads while timing (default: torch's own count).
+- ``MEPROP_ASV_BUDGET``: seconds of sampling per case, dense and meProp together (0.5).
+
+Impossible combinations (``cuda`` without a GPU, a case too large for memory) raise
+``NotImplementedError`` in ``setup``, so asv shows them as n/a. Nothing here touches
+CUDA at import time. Names in this module start with ``_`` or avoid asv's benchmark
+prefixes (``time_``, ``track_``, ``mem_``, ``peakmem_``) so discovery ignores them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from meprop._checks import check_k_ratio, resolve_k
+from meprop.bench import cases as _cases
+from meprop.bench import timer as _timer
+from meprop.bench import workloads as _workloads
+from meprop.selection import MODES
+
+__all__ = [
+    "GRIDS",
+    "PARAM_NAMES",
+    "PARAMS",
+    "THREADS",
+    "BUDGET_S",
+    "SETUP_CACHE_TIMEOUT",
+    "read_grid",
+    "make_case",
+    "check_possible",
+    "measure_grid",
+    "lookup",
+]
+
+PARAM_NAMES = ["hidden", "k_ratio", "batch", "mode", "device"]
+
+#: Named grids: one list of values per entry of PARAM_NAMES.
+GRIDS: dict[str, dict[str, list]] = {
+    "quick": {
+        "hidden": [1024, 4096],
+        "k_ratio": [0.01, 0.1],
+        "batch": [64],
+        "mode": ["unified"],
+        "device": ["cpu", "cuda"],
+    },
+    "wide": {
+        "hidden": [500, 1024, 4096],
+        "k_ratio": [0.01, 0.04, 0.1, 0.5],
+        "batch": [1, 64, 1024],
+        "mode": ["unified", "per_example"],
+        "device": ["cpu", "cuda"],
+    },
+}
+
+_ENV = {name: f"MEPROP_ASV_{name.upper()}" for name in PARAM_NAMES}
+
+
+def _split(env_name: str, raw: str, convert) -> list:
+    values = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            values.append(convert(item))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{env_name}: bad value {item!r} in {raw!r}: {exc}") from None
+    if not values:
+        raise ValueError(f"{env_name} must list at least one value, got {raw!r}")
+    return values
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"must be a positive int, got {value}")
+    return value
+
+
+def _mode(text: str) -> str:
+    if text not in MODES:
+        raise ValueError(f"must be one of {list(MODES)}")
+    return text
+
+
+def read_grid(environ: dict | None = None) -> dict[str, list]:
+    """The grid named by ``MEPROP_ASV_GRID`` with the per-axis overrides applied."""
+    environ = os.environ if environ is None else environ
+    name = environ.get("MEPROP_ASV_GRID", "quick")
+    if name not in GRIDS:
+        raise ValueError(f"MEPROP_ASV_GRID must be one of {sorted(GRIDS)}, got {name!r}")
+    grid = {axis: list(values) for axis, values in GRIDS[name].items()}
+    converters = {
+        "hidden": _positive_int,
+        "k_ratio": lambda s: check_k_ratio(float(s), "k_ratio"),
+        "batch": _positive_int,
+        "mode": _mode,
+        "device": _cases.check_device,
+    }
+    for axis, env_name in _ENV.items():
+        if env_name in environ:
+            grid[axis] = _split(env_name, environ[env_name], converters[axis])
+    return grid
+
+
+def _read_threads(environ) -> int | None:
+    raw = environ.get("MEPROP_ASV_THREADS", "")
+    if not raw:
+        return None
+    try:
+        return _positive_int(raw)
+    except ValueError:
+        raise ValueError(f"MEPROP_ASV_THREADS must be a positive int, got {raw!r}") from None
+
+
+def _read_budget(environ) -> float:
+    raw = environ.get("MEPROP_ASV_BUDGET", "0.5")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"MEPROP_ASV_BUDGET must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+_GRID = read_grid()
+PARAMS: list[list] = [_GRID[name] for name in PARAM_NAMES]
+THREADS: int | None = _read_threads(os.environ)
+BUDGET_S: float = _read_budget(os.environ)
+#: asv's limit for one class's setup_cache (the whole grid of one measurement).
+SETUP_CACHE_TIMEOUT = 3600
+
+
+def make_case(workload: str, measurement: str, hidden: int, k_ratio: float, batch: int,
+              mode: str, device: str) -> _cases.Case:
+    """The engine's Case for one asv parameter combination (k = round(k_ratio * hidden))."""
+    k = resolve_k(None, k_ratio, hidden)
+    return _cases.Case(workload, measurement, hidden, k, batch, device=device, mode=mode,
+                       threads=THREADS)
+
+
+def check_possible(case: _cases.Case) -> None:
+    """Raise NotImplementedError (asv: n/a) when ``case`` cannot run here.
+
+    Only asks the cheap questions (is the device there?); the engine's own memory
+    check runs when the workload is built.
+    """
+    if case.device.startswith("cuda"):
+        import torch  # already imported by meprop; CUDA is first touched here, not at import
+
+        if not torch.cuda.is_available():
+            raise NotImplementedError(f"{case.device}: cuda not available")
+
+
+def _measure(case: _cases.Case) -> dict:
+    """Dense and meProp timed interleaved: a dict of floats, or ``{"skipped": reason}``."""
+    try:
+        check_possible(case)
+        dense_fn = _workloads.build(case, "dense")
+        meprop_fn = _workloads.build(case, "meprop")
+    except NotImplementedError as exc:  # includes workloads.Unsupported
+        return {"skipped": str(exc)}
+    dense, meprop = _timer.time_pair(dense_fn, meprop_fn, device=case.device,
+                                     threads=case.threads, budget_s=BUDGET_S)
+    return {
+        "dense": dense.median,
+        "meprop": meprop.median,
+        "speedup": dense.median / meprop.median,
+        "dense_rel_iqr": dense.rel_iqr,
+        "meprop_rel_iqr": meprop.rel_iqr,
+        "ideal": case.ideal,
+    }
+
+
+def measure_grid(workload: str, measurement: str, params: list[list] | None = None) -> dict:
+    """Measure every combination of ``params`` (default :data:`PARAMS`) for one measurement.
+
+    Returns ``{param tuple: result dict}`` (see :func:`lookup`); called from each class's
+    ``setup_cache``, so each case is timed once per commit and environment.
+    """
+    params = PARAMS if params is None else params
+    results = {}
+    for combo in itertools.product(*params):
+        case = make_case(workload, measurement, *combo)
+        results[combo] = _measure(case)
+    return results
+
+
+def lookup(results: dict, workload: str, measurement: str, params: tuple) -> dict:
+    """The measured entry for ``params``; NotImplementedError (asv: n/a) when skipped."""
+    case = make_case(workload, measurement, *params)
+    check_possible(case)
+    entry = results.get(tuple(params))
+    if entry is None:
+        raise NotImplementedError(f"{case.key}: not measured in setup_cache")
+    if "skipped" in entry:
+        raise NotImplementedError(f"{case.key}: {entry['skipped']}")
+    return entry
+
+
+class _PairSuite:
+    """Mixin: ``track_dense`` / ``track_meprop`` (seconds) and ``track_speedup`` (ratio).
+
+    A subclass sets ``workload`` and ``measurement`` and defines ``setup_cache`` itself
+    (asv keys the cache by the file and line of that method, so it cannot live here):
+    ``return common.measure_grid(self.workload, self.measurement)``.
+    """
+
+    workload = "linear"
+    measurement = "forward"
+    params = PARAMS
+    param_names = PARAM_NAMES
+    timeout = 600
+
+    def setup(self, results, *params):
+        self.entry = lookup(results, self.workload, self.measurement, params)
+
+    def track_dense(self, results, *params):
+        return self.entry["dense"]
+
+    track_dense.unit = "seconds"
+
+    def track_meprop(self, results, *params):
+        return self.entry["meprop"]
+
+    track_meprop.unit = "seconds"
+
+    def track_speedup(self, results, *params):
+        return self.entry["speedup"]
+
+    track_speedup.unit = "ratio (dense / meProp)"

@@ -1,0 +1,224 @@
+"""``meprop bench``: measure dense vs meProp and append the results to ``OUT/results.jsonl``.
+
+Which cases:
+
+- ``--profile NAME`` (smoke, quick, paper, full, perf; default quick) picks a named grid
+  (:mod:`meprop.bench.cases`).
+- ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
+  ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;
+  defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
+  With ``--profile`` they *filter* that profile's cases.
+- ``--device``, ``--threads`` and ``--dtype`` *replace* those fields in every case (run
+  the quick profile on cuda, or single-threaded).
+
+Results are never lost: an existing results file is only added to with ``--resume``,
+which skips the cases already recorded and appends the rest as a new run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["configure", "run", "select_cases"]
+
+_DEFAULT_PROFILE = "quick"
+
+
+def _list_of(kind: type, name: str):
+    def parse(text: str):
+        values = []
+        for part in text.replace(",", " ").split():
+            try:
+                values.append(kind(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"{name}: {part!r} is not a{'n int' if kind is int else ' number'}"
+                ) from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{name}: empty list")
+        return values
+    return parse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, PROFILES, WORKLOADS
+    from meprop.selection import MODES
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (__doc__.split("\n\n", 1)[1]).replace("``", "")
+    lists = "(comma- or space-separated; several values allowed)"
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
+                        help=f"named grid (default {_DEFAULT_PROFILE} unless a custom grid is given)")
+    parser.add_argument("--device", type=_list_of(str, "--device"), action="extend",
+                        help=f"cpu, cuda, cuda:N {lists}")
+    parser.add_argument("--hidden", type=_list_of(int, "--hidden"), action="extend",
+                        help=f"hidden sizes n {lists}")
+    parser.add_argument("--k-ratio", type=_list_of(float, "--k-ratio"), action="extend",
+                        help=f"k / n, in (0, 1] {lists}")
+    parser.add_argument("--k", type=_list_of(int, "--k"), action="extend",
+                        help=f"absolute k {lists}")
+    parser.add_argument("--batch", type=_list_of(int, "--batch"), action="extend",
+                        help=f"batch sizes {lists}")
+    parser.add_argument("--mode", type=_list_of(str, "--mode"), action="extend",
+                        help=f"{', '.join(MODES)} {lists}")
+    parser.add_argument("--measurement", type=_list_of(str, "--measurement"), action="extend",
+                        help=f"{', '.join(MEASUREMENTS)} {lists}")
+    parser.add_argument("--workload", type=_list_of(str, "--workload"), action="extend",
+                        help=f"{', '.join(WORKLOADS)} {lists}")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="replace every case's dtype")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for every case (default: the profile's, else torch's)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default results/<profile>); results go to OUT/results.jsonl")
+    parser.add_argument("--resume", action="store_true",
+                        help="add to an existing results file, skipping cases already recorded")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="per-case timing budget in seconds (default: the profile's)")
+    parser.add_argument("--min-samples", type=int, default=None,
+                        help="samples per side at least (default: the profile's)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--list", action="store_true", help="print the cases and exit")
+
+
+def select_cases(args: argparse.Namespace):
+    """The cases and the profile object (None for a custom grid) the arguments ask for."""
+    from meprop._checks import check_choice, check_k, check_k_ratio
+    from meprop.bench.cases import (
+        DTYPES, MEASUREMENTS, PROFILES, WORKLOADS, check_device, grid,
+    )
+    from meprop.selection import MODES
+
+    for value in args.mode or ():
+        check_choice(value, "--mode", MODES)
+    for value in args.measurement or ():
+        check_choice(value, "--measurement", MEASUREMENTS)
+    for value in args.workload or ():
+        check_choice(value, "--workload", WORKLOADS)
+    for value in args.device or ():
+        check_device(value, "--device")
+    for name in ("hidden", "batch"):
+        for value in getattr(args, name) or ():
+            if value <= 0:
+                raise ValueError(f"--{name} must be positive integers, got {value}")
+    for value in args.k or ():
+        check_k(value, "--k")
+    for value in args.k_ratio or ():
+        check_k_ratio(value, "--k-ratio")
+    if args.threads is not None and args.threads <= 0:
+        raise ValueError(f"--threads must be a positive int, got {args.threads}")
+    if args.budget is not None and not args.budget > 0:
+        raise ValueError(f"--budget must be a positive number of seconds, got {args.budget}")
+    if args.min_samples is not None and args.min_samples <= 0:
+        raise ValueError(f"--min-samples must be a positive int, got {args.min_samples}")
+    if args.dtype is not None:
+        check_choice(args.dtype, "--dtype", DTYPES)
+
+    axes = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
+    custom = any(getattr(args, a) for a in axes)
+    if args.profile is None and custom:
+        profile = None
+        cases = grid(
+            workload=args.workload or ("linear",),
+            measurement=args.measurement or ("linear_backward",),
+            hidden=args.hidden or (1024,), k_ratio=args.k_ratio, k=args.k,
+            batch=args.batch or (64,), mode=args.mode or ("unified",),
+        )
+    else:
+        profile = PROFILES[args.profile or _DEFAULT_PROFILE]
+        cases = [c for c in profile.cases() if _matches(c, args)]
+        if not cases:
+            raise ValueError(
+                f"no case of profile {profile.name!r} matches the given filters "
+                f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in axes if getattr(args, a))})"
+            )
+    replaced = []
+    seen = set()
+    for case in cases:
+        for device in args.device or (case.device,):
+            changes = {"device": device}
+            if args.threads is not None:
+                changes["threads"] = args.threads
+            if args.dtype is not None:
+                changes["dtype"] = args.dtype
+            new = case.replace(**changes)
+            if new.key not in seen:
+                seen.add(new.key)
+                replaced.append(new)
+    return replaced, profile
+
+
+def _matches(case, args) -> bool:
+    from meprop._checks import resolve_k
+
+    checks = [
+        (args.hidden, case.hidden), (args.batch, case.batch), (args.mode, case.mode),
+        (args.measurement, case.measurement), (args.workload, case.workload),
+    ]
+    if any(values and value not in values for values, value in checks):
+        return False
+    if args.k or args.k_ratio:
+        ks = set(args.k or ()) | {resolve_k(None, r, case.hidden) for r in args.k_ratio or ()}
+        return case.k in ks
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ValueError, TypeError, FileExistsError) as error:
+        print(f"meprop bench: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from meprop.bench.results import RESULTS_FILENAME, ResultsWriter, new_run_id
+    from meprop.bench.runner import TimingOptions, run_cases
+
+    cases, profile = select_cases(args)
+    profile_name = profile.name if profile is not None else "custom"
+    if args.list:
+        for case in cases:
+            print(case.key)
+        print(f"{len(cases)} case(s)", file=sys.stderr)
+        return 0
+    base = profile
+    options = TimingOptions(
+        budget_s=args.budget if args.budget is not None else (base.budget_s if base else 1.0),
+        warmup_s=base.warmup_s if base else 0.05,
+        min_samples=args.min_samples or (base.min_samples if base else 5),
+        max_samples=max(args.min_samples or 0, base.max_samples if base else 100),
+    )
+    out = Path(args.out if args.out is not None else f"results/{profile_name}")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, got the file {str(out)!r}")
+    writer = ResultsWriter(out / RESULTS_FILENAME, resume=args.resume)
+    if any(c.device.startswith("cuda") for c in cases):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"meprop bench: warning: --device cuda requested but cuda is not available "
+                  f"(torch {torch.__version__}); those cases are recorded as skipped",
+                  file=sys.stderr)
+    started = time.perf_counter()
+    run_id = new_run_id()
+    with writer:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*cuda is not available.*")
+            summary = run_cases(
+                cases, writer, run_id, options=options, profile=profile_name,
+                argv=list(sys.argv),
+                progress=not args.no_progress, measure_memory=not args.no_memory,
+            )
+    elapsed = time.perf_counter() - started
+    print(f"{len(cases)} case(s) of profile {profile_name}: {summary.ok} measured, "
+          f"{summary.skipped} skipped, {summary.already_done} already done; "
+          f"{elapsed:.1f} s; results: {writer.path}")
+    for reason, count in summary.reasons.items():
+        print(f"  skipped {count}: {reason}")
+    return 0

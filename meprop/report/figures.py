@@ -1,0 +1,289 @@
+"""Report figures (matplotlib + seaborn, imported lazily): speedup curves and time bars.
+
+The views follow the paper (Sun et al. 2017): speedup against the kept ratio k/n
+(Table 7's view, with the ideal n/k line), speedup against hidden size, and the
+forward-vs-backprop time breakdown of Table 2. Every figure is written as PNG and SVG
+under ``out_dir/figures`` and described by a :class:`FigureFile`. Figures are built on
+``matplotlib.figure.Figure`` objects (no pyplot state, no GUI backend needed).
+
+Rows of different machines, devices and modes are never drawn in one line: each figure is
+one (machine, device, mode) group, except the side-by-side views, which exist to compare
+modes (one machine and device) or devices (same mode).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "FigureFile",
+    "speedup_vs_k_ratio",
+    "speedup_vs_hidden",
+    "time_breakdown",
+    "modes_side_by_side",
+    "devices_side_by_side",
+    "all_figures",
+]
+
+_DPI = 110
+_PANEL_W, _PANEL_H = 3.6, 3.0  # inches per panel
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    """A written figure: ``png`` and ``svg`` paths, a title and a caption for the page."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def _slug(*parts: object) -> str:
+    text = "_".join(str(p) for p in parts if p is not None)
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_").lower()
+
+
+def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+    folder = Path(out_dir) / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    png, svg = folder / f"{name}.png", folder / f"{name}.svg"
+    fig.savefig(png, dpi=_DPI)
+    fig.savefig(svg)
+    return FigureFile(name, title, caption, png, svg)
+
+
+def _new_figure(nrows: int, ncols: int, *, sharey: bool = False):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.5, _PANEL_W * ncols), _PANEL_H * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    return fig, axes
+
+
+def _style():
+    import seaborn as sns
+
+    return sns.axes_style("whitegrid")
+
+
+def _ok(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
+    return frame[(frame["status"] == "ok") & frame["speedup"].notna()
+                 & (frame["measurement"] == measurement)]
+
+
+def _ratio_axes(ax) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}".rstrip("0")))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+
+
+def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: str = "viridis") -> None:
+    """One line per ``hue`` value (median of repeated rows), noisy points ringed in red."""
+    import seaborn as sns
+
+    data = data.assign(**{hue: data[hue].astype(str)})
+    order = sorted(data[hue].unique(), key=_natural)
+    sns.lineplot(data=data, x=x, y="speedup", hue=hue, hue_order=order, marker="o",
+                 estimator="median", errorbar=None, palette=palette, ax=ax)
+    noisy = data[data["noisy"] == True]  # noqa: E712 (None = unknown stays unflagged)
+    if not noisy.empty:
+        ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
+                   linewidths=1.2, label="noisy (IQR > 10%)", zorder=5)
+
+
+def _natural(value: str):
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
+
+def _reference_lines(ax, ratios: np.ndarray) -> None:
+    ratios = np.sort(np.unique(ratios))
+    ax.plot(ratios, 1 / ratios, "k--", linewidth=1, label="ideal n/k")
+    ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label="dense (1x)")
+
+
+def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
+    """Speedup vs k/n (log-log), one panel per hidden size, one line per batch size."""
+    from meprop.report.tables import MEASUREMENT_TITLES
+
+    files = []
+    ok = _ok(frame, measurement)
+    for (machine, device, mode), group in ok.groupby(["machine", "device", "mode"], sort=True):
+        if group["k_ratio"].nunique() < 2:
+            continue
+        hiddens = sorted(group["hidden"].unique())
+        with _style():
+            fig, axes = _new_figure(1, len(hiddens), sharey=True)
+            for ax, hidden in zip(axes[0], hiddens):
+                part = group[group["hidden"] == hidden]
+                _lines(ax, part, "k_ratio", "batch")
+                _reference_lines(ax, part["k_ratio"].to_numpy())
+                _ratio_axes(ax)
+                ax.set_title(f"hidden n = {hidden}")
+                ax.set_xlabel("k / n (kept ratio, log)")
+                ax.set_ylabel("speedup vs dense (log)")
+                ax.legend(title="batch", fontsize=7, title_fontsize=8)
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n — {machine}, {device}, {mode}")
+        name = _slug("speedup_vs_k", measurement, machine, device, mode)
+        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n "
+                           f"({machine}, {device}, {mode})",
+                           "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
+                           "dotted red: break-even (1x). Red rings: noisy cells."))
+    return files
+
+
+def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
+    """Speedup vs hidden size at fixed k ratios, one panel per batch size."""
+    from meprop.report.tables import MEASUREMENT_TITLES
+
+    files = []
+    ok = _ok(frame, measurement)
+    for (machine, device, mode), group in ok.groupby(["machine", "device", "mode"], sort=True):
+        if group["hidden"].nunique() < 2:
+            continue
+        group = group.assign(ratio=group["k_ratio"].map(lambda r: f"{r:.3g}"))
+        batches = sorted(group["batch"].unique())
+        with _style():
+            fig, axes = _new_figure(1, len(batches), sharey=True)
+            for ax, batch in zip(axes[0], batches):
+                part = group[group["batch"] == batch]
+                _lines(ax, part, "hidden", "ratio", palette="rocket")
+                ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label="dense (1x)")
+                ax.set_xscale("log", base=2)
+                ax.set_yscale("log")
+                ax.set_xticks(sorted(part["hidden"].unique()))
+                ax.set_xticklabels([str(h) for h in sorted(part["hidden"].unique())])
+                ax.set_title(f"batch = {batch}")
+                ax.set_xlabel("hidden size n (log)")
+                ax.set_ylabel("speedup vs dense (log)")
+                ax.legend(title="k / n", fontsize=7, title_fontsize=8)
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size — {machine}, {device}, {mode}")
+        name = _slug("speedup_vs_hidden", measurement, machine, device, mode)
+        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size "
+                           f"({machine}, {device}, {mode})",
+                           "One line per kept ratio k/n. Dotted red: break-even (1x)."))
+    return files
+
+
+def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
+    """Forward vs backprop time, dense vs meProp (the paper's Table 2 view).
+
+    For each (hidden, batch) with both a forward and a backprop row at the same k (the
+    smallest measured k/n), two stacked bars: dense and meProp, each forward + backprop,
+    in % of the dense total (the dense total in ms is written above the bars).
+    """
+    files = []
+    ok = frame[frame["status"] == "ok"]
+    for (machine, device, mode, workload), group in ok.groupby(["machine", "device", "mode", "workload"], sort=True):
+        backward = "overall_backward" if workload == "mlp" else "linear_backward"
+        fwd = group[group["measurement"] == "forward"]
+        bwd = group[(group["measurement"] == backward) & group["speedup"].notna()]
+        keys = ["hidden", "batch", "k", "layers"]
+        both = fwd.merge(bwd, on=keys, suffixes=("_f", "_b")).dropna(
+            subset=["dense_ms_f", "meprop_ms_f", "dense_ms_b", "meprop_ms_b"])
+        if both.empty:
+            continue
+        both = both.sort_values("k").groupby(["hidden", "batch"], as_index=False).first()
+        both = both.sort_values(["hidden", "batch"]).reset_index(drop=True)
+        total = both["dense_ms_f"] + both["dense_ms_b"]
+        with _style():
+            fig, axes = _new_figure(1, 1)
+            ax = axes[0][0]
+            fig.set_size_inches(max(6.0, 0.9 * len(both) + 2), 4.2)
+            x = np.arange(len(both))
+            width = 0.38
+            for offset, side, color in ((-width / 2, "dense", "#4c72b0"), (width / 2, "meprop", "#dd8452")):
+                f = both[f"{side}_ms_f"] / total * 100
+                b = both[f"{side}_ms_b"] / total * 100
+                label = "dense" if side == "dense" else "meProp"
+                ax.bar(x + offset, f, width, color=color, alpha=0.45, edgecolor=color, label=f"{label} forward")
+                ax.bar(x + offset, b, width, bottom=f, color=color, edgecolor=color, label=f"{label} backprop")
+            for i, t in enumerate(total):
+                ax.annotate(f"{t:.3g} ms", (x[i] - width / 2, 101), ha="center", fontsize=7)
+            ax.set_xticks(x)
+            ax.set_xticklabels([f"n={r.hidden}\nB={r.batch}\nk={r.k}" for r in both.itertuples()], fontsize=7)
+            ax.set_ylabel("% of dense forward + backprop time")
+            ax.set_ylim(0, 112)
+            ax.legend(fontsize=7, ncol=2, loc="upper right")
+            what = "overall backprop (MLP)" if workload == "mlp" else "linear-only backprop"
+            fig.suptitle(f"Forward vs {what}, dense vs meProp — {machine}, {device}, {mode}")
+        name = _slug("time_breakdown", workload, machine, device, mode)
+        files.append(_save(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
+                           "Pale: forward; solid: backprop. Bars in % of the dense total, which is written "
+                           "above each pair; at the smallest measured k per (n, batch)."))
+    return files
+
+
+def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[str], name_prefix: str,
+                   title: str, measurement: str) -> list[FigureFile]:
+    from meprop.report.tables import MEASUREMENT_TITLES
+
+    files = []
+    ok = _ok(frame, measurement)
+    for keys, group in ok.groupby(groups, sort=True):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        if group[hue].nunique() < 2 or group["k_ratio"].nunique() < 2:
+            continue
+        hiddens, batches = sorted(group["hidden"].unique()), sorted(group["batch"].unique())
+        with _style():
+            fig, axes = _new_figure(len(batches), len(hiddens), sharey=True)
+            for i, batch in enumerate(batches):
+                for j, hidden in enumerate(hiddens):
+                    ax = axes[i][j]
+                    part = group[(group["batch"] == batch) & (group["hidden"] == hidden)]
+                    if part.empty:
+                        ax.set_visible(False)
+                        continue
+                    _lines(ax, part, "k_ratio", hue, palette="Set1")
+                    _reference_lines(ax, part["k_ratio"].to_numpy())
+                    _ratio_axes(ax)
+                    ax.set_title(f"n = {hidden}, batch = {batch}", fontsize=9)
+                    ax.set_xlabel("k / n (log)")
+                    ax.set_ylabel("speedup (log)")
+                    ax.legend(fontsize=6)
+            label = ", ".join(str(k) for k in keys)
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title} — {label}")
+        files.append(_save(fig, out_dir, _slug(name_prefix, measurement, *keys),
+                           f"{MEASUREMENT_TITLES[measurement]}: {title} ({label})",
+                           f"One line per {hue}; dashed: ideal n/k; dotted red: 1x."))
+    return files
+
+
+def modes_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
+    """Per-example vs unified vs random on the same cases (one machine and device)."""
+    return _facet_compare(frame, out_dir, "mode", ["machine", "device"], "modes",
+                          "selection modes side by side", measurement)
+
+
+def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
+    """CPU vs GPU (and machines) on the same cases, per mode; drawn when both device kinds exist."""
+    ok = _ok(frame, measurement)
+    kinds = set(ok["device"].astype(str).str.split(":").str[0])
+    if not {"cpu", "cuda"} <= kinds:
+        return []
+    labelled = frame.assign(where=frame["machine"].astype(str) + " " + frame["device"].astype(str))
+    return _facet_compare(labelled, out_dir, "where", ["mode"], "CPU vs GPU", "CPU vs GPU", measurement)
+
+
+def all_figures(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[FigureFile]]:
+    """Every figure the report shows, by section."""
+    out = {
+        "speedup_vs_k": speedup_vs_k_ratio(frame, out_dir, "linear_backward")
+        + speedup_vs_k_ratio(frame, out_dir, "overall_backward"),
+        "speedup_vs_hidden": speedup_vs_hidden(frame, out_dir, "linear_backward"),
+        "time_breakdown": time_breakdown(frame, out_dir),
+        "modes": modes_side_by_side(frame, out_dir),
+        "devices": devices_side_by_side(frame, out_dir),
+    }
+    return out

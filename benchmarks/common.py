@@ -45,6 +45,8 @@ __all__ = [
     "make_case",
     "check_possible",
     "measure_grid",
+    "build_pair",
+    "peak_bytes",
     "lookup",
 ]
 
@@ -201,6 +203,26 @@ def measure_grid(workload: str, measurement: str, params: list[list] | None = No
         case = make_case(workload, measurement, *combo)
         results[combo] = _measure(case)
     return results
+
+
+def build_pair(case: _cases.Case) -> dict:
+    """``{"dense": fn, "meprop": fn}`` for ``case``; NotImplementedError (asv: n/a) if impossible."""
+    check_possible(case)
+    return {variant: _workloads.build(case, variant) for variant in _workloads.VARIANTS}
+
+
+def peak_bytes(fn, case: _cases.Case) -> int:
+    """Extra bytes one ``fn()`` needs beyond what is allocated before it (after a warm-up call).
+
+    The engine's :func:`meprop.bench.runner.peak_memory` (imported here, so a commit
+    without it fails only this measurement).
+    """
+    from meprop.bench.runner import peak_memory
+
+    with _timer.num_threads(case.threads):
+        fn()  # warm-up: lazily created buffers are not part of the steady state
+        nbytes, _kind = peak_memory(fn, case.device)
+    return nbytes
 
 
 def lookup(results: dict, workload: str, measurement: str, params: tuple) -> dict:

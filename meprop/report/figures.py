@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 _DPI = 110
-_PANEL_W, _PANEL_H = 3.6, 3.0  # inches per panel
+_PANEL_W, _PANEL_H = 3.8, 3.0  # inches per panel
+_LEGEND_W = 1.5  # inches right of the panels for the figure legend
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile
 def _new_figure(nrows: int, ncols: int, *, sharey: bool = False):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(4.5, _PANEL_W * ncols), _PANEL_H * nrows + 0.6), layout="constrained")
+    fig = Figure(figsize=(max(5.0, _PANEL_W * ncols) + _LEGEND_W, _PANEL_H * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     return fig, axes
 
@@ -77,13 +78,19 @@ def _ok(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
                  & (frame["measurement"] == measurement)]
 
 
+def _speedup_yaxis(ax) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+
+
 def _ratio_axes(ax) -> None:
     from matplotlib.ticker import FuncFormatter
 
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}".rstrip("0")))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    _speedup_yaxis(ax)
 
 
 def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: str = "viridis") -> None:
@@ -98,6 +105,20 @@ def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: str = "viridis") -
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
                    linewidths=1.2, label="noisy (IQR > 10%)", zorder=5)
+
+
+def _figure_legend(fig, axes, title: str) -> None:
+    """One legend for the whole figure, right of the panels (union of every panel's entries)."""
+    entries = {}
+    for ax in axes.flat:
+        handles, labels = ax.get_legend_handles_labels()
+        for handle, label in zip(handles, labels):
+            entries.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if entries:
+        fig.legend(list(entries.values()), list(entries), title=title, loc="outside right upper",
+                   fontsize=8, title_fontsize=9)
 
 
 def _natural(value: str):
@@ -133,7 +154,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
                 ax.set_title(f"hidden n = {hidden}")
                 ax.set_xlabel("k / n (kept ratio, log)")
                 ax.set_ylabel("speedup vs dense (log)")
-                ax.legend(title="batch", fontsize=7, title_fontsize=8)
+            _figure_legend(fig, axes, "batch")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n — {machine}, {device}, {mode}")
         name = _slug("speedup_vs_k", measurement, machine, device, mode)
         files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n "
@@ -145,14 +166,14 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 
 def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Speedup vs hidden size at fixed k ratios, one panel per batch size."""
-    from meprop.report.tables import MEASUREMENT_TITLES
+    from meprop.report.tables import MEASUREMENT_TITLES, nominal_k_ratio
 
     files = []
     ok = _ok(frame, measurement)
     for (machine, device, mode), group in ok.groupby(["machine", "device", "mode"], sort=True):
         if group["hidden"].nunique() < 2:
             continue
-        group = group.assign(ratio=group["k_ratio"].map(lambda r: f"{r:.3g}"))
+        group = group.assign(ratio=nominal_k_ratio(group["k_ratio"]))
         batches = sorted(group["batch"].unique())
         with _style():
             fig, axes = _new_figure(1, len(batches), sharey=True)
@@ -161,13 +182,13 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
                 _lines(ax, part, "hidden", "ratio", palette="rocket")
                 ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label="dense (1x)")
                 ax.set_xscale("log", base=2)
-                ax.set_yscale("log")
+                _speedup_yaxis(ax)
                 ax.set_xticks(sorted(part["hidden"].unique()))
                 ax.set_xticklabels([str(h) for h in sorted(part["hidden"].unique())])
                 ax.set_title(f"batch = {batch}")
                 ax.set_xlabel("hidden size n (log)")
                 ax.set_ylabel("speedup vs dense (log)")
-                ax.legend(title="k / n", fontsize=7, title_fontsize=8)
+            _figure_legend(fig, axes, "k / n")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size — {machine}, {device}, {mode}")
         name = _slug("speedup_vs_hidden", measurement, machine, device, mode)
         files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size "
@@ -198,9 +219,10 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
         both = both.sort_values(["hidden", "batch"]).reset_index(drop=True)
         total = both["dense_ms_f"] + both["dense_ms_b"]
         with _style():
-            fig, axes = _new_figure(1, 1)
-            ax = axes[0][0]
-            fig.set_size_inches(max(6.0, 0.9 * len(both) + 2), 4.2)
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(max(8.0, 1.1 * len(both) + 4), 4.4), layout="constrained")
+            ax = fig.subplots()
             x = np.arange(len(both))
             width = 0.38
             for offset, side, color in ((-width / 2, "dense", "#4c72b0"), (width / 2, "meprop", "#dd8452")):
@@ -215,9 +237,9 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             ax.set_xticklabels([f"n={r.hidden}\nB={r.batch}\nk={r.k}" for r in both.itertuples()], fontsize=7)
             ax.set_ylabel("% of dense forward + backprop time")
             ax.set_ylim(0, 112)
-            ax.legend(fontsize=7, ncol=2, loc="upper right")
+            fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
             what = "overall backprop (MLP)" if workload == "mlp" else "linear-only backprop"
-            fig.suptitle(f"Forward vs {what}, dense vs meProp — {machine}, {device}, {mode}")
+            fig.suptitle(f"Forward vs {what}, dense vs meProp\n{machine}, {device}, {mode}")
         name = _slug("time_breakdown", workload, machine, device, mode)
         files.append(_save(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
                            "Pale: forward; solid: backprop. Bars in % of the dense total, which is written "
@@ -251,8 +273,8 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
                     ax.set_title(f"n = {hidden}, batch = {batch}", fontsize=9)
                     ax.set_xlabel("k / n (log)")
                     ax.set_ylabel("speedup (log)")
-                    ax.legend(fontsize=6)
             label = ", ".join(str(k) for k in keys)
+            _figure_legend(fig, axes, hue)
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title} — {label}")
         files.append(_save(fig, out_dir, _slug(name_prefix, measurement, *keys),
                            f"{MEASUREMENT_TITLES[measurement]}: {title} ({label})",

@@ -142,8 +142,12 @@ def _plain(value) -> str:
     return str(value)
 
 
-def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: str | None = "speedup") -> str:
-    """Render ``table`` with pandas' Styler: units formatted, slow/noisy/met cells classed."""
+def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: str | None = "speedup",
+               slow_below: float = 1.0) -> str:
+    """Render ``table`` with pandas' Styler: units formatted, slow/noisy/met cells classed.
+
+    Cells of ``speedup_column`` below ``slow_below`` are marked slow (red).
+    """
     if table is None or table.empty:
         return '<p class="note">No rows.</p>'
     table = table.reset_index(drop=True)
@@ -152,7 +156,7 @@ def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: 
         if not pd.api.types.is_numeric_dtype(table[column]) or table[column].dtype == bool:
             classes[column] = "text"
     if speedup_column in table.columns:
-        slow = pd.to_numeric(table[speedup_column], errors="coerce") < 1
+        slow = pd.to_numeric(table[speedup_column], errors="coerce") < slow_below
         classes.loc[slow, speedup_column] += " slow"
     if "noisy" in table.columns:
         noisy = table["noisy"] == True  # noqa: E712 (None = unknown)

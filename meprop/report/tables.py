@@ -32,6 +32,7 @@ __all__ = [
     "break_even_table",
     "memory_table",
     "write_table",
+    "nominal_k_ratio",
 ]
 
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
@@ -117,6 +118,30 @@ def _columns():
             "efficiency", "noisy", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source")
 
 
+def nominal_k_ratio(ratios: pd.Series, tolerance: float = 0.1) -> pd.Series:
+    """Group k/n values that are one requested ratio rounded to different k (0.00977, 0.01).
+
+    ``k = round(ratio * n)`` makes k/n differ slightly between hidden sizes; values within
+    ``tolerance`` (relative) of the smallest value of their cluster share one label: the
+    shortest 2-significant-digit spelling among them (``"0.01"``, ``"0.1"``).
+    """
+    values = sorted(ratios.dropna().unique())
+    label, cluster = {}, []
+
+    def close():
+        name = min((f"{v:.2g}" for v in cluster), key=len)
+        label.update({v: name for v in cluster})
+
+    for value in values:
+        if cluster and value > cluster[0] * (1 + tolerance):
+            close()
+            cluster = []
+        cluster.append(value)
+    if cluster:
+        close()
+    return ratios.map(label)
+
+
 def env_frame(records: Iterable[dict]) -> pd.DataFrame:
     """One column per run (``machine / run_id``), one row per environment field."""
     columns = {}
@@ -179,6 +204,8 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
     ]
     if (table["workload"] == "linear").all():
         table = table.drop(columns=["layers"])
+    if measurement == "forward":  # n/k is no reference for the (unchanged) forward pass
+        table = table.drop(columns=["ideal n/k", "efficiency"])
     return table
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["Target", "TARGETS", "match_targets"]
+__all__ = ["Target", "TARGETS", "match_targets", "targets_display"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ TARGETS: tuple[Target, ...] = (
 def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...] = TARGETS) -> pd.DataFrame:
     """Target vs achieved for every machine and device in ``frame``.
 
-    Columns: ``machine, device, target, required, achieved, met, at, noisy, note``.
+    Columns: ``machine, device, target, kind, required, achieved, met, at, noisy, note``
+    (``required``/``achieved``: a speedup, or a k ratio for ``kind == "break_even"``).
     ``met`` is ``"yes"``, ``"NO"``, ``"not measured"`` or ``"n/a"`` (review items).
     """
     ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()] if not frame.empty else frame
@@ -102,7 +103,7 @@ def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...] = TARGETS) ->
     groups = list(ok.groupby(["machine", "device"], sort=True)) if not ok.empty else [(("-", "-"), ok)]
     for (machine, device), group in groups:
         for target in targets:
-            row = {"machine": machine, "device": device, "target": target.label,
+            row = {"machine": machine, "device": device, "target": target.label, "kind": target.kind,
                    "required": target.minimum, "achieved": np.nan, "met": "not measured",
                    "at": "", "noisy": "", "note": target.note}
             if target.kind == "review":
@@ -144,3 +145,17 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
 def _latest(sel: pd.DataFrame) -> pd.Series:
     """Several rows of one case (re-runs): the last one read is the latest run."""
     return sel.iloc[-1]
+
+
+def targets_display(matched: pd.DataFrame) -> pd.DataFrame:
+    """``match_targets`` output for the page: required/achieved as text with their unit."""
+    def text(value, kind, bound):
+        if pd.isna(value):
+            return "—"
+        number = f"{value:.1%} k/n" if kind == "break_even" else f"{value:.2f}x"
+        return f"≥ {number}" if bound else number
+
+    out = matched.copy()
+    out["required"] = [text(v, k, True) for v, k in zip(matched["required"], matched["kind"])]
+    out["achieved"] = [text(v, k, False) for v, k in zip(matched["achieved"], matched["kind"])]
+    return out.drop(columns=["kind"])

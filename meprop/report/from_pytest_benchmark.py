@@ -1,0 +1,72 @@
+"""Map pytest-benchmark ``--benchmark-json`` output to schema records (env + bench).
+
+Each pytest-benchmark entry times one side of a case. The case is read from
+``extra_info["case"]`` (a ``Case.to_dict()``; flat ``extra_info``/``params`` keys named like
+the schema's case fields also work), the side from ``extra_info``/``params`` ``variant``
+(``"dense"`` or ``"meprop"``; ``impl``/``side`` and mode names are accepted too), else from the
+test name; ``extra_info["env"]`` (the engine's snapshot) fills the environment. Dense and
+meProp are then paired by :mod:`meprop.report.pairing`. pytest-benchmark times the two sides
+in separate benchmarks, not interleaved; the report says so for these rows.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meprop.report.pairing import case_from, records_from_sides, side_and_mode, stats
+
+__all__ = ["read_pytest_benchmark"]
+
+_SCHEMA = "meprop.results/1"
+
+
+def _measurement_from_name(name: str) -> str | None:
+    lowered = name.lower()
+    for pattern, measurement in (("overall", "overall_backward"), ("train", "train_step"),
+                                 ("backward", "linear_backward"), ("forward", "forward")):
+        if pattern in lowered:
+            return measurement
+    return None
+
+
+def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
+    """(records, problems) for one pytest-benchmark JSON file."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    machine, commit = data.get("machine_info") or {}, data.get("commit_info") or {}
+    run_id = f"pytest-benchmark:{machine.get('node', '?')}:{data.get('datetime', Path(path).name)}"
+    sides, problems, extra_env = [], [], {}
+    for bench in data.get("benchmarks", []):
+        name = bench.get("name", "?")
+        values = {**(bench.get("params") or {}), **(bench.get("extra_info") or {})}
+        if isinstance(values.get("env"), dict):
+            extra_env.update(values["env"])
+        side, mode = side_and_mode(values, name)
+        if side is None:
+            problems.append(f"{path}: {name}: cannot tell dense from meProp (no 'variant' in extra_info), ignored")
+            continue
+        case = case_from(values)
+        if mode:
+            case["mode"] = mode
+        case.setdefault("measurement", _measurement_from_name(f"{bench.get('group') or ''} {name}"))
+        case.setdefault("workload", "mlp" if "mlp" in name.lower() else "linear")
+        if case.get("hidden") is None or case.get("batch") is None or case.get("measurement") is None:
+            problems.append(f"{path}: {name}: no hidden/batch/measurement in params or extra_info, ignored")
+            continue
+        s = bench.get("stats") or {}
+        sides.append({"case": case, "side": side, "name": name,
+                      "stats": stats(s.get("median"), s.get("iqr"), s.get("rounds"), s.get("min"), s.get("mean"))})
+    cpu = machine.get("cpu") or {}
+    env = {
+        "timestamp": data.get("datetime"), "machine": machine.get("node"), "git_commit": commit.get("id"),
+        "python_version": machine.get("python_version"),
+        "platform": " ".join(filter(None, (machine.get("system"), machine.get("release")))),
+        "cpu_model": cpu.get("brand_raw"), "cpu_cores_logical": cpu.get("count"), "profile": "pytest-benchmark",
+    }
+    env.update({k: v for k, v in extra_env.items() if env.get(k) is None})
+    env["timing"] = "pytest-benchmark: dense and meProp timed as separate benchmarks (not interleaved)"
+    records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
+    if not records:
+        return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
+    env_record = {"schema": _SCHEMA, "type": "env", "run_id": run_id, "env": env, "_source": str(path)}
+    return [env_record] + records, problems + pair_problems

@@ -1,0 +1,146 @@
+"""Pair single-side timings (pytest-benchmark, asv) into ``bench`` records of the schema.
+
+pytest-benchmark and asv store one number per benchmark: the dense timing and the meProp
+timing of a case are separate entries. This module reads the case and the side from an
+entry's parameters and names, completes the case with the engine's own defaults
+(:class:`meprop.bench.cases.Case`: ``in_features``, ``layers``, ``k`` from ``k_ratio``),
+and joins the two sides into one record with speedup = dense median / meProp median,
+ideal = n / k and efficiency, exactly as ``meprop bench`` writes them.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["CASE_FIELDS", "NOISY_THRESHOLD", "stats", "side_and_mode", "case_from", "records_from_sides"]
+
+#: Case fields of a ``bench`` record (``docs/results_schema.md``).
+CASE_FIELDS = (
+    "workload", "measurement", "hidden", "in_features", "layers", "classes", "k", "k_ratio",
+    "batch", "device", "dtype", "mode", "threads",
+)
+#: A side is noisy when its IQR / median exceeds this (the schema's 10%).
+NOISY_THRESHOLD = 0.10
+_MODES = ("per_example", "unified", "random")
+_ALIASES = {"n": "hidden", "hidden_size": "hidden", "batch_size": "batch", "ratio": "k_ratio",
+            "kratio": "k_ratio", "m": "in_features"}
+
+
+def stats(median, iqr=None, n=None, minimum=None, mean=None) -> dict | None:
+    """A schema timing object (seconds), or None when there is no finite median."""
+    if median is None or not isinstance(median, (int, float)) or not math.isfinite(median):
+        return None
+    return {"median_s": float(median), "iqr_s": iqr, "n_samples": n, "min_s": minimum, "mean_s": mean}
+
+
+def side_and_mode(values: dict, name: str) -> tuple[str | None, str | None]:
+    """``("dense"|"meprop"|None, mode)`` from a ``variant``-like field or the benchmark's name."""
+    for key in ("variant", "impl", "side", "method"):
+        value = values.get(key)
+        if isinstance(value, str):
+            if value == "dense":
+                return "dense", values.get("mode")
+            if value == "meprop":
+                return "meprop", values.get("mode")
+            if value in _MODES:
+                return "meprop", value
+    lowered = name.lower()
+    if "dense" in lowered:
+        return "dense", values.get("mode")
+    if "meprop" in lowered:
+        return "meprop", values.get("mode")
+    return None, None
+
+
+def case_from(values: dict, defaults: dict | None = None) -> dict:
+    """Case fields from ``values["case"]`` (a ``Case.to_dict()``), flat keys or aliases."""
+    case = dict(defaults or {})
+    nested = values.get("case")
+    if isinstance(nested, dict):
+        case.update({k: v for k, v in nested.items() if k in CASE_FIELDS})
+    for key, value in values.items():
+        key = _ALIASES.get(key, key)
+        if key in CASE_FIELDS and not (isinstance(nested, dict) and key in nested):
+            case[key] = value
+    return case
+
+
+def _complete(case: dict) -> dict:
+    """Fill the engine's defaults in; a case the engine refuses is kept as given."""
+    from meprop._checks import resolve_k
+    from meprop.bench.cases import Case
+
+    case = dict(case)
+    if case.get("k") is None and case.get("k_ratio") and case.get("hidden"):
+        case["k"] = resolve_k(None, case["k_ratio"], case["hidden"])
+    try:
+        full = Case.from_dict({k: v for k, v in case.items() if v is not None and k != "k_ratio"}).to_dict()
+    except (TypeError, ValueError):
+        full = {f: case.get(f) for f in CASE_FIELDS}
+        if full["k_ratio"] is None and full["k"] and full["hidden"]:
+            full["k_ratio"] = full["k"] / full["hidden"]
+    return full
+
+
+def records_from_sides(sides: list[dict], *, run_id: str, source: str) -> tuple[list[dict], list[str]]:
+    """Pair ``sides`` into ``bench`` records; returns (records, problems).
+
+    Each side: ``{"case": {...}, "side": "dense"|"meprop", "stats": {...}|None, "name": str,
+    "peak_bytes": int|None}``. A meProp side is paired with the dense side whose non-null
+    case fields all equal its own (a dense timing may carry no k or mode), preferring the
+    one that agrees on most fields; without one the record has ``dense: null``.
+    """
+    for item in sides:
+        item["case"] = _complete(item["case"])
+    sides = _merge_peaks(sides)
+    dense = [s for s in sides if s["side"] == "dense"]
+    problems, records = [], []
+    for item in (s for s in sides if s["side"] == "meprop"):
+        case = item["case"]
+        matches = [d for d in dense
+                   if all(case.get(f) == v for f, v in d["case"].items() if v is not None and f in case)]
+        best = max(matches, key=lambda d: sum(v is not None for v in d["case"].values()), default=None)
+        if best is None:
+            problems.append(f"{source}: {item['name']}: no dense timing of the same case")
+        records.append(_record(case, best, item, run_id=run_id, source=source))
+    if dense and not records:
+        problems.append(f"{source}: only dense timings, no meProp timings to compare")
+    return records, problems
+
+
+def _merge_peaks(sides: list[dict]) -> list[dict]:
+    """Attach memory-only entries (no timing) to the timing entry of the same case and side."""
+    timed = {(s["side"], tuple(sorted(s["case"].items()))): s for s in sides if s["stats"] is not None}
+    out = []
+    for item in sides:
+        if item["stats"] is None and item.get("peak_bytes") is not None:
+            target = timed.get((item["side"], tuple(sorted(item["case"].items()))))
+            if target is not None:
+                target["peak_bytes"] = item["peak_bytes"]
+                continue
+        out.append(item)
+    return out
+
+
+def _record(case: dict, dense_side: dict | None, meprop_side: dict, *, run_id: str, source: str) -> dict:
+    dense = dense_side["stats"] if dense_side else None
+    meprop = meprop_side["stats"]
+    speedup = dense["median_s"] / meprop["median_s"] if dense and meprop and meprop["median_s"] > 0 else None
+    ideal = case["hidden"] / case["k"] if case.get("hidden") and case.get("k") else None
+    spreads = [s["iqr_s"] / s["median_s"] for s in (dense, meprop)
+               if s and s.get("iqr_s") is not None and s["median_s"] > 0]
+    peaks = (dense_side or {}).get("peak_bytes"), meprop_side.get("peak_bytes")
+    peak = None
+    if any(p is not None for p in peaks):
+        kind = "cpu_rss_delta" if str(case.get("device", "cpu")).startswith("cpu") else "cuda_max_allocated"
+        peak = {"dense_bytes": peaks[0], "meprop_bytes": peaks[1], "kind": kind}
+    key = "/".join(f"{f}={case.get(f)}" for f in CASE_FIELDS)
+    return {
+        "schema": "meprop.results/1", "type": "bench", "run_id": run_id, "case": case, "key": key,
+        "status": "ok" if meprop or peak else "skipped",
+        "reason": None if meprop else ("peak memory only (no timing)" if peak else "no meProp timing"),
+        "dense": dense, "meprop": meprop, "speedup": speedup, "ideal": ideal,
+        "efficiency": speedup / ideal if speedup and ideal else None,
+        "noisy": any(x > NOISY_THRESHOLD for x in spreads) if spreads else None,
+        "peak_memory": peak, "_source": source,
+    }

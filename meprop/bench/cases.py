@@ -25,7 +25,7 @@ import itertools
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from meprop._checks import check_choice, check_k, check_k_ratio, resolve_k
 from meprop.selection import MODES
@@ -253,9 +253,9 @@ _QUICK_BATCH = (1, 64, 1024)
 
 
 def _quick() -> list[Case]:
-    # The main job: linear-only backprop over the whole grid for both top-k modes,
-    # the forward (k does not change it: one k ratio), and the MLP's overall backprop
-    # and training step at the paper's depth.
+    # The main job. Linear-only backprop over the whole grid for both top-k modes; the
+    # forward (k does not change it: one k ratio); the paper's MLP (784-n-n-10) overall
+    # backprop over the k ratios for batch 64 and 1024, and its training step.
     axes = dict(hidden=_QUICK_HIDDEN, batch=_QUICK_BATCH)
     cases = grid(measurement=("linear_backward",), k_ratio=_QUICK_RATIOS,
                  mode=("unified", "per_example"), **axes)
@@ -368,7 +368,7 @@ PROFILES: dict[str, Profile] = {
         Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
                 budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10),
         Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
-                _quick, budget_s=1.0, warmup_s=0.05, min_samples=5, max_samples=100),
+                _quick, budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100),
         Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
                 _paper, budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200),
         Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
@@ -384,6 +384,3 @@ def profile_cases(name: str) -> list[Case]:
     check_choice(name, "profile", PROFILES)
     return PROFILES[name].cases()
 
-
-def _unique(values: Sequence) -> list:
-    return list(dict.fromkeys(values))

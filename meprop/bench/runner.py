@@ -117,13 +117,13 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
         with num_threads(case.threads):
             dense_fn = build(case, "dense")
             meprop_fn = build(case, "meprop")
-            dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
-                                      threads=case.threads, **options.as_kwargs())
             memory = None
-            if measure_memory:
+            if measure_memory:  # the first call of each: also the first warm-up call
                 dense_bytes, kind = peak_memory(dense_fn, case.device)
                 meprop_bytes, _ = peak_memory(meprop_fn, case.device)
                 memory = {"dense_bytes": dense_bytes, "meprop_bytes": meprop_bytes, "kind": kind}
+            dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
+                                      threads=case.threads, **options.as_kwargs())
         return dict(dense=dense, meprop=meprop, peak_memory=memory)
     except Unsupported as error:
         return dict(status="skipped", reason=str(error))

@@ -1,0 +1,145 @@
+"""Case validation, keys, custom grids and the named profiles (including issue 5's perf rows)."""
+
+import pytest
+
+from meprop.bench.cases import (
+    MEASUREMENTS, PERF_TARGETS, PROFILES, Case, grid, profile_cases,
+)
+
+
+def test_case_defaults_and_derived_fields():
+    c = Case("linear", "linear_backward", hidden=4096, k=41, batch=64)
+    assert c.in_features == 4096 and c.layers == 1
+    assert c.k_ratio == pytest.approx(0.01, rel=0.01)
+    assert c.ideal == pytest.approx(4096 / 41)
+    m = Case("mlp", "overall_backward", hidden=500, k=20, batch=10, layers=3)
+    assert m.in_features == 784 and m.layers == 3
+    assert Case.from_dict(m.to_dict()) == m
+
+
+def test_keys_are_stable_and_distinct():
+    a = Case("linear", "forward", 1024, 10, 64)
+    assert a.key == Case("linear", "forward", 1024, 10, 64).key
+    assert a.key == "linear/forward/m1024-n1024x1-c10/k10/b64/unified/cpu/float32/tauto"
+    variants = [a.replace(**change) for change in (
+        dict(k=11), dict(batch=65), dict(mode="per_example"), dict(device="cuda"),
+        dict(dtype="float64"), dict(threads=2), dict(measurement="train_step"),
+        dict(in_features=512),
+    )]
+    assert len({v.key for v in variants} | {a.key}) == len(variants) + 1
+    assert a.resolved(3).threads == 3 and a.resolved(3).key.endswith("/t3")
+    assert a.replace(threads=2).resolved(3).threads == 2
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(workload="cnn"), ValueError, "workload"),
+    (dict(measurement="backward"), ValueError, "measurement"),
+    (dict(hidden=0), ValueError, "hidden"),
+    (dict(hidden=-5), ValueError, "hidden"),
+    (dict(k=0), ValueError, "k must be a positive int"),
+    (dict(k=2000), ValueError, "at most hidden=1024"),
+    (dict(batch=0), ValueError, "batch"),
+    (dict(batch=1.5), TypeError, "batch"),
+    (dict(device="gpu"), ValueError, "device"),
+    (dict(dtype="int8"), ValueError, "dtype"),
+    (dict(mode="topk"), ValueError, "mode"),
+    (dict(threads=0), ValueError, "threads"),
+])
+def test_case_bad_input(change, error, match):
+    args = dict(workload="linear", measurement="forward", hidden=1024, k=10, batch=64)
+    args.update(change)
+    with pytest.raises(error, match=match):
+        Case(**args)
+
+
+def test_grid_resolves_ratios_and_dedupes():
+    cases = grid(hidden=[100, 1000], k_ratio=[0.01, 0.011], batch=[1], mode=["unified"])
+    # 0.01 and 0.011 resolve to the same k=1 at n=100, different at n=1000
+    assert [(c.hidden, c.k) for c in cases] == [(100, 1), (1000, 10), (1000, 11)]
+    assert [c.k for c in grid(hidden=[64], k=[3, 64])] == [3, 64]
+    assert [c.k for c in grid(hidden=[100])] == [10]  # default ratio 0.1
+    with pytest.raises(ValueError, match="k_ratio must be in"):
+        grid(k_ratio=[1.5])
+    with pytest.raises(ValueError, match="k_ratio must be in"):
+        grid(k_ratio=[0.0])
+    with pytest.raises(ValueError, match="at most out_features"):
+        grid(hidden=[64], k=[65])
+
+
+def test_profile_names_and_unknown_profile():
+    assert set(PROFILES) == {"smoke", "quick", "paper", "full", "perf"}
+    with pytest.raises(ValueError, match="profile must be one of"):
+        profile_cases("fast")
+
+
+def test_every_profile_has_unique_valid_cases():
+    for name in PROFILES:
+        cases = profile_cases(name)
+        assert cases, name
+        assert len({c.key for c in cases}) == len(cases), name
+
+
+def test_smoke_is_tiny_and_covers_every_measurement():
+    cases = profile_cases("smoke")
+    assert len(cases) <= 16
+    assert all(c.hidden <= 64 and c.batch <= 8 for c in cases)
+    assert {c.measurement for c in cases} == set(MEASUREMENTS)
+    assert {c.workload for c in cases} == {"linear", "mlp"}
+
+
+def test_quick_grid_is_the_issue_grid():
+    cases = profile_cases("quick")
+    lin = [c for c in cases if c.workload == "linear" and c.measurement == "linear_backward"]
+    assert {c.hidden for c in lin} == {500, 1024, 4096}
+    assert {c.batch for c in lin} == {1, 64, 1024}
+    assert {round(c.k_ratio, 2) for c in lin} == {0.01, 0.04, 0.1, 0.5}
+    assert {c.mode for c in lin} == {"unified", "per_example"}
+    assert len(lin) == 3 * 3 * 4 * 2
+    assert all(c.device == "cpu" for c in cases)
+    assert {c.measurement for c in cases} == set(MEASUREMENTS)
+
+
+def test_paper_profile_has_the_papers_shapes():
+    cases = profile_cases("paper")
+    table7 = {c.k for c in cases if c.workload == "linear" and c.hidden == 8192 and c.batch == 1024}
+    assert table7 == {8, 16, 32, 64, 128, 256, 512}
+    table8 = {c.k for c in cases if c.workload == "mlp" and c.hidden == 8192
+              and c.measurement == "overall_backward"}
+    assert table8 == table7
+    h500 = {(c.k, c.batch) for c in cases if c.hidden == 500}
+    assert {(k, b) for k in (5, 10, 20, 80) for b in (1, 10, 50)} <= h500
+
+
+def test_full_profile_spans_devices_and_ratios():
+    cases = profile_cases("full")
+    assert {c.device for c in cases} == {"cpu", "cuda"}
+    assert max(c.hidden for c in cases) == 8192
+    assert min(c.k_ratio for c in cases) < 0.01 and max(c.k_ratio for c in cases) == 1.0
+
+
+def test_perf_covers_every_issue5_row():
+    keys = {c.key for c in profile_cases("perf")}
+    assert all(c.dtype == "float32" and c.threads == 2 for c in profile_cases("perf"))
+    for target in PERF_TARGETS:
+        assert {c.key for c in target.cases} <= keys, target.name
+    rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
+            for t in PERF_TARGETS for c in t.cases}
+    expected = {
+        ("linear", "linear_backward", 8192, 1024, 128, "unified"),
+        ("linear", "linear_backward", 8192, 1024, 512, "unified"),
+        ("linear", "linear_backward", 4096, 1024, 41, "unified"),
+        ("linear", "linear_backward", 4096, 64, 410, "unified"),
+        ("linear", "linear_backward", 4096, 1, 41, "per_example"),
+        ("linear", "linear_backward", 4096, 64, 41, "per_example"),
+        ("mlp", "overall_backward", 4096, 1024, 41, "unified"),
+        ("mlp", "overall_backward", 4096, 1024, 41, "per_example"),
+        ("mlp", "overall_backward", 500, 1024, 20, "unified"),
+    }
+    assert expected <= rows
+    speedups = {t.name: t.min_speedup for t in PERF_TARGETS if t.kind == "speedup"}
+    assert speedups["unified n=8192 B=1024 k=128"] == 30.0
+    break_even = [t for t in PERF_TARGETS if t.kind == "break_even"][0]
+    assert break_even.min_k_ratio == 0.10
+    assert all(c.hidden >= 1024 and c.batch >= 64 and c.mode == "per_example"
+               for c in break_even.cases)
+    assert any(t.kind == "forward" for t in PERF_TARGETS)

@@ -1,0 +1,182 @@
+"""The timer's logic with an injected fake clock: statistics, interleaving, adaptive stopping."""
+
+import math
+
+import pytest
+import torch
+
+from meprop.bench.timer import (
+    NOISE_THRESHOLD, Measurement, Stopwatch, num_threads, time_one, time_pair,
+)
+
+
+class FakeClock:
+    """A clock that only moves when an operation says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def op(self, durations, log=None, name=None):
+        """A callable that advances the clock by the next duration (cycling)."""
+        durations = list(durations)
+        state = {"i": 0}
+
+        def fn():
+            self.now += durations[state["i"] % len(durations)]
+            state["i"] += 1
+            if log is not None:
+                log.append(name)
+        fn.calls = state
+        return fn
+
+
+def test_measurement_statistics():
+    m = Measurement((1.0, 2.0, 3.0, 4.0, 100.0))
+    assert m.median == 3.0
+    assert m.iqr == pytest.approx(2.0)  # percentiles 2.0 and 4.0
+    assert (m.min, m.mean, m.n_samples) == (1.0, 22.0, 5)
+    assert m.noisy  # 2 / 3 > 10%
+    d = m.to_dict()
+    assert d["median_s"] == 3.0 and d["n_samples"] == 5 and d["min_s"] == 1.0
+
+
+def test_noisy_threshold():
+    assert not Measurement((1.0, 1.0, 1.0, 1.0)).noisy
+    spread = NOISE_THRESHOLD * 0.9
+    assert not Measurement((1.0 - spread / 2, 1.0, 1.0 + spread / 2)).noisy
+    assert Measurement((0.8, 1.0, 1.2)).noisy
+
+
+def test_empty_measurement_refused():
+    with pytest.raises(ValueError, match="at least one sample"):
+        Measurement(())
+
+
+def test_constant_op_stops_at_min_samples():
+    clock = FakeClock()
+    fn = clock.op([0.01])
+    m = time_one(fn, clock=clock, min_samples=5, max_samples=50, warmup_s=0, budget_s=10,
+                 min_sample_s=0)
+    assert m.n_samples == 5  # zero spread: settled as soon as allowed
+    assert m.median == pytest.approx(0.01)
+    assert fn.calls["i"] == 6  # one warm-up call + 5 samples
+
+
+def test_noisy_op_runs_until_budget():
+    clock = FakeClock()
+    fn = clock.op([0.01, 0.03, 0.02, 0.05])  # relative IQR ~ 0.6: never settles to 1%
+    m = time_one(fn, clock=clock, min_samples=3, max_samples=10_000, warmup_s=0,
+                 budget_s=1.0, min_sample_s=0)
+    total = sum(m.samples)
+    assert 1.0 <= total < 1.0 + 0.05 + 1e-9  # stopped by the first sample past the budget
+    assert m.n_samples < 10_000
+
+
+def test_max_samples_bounds_a_noisy_op():
+    clock = FakeClock()
+    fn = clock.op([0.01, 0.03])
+    m = time_one(fn, clock=clock, min_samples=3, max_samples=7, warmup_s=0, budget_s=1e9,
+                 min_sample_s=0)
+    assert m.n_samples == 7
+
+
+def test_min_samples_taken_past_the_budget():
+    clock = FakeClock()
+    m = time_one(clock.op([1.0, 2.0]), clock=clock, min_samples=4, budget_s=0.1, warmup_s=0,
+                 min_sample_s=0)
+    assert m.n_samples == 4
+
+
+def test_spread_settles_when_precision_is_reached():
+    # relative IQR 0.2: SE ~ 1.2533 * 0.2 / 1.349 / sqrt(n) <= 0.02 needs n >= 87
+    clock = FakeClock()
+    fn = clock.op([0.8, 0.9, 1.0, 1.1, 1.2])
+    m = time_one(fn, clock=clock, min_samples=3, max_samples=1000, warmup_s=0, budget_s=1e9,
+                 rel_precision=0.02, min_sample_s=0)
+    assert 85 <= m.n_samples <= 95
+    assert m.rel_standard_error() <= 0.02
+
+
+def test_warmup_runs_until_warmup_time_and_is_not_sampled():
+    clock = FakeClock()
+    fn = clock.op([5.0] + [0.01] * 1000)  # a slow first call (lazy init)
+    m = time_one(fn, clock=clock, min_samples=5, warmup_s=5.995, budget_s=10, min_sample_s=0)
+    assert m.min == pytest.approx(0.01) and m.median == pytest.approx(0.01)
+    assert fn.calls["i"] == 1 + 100 + m.n_samples  # 5.0 + 100 * 0.01 passes 5.995 s
+
+
+def test_fast_ops_are_batched_per_sample():
+    clock = FakeClock()
+    fn = clock.op([1e-5])
+    m = time_one(fn, clock=clock, min_samples=3, warmup_s=0, min_sample_s=1e-3)
+    assert m.number == 100
+    assert m.median == pytest.approx(1e-5)  # per call, not per sample
+
+
+def test_time_pair_interleaves_abba():
+    clock = FakeClock()
+    log = []
+    dense = clock.op([0.04], log, "d")
+    meprop = clock.op([0.01], log, "m")
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
+                     min_sample_s=0)
+    assert log[:2] == ["d", "m"]  # warm-up
+    assert log[2:] == ["d", "m", "m", "d", "d", "m", "m", "d"]
+    assert d.median / m.median == pytest.approx(4.0)
+
+
+def test_time_pair_is_adaptive_for_both_sides():
+    clock = FakeClock()
+    dense = clock.op([0.04])
+    meprop = clock.op([0.01, 0.02, 0.015])  # noisy: sampling goes on for both
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=40, warmup_s=0,
+                     budget_s=1e9, min_sample_s=0)
+    assert d.n_samples == m.n_samples == 40
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(min_samples=0), "min_samples"),
+    (dict(min_samples=5, max_samples=2), "max_samples"),
+    (dict(budget_s=-1), "budget_s"),
+    (dict(threads=0), "threads"),
+])
+def test_bad_timing_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        time_one(lambda: None, **kwargs)
+
+
+def test_threads_set_and_restored():
+    before = torch.get_num_threads()
+    seen = []
+    time_one(lambda: seen.append(torch.get_num_threads()), threads=1, min_samples=1,
+             max_samples=1, warmup_s=0, min_sample_s=0)
+    assert set(seen) == {1}
+    assert torch.get_num_threads() == before
+    with num_threads(None) as n:
+        assert n == before
+
+
+def test_stopwatch_accumulates_intervals():
+    clock = FakeClock()
+    watch = Stopwatch("cpu", clock=clock)
+    for step in (0.5, 0.25):
+        with watch:
+            clock.now += step
+        clock.now += 10  # outside: not counted
+    assert watch.elapsed == pytest.approx(0.75) and watch.laps == 2
+    with pytest.raises(RuntimeError, match="already running"):
+        with watch:
+            with watch:
+                pass
+    watch.reset()
+    assert (watch.elapsed, watch.laps) == (0.0, 0)
+
+
+def test_stopwatch_real_clock_cpu():
+    watch = Stopwatch("cpu")
+    with watch:
+        torch.ones(10).sum()
+    assert 0 < watch.elapsed < 10 and not math.isnan(watch.elapsed)

@@ -150,7 +150,10 @@ def _preallocate_grads(model: nn.Module) -> None:
 def build(case, variant: str) -> Callable[[], None]:
     """A zero-argument callable doing exactly one measured operation of ``case``.
 
-    Raises :class:`Unsupported` when the case cannot run here.
+    The callable also carries what it works on, for probes and tests: ``.model`` (the
+    nn.Module) and ``.inputs`` (the leaf tensors whose ``.grad`` the operation fills:
+    the layer inputs of ``linear_backward``, else empty). Raises :class:`Unsupported`
+    when the case cannot run here.
     """
     _check_supported(case)
     model = build_model(case, variant)
@@ -168,31 +171,30 @@ def build(case, variant: str) -> Callable[[], None]:
         def loss_of(out):
             return F.cross_entropy(out, labels)
 
+    inputs: list[torch.Tensor] = []
     if case.measurement == "forward":
-        def forward() -> None:
+        def op() -> None:
             model(x)
-        return forward
-
-    if case.measurement == "linear_backward":
-        return _linear_backward(model, x, case, gen)
-
-    if case.measurement == "overall_backward":
+    elif case.measurement == "linear_backward":
+        op, inputs = _linear_backward(model, x, case, gen)
+    elif case.measurement == "overall_backward":
         loss = loss_of(model(x))
 
-        def overall_backward() -> None:
+        def op() -> None:
             loss.backward(retain_graph=True)
-        return overall_backward
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        def op() -> None:
+            optimizer.zero_grad(set_to_none=False)
+            loss_of(model(x)).backward()
+            optimizer.step()
+    op.__name__ = case.measurement
+    op.model, op.inputs = model, inputs
+    return op
 
-    def train_step() -> None:
-        optimizer.zero_grad(set_to_none=False)
-        loss_of(model(x)).backward()
-        optimizer.step()
-    return train_step
 
-
-def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen) -> Callable[[], None]:
+def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):
     """Backward of every linear layer alone, each on its own retained graph."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     ys, dys = [], []
@@ -205,13 +207,15 @@ def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen) -> Callable[[
                 h = F.linear(h, module.weight, module.bias)
             elif isinstance(module, nn.ReLU):
                 h = torch.relu(h)
+    leaves = []
     for layer, inp in zip(linears, inputs):
         leaf = inp.detach().clone().requires_grad_(True)  # grad_input is part of the work
         leaf.grad = torch.zeros_like(leaf)
+        leaves.append(leaf)
         y = layer(leaf)  # (B, out)
         ys.append(y)
         dys.append(_randn(*y.shape, case=case, generator=gen))  # fixed output gradient
 
     def linear_backward() -> None:
         torch.autograd.backward(ys, dys, retain_graph=True)
-    return linear_backward
+    return linear_backward, leaves

@@ -43,6 +43,20 @@ def _list_of(kind: type, name: str):
     return parse
 
 
+class _Extend(argparse.Action):
+    """Collect comma- or space-separated values over repeated options into one flat list."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = list(getattr(namespace, self.dest) or [])
+        for chunk in values:
+            current.extend(chunk)
+        setattr(namespace, self.dest, current)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     from meprop.bench.cases import DTYPES, MEASUREMENTS, PROFILES, WORKLOADS
     from meprop.selection import MODES
@@ -52,21 +66,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     lists = "(comma- or space-separated; several values allowed)"
     parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
                         help=f"named grid (default {_DEFAULT_PROFILE} unless a custom grid is given)")
-    parser.add_argument("--device", type=_list_of(str, "--device"), action="extend",
+    parser.add_argument("--device", type=_list_of(str, "--device"), action=_Extend,
                         help=f"cpu, cuda, cuda:N {lists}")
-    parser.add_argument("--hidden", type=_list_of(int, "--hidden"), action="extend",
+    parser.add_argument("--hidden", type=_list_of(int, "--hidden"), action=_Extend,
                         help=f"hidden sizes n {lists}")
-    parser.add_argument("--k-ratio", type=_list_of(float, "--k-ratio"), action="extend",
+    parser.add_argument("--k-ratio", type=_list_of(float, "--k-ratio"), action=_Extend,
                         help=f"k / n, in (0, 1] {lists}")
-    parser.add_argument("--k", type=_list_of(int, "--k"), action="extend",
+    parser.add_argument("--k", type=_list_of(int, "--k"), action=_Extend,
                         help=f"absolute k {lists}")
-    parser.add_argument("--batch", type=_list_of(int, "--batch"), action="extend",
+    parser.add_argument("--batch", type=_list_of(int, "--batch"), action=_Extend,
                         help=f"batch sizes {lists}")
-    parser.add_argument("--mode", type=_list_of(str, "--mode"), action="extend",
+    parser.add_argument("--mode", type=_list_of(str, "--mode"), action=_Extend,
                         help=f"{', '.join(MODES)} {lists}")
-    parser.add_argument("--measurement", type=_list_of(str, "--measurement"), action="extend",
+    parser.add_argument("--measurement", type=_list_of(str, "--measurement"), action=_Extend,
                         help=f"{', '.join(MEASUREMENTS)} {lists}")
-    parser.add_argument("--workload", type=_list_of(str, "--workload"), action="extend",
+    parser.add_argument("--workload", type=_list_of(str, "--workload"), action=_Extend,
                         help=f"{', '.join(WORKLOADS)} {lists}")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="replace every case's dtype")
     parser.add_argument("--threads", type=int, default=None,

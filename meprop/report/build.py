@@ -67,7 +67,7 @@ def input_problems(loaded: LoadedResults, frame: pd.DataFrame) -> tuple[list[str
         reasons = skipped["reason"].fillna("no reason given").value_counts()
         problems.append(f"{len(skipped)} case(s) skipped: "
                         + "; ".join(f"{reason} ({count})" for reason, count in reasons.items()))
-    ok = frame[frame["status"] == "ok"]
+    ok = frame[(frame["status"] == "ok") & frame["meprop_ms"].notna()]  # timed rows (not memory-only)
     no_dense = ok[ok["dense_ms"].isna()]
     severe = not ok.empty and ok["speedup"].isna().all()
     if severe:

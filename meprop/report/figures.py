@@ -13,8 +13,9 @@ modes (one machine and device) or devices (same mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,13 +37,17 @@ _LEGEND_W = 1.5  # inches right of the panels for the figure legend
 
 @dataclass(frozen=True)
 class FigureFile:
-    """A written figure: ``png`` and ``svg`` paths, a title and a caption for the page."""
+    """A written figure: ``png`` and ``svg`` paths, a title and a caption for the page.
+
+    ``figure`` is the matplotlib Figure itself (for tests and notebooks).
+    """
 
     name: str
     title: str
     caption: str
     png: Path
     svg: Path
+    figure: Any = field(default=None, compare=False, repr=False)
 
 
 def _slug(*parts: object) -> str:
@@ -56,7 +61,7 @@ def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
     fig.savefig(png, dpi=_DPI)
     fig.savefig(svg)
-    return FigureFile(name, title, caption, png, svg)
+    return FigureFile(name, title, caption, png, svg, fig)
 
 
 def _new_figure(nrows: int, ncols: int, *, sharey: bool = False):

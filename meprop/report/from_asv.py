@@ -106,7 +106,7 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
             sides.append({"case": case, "side": side, "name": label,
                           "stats": stats(value, iqr, st.get("repeat") if st else None)})
     if unused:
-        problems.append(f"{path}: {unused} track_speedup result(s) not read; speedups are recomputed "
+        problems.append(f"{path}: {unused} track_speedup benchmark(s) not read; speedups are recomputed "
                         "from track_dense / track_meprop")
     date = results.date
     env = {

@@ -133,10 +133,8 @@ def _formatter(column: str):
 def _plain(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "—"
-    if value is True:
-        return "⚠ noisy"
-    if value is False:
-        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "⚠ noisy" if value else ""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)

@@ -138,7 +138,7 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
         row["at"] = f"n={pick['hidden']}, batch {pick['batch']}, k={pick['k']}"
         if target.kind == "forward":
             row["at"] = f"worst of {len(sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
-        row["noisy"] = "yes" if pick["noisy"] is True else ""
+        row["noisy"] = "yes" if pick["noisy"] == True else ""  # noqa: E712 (None: unknown)
     row["met"] = "yes" if row["achieved"] >= target.minimum - 1e-12 else "NO"
 
 

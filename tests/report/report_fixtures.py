@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["SCHEMA", "env_record", "bench_record", "train_record", "write_jsonl", "quick_like_records",
+__all__ = ["SCHEMA", "env_record", "bench_record", "train_record", "write_jsonl", "quick_like_records", "tiny_records",
            "SPEEDUPS"]
 
 SCHEMA = "meprop.results/1"
@@ -103,3 +103,11 @@ def quick_like_records(run_id: str = "run-a", machine: str = "box-a", *, noisy_c
             records.append(bench_record(run_id, hidden=hidden, batch=batch, k=k, mode=mode,
                                         measurement="forward", dense_s=dense * 0.5, meprop_s=dense * 0.51))
     return records
+
+
+def tiny_records(run_id: str = "run-t", machine: str = "box-t") -> list[dict]:
+    """Two linear-only backprop cells (one figure): for tests that only need a small valid run."""
+    return [env_record(run_id, machine)] + [
+        bench_record(run_id, hidden=1024, batch=64, k=k, dense_s=1e-3, meprop_s=1e-3 / s)
+        for k, s in ((10, 8.0), (102, 2.0))
+    ]

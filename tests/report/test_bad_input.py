@@ -1,0 +1,113 @@
+"""Bad input: a one-line error (exit 2) or a report that says what is missing; no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import report_fixtures as fx
+
+from meprop.cli import main
+from meprop.report import ResultsError, build_report
+
+
+def _report(capsys, *args):
+    status = main(["report", *map(str, args)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return status, out, err
+
+
+def test_missing_path(tmp_path, capsys):
+    status, out, err = _report(capsys, tmp_path / "nope.jsonl", "--out", tmp_path / "rep")
+    assert status == 2 and "does not exist" in err and "nope.jsonl" in err
+    assert not (tmp_path / "rep" / "index.html").exists()
+
+
+def test_empty_file(tmp_path, capsys):
+    empty = tmp_path / "results.jsonl"
+    empty.write_text("")
+    status, _, err = _report(capsys, empty, "--out", tmp_path / "rep")
+    assert status == 2 and "empty" in err
+
+
+def test_corrupt_line_names_file_and_line(tmp_path, capsys):
+    path = fx.write_jsonl(tmp_path / "results.jsonl", fx.quick_like_records())
+    lines = path.read_text().splitlines()
+    lines[3] = "{this is not json"
+    path.write_text("\n".join(lines) + "\n")
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 2 and f"{path}:4" in err
+
+
+def test_foreign_json(tmp_path, capsys):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"hello": "world"}))
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 2 and "none of the formats" in err
+
+
+def test_other_schema_major_refused_even_beside_good_results(tmp_path, capsys):
+    good = fx.write_jsonl(tmp_path / "a" / "results.jsonl", fx.quick_like_records())
+    newer = [dict(r, schema="meprop.results/2") for r in fx.quick_like_records("run-b")]
+    bad = fx.write_jsonl(tmp_path / "b" / "results.jsonl", newer)
+    status, _, err = _report(capsys, good, bad, "--out", tmp_path / "rep")
+    assert status == 2 and "meprop.results/2" in err and str(bad) in err
+
+
+def test_no_dense_baselines_gives_a_report_that_says_so(tmp_path, capsys):
+    records = [fx.env_record("r")] + [
+        fx.bench_record("r", hidden=1024, batch=64, k=k, dense_s=None, meprop_s=1e-4) for k in (10, 41)]
+    path = fx.write_jsonl(tmp_path / "results.jsonl", records)
+    status, out, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0 and "no dense baselines" in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "no dense baselines" in page and 'class="problems severe"' in page
+    assert "no dense baseline" in (tmp_path / "rep" / "tables" / "speedup_linear_backward.csv").read_text()
+
+
+def test_empty_file_beside_good_results_is_listed(tmp_path, capsys):
+    fx.write_jsonl(tmp_path / "in" / "a" / "results.jsonl", fx.tiny_records())
+    (tmp_path / "in" / "b").mkdir()
+    (tmp_path / "in" / "b" / "results.jsonl").write_text("")
+    (tmp_path / "in" / "notes.json").write_text('{"not": "results"}')
+    status, out, err = _report(capsys, tmp_path / "in", "--out", tmp_path / "rep")
+    assert status == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "empty results file" in page and "notes.json: not a results file" in page
+    assert "empty results file" in err
+
+
+def test_directory_without_results(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "readme.txt").write_text("hi")
+    status, _, err = _report(capsys, tmp_path / "in", "--out", tmp_path / "rep")
+    assert status == 2 and "holds no *.jsonl or *.json files" in err
+
+
+def test_unwritable_output(tmp_path, capsys):
+    tiny = fx.write_jsonl(tmp_path / "results.jsonl", fx.tiny_records())
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status, _, err = _report(capsys, tiny, "--out", blocker / "rep")
+    assert status == 2 and "output folder" in err
+
+
+def test_build_report_raises_results_error(tmp_path):
+    with pytest.raises(ResultsError, match="no results given"):
+        build_report([], tmp_path / "rep")
+
+
+def test_command_line_prints_index_path(tmp_path):
+    tiny = fx.write_jsonl(tmp_path / "results.jsonl", fx.tiny_records())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "meprop", "report", str(tiny), "--out",
+                           str(tmp_path / "rep"), "--title", "Nightly"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    index = tmp_path / "rep" / "index.html"
+    assert proc.stdout.strip() == str(index.resolve())
+    assert "<title>Nightly</title>" in index.read_text()

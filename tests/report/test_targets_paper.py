@@ -1,0 +1,91 @@
+"""Issue 5's targets matched against result rows; the paper's tables beside ours."""
+
+from __future__ import annotations
+
+import pytest
+import report_fixtures as fx
+
+from meprop.report import paper
+from meprop.report.tables import bench_frame
+from meprop.report.targets import TARGETS, match_targets, targets_display
+
+
+def _by_target(matched):
+    return matched.set_index("target")
+
+
+def test_targets_met_missed_and_not_measured():
+    recs = [fx.env_record("r", profile="perf"),
+            # unified n=8192 B=1024 k=128: 32x >= 30x -> met
+            fx.bench_record("r", hidden=8192, batch=1024, k=128, dense_s=3.2e-1, meprop_s=1e-2),
+            # unified n=8192 B=1024 k=512: 10x < 11x -> missed
+            fx.bench_record("r", hidden=8192, batch=1024, k=512, dense_s=1e-1, meprop_s=1e-2),
+            # per-example n=4096 B=1 k=1% (k=41): 25x
+            fx.bench_record("r", hidden=4096, batch=1, k=41, mode="per_example", dense_s=2.5e-3, meprop_s=1e-4),
+            # MLP 784-500-500-10 overall, k=20, B=1024, unified: 3.5x
+            fx.bench_record("r", hidden=500, batch=1024, k=20, workload="mlp", layers=2, in_features=784,
+                            measurement="overall_backward", dense_s=3.5e-3, meprop_s=1e-3),
+            # a linear n=500 row must not count as the MLP target
+            fx.bench_record("r", hidden=500, batch=1024, k=20, dense_s=1e-3, meprop_s=1e-3),
+            # forward 3% slower -> within 5%
+            fx.bench_record("r", hidden=4096, batch=64, k=41, measurement="forward", dense_s=1e-3, meprop_s=1.03e-3)]
+    t = _by_target(match_targets(bench_frame(recs)))
+    assert len(t) == len(TARGETS)
+    row = t.loc["unified, n=8192, batch 1024, k=128 (1.6%)"]
+    assert (row["met"], row["achieved"]) == ("yes", pytest.approx(32.0))
+    row = t.loc["unified, n=8192, batch 1024, k=512 (6.25%)"]
+    assert (row["met"], row["achieved"]) == ("NO", pytest.approx(10.0))
+    assert t.loc["per-example, n=4096, batch 1, k=1%", "achieved"] == pytest.approx(25.0)
+    assert t.loc["MLP 784-500-500-10 overall backprop, k=20, batch 1024, unified", "achieved"] == pytest.approx(3.5)
+    assert t.loc["unified, n=4096, batch 64, k=10%", "met"] == "not measured"
+    assert t.loc["masked-dense reference never on a fast path", "met"] == "n/a"
+    row = t.loc["forward with meProp layers within 5% of dense (worst case)"]
+    assert row["met"] == "yes" and row["achieved"] == pytest.approx(1 / 1.03)
+
+
+def test_forward_target_fails_beyond_five_percent():
+    recs = [fx.env_record("r"),
+            fx.bench_record("r", hidden=1024, batch=64, k=10, measurement="forward", dense_s=1e-3, meprop_s=1.02e-3),
+            fx.bench_record("r", hidden=4096, batch=64, k=41, measurement="forward", dense_s=1e-3, meprop_s=1.08e-3)]
+    row = _by_target(match_targets(bench_frame(recs))).loc["forward with meProp layers within 5% of dense (worst case)"]
+    assert row["met"] == "NO" and row["achieved"] == pytest.approx(1 / 1.08)
+
+
+def test_break_even_target_uses_the_worst_group(quick_records):
+    # per_example, n >= 1024, batch >= 64 in the fixture: break-even 0.0996, 0.04, 0.1, 0.1 -> worst 0.04
+    t = match_targets(bench_frame(quick_records))
+    row = _by_target(t).loc["per-example break-even k ratio, n >= 1024, batch >= 64"]
+    assert row["met"] == "NO" and row["achieved"] == pytest.approx(41 / 1024)
+    shown = targets_display(t).set_index("target")
+    assert shown.loc["per-example break-even k ratio, n >= 1024, batch >= 64", "required"] == "≥ 10.0% k/n"
+    assert shown.loc["unified, n=4096, batch 1024, k=1%", "achieved"] == "45.00x"
+
+
+def test_k_ratio_target_matches_rounded_k_only():
+    recs = [fx.env_record("r"),
+            fx.bench_record("r", hidden=4096, batch=1024, k=41, dense_s=4e-2, meprop_s=1e-3),   # 1%: 40x
+            fx.bench_record("r", hidden=4096, batch=1024, k=164, dense_s=4e-2, meprop_s=4e-3)]  # 4%
+    row = _by_target(match_targets(bench_frame(recs))).loc["unified, n=4096, batch 1024, k=1%"]
+    assert row["achieved"] == pytest.approx(40.0) and "k=41" in row["at"]
+
+
+def test_paper_table7_side_by_side():
+    recs = [fx.env_record("r")] + [
+        fx.bench_record("r", hidden=8192, batch=1024, k=k, dense_s=0.3, meprop_s=0.3 / s)
+        for k, s in ((128, 20.0), (512, 8.0))
+    ] + [fx.bench_record("r", hidden=8192, batch=1024, k=100, dense_s=0.3, meprop_s=0.01)]  # not a paper k
+    cmp = paper.paper_comparison(bench_frame(recs)).set_index("k")
+    assert sorted(cmp.index) == [128, 512]
+    assert cmp.loc[128, "paper speedup"] == 14.5 and cmp.loc[128, "paper meProp ms"] == 21.28
+    assert cmp.loc[512, "our speedup"] == pytest.approx(8.0)
+    assert cmp.loc[512, "ours / paper"] == pytest.approx(8.0 / 4.4)
+
+
+def test_paper_tables_hold_the_papers_numbers():
+    t = paper.paper_tables()
+    assert t["table7"].set_index("k").loc[8, "speedup"] == 36.8
+    assert t["table7"]["dense ms"].unique().tolist() == [308.0]
+    assert t["table8"].set_index("k").loc[512, "speedup"] == 3.6
+    mnist = t["table1"][(t["table1"]["task"] == "MNIST MLP") & (t["table1"]["optimizer"] == "Adam")].iloc[0]
+    assert (mnist["k"], mnist["speedup"], mnist["meProp score"]) == (20, 21.4, 98.01)
+    assert t["table2"].set_index("task").loc["POS", "backward speedup"] == 30.5

@@ -304,17 +304,18 @@ def make_synthetic(
 ) -> Splits:
     """Gaussian clusters: ``TensorDataset(x: (N, features) float32, y: (N,) int64 in [0, classes))``.
 
-    Each class has ``features / 4`` random mean vectors of norm 3 (a union of clusters,
-    so a hidden layer helps); points add N(0, noise^2) noise. Deterministic given ``seed``.
+    Each class is a union of two clusters (random means of norm 4, so the classes are not
+    linearly separable and a hidden layer helps); points add N(0, noise^2) noise.
+    Deterministic given ``seed``.
     """
     for name, value in (("n_train", n_train), ("n_eval", n_eval), ("features", features)):
         check_k(value, name)
     if check_k(classes, "classes") < 2:
         raise ValueError(f"classes must be at least 2, got {classes}")
     generator = torch.Generator().manual_seed(seed)
-    per_class = max(1, features // 4)
+    per_class = 2
     means = torch.randn(classes, per_class, features, generator=generator)
-    means = 3.0 * means / means.norm(dim=-1, keepdim=True)  # (C, P, F)
+    means = 4.0 * means / means.norm(dim=-1, keepdim=True)  # (C, 2, F)
 
     def sample(n: int) -> TensorDataset:
         y = torch.randint(classes, (n,), generator=generator)  # (n,)

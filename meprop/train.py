@@ -1,0 +1,327 @@
+"""Training loop of the paper's accuracy experiments (Section 4, Tables 1-5), dense or with meProp.
+
+Protocol (the paper's): train for ``epochs`` passes over the training set; after each
+epoch score the dev and test sets; the reported result is the test score at the epoch
+with the best dev score (ties: the earliest). Seeds are fixed and recorded (weights,
+shuffling, dropout and random-k all draw from ``seed``).
+
+Each epoch's time is split like the paper's Table 2, measured with
+:class:`meprop.bench.timer.Stopwatch` (the benchmark engine's timer, device-synchronised):
+``forward`` (model forward and loss), ``backward`` (``loss.backward()``: the paper's
+overall backprop) and ``update`` (``optimizer.step()`` and ``zero_grad``); evaluation
+time is kept apart (``eval``).
+
+One ``type: "train"`` record (docs/results_schema.md) is appended and flushed when an
+epoch ends, so an interrupted run keeps the epochs it finished. Gradients are zeroed
+with ``set_to_none=False`` for dense and meProp alike, so autograd accumulates meProp's
+row-sparse gradients into the existing ``.grad`` in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import numbers
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from meprop._checks import check_choice
+from meprop.selection import MODES
+
+__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready"]
+
+TASKS = ("mnist", "pos", "synthetic")
+OPTIMIZERS = ("adam", "adagrad")
+#: Learning rates used when ``lr`` is None (torch's defaults).
+DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
+_EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``k=None`` is the dense baseline; ``limit`` keeps the first
+    ``limit`` examples (sentences for POS) of each split for quick runs."""
+
+    task: str
+    k: int | None = None
+    mode: str = "per_example"
+    output_k: int | None = None
+    optimizer: str = "adam"
+    lr: float | None = None
+    epochs: int = 20
+    batch: int = 10
+    hidden: int = 500
+    layers: int = 2
+    dropout: float = 0.0
+    embed: int = 100
+    seed: int = 1
+    limit: int | None = None
+    threads: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check_choice(self.task, "task", TASKS)
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.mode, "mode", MODES)
+        for name in ("epochs", "batch", "hidden", "layers", "embed", "threads"):
+            _check_int(getattr(self, name), name, minimum=1)
+        _check_int(self.seed, "seed", minimum=0)
+        for name in ("k", "output_k", "limit"):
+            if getattr(self, name) is not None:
+                _check_int(getattr(self, name), name, minimum=1)
+        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real)
+                                    or not 0 < self.lr < math.inf):
+            raise ValueError(f"lr must be a positive float or None (optimizer default), got {self.lr!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+        if self.task == "pos" and self.output_k is not None:
+            raise ValueError("output_k applies to the MLP tasks only (the POS classifier is dense, as in the paper)")
+        torch.device(self.device)  # raises on a malformed device string
+
+    @property
+    def method(self) -> str:
+        return "dense" if self.k is None else "meprop"
+
+    @property
+    def learning_rate(self) -> float:
+        return DEFAULT_LR[self.optimizer] if self.lr is None else float(self.lr)
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "method": self.method, "lr": self.learning_rate}
+
+
+def _check_int(value: object, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+def run_key(config: TrainConfig, preset: str = "custom") -> str:
+    """A stable id of ``(preset, config)``: finished runs with this key are skipped by ``--resume``."""
+    blob = json.dumps(config.to_dict(), sort_keys=True)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    k = "dense" if config.k is None else f"k{config.k}-{config.mode}"
+    return f"train/{preset}/{config.task}/h{config.hidden}/{k}/{digest}"
+
+
+@dataclass
+class TrainResult:
+    """What a run found: the best-dev epoch and its test score, plus every epoch record."""
+
+    config: TrainConfig
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def best(self) -> dict:
+        if not self.records:
+            raise ValueError("no epoch finished")
+        return max(self.records, key=lambda r: (r["dev_score"], -r["epoch"]))
+
+    @property
+    def best_epoch(self) -> int:
+        return self.best["epoch"]
+
+    @property
+    def test_score(self) -> float:
+        return self.best["test_score"]
+
+
+# ----------------------------------------------------------------------------- task set-up
+def check_ready(config: TrainConfig) -> None:
+    """Fail early (before any result is written) if ``config`` cannot run: a k larger than
+    its layer, or the task's data not installed (the error names the set-up command)."""
+    from meprop import data as datasets
+    from meprop.models import MLP, PosTagger
+
+    if config.task == "mnist":
+        datasets.mnist_path()
+        MLP(784, config.hidden, config.layers, 10, k=config.k, mode=config.mode, output_k=config.output_k)
+    elif config.task == "synthetic":
+        MLP(32, config.hidden, config.layers, 4, k=config.k, mode=config.mode, output_k=config.output_k)
+    else:
+        datasets.pos_path()
+        PosTagger(2, 2, embed=config.embed, hidden=config.hidden, k=config.k, mode=config.mode)
+
+
+def _build(config: TrainConfig, data):
+    """Model, training examples, a batch iterator factory and a scorer for ``config.task``."""
+    from meprop import data as datasets
+    from meprop.models import MLP, PosTagger
+
+    if config.task == "pos":
+        corpus = data if data is not None else datasets.load_pos(limit=config.limit)
+        model = PosTagger(len(corpus.words), len(corpus.tags), embed=config.embed, hidden=config.hidden,
+                          k=config.k, mode=config.mode, dropout=config.dropout)
+        return model, corpus.splits, _sequence_batches, _tagging_scores
+    if data is not None:
+        splits = data
+    elif config.task == "mnist":
+        splits = datasets.load_mnist(limit=config.limit)
+    else:
+        size = config.limit or 2000
+        splits = datasets.make_synthetic(size, max(1, size // 4), seed=config.seed)
+    x, y = splits.train.tensors
+    classes = int(max(int(s.tensors[1].max()) for s in (splits.train, splits.dev, splits.test))) + 1
+    model = MLP(x.shape[1], config.hidden, config.layers, max(classes, 2), k=config.k, mode=config.mode,
+                output_k=config.output_k, dropout=config.dropout)
+    return model, splits, _tensor_batches, _classification_scores
+
+
+def _tensor_batches(dataset, batch: int, generator: torch.Generator | None, device):
+    x, y = dataset.tensors  # (N, F), (N,)
+    order = torch.randperm(len(y), generator=generator) if generator is not None else torch.arange(len(y))
+    for start in range(0, len(y), batch):
+        index = order[start:start + batch]
+        yield (x[index].to(device),), y[index].to(device), len(index)
+
+
+def _sequence_batches(sentences, batch: int, generator: torch.Generator | None, device):
+    from meprop.data import pad_batch
+
+    order = torch.randperm(len(sentences), generator=generator) if generator is not None else range(len(sentences))
+    order = [int(i) for i in order]
+    for start in range(0, len(order), batch):
+        words, lengths, tags = pad_batch([sentences[i] for i in order[start:start + batch]])
+        yield (words.to(device), lengths.to(device)), tags.to(device), len(lengths)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    from meprop.data import IGNORE_INDEX
+
+    # logits: (B, C) or (B, T, C); target: (B,) or (B, T)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+@torch.no_grad()
+def _classification_scores(model, dataset, batch, device) -> float:
+    correct = total = 0
+    for inputs, target, _ in _tensor_batches(dataset, batch, None, device):
+        correct += int((model(*inputs).argmax(-1) == target).sum())
+        total += len(target)
+    return 100.0 * correct / max(total, 1)
+
+
+@torch.no_grad()
+def _tagging_scores(model, sentences, batch, device) -> float:
+    """Per-word accuracy (%), padding excluded."""
+    from meprop.data import IGNORE_INDEX
+
+    correct = total = 0
+    for inputs, target, _ in _sequence_batches(sentences, batch, None, device):
+        valid = target != IGNORE_INDEX  # (B, T)
+        correct += int(((model(*inputs).argmax(-1) == target) & valid).sum())
+        total += int(valid.sum())
+    return 100.0 * correct / max(total, 1)
+
+
+def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[config.optimizer]
+    return cls(model.parameters(), lr=config.learning_rate)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(
+    config: TrainConfig,
+    *,
+    writer=None,
+    run_id: str | None = None,
+    preset: str = "custom",
+    label: str | None = None,
+    progress: bool = True,
+    data=None,
+) -> TrainResult:
+    """Train ``config`` and return its :class:`TrainResult`.
+
+    Args:
+        writer: a :class:`meprop.bench.results.ResultsWriter` (or anything with
+            ``write(record)``); each epoch's record is written when the epoch ends.
+        run_id: the invocation's run id (ties records to its ``env`` record).
+        preset, label: recorded with each epoch (``label`` names the run in tables,
+            e.g. ``"meProp k=20"``).
+        progress: show a tqdm bar per epoch.
+        data: use these splits instead of loading the task's data (tests): a
+            :class:`meprop.data.Splits` of TensorDatasets, or a :class:`meprop.data.PosData`.
+    """
+    from tqdm.auto import tqdm
+
+    from meprop.bench.results import SCHEMA, new_run_id
+    from meprop.bench.timer import Stopwatch
+
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
+    run_id = run_id or new_run_id()
+    key = run_key(config, preset)
+    label = label or ("dense" if config.k is None else f"meProp k={config.k}")
+    result = TrainResult(config)
+
+    with _threads(config.threads):
+        torch.manual_seed(config.seed)
+        model, splits, batches, score = _build(config, data)
+        model.to(device)
+        optimizer = _optimizer(config, model)
+        shuffle = torch.Generator().manual_seed(config.seed)
+        eval_batch = _EVAL_BATCH[config.task]
+        watches = {name: Stopwatch(device) for name in ("forward", "backward", "update", "eval")}
+        best = None
+        for epoch in range(1, config.epochs + 1):
+            for watch in watches.values():
+                watch.reset()
+            model.train()
+            loss_sum, samples = 0.0, 0
+            bar = tqdm(total=len(splits.train), desc=f"{label} epoch {epoch}/{config.epochs}",
+                       unit="ex", disable=not progress, leave=False, mininterval=1.0)
+            for inputs, target, count in batches(splits.train, config.batch, shuffle, device):
+                with watches["forward"]:
+                    loss = _loss(model(*inputs), target)
+                with watches["backward"]:
+                    loss.backward()
+                with watches["update"]:
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=False)
+                loss_sum += float(loss.detach()) * count
+                samples += count
+                bar.update(count)
+            bar.close()
+            model.eval()
+            with watches["eval"]:
+                dev = score(model, splits.dev, eval_batch, device)
+                test = score(model, splits.test, eval_batch, device)
+            if best is None or dev > best[1]:
+                best = (epoch, dev, test)
+            record = {
+                "schema": SCHEMA, "type": "train", "run_id": run_id,
+                "key": f"{key}/epoch{epoch}", "run_key": key,
+                "task": config.task, "preset": preset, "label": label, "config": config.to_dict(),
+                "epoch": epoch, "train_loss": loss_sum / max(samples, 1),
+                "dev_score": dev, "test_score": test,
+                "best_epoch_so_far": best[0], "best_dev_so_far": best[1], "test_at_best_so_far": best[2],
+                "time_s": {name: watch.elapsed for name, watch in watches.items()},
+                "samples": samples,
+            }
+            if not math.isfinite(record["train_loss"]):
+                record["train_loss"] = None  # JSON has no NaN; a diverged run shows as null
+            if writer is not None:
+                writer.write(record)
+            result.records.append(record)
+            if progress:
+                tqdm.write(f"{label}: epoch {epoch} loss {loss_sum / max(samples, 1):.4f} "
+                           f"dev {dev:.2f} test {test:.2f} (best epoch {best[0]})")
+    return result

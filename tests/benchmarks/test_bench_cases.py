@@ -1,0 +1,49 @@
+"""pytest-benchmark front door onto the engine's workloads (same operations as ``meprop bench``).
+
+Run ``pytest tests/benchmarks --benchmark-only --benchmark-group-by=group`` to time the
+quick grid with dense and meProp side by side per case (``--meprop-profile`` picks
+another grid). Without ``--benchmark-only`` every case runs a few rounds only, as a
+smoke test. Each benchmark's ``extra_info`` carries the case, the ideal speedup n/k and
+the environment. The timed call synchronizes the device before returning.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from meprop.bench.timer import num_threads, synchronize
+from meprop.bench.workloads import Unsupported, build
+
+
+def test_case(benchmark, request, bench_case, variant, bench_env):
+    case = bench_case
+    try:
+        op = build(case, variant)
+    except Unsupported as error:  # no CUDA, too large: a clean skip
+        pytest.skip(str(error))
+
+    def timed() -> None:
+        op()
+        synchronize(case.device)  # CUDA is asynchronous: the call ends when the work does
+
+    benchmark.group = case.key  # dense and meprop of one case side by side
+    benchmark.extra_info.update({
+        "variant": variant,
+        "case": case.to_dict(),
+        "key": case.key,
+        "ideal": case.ideal,
+        "env": {name: bench_env[name] for name in (
+            "machine", "cpu_model", "threads", "torch_version", "git_commit", "gpus",
+            "allocator", "cuda_version")},
+    })
+    with num_threads(case.threads) as threads:
+        benchmark.extra_info["case"]["threads"] = threads
+        if request.config.getoption("benchmark_only"):
+            benchmark(timed)  # pytest-benchmark's calibrated rounds
+        else:
+            benchmark.pedantic(timed, rounds=2, iterations=1, warmup_rounds=1)
+    if case.measurement in ("linear_backward", "overall_backward"):
+        # the allocation policy: .grad stays one dense buffer, accumulated in place
+        grads = [p.grad for p in op.model.parameters() if p.dim() == 2]
+        assert grads and all(g is not None and g.layout == torch.strided for g in grads)

@@ -1,0 +1,113 @@
+"""The whole report: files written, page contents, accuracy hook, and a real-browser check.
+
+The browser test opens ``index.html`` from disk in headless Chromium (Debian's ``chromium``;
+skipped with a reason when absent) with every host name unresolvable, takes a screenshot
+and checks that the page rendered (non-blank), that every figure decoded (the page's
+inline check writes ``data-figures-loaded="N/N"`` after load) and that nothing on the
+page points at an http(s) resource.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import report_fixtures as fx
+
+from meprop.report import build_report
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    records = fx.quick_like_records(noisy_case=("unified", 1024, 64, 0.04))
+    records += fx.quick_like_records("run-b", "box-b")[1:3] + [fx.env_record("run-b", "box-b")]
+    path = fx.write_jsonl(folder / "in" / "results.jsonl", records)
+    return build_report([path], folder / "out", title="Report <test>")
+
+
+def test_files_beside_the_page(report):
+    out = report.index.parent
+    pngs = sorted(p.stem for p in (out / "figures").glob("*.png"))
+    svgs = sorted(p.stem for p in (out / "figures").glob("*.svg"))
+    assert pngs == svgs and len(pngs) >= 6
+    for name in ("speedup_linear_backward", "speedup_forward", "headline", "break_even", "targets", "environment"):
+        assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists()
+    linear = pd.read_csv(out / "tables" / "speedup_linear_backward.csv")
+    assert len(linear) == 32 + 1  # box-a: 8 curves x 4 ratios; box-b: one row
+    assert set(report.files) >= {out / "index.html", *(out / "figures").glob("*.png")}
+
+
+def test_page_contents(report):
+    page = report.index.read_text(encoding="utf-8")
+    assert "<title>Report &lt;test&gt;</title>" in page  # escaped
+    assert "45.0x" in page  # headline: best unified linear-only speedup
+    for anchor in ("environment", "headline", "tables", "figures", "paper", "memory", "accuracy", "files"):
+        assert f'id="{anchor}"' in page
+    assert "box-a / run-a" in page and "box-b / run-b" in page  # both machines' environments
+    assert "median of 7 samples" in page
+    assert "⚠ noisy" in page
+    assert "No training results in the inputs" in page
+    assert "Performance targets (issue 5)" in page
+    assert page.count('src="data:image/png;base64,') == len(list((report.index.parent / "figures").glob("*.png")))
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
+    assert "@import" not in page and "<link" not in page
+
+
+def test_accuracy_section_gets_train_records(tmp_path, monkeypatch):
+    seen = {}
+
+    def build_accuracy_section(train_records: pd.DataFrame, out_dir: Path) -> str:
+        seen["rows"], seen["out"] = len(train_records), out_dir
+        return "<p>ACCURACY-FRAGMENT</p>"
+
+    module = types.ModuleType("meprop.report.accuracy")
+    module.build_accuracy_section = build_accuracy_section
+    monkeypatch.setitem(sys.modules, "meprop.report.accuracy", module)
+    records = fx.tiny_records() + [fx.train_record("run-t", e) for e in (1, 2)]
+    report = build_report([fx.write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "out")
+    assert seen == {"rows": 2, "out": tmp_path / "out"}
+    assert "ACCURACY-FRAGMENT" in report.index.read_text()
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def _run_browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+             "--host-resolver-rules=MAP * ~NOTFOUND", "--hide-scrollbars"]
+    return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_page_renders_offline_in_headless_chromium(report, tmp_path):
+    from PIL import Image
+
+    binary, url = _chromium(), report.index.resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    proc = _run_browser(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2000", url)
+    assert shot.exists(), proc.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 2000)
+    small = image.resize((128, 200))
+    colours = small.getcolors(maxcolors=128 * 200)
+    non_white = sum(count for count, rgb in colours if sum(rgb) < 720)
+    assert len(colours) > 50 and non_white > 0.05 * 128 * 200, "screenshot looks blank"
+
+    dom = _run_browser(binary, tmp_path / "profile2", "--virtual-time-budget=5000", "--dump-dom", url)
+    match = re.search(r'data-figures-loaded="(\d+)/(\d+)"', dom.stdout)
+    assert match, dom.stderr[-2000:]
+    loaded, total = map(int, match.groups())
+    assert total >= 6 and loaded == total
+    assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", dom.stdout)

@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["MODES", "topk_per_example", "topk_unified", "random_per_example", "select"]
+__all__ = [
+    "MODES",
+    "topk_per_example",
+    "topk_unified",
+    "column_abs_sum",
+    "random_per_example",
+    "select",
+]
 
 #: The selection modes accepted everywhere a ``mode`` argument is taken.
 MODES = ("per_example", "unified", "random")
@@ -33,10 +40,26 @@ def topk_per_example(dy: torch.Tensor, k: int) -> torch.Tensor:
     return dy.abs().topk(k, dim=1, sorted=False).indices
 
 
+#: Rows of ``dy`` reduced at a time on CPU: blocks of about this many elements stay in cache
+#: and avoid a full-size ``|dy|`` temporary (a fresh 32 MB buffer is page-faulted on every call).
+CPU_BLOCK_ELEMENTS = 1 << 16
+
+
+def column_abs_sum(dy: torch.Tensor) -> torch.Tensor:
+    """``|dy|.sum(0)``: ``(n,)`` for ``dy: (N, n)``, accumulated in float32 or wider."""
+    acc_dtype = torch.promote_types(dy.dtype, torch.float32)
+    if dy.device.type != "cpu" or dy.numel() <= CPU_BLOCK_ELEMENTS:
+        return dy.abs().sum(dim=0, dtype=acc_dtype)
+    rows = max(1, CPU_BLOCK_ELEMENTS // dy.shape[1])
+    total = dy.new_zeros(dy.shape[1], dtype=acc_dtype)
+    for start in range(0, dy.shape[0], rows):
+        total += dy[start : start + rows].abs().sum(dim=0, dtype=acc_dtype)
+    return total
+
+
 def topk_unified(dy: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``(k,)`` of the k columns of ``dy: (N, n)`` with the largest sum of ``|dy|``."""
-    column_mass = dy.abs().sum(dim=0)  # (n,)
-    return column_mass.topk(k, sorted=False).indices
+    return column_abs_sum(dy).topk(k, sorted=False).indices
 
 
 def random_per_example(

@@ -273,3 +273,17 @@ def test_bad_operands_name_themselves(change, exc, words):
         meprop_linear(*operands, k=2)
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_one_dimensional_and_empty_inputs(mode):
+    _, w, b, _ = _operands((1,))
+    x = torch.randn(N_IN, dtype=torch.float64).float()
+    dy = torch.randn(N_OUT)
+    y, gx, gw, gb = _run(x, w, b, dy, k=3, mode=mode, generator=torch.Generator().manual_seed(0))
+    assert y.shape == (N_OUT,) and gx.shape == (N_IN,)
+    assert int((gb != 0).sum()) == 3
+    empty = torch.zeros(0, N_IN)
+    y, gx, gw, gb = _run(empty, w, b, torch.zeros(0, N_OUT), k=3, mode=mode)
+    assert y.shape == (0, N_OUT) and gx.shape == (0, N_IN)
+    assert not gw.any() and not gb.any()

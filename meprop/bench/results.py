@@ -73,11 +73,12 @@ def bench_record(
     status: str = "ok",
     reason: str | None = None,
     peak_memory: dict | None = None,
+    wall_s: float | None = None,
 ) -> dict:
     """A ``bench`` record for ``case`` (a resolved :class:`~meprop.bench.cases.Case`).
 
     ``dense`` / ``meprop`` are :class:`~meprop.bench.timer.Measurement` or None
-    (skipped cases).
+    (skipped cases). ``wall_s``: wall time the case took in all (build, warm-up, probes).
     """
     if status not in ("ok", "skipped"):
         raise ValueError(f"status must be 'ok' or 'skipped', got {status!r}")
@@ -100,6 +101,7 @@ def bench_record(
         "efficiency": efficiency,
         "noisy": bool((dense is not None and dense.noisy) or (meprop is not None and meprop.noisy)),
         "peak_memory": peak_memory,
+        "wall_s": wall_s,
     }
 
 
@@ -288,7 +290,7 @@ _CASE_COLUMNS = ("workload", "measurement", "hidden", "in_features", "layers", "
 _COLUMNS = (
     ["run_id", "source", "key", "status", "reason", *_CASE_COLUMNS]
     + [f"{side}_{f}" for side in ("dense", "meprop") for f in _STAT_FIELDS]
-    + ["speedup", "ideal", "efficiency", "noisy", "peak_dense_bytes", "peak_meprop_bytes",
+    + ["speedup", "ideal", "efficiency", "noisy", "wall_s", "peak_dense_bytes", "peak_meprop_bytes",
        "peak_kind", *_ENV_COLUMNS]
 )
 
@@ -303,7 +305,7 @@ def _flatten(record: dict, env: dict, source: str) -> dict:
         stats = record.get(side) or {}
         for f in _STAT_FIELDS:
             row[f"{side}_{f}"] = stats.get(f)
-    for name in ("speedup", "ideal", "efficiency", "noisy"):
+    for name in ("speedup", "ideal", "efficiency", "noisy", "wall_s"):
         row[name] = record.get(name)
     peak = record.get("peak_memory") or {}
     row["peak_dense_bytes"] = peak.get("dense_bytes")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -173,8 +174,9 @@ def run_cases(
                            allocator=ALLOCATION_POLICY, profile=profile, argv=argv)
             writer.write(env_record(run_id, env))
             env_written = True
+        started = time.perf_counter()
         fields = run_case(case, options, measure_memory=measure_memory)
-        record = bench_record(run_id, case, **fields)
+        record = bench_record(run_id, case, **fields, wall_s=time.perf_counter() - started)
         writer.write(record)
         if record["status"] == "ok":
             summary.ok += 1

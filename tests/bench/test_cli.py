@@ -29,6 +29,7 @@ def test_smoke_profile_end_to_end(tmp_path, capsys):
     assert len(bench) == 11 and all(r["status"] == "ok" for r in bench)
     assert all(r["dense"]["n_samples"] >= 3 and r["meprop"]["median_s"] > 0 for r in bench)
     assert all(r["peak_memory"]["kind"] == "cpu_rss_delta" for r in bench)
+    assert all(r["wall_s"] > 0 for r in bench)
     df = load_results(out)
     assert set(df["measurement"]) == {"forward", "linear_backward", "overall_backward",
                                       "train_step"}

@@ -50,6 +50,19 @@ class FigureFile:
     figure: Any = field(default=None, compare=False, repr=False)
 
 
+#: one figure per group: rows of different machines, devices, modes or workloads never share a line
+_FIGURE_GROUP = ["machine", "device", "mode", "workload"]
+
+
+def _workload(group: pd.DataFrame) -> str:
+    """``linear`` or ``MLP 784-n-n-10`` style label of a group's workload."""
+    row = group.iloc[0]
+    if row["workload"] != "mlp":
+        return "single layer"
+    layers = int(row["layers"]) if pd.notna(row["layers"]) else "?"
+    return f"MLP, {layers} hidden layers"
+
+
 def _slug(*parts: object) -> str:
     text = "_".join(str(p) for p in parts if p is not None)
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_").lower()
@@ -98,22 +111,33 @@ def _ratio_axes(ax) -> None:
     _speedup_yaxis(ax)
 
 
-def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: str = "viridis") -> None:
+def _palette(values, name: str) -> dict[str, tuple]:
+    """One colour per value for the whole figure, so a batch size keeps its colour in every panel."""
+    import seaborn as sns
+
+    order = sorted({str(v) for v in values}, key=_natural)
+    return dict(zip(order, sns.color_palette(name, len(order))))
+
+
+def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: dict[str, tuple]) -> None:
     """One line per ``hue`` value (median of repeated rows), noisy points ringed in red."""
     import seaborn as sns
 
     data = data.assign(**{hue: data[hue].astype(str)})
-    order = sorted(data[hue].unique(), key=_natural)
+    order = [v for v in palette if v in set(data[hue])]
     sns.lineplot(data=data, x=x, y="speedup", hue=hue, hue_order=order, marker="o",
                  estimator="median", errorbar=None, palette=palette, ax=ax)
     noisy = data[data["noisy"] == True]  # noqa: E712 (None = unknown stays unflagged)
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
-                   linewidths=1.2, label="noisy (IQR > 10%)", zorder=5)
+                   linewidths=1.2, label=_NOISY, zorder=5)
+
+
+_NOISY, _IDEAL, _DENSE = "noisy (IQR > 10%)", "ideal n/k", "dense (1x)"
 
 
 def _figure_legend(fig, axes, title: str) -> None:
-    """One legend for the whole figure, right of the panels (union of every panel's entries)."""
+    """One legend for the whole figure, right of the panels: data lines, then reference marks."""
     entries = {}
     for ax in axes.flat:
         handles, labels = ax.get_legend_handles_labels()
@@ -121,6 +145,9 @@ def _figure_legend(fig, axes, title: str) -> None:
             entries.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
+    refs = (_IDEAL, _DENSE, _NOISY)
+    entries = {**{k: v for k, v in sorted(entries.items(), key=lambda kv: _natural(kv[0])) if k not in refs},
+               **{k: entries[k] for k in refs if k in entries}}
     if entries:
         fig.legend(list(entries.values()), list(entries), title=title, loc="outside right upper",
                    fontsize=8, title_fontsize=9)
@@ -135,8 +162,8 @@ def _natural(value: str):
 
 def _reference_lines(ax, ratios: np.ndarray) -> None:
     ratios = np.sort(np.unique(ratios))
-    ax.plot(ratios, 1 / ratios, "k--", linewidth=1, label="ideal n/k")
-    ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label="dense (1x)")
+    ax.plot(ratios, 1 / ratios, "k--", linewidth=1, label=_IDEAL)
+    ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label=_DENSE)
 
 
 def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
@@ -145,25 +172,26 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 
     files = []
     ok = _ok(frame, measurement)
-    for (machine, device, mode), group in ok.groupby(["machine", "device", "mode"], sort=True):
+    for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
         if group["k_ratio"].nunique() < 2:
             continue
         hiddens = sorted(group["hidden"].unique())
+        palette = _palette(group["batch"], "viridis")
+        where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
             fig, axes = _new_figure(1, len(hiddens), sharey=True)
             for ax, hidden in zip(axes[0], hiddens):
                 part = group[group["hidden"] == hidden]
-                _lines(ax, part, "k_ratio", "batch")
+                _lines(ax, part, "k_ratio", "batch", palette)
                 _reference_lines(ax, part["k_ratio"].to_numpy())
                 _ratio_axes(ax)
                 ax.set_title(f"hidden n = {hidden}")
                 ax.set_xlabel("k / n (kept ratio, log)")
                 ax.set_ylabel("speedup vs dense (log)")
             _figure_legend(fig, axes, "batch")
-            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n — {machine}, {device}, {mode}")
-        name = _slug("speedup_vs_k", measurement, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n "
-                           f"({machine}, {device}, {mode})",
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n, {where}")
+        name = _slug("speedup_vs_k", measurement, workload, machine, device, mode)
+        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
                            "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
                            "dotted red: break-even (1x). Red rings: noisy cells."))
     return files
@@ -175,17 +203,19 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
 
     files = []
     ok = _ok(frame, measurement)
-    for (machine, device, mode), group in ok.groupby(["machine", "device", "mode"], sort=True):
+    for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
         if group["hidden"].nunique() < 2:
             continue
         group = group.assign(ratio=nominal_k_ratio(group["k_ratio"]))
         batches = sorted(group["batch"].unique())
+        palette = _palette(group["ratio"], "rocket")
+        where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
             fig, axes = _new_figure(1, len(batches), sharey=True)
             for ax, batch in zip(axes[0], batches):
                 part = group[group["batch"] == batch]
-                _lines(ax, part, "hidden", "ratio", palette="rocket")
-                ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label="dense (1x)")
+                _lines(ax, part, "hidden", "ratio", palette)
+                ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label=_DENSE)
                 ax.set_xscale("log", base=2)
                 _speedup_yaxis(ax)
                 ax.set_xticks(sorted(part["hidden"].unique()))
@@ -194,10 +224,9 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
                 ax.set_xlabel("hidden size n (log)")
                 ax.set_ylabel("speedup vs dense (log)")
             _figure_legend(fig, axes, "k / n")
-            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size — {machine}, {device}, {mode}")
-        name = _slug("speedup_vs_hidden", measurement, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size "
-                           f"({machine}, {device}, {mode})",
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size, {where}")
+        name = _slug("speedup_vs_hidden", measurement, workload, machine, device, mode)
+        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
                            "One line per kept ratio k/n. Dotted red: break-even (1x)."))
     return files
 
@@ -241,7 +270,9 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             ax.set_xticks(x)
             ax.set_xticklabels([f"n={r.hidden}\nB={r.batch}\nk={r.k}" for r in both.itertuples()], fontsize=7)
             ax.set_ylabel("% of dense forward + backprop time")
-            ax.set_ylim(0, 112)
+            tallest = ((both["meprop_ms_f"] + both["meprop_ms_b"]) / total * 100).max()
+            ax.set_ylim(0, max(112.0, tallest * 1.08))  # meProp can be slower than dense
+            ax.set_xlim(-0.9, len(both) - 0.1)
             fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
             what = "overall backprop (MLP)" if workload == "mlp" else "linear-only backprop"
             fig.suptitle(f"Forward vs {what}, dense vs meProp\n{machine}, {device}, {mode}")
@@ -263,6 +294,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
         if group[hue].nunique() < 2 or group["k_ratio"].nunique() < 2:
             continue
         hiddens, batches = sorted(group["hidden"].unique()), sorted(group["batch"].unique())
+        palette = _palette(group[hue], "Set1")
         with _style():
             fig, axes = _new_figure(len(batches), len(hiddens), sharey=True)
             for i, batch in enumerate(batches):
@@ -272,7 +304,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
                     if part.empty:
                         ax.set_visible(False)
                         continue
-                    _lines(ax, part, "k_ratio", hue, palette="Set1")
+                    _lines(ax, part, "k_ratio", hue, palette)
                     _reference_lines(ax, part["k_ratio"].to_numpy())
                     _ratio_axes(ax)
                     ax.set_title(f"n = {hidden}, batch = {batch}", fontsize=9)
@@ -289,7 +321,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
 
 def modes_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Per-example vs unified vs random on the same cases (one machine and device)."""
-    return _facet_compare(frame, out_dir, "mode", ["machine", "device"], "modes",
+    return _facet_compare(frame, out_dir, "mode", ["machine", "device", "workload"], "modes",
                           "selection modes side by side", measurement)
 
 
@@ -300,7 +332,7 @@ def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = 
     if not {"cpu", "cuda"} <= kinds:
         return []
     labelled = frame.assign(where=frame["machine"].astype(str) + " " + frame["device"].astype(str))
-    return _facet_compare(labelled, out_dir, "where", ["mode"], "CPU vs GPU", "CPU vs GPU", measurement)
+    return _facet_compare(labelled, out_dir, "where", ["mode", "workload"], "CPU vs GPU", "CPU vs GPU", measurement)
 
 
 def all_figures(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[FigureFile]]:

@@ -7,7 +7,8 @@ interleaved timer) per class, and ``track_dense_bytes`` / ``track_meprop_bytes``
 memory); :data:`ASV_CLASSES` maps its classes to (workload, measurement). ``track_speedup``
 is not read: the speedup is recomputed from the two medians. ``time_*`` benchmarks are
 read too (median, IQR from asv's ``q_25``/``q_75``). asv rows carry no spread for
-``track_*`` values, so their noisy flag is unknown.
+``track_*`` values, so their noisy flag is unknown. The machine is labelled
+``<asv machine> [asv]``, kept apart from ``meprop bench`` rows of the same machine.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
     env = {
         "timestamp": datetime.fromtimestamp(date / 1000, tz=timezone.utc).isoformat()
         if isinstance(date, (int, float)) else date,
-        "machine": machine_name, "git_commit": results.commit_hash,
+        "machine": f"{machine_name} [asv]", "git_commit": results.commit_hash,
         "python_version": results.params.get("python"), "platform": machine.get("os"),
         "cpu_model": machine.get("cpu"), "cpu_cores_logical": _literal(machine.get("num_cpu")),
         "ram_bytes": _literal(machine.get("ram")), "profile": f"asv ({results.env_name})",

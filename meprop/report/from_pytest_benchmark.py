@@ -6,7 +6,9 @@ the schema's case fields also work), the side from ``extra_info``/``params`` ``v
 (``"dense"`` or ``"meprop"``; ``impl``/``side`` and mode names are accepted too), else from the
 test name; ``extra_info["env"]`` (the engine's snapshot) fills the environment. Dense and
 meProp are then paired by :mod:`meprop.report.pairing`. pytest-benchmark times the two sides
-in separate benchmarks, not interleaved; the report says so for these rows.
+in separate benchmarks, not interleaved: the report says so, and labels the machine
+``<node> [pytest-benchmark]`` so these rows never share a line or a table group with
+``meprop bench`` rows of the same machine.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
         "cpu_model": cpu.get("brand_raw"), "cpu_cores_logical": cpu.get("count"), "profile": "pytest-benchmark",
     }
     env.update({k: v for k, v in extra_env.items() if env.get(k) is None})
+    env["machine"] = f"{env.get('machine') or '?'} [pytest-benchmark]"  # kept apart from interleaved runs
     env["timing"] = "pytest-benchmark: dense and meProp timed as separate benchmarks (not interleaved)"
     records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
     if not records:

@@ -43,6 +43,9 @@ table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabu
 th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: right; vertical-align: top; }
 th { background:#eef1f5; position: sticky; top: 0; text-align: center; }
 td.text, th.text { text-align: left; }
+td { white-space: nowrap; }
+td.text { white-space: normal; }
+td.noisy { white-space: nowrap; }
 td.slow { color: var(--bad); font-weight: 600; }
 td.noisy { background: #fff3cd; }
 td.met-yes { color: #1a7f37; font-weight: 600; }
@@ -95,7 +98,7 @@ window.addEventListener("load", function () {
 
 _FORMATS = {
     "ms": "{:.4g}", "%": "{:.1f}", "speedup": "{:.2f}x", "ideal": "{:.1f}x", "efficiency": "{:.0%}",
-    "k/n": "{:.3g}", "MiB": "{:.1f}", "ratio": "{:.2f}",
+    "k/n": "{:.3g}", "MiB": "{:.3g}", "ratio": "{:.2f}",
 }
 
 

@@ -206,6 +206,10 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
         table = table.drop(columns=["layers"])
     if measurement == "forward":  # n/k is no reference for the (unchanged) forward pass
         table = table.drop(columns=["ideal n/k", "efficiency"])
+    if (table["status"] == "ok").all():
+        table = table.drop(columns=["status"])
+    if (table["note"] == "").all():
+        table = table.drop(columns=["note"])
     return table
 
 
@@ -270,7 +274,8 @@ def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
          "peak_dense_mb", "peak_meprop_mb", "peak_kind"]
     ].rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB",
                       "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
-    table.insert(len(table.columns) - 1, "meProp / dense", table["meProp MiB"] / table["dense MiB"])
+    ratio = table["meProp MiB"] / table["dense MiB"].where(table["dense MiB"] > 0)  # 0 bytes: no ratio
+    table.insert(len(table.columns) - 1, "meProp / dense", ratio)
     return table.reset_index(drop=True)
 
 

@@ -21,8 +21,8 @@ def _data_lines(ax):
 
 def test_speedup_vs_k_ratio_plots_the_measured_speedups(frame, tmp_path):
     files = F.speedup_vs_k_ratio(frame, tmp_path)
-    assert [f.name for f in files] == ["speedup_vs_k_linear_backward_box-a_cpu_per_example",
-                                       "speedup_vs_k_linear_backward_box-a_cpu_unified"]
+    assert [f.name for f in files] == ["speedup_vs_k_linear_backward_linear_box-a_cpu_per_example",
+                                       "speedup_vs_k_linear_backward_linear_box-a_cpu_unified"]
     for f in files:
         assert f.png.stat().st_size > 5000 and f.png.read_bytes()[:4] == b"\x89PNG"
         assert f.svg.read_text().lstrip().startswith(("<?xml", "<svg"))

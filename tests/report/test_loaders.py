@@ -50,7 +50,7 @@ def test_pytest_benchmark_json_paired_by_case():
     frame = bench_frame(loaded.records).set_index("measurement")
     row = frame.loc["linear_backward"]
     assert row["speedup"] == pytest.approx(0.001 / 5e-05)
-    assert (row["hidden"], row["k"], row["batch"], row["mode"], row["machine"]) == (1024, 10, 64, "unified", "vm")
+    assert (row["hidden"], row["k"], row["batch"], row["mode"], row["machine"]) == (1024, 10, 64, "unified", "vm [pytest-benchmark]")
     assert row["noisy"] == True  # noqa: E712  meProp IQR 1e-5 on a 5e-5 median: 20%
     assert row["n_samples"] == 40
     fwd = frame.loc["forward"]  # case from params only; the dense side carries no k or mode
@@ -99,7 +99,7 @@ def test_asv_results_mapped_into_the_same_table(tmp_path):
     assert sorted(lb.index) == [(1024, 10), (1024, 102), (4096, 41), (4096, 410)]
     assert lb.loc[(4096, 41), "speedup"] == pytest.approx(32.0)
     assert lb.loc[(1024, 102), "speedup"] == pytest.approx(4.0)
-    assert (lb["device"] == "cpu").all() and (lb["machine"] == "vm").all()
+    assert (lb["device"] == "cpu").all() and (lb["machine"] == "vm [asv]").all()
     mem = frame[frame["peak_dense_mb"].notna()].iloc[0]
     assert (mem["workload"], mem["peak_dense_mb"], mem["peak_meprop_mb"]) == ("mlp", 8.0, 1.0)
     assert mem["in_features"] == 784 and mem["layers"] == 2  # the engine's MLP defaults
@@ -121,5 +121,5 @@ def test_asv_results_without_benchmarks_json_say_why(tmp_path):
 def test_formats_mixed_in_one_report(quick_jsonl):
     loaded = load_results([quick_jsonl, DATA / "pytest_benchmark.json"])
     frame = bench_frame(loaded.records)
-    assert set(frame["machine"]) == {"box-a", "vm"}
+    assert set(frame["machine"]) == {"box-a", "vm [pytest-benchmark]"}  # kept apart
     assert len(loaded.sources) == 2

@@ -285,8 +285,11 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
     if problems:
         body.insert(0, ("problems", "What is missing in the inputs", _problems_html(problems, severe)))
     files = sorted({p.relative_to(out_dir).as_posix() for p in written})
+    asv_page = out_dir.parent / "asv" / "index.html"  # scripts/asv_publish.sh writes reports/asv
+    asv_link = ('<p>The asv dashboard published beside this report: <a href="../asv/index.html">'
+                "../asv/index.html</a>.</p>" if asv_page.exists() else "")
     body.append(("files", "Files",
-                 "<p>Inputs: " + html.escape("; ".join(loaded.sources)) + ".</p><ul>"
+                 "<p>Inputs: " + html.escape("; ".join(loaded.sources)) + ".</p>" + asv_link + "<ul>"
                  + "".join(f'<li><a href="{html.escape(f)}">{html.escape(f)}</a></li>' for f in files)
                  + "</ul>"))
     page = render_page(title or DEFAULT_TITLE, _meta(loaded), body)

@@ -189,7 +189,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
                 ax.set_xlabel("k / n (kept ratio, log)")
                 ax.set_ylabel("speedup vs dense (log)")
             _figure_legend(fig, axes, "batch")
-            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n, {where}")
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n\n{where}")
         name = _slug("speedup_vs_k", measurement, workload, machine, device, mode)
         files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
                            "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
@@ -224,7 +224,7 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
                 ax.set_xlabel("hidden size n (log)")
                 ax.set_ylabel("speedup vs dense (log)")
             _figure_legend(fig, axes, "k / n")
-            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size, {where}")
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size\n{where}")
         name = _slug("speedup_vs_hidden", measurement, workload, machine, device, mode)
         files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
                            "One line per kept ratio k/n. Dotted red: break-even (1x)."))
@@ -255,7 +255,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
         with _style():
             from matplotlib.figure import Figure
 
-            fig = Figure(figsize=(max(8.0, 1.1 * len(both) + 4), 4.4), layout="constrained")
+            fig = Figure(figsize=(max(5.5, 1.1 * len(both) + 3.5), 4.4), layout="constrained")
             ax = fig.subplots()
             x = np.arange(len(both))
             width = 0.38
@@ -312,7 +312,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
                     ax.set_ylabel("speedup (log)")
             label = ", ".join(str(k) for k in keys)
             _figure_legend(fig, axes, hue)
-            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title} — {label}")
+            fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title}\n{label}")
         files.append(_save(fig, out_dir, _slug(name_prefix, measurement, *keys),
                            f"{MEASUREMENT_TITLES[measurement]}: {title} ({label})",
                            f"One line per {hue}; dashed: ideal n/k; dotted red: 1x."))

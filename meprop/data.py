@@ -263,6 +263,8 @@ def load_pos(
     parts: dict[str, list] = {"train": [], "dev": [], "test": []}
     for i, sentence in enumerate(read_tagged_sentences(path)):
         parts[_split_index(i)].append(sentence)
+    # the tag inventory is the whole corpus's, whatever the limit, so tag ids never depend on it
+    tags = sorted({_tag(t) for sents in parts.values() for s in sents for _, t in s})
     if limit is not None:
         parts = {name: sents[:limit] for name, sents in parts.items()}
     if not parts["train"]:
@@ -271,7 +273,6 @@ def load_pos(
     counts = collections.Counter(w.lower() for s in parts["train"] for w, _ in s)
     words = [PAD, UNK] + sorted(w for w, c in counts.items() if c >= min_count)
     word_index = {w: i for i, w in enumerate(words)}
-    tags = sorted({_tag(t) for sents in parts.values() for s in sents for _, t in s})
     tag_index = {t: i for i, t in enumerate(tags)}
 
     def encode(sentence):

@@ -97,17 +97,26 @@ def _ok(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
 
 
 def _speedup_yaxis(ax) -> None:
-    from matplotlib.ticker import FuncFormatter
+    """Log y with ticks at 1, 2, 5 x 10^i labelled ``2x`` (no scientific minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _ratio_axes(ax) -> None:
-    from matplotlib.ticker import FuncFormatter
+def _ratio_axes(ax, ratios) -> None:
+    """Log x ticked at the measured k/n values (up to 8 of them), labelled plainly."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    ratios = sorted(set(np.round(np.asarray(ratios, dtype=float), 6)))
+    ax.xaxis.set_major_locator(FixedLocator(ratios) if len(ratios) <= 8
+                               else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.2g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=8, labelrotation=45 if len(ratios) > 4 else 0)
     _speedup_yaxis(ax)
 
 
@@ -184,7 +193,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
                 part = group[group["hidden"] == hidden]
                 _lines(ax, part, "k_ratio", "batch", palette)
                 _reference_lines(ax, part["k_ratio"].to_numpy())
-                _ratio_axes(ax)
+                _ratio_axes(ax, part["k_ratio"])
                 ax.set_title(f"hidden n = {hidden}")
                 ax.set_xlabel("k / n (kept ratio, log)")
                 ax.set_ylabel("speedup vs dense (log)")
@@ -218,8 +227,11 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
                 ax.axhline(1.0, color="tab:red", linestyle=":", linewidth=1.2, label=_DENSE)
                 ax.set_xscale("log", base=2)
                 _speedup_yaxis(ax)
+                from matplotlib.ticker import NullFormatter
+
                 ax.set_xticks(sorted(part["hidden"].unique()))
                 ax.set_xticklabels([str(h) for h in sorted(part["hidden"].unique())])
+                ax.xaxis.set_minor_formatter(NullFormatter())
                 ax.set_title(f"batch = {batch}")
                 ax.set_xlabel("hidden size n (log)")
                 ax.set_ylabel("speedup vs dense (log)")
@@ -296,7 +308,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
         hiddens, batches = sorted(group["hidden"].unique()), sorted(group["batch"].unique())
         palette = _palette(group[hue], "Set1")
         with _style():
-            fig, axes = _new_figure(len(batches), len(hiddens), sharey=True)
+            fig, axes = _new_figure(len(batches), len(hiddens))
             for i, batch in enumerate(batches):
                 for j, hidden in enumerate(hiddens):
                     ax = axes[i][j]
@@ -306,7 +318,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
                         continue
                     _lines(ax, part, "k_ratio", hue, palette)
                     _reference_lines(ax, part["k_ratio"].to_numpy())
-                    _ratio_axes(ax)
+                    _ratio_axes(ax, part["k_ratio"])
                     ax.set_title(f"n = {hidden}, batch = {batch}", fontsize=9)
                     ax.set_xlabel("k / n (log)")
                     ax.set_ylabel("speedup (log)")

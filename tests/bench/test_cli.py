@@ -10,7 +10,7 @@ from meprop.bench.cli import select_cases
 from meprop.bench.results import load_results, read_records
 from meprop.cli import build_parser, main
 
-FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2"]
+FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
 
 
 def _args(*argv):
@@ -115,7 +115,8 @@ def test_unparsable_arguments_are_refused_by_argparse(capsys, argv, message):
     (["--profile", "smoke", "--hidden", "12345"], "no case of profile 'smoke' matches"),
 ])
 def test_bad_values_are_a_clear_error_and_write_nothing(tmp_path, capsys, argv, message):
-    assert main(["bench", *argv, "--out", str(tmp_path / "o"), *FAST]) == 2
+    # FAST first so argv's values win; --list: had validation missed, nothing long would run
+    assert main(["bench", *FAST, *argv, "--out", str(tmp_path / "o"), "--list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("meprop bench: error: ") and message in err
     assert not (tmp_path / "o").exists()

@@ -129,6 +129,9 @@ def snapshot(*, threads: int | None = None, allocator: str | None = None,
         "cpu_cores_physical": _try(lambda: psutil.cpu_count(logical=False)),
         "cpu_cores_logical": _try(lambda: psutil.cpu_count(logical=True)),
         "ram_bytes": _try(lambda: int(psutil.virtual_memory().total)),
+        # 1, 5, 15-minute load averages when the run started: above the core count, the
+        # machine was shared and timings (threads > 1 especially) are unreliable.
+        "load_average": _try(lambda: [round(x, 2) for x in os.getloadavg()]),
         "allocator": allocator,
         "cuda_version": torch.version.cuda,
         "cudnn_version": cudnn,

@@ -152,7 +152,7 @@ def test_info_prints_the_snapshot(capsys):
     env = json.loads(capsys.readouterr().out)
     expected = {"timestamp", "machine", "git_commit", "meprop_version", "torch_version",
                 "python_version", "platform", "threads", "cpu_model", "cpu_cores_physical",
-                "cpu_cores_logical", "ram_bytes", "allocator", "cuda_version", "cudnn_version",
+                "cpu_cores_logical", "ram_bytes", "load_average", "allocator", "cuda_version", "cudnn_version",
                 "gpus", "profile", "argv"}
     assert expected <= set(env)
     assert env["threads"] == torch.get_num_threads() and isinstance(env["gpus"], list)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -22,7 +24,7 @@ def test_smoke_bench_then_report(tmp_path, capsys, monkeypatch):
     page = (report / "index.html").read_text(encoding="utf-8")
     assert "profile smoke" in page and 'href="../asv/index.html"' in page
     table = pd.read_csv(report / "tables" / "speedup_linear_backward.csv")
-    measured = [r for r in map(__import__("json").loads, (results / "results.jsonl").read_text().splitlines())
+    measured = [r for r in map(json.loads, (results / "results.jsonl").read_text().splitlines())
                 if r["type"] == "bench" and r["case"]["measurement"] == "linear_backward" and r["status"] == "ok"]
     assert len(table) == len(measured) > 0
     assert sorted(table["speedup"].round(9)) == sorted(round(r["speedup"], 9) for r in measured)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import report_fixtures as fx
 
@@ -75,7 +76,7 @@ def test_side_by_side_views_only_when_there_is_something_to_compare(frame, tmp_p
     assert len(F.modes_side_by_side(frame, tmp_path)) == 1
     assert F.devices_side_by_side(frame, tmp_path) == []
     gpu = frame.assign(device="cuda", machine="gpu-box")
-    both = F.devices_side_by_side(__import__("pandas").concat([frame, gpu]), tmp_path)
+    both = F.devices_side_by_side(pd.concat([frame, gpu]), tmp_path)
     assert len(both) == 2  # one per mode
     labels = {t.get_text() for t in both[0].figure.legends[0].get_texts()}
     assert {"box-a cpu", "gpu-box cuda"} <= labels

@@ -111,3 +111,12 @@ def test_page_renders_offline_in_headless_chromium(report, tmp_path):
     loaded, total = map(int, match.groups())
     assert total >= 6 and loaded == total
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", dom.stdout)
+
+
+def test_import_stays_cheap():
+    """matplotlib and seaborn are imported only by the functions that draw."""
+    code = ("import sys, meprop.report, meprop.report.cli; "
+            "print(sorted(m for m in ('matplotlib', 'seaborn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

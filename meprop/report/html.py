@@ -167,6 +167,7 @@ def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: 
     if "met" in table.columns:
         classes["met"] = "text met-" + table["met"].astype(str).str.replace(" ", "-")
     styler = table.style.format({c: _formatter(c) for c in table.columns}, escape=None)
+    styler = styler.format_index(escape="html", axis=1)  # headers can hold machine names
     styler = styler.set_td_classes(classes).hide(axis="index")
     styler = styler.set_table_attributes(f'class="{css_class}"')
     return f'<div class="scroll">{styler.to_html()}</div>'

@@ -111,3 +111,20 @@ def test_command_line_prints_index_path(tmp_path):
     index = tmp_path / "rep" / "index.html"
     assert proc.stdout.strip() == str(index.resolve())
     assert "<title>Nightly</title>" in index.read_text()
+
+
+def test_run_interrupted_before_its_first_case(tmp_path, capsys):
+    path = fx.write_jsonl(tmp_path / "results.jsonl", [fx.env_record("r")])
+    status, out, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0 and "no benchmark records" in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "no benchmark records in the inputs" in page and "No speedups could be computed" in page
+    assert "box-a / r" in page  # the environment that was recorded is still shown
+
+
+def test_training_results_only(tmp_path, capsys):
+    path = fx.write_jsonl(tmp_path / "results.jsonl", [fx.env_record("r"), fx.train_record("r", 1)])
+    status, out, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert 'id="accuracy"' in page and "No training results" not in page

@@ -120,3 +120,10 @@ def test_import_stays_cheap():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_names_from_the_results_are_escaped(tmp_path):
+    records = fx.tiny_records(machine="<script>alert(1)</script>")
+    page = build_report([fx.write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "out").index.read_text()
+    assert page.count("<script>") == 1  # only the page's own figure check
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

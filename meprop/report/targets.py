@@ -136,6 +136,8 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
         pick = sel.loc[sel["speedup"].idxmin()] if target.kind == "forward" else _latest(sel)
         row["achieved"] = pick["speedup"]
         row["at"] = f"n={pick['hidden']}, batch {pick['batch']}, k={pick['k']}"
+        if pd.notna(pick["threads"]):
+            row["at"] += f", {int(pick['threads'])} threads"
         if target.kind == "forward":
             row["at"] = f"worst of {len(sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
         row["noisy"] = "yes" if pick["noisy"] == True else ""  # noqa: E712 (None: unknown)

@@ -1,6 +1,9 @@
 # meprop: the two commands of the README, and the set-up they share.
 #   make report   set up (first time only), run the quick benchmark, build the HTML report
 #   make test     set up (first time only), run the test suite
+# More:
+#   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
+#   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
 # GPU users: install your own torch into .venv first, then pass CONSTRAINTS= (see README).
 
 PYTHON      ?= python3
@@ -8,14 +11,16 @@ VENV        ?= .venv
 CONSTRAINTS ?= constraints.txt
 PROFILE     ?= quick
 RESULTS     ?= results/$(PROFILE)
+TRAIN_RESULTS ?= results/paper-quick
 REPORT      ?= reports/$(PROFILE)
+PAPER_PRESETS ?= mnist-adam mnist-unified mnist-table3 pos-adam
 PYTEST_ARGS ?=
 
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.meprop-setup
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup report bench test clean-results
+.PHONY: setup report bench paper asv test clean-results
 
 setup: $(STAMP)
 
@@ -30,7 +35,17 @@ bench: setup
 	$(PY) -m meprop bench --profile $(PROFILE) --out $(RESULTS) --resume
 
 report: bench
-	$(PY) -m meprop report $(RESULTS) --out $(REPORT)
+	$(PY) -m meprop report $(RESULTS) $(wildcard $(TRAIN_RESULTS)) --out $(REPORT)
+
+paper: setup
+	for preset in $(PAPER_PRESETS); do \
+		$(PY) -m meprop train --preset $$preset --quick --out $(TRAIN_RESULTS)/$$preset.jsonl --resume || exit 1; \
+	done
+
+asv: setup
+	$(PY) -m asv machine --yes
+	$(PY) -m asv run --python=same --set-commit-hash=$$(git rev-parse HEAD)
+	MEPROP_PYTHON=$(PY) bash scripts/asv_publish.sh reports/asv
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -172,15 +172,22 @@ def check_possible(case: _cases.Case) -> None:
 
 
 def _measure(case: _cases.Case) -> dict:
-    """Dense and meProp timed interleaved: a dict of floats, or ``{"skipped": reason}``."""
+    """Dense and meProp timed interleaved: a dict of floats, or ``{"skipped": reason}``.
+
+    Uses the engine's per-case step (:func:`meprop.bench.runner.run_case`), so a case is
+    built, timed, skipped (no CUDA, too large, out of memory) and freed exactly as
+    ``meprop bench`` does it. Imported here: the suite still imports on a commit without it.
+    """
     try:
         check_possible(case)
-        dense_fn = _workloads.build(case, "dense")
-        meprop_fn = _workloads.build(case, "meprop")
-    except NotImplementedError as exc:  # includes workloads.Unsupported
+    except NotImplementedError as exc:
         return {"skipped": str(exc)}
-    dense, meprop = _timer.time_pair(dense_fn, meprop_fn, device=case.device,
-                                     threads=case.threads, budget_s=BUDGET_S)
+    from meprop.bench import runner
+
+    fields = runner.run_case(case, runner.TimingOptions(budget_s=BUDGET_S), measure_memory=False)
+    if fields.get("status") == "skipped":
+        return {"skipped": fields["reason"]}
+    dense, meprop = fields["dense"], fields["meprop"]  # timer.Measurement, per call
     return {
         "dense": dense.median,
         "meprop": meprop.median,
@@ -267,4 +274,5 @@ class _PairSuite:
     def track_speedup(self, results, *params):
         return self.entry["speedup"]
 
+    # asv assumes lower is better: for this value its "improved" means the speedup fell.
     track_speedup.unit = "ratio (dense / meProp)"

@@ -104,6 +104,18 @@ def test_setup_raises_not_implemented_for_cuda_without_gpu():
     assert not torch.cuda.is_initialized()
 
 
+def test_a_case_too_large_for_memory_is_not_applicable_not_a_crash():
+    suite = _load_suite()
+    common = suite["common"]
+    params = (2**20, 0.01, 1, "unified", "cpu")  # a 2^20 x 2^20 layer: terabytes
+    cls = suite["bench_linear_backward"].LinearBackward
+    results = common.measure_grid(cls.workload, cls.measurement, [[v] for v in params])
+    with pytest.raises(NotImplementedError, match="out of memory"):
+        cls().setup(results, *params)
+    with pytest.raises(NotImplementedError, match="out of memory"):
+        suite["bench_peak_memory"].PeakMemory().setup(*params)
+
+
 def test_cuda_is_not_touched_at_import():
     code = (
         "import importlib.util, sys, torch\n"

@@ -15,7 +15,7 @@ Profiles (``PROFILES`` / :func:`profile_cases`):
   h=8192, batch 1024, k 8..512; Table 8's MLP h=8192).
 - ``full``: hidden up to 8192, k ratio 0.5%..100%, batch 1..1024, cpu and cuda.
 - ``perf``: every row of issue 5's target table (float32, 2 threads); the targets
-  themselves are :data:`PERF_TARGETS`.
+  themselves, and the cases each needs, are :data:`meprop.bench.targets.TARGETS`.
 """
 
 from __future__ import annotations
@@ -33,12 +33,10 @@ from meprop.selection import MODES
 __all__ = [
     "Case",
     "Profile",
-    "PerfTarget",
     "WORKLOADS",
     "MEASUREMENTS",
     "DTYPES",
     "PROFILES",
-    "PERF_TARGETS",
     "MLP_IN_FEATURES",
     "profile_cases",
     "grid",
@@ -295,71 +293,12 @@ def _full() -> list[Case]:
     return cases
 
 
-@dataclass(frozen=True)
-class PerfTarget:
-    """One row of issue 5's target table: ``case`` must reach ``min_speedup``.
-
-    Break-even rows (``kind="break_even"``) ask instead that the largest k ratio at
-    which meProp still beats dense, over ``cases``, be at least ``min_k_ratio``.
-    ``kind="forward"`` rows ask that meProp's forward be within ``max_slowdown`` of dense.
-    """
-
-    name: str
-    kind: str  # "speedup" | "break_even" | "forward"
-    cases: tuple[Case, ...]
-    min_speedup: float | None = None
-    min_k_ratio: float | None = None
-    max_slowdown: float | None = None
-
-
-def _lin(n: int, b: int, k: int, mode: str, measurement: str = "linear_backward") -> Case:
-    return Case("linear", measurement, n, k, b, mode=mode, threads=2)
-
-
-def _mlp(n: int, b: int, k: int, mode: str, measurement: str = "overall_backward") -> Case:
-    return Case("mlp", measurement, n, k, b, mode=mode, threads=2)
-
-
-def _break_even_cases() -> tuple[Case, ...]:
-    return tuple(
-        _lin(n, b, resolve_k(None, r, n), "per_example")
-        for n in (1024, 4096) for b in (64, 1024) for r in (0.05, 0.1, 0.15, 0.2, 0.3)
-    )
-
-
-#: Issue 5's targets (linear-only backprop of an n x n layer unless said otherwise).
-PERF_TARGETS: tuple[PerfTarget, ...] = (
-    PerfTarget("unified n=8192 B=1024 k=128", "speedup", (_lin(8192, 1024, 128, "unified"),), 30.0),
-    PerfTarget("unified n=8192 B=1024 k=512", "speedup", (_lin(8192, 1024, 512, "unified"),), 11.0),
-    PerfTarget("unified n=4096 B=1024 k=1%", "speedup", (_lin(4096, 1024, 41, "unified"),), 30.0),
-    PerfTarget("unified n=4096 B=64 k=10%", "speedup", (_lin(4096, 64, 410, "unified"),), 6.0),
-    PerfTarget("per-example n=4096 B=1 k=1%", "speedup", (_lin(4096, 1, 41, "per_example"),), 20.0),
-    PerfTarget("per-example n=4096 B=64 k=1%", "speedup", (_lin(4096, 64, 41, "per_example"),), 6.0),
-    PerfTarget("per-example break-even k ratio, n>=1024, B>=64", "break_even",
-               _break_even_cases(), min_k_ratio=0.10),
-    PerfTarget("MLP 784-4096-4096-10 overall backprop, unified k=1% B=1024", "speedup",
-               (_mlp(4096, 1024, 41, "unified"),), 20.0),
-    PerfTarget("MLP 784-4096-4096-10 overall backprop, per-example k=1% B=1024", "speedup",
-               (_mlp(4096, 1024, 41, "per_example"),), 8.0),
-    PerfTarget("MLP 784-500-500-10 overall backprop, unified k=20 B=1024", "speedup",
-               (_mlp(500, 1024, 20, "unified"),), 3.0),
-    PerfTarget("forward with meProp layers (MLP 784-4096-4096-10, B=1024)", "forward",
-               (_mlp(4096, 1024, 41, "unified", "forward"),
-                _mlp(4096, 1024, 41, "per_example", "forward")), max_slowdown=0.05),
-    PerfTarget("forward with a meProp layer (n=4096, B=1024)", "forward",
-               (_lin(4096, 1024, 41, "unified", "forward"),), max_slowdown=0.05),
-)
-
-
 def _perf() -> list[Case]:
-    cases: list[Case] = []
-    seen: set[str] = set()
-    for target in PERF_TARGETS:
-        for case in target.cases:
-            if case.key not in seen:
-                seen.add(case.key)
-                cases.append(case)
-    return cases
+    # Every row of issue 5's target table; the targets (and so these cases) are defined
+    # once, in meprop.bench.targets (imported here: that module imports Case from this one).
+    from meprop.bench.targets import perf_cases
+
+    return perf_cases()
 
 
 PROFILES: dict[str, Profile] = {

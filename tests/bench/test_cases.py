@@ -2,9 +2,9 @@
 
 import pytest
 
-from meprop.bench.cases import (
-    MEASUREMENTS, PERF_TARGETS, PROFILES, Case, grid, profile_cases,
-)
+import meprop.bench
+from meprop.bench.cases import MEASUREMENTS, PROFILES, Case, grid, profile_cases
+from meprop.bench.targets import TARGETS, Target
 
 
 def test_case_defaults_and_derived_fields():
@@ -120,10 +120,10 @@ def test_full_profile_spans_devices_and_ratios():
 def test_perf_covers_every_issue5_row():
     keys = {c.key for c in profile_cases("perf")}
     assert all(c.dtype == "float32" and c.threads == 2 for c in profile_cases("perf"))
-    for target in PERF_TARGETS:
-        assert {c.key for c in target.cases} <= keys, target.name
+    for target in TARGETS:
+        assert {c.key for c in target.cases()} <= keys, target.label
     rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
-            for t in PERF_TARGETS for c in t.cases}
+            for t in TARGETS for c in t.cases()}
     expected = {
         ("linear", "linear_backward", 8192, 1024, 128, "unified"),
         ("linear", "linear_backward", 8192, 1024, 512, "unified"),
@@ -136,10 +136,61 @@ def test_perf_covers_every_issue5_row():
         ("mlp", "overall_backward", 500, 1024, 20, "unified"),
     }
     assert expected <= rows
-    speedups = {t.name: t.min_speedup for t in PERF_TARGETS if t.kind == "speedup"}
-    assert speedups["unified n=8192 B=1024 k=128"] == 30.0
-    break_even = [t for t in PERF_TARGETS if t.kind == "break_even"][0]
-    assert break_even.min_k_ratio == 0.10
+    speedups = {t.label: t.minimum for t in TARGETS if t.kind == "speedup"}
+    assert speedups["unified, n=8192, batch 1024, k=128 (1.6%)"] == 30.0
+    break_even = [t for t in TARGETS if t.kind == "break_even"][0]
+    assert break_even.minimum == 0.10
     assert all(c.hidden >= 1024 and c.batch >= 64 and c.mode == "per_example"
-               for c in break_even.cases)
-    assert any(t.kind == "forward" for t in PERF_TARGETS)
+               for c in break_even.cases())
+    assert any(t.kind == "forward" for t in TARGETS)
+
+
+def test_perf_profile_is_the_targets_cases_in_table_order():
+    # one definition: the profile is built from the targets, nothing added or dropped
+    from_targets = [c.key for t in TARGETS for c in t.cases()]
+    perf = [c.key for c in profile_cases("perf")]
+    assert perf == list(dict.fromkeys(from_targets))
+    # issue 5's break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%
+    break_even = [t for t in TARGETS if t.kind == "break_even"][0].cases()
+    assert sorted((c.hidden, c.batch, c.k) for c in break_even) == sorted(
+        (n, b, max(1, round(r * n))) for n in (1024, 4096) for b in (64, 1024)
+        for r in (0.05, 0.10, 0.15, 0.20, 0.30))
+    forward = [t for t in TARGETS if t.kind == "forward"][0].cases()
+    assert {(c.workload, c.mode, c.hidden, c.batch, c.k) for c in forward} == {
+        ("mlp", "unified", 4096, 1024, 41), ("mlp", "per_example", 4096, 1024, 41),
+        ("linear", "unified", 4096, 1024, 41)}
+    assert all(c.measurement == "forward" for c in forward)
+    # the review row is not a timing: no cases
+    assert [t.cases() for t in TARGETS if t.kind == "review"] == [()]
+    assert len(perf) == 32
+
+
+def test_single_case_targets_derive_their_case_from_their_fields():
+    t = Target("x", 5.0, workload="mlp", measurement="overall_backward", mode="per_example",
+               hidden=4096, batch=1024, k_ratio=0.01, in_features=784, layers=2)
+    assert t.names_one_case
+    (case,) = t.cases()
+    assert case == Case("mlp", "overall_backward", 4096, 41, 1024, mode="per_example", threads=2,
+                        dtype="float32", in_features=784, layers=2)
+    # a range (min_hidden) or a missing k names no single case: nothing derived
+    assert Target("y", 0.1, kind="break_even", mode="per_example", min_hidden=1024).cases() == ()
+    assert Target("z", 2.0, mode="unified", hidden=1024, batch=64).cases() == ()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(label="a", minimum=1.0, kind="faster"), ValueError, "kind must be one of"),
+    (dict(label="a", minimum=1.0, measurement="backward"), ValueError, "measurement"),
+    (dict(label="a", minimum=1.0, workload="cnn"), ValueError, "workload"),
+    (dict(label="a", minimum=None), ValueError, "minimum must be None exactly for kind='review'"),
+    (dict(label="a", minimum=1.0, kind="review"), ValueError, "minimum must be None"),
+    (dict(label="a", minimum=1.0, k=10, k_ratio=0.1), ValueError, "at most one of k and k_ratio"),
+    (dict(label="a", minimum=1.0, perf_cases=["case"]), TypeError, "perf_cases must be a tuple of Case"),
+])
+def test_target_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        Target(**kwargs)
+
+
+def test_bench_package_exports_the_single_target_table():
+    assert meprop.bench.TARGETS is TARGETS and meprop.bench.Target is Target
+    assert meprop.bench.PERF_TARGETS is TARGETS  # the former name still works

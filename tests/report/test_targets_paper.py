@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import report_fixtures as fx
 
+from meprop.bench.cases import profile_cases
 from meprop.report import paper
 from meprop.report.tables import bench_frame
 from meprop.report.targets import TARGETS, match_targets, targets_display
@@ -67,6 +69,47 @@ def test_k_ratio_target_matches_rounded_k_only():
             fx.bench_record("r", hidden=4096, batch=1024, k=164, dense_s=4e-2, meprop_s=4e-3)]  # 4%
     row = _by_target(match_targets(bench_frame(recs))).loc["unified, n=4096, batch 1024, k=1%"]
     assert row["achieved"] == pytest.approx(40.0) and "k=41" in row["at"]
+
+
+def _perf_profile_frame():
+    """A result frame with one ok row per case of the ``perf`` profile (speedup falls with k/n)."""
+    recs = [fx.env_record("r", profile="perf")]
+    for c in profile_cases("perf"):
+        recs.append(fx.bench_record("r", hidden=c.hidden, batch=c.batch, k=c.k, mode=c.mode,
+                                    measurement=c.measurement, workload=c.workload, layers=c.layers,
+                                    in_features=c.in_features, dense_s=1e-2, meprop_s=1e-2 * 4 * c.k_ratio))
+    return bench_frame(recs)
+
+
+def _row_id(row):
+    return (row["workload"], row["measurement"], row["hidden"], row["batch"], row["k"], row["mode"],
+            row["in_features"], row["layers"])
+
+
+def test_perf_profile_cases_measure_every_timing_target():
+    frame = _perf_profile_frame()
+    t = _by_target(match_targets(frame))
+    timing = [target for target in TARGETS if target.kind != "review"]
+    assert timing and all(target.cases() for target in timing)
+    for target in timing:
+        assert t.loc[target.label, "met"] in ("yes", "NO"), target.label
+        assert not pd.isna(t.loc[target.label, "achieved"]), target.label
+        # each target selects its own perf cases (and, for a one-case target, only that case)
+        selected = {_row_id(row) for _, row in frame[target.selects(frame)].iterrows()}
+        own = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode, c.in_features, c.layers)
+               for c in target.cases()}
+        assert own <= selected, target.label
+        if target.names_one_case:
+            assert selected == own, target.label
+    # speedup = 1 / (4 k/n): still faster at k/n = 20% (k=819 of 4096 is the worst), slower at 30%
+    row = t.loc["per-example break-even k ratio, n >= 1024, batch >= 64"]
+    assert row["met"] == "yes" and row["achieved"] == pytest.approx(819 / 4096)
+
+
+def test_review_target_selects_nothing():
+    frame = _perf_profile_frame()
+    (review,) = [target for target in TARGETS if target.kind == "review"]
+    assert review.cases() == () and not review.selects(frame).any()
 
 
 def test_paper_table7_side_by_side():

@@ -156,3 +156,20 @@ def test_info_prints_the_snapshot(capsys):
                 "gpus", "profile", "argv"}
     assert expected <= set(env)
     assert env["threads"] == torch.get_num_threads() and isinstance(env["gpus"], list)
+
+
+def test_closed_pipe_ends_quietly():
+    """`meprop bench --list | head -1`: no BrokenPipeError traceback, exit 141 like SIGPIPE."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meprop", "bench", "--profile", "full", "--list"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert first.strip()
+    assert "Traceback" not in stderr

@@ -16,10 +16,17 @@ import numbers
 import torch
 import torch.nn as nn
 
+from meprop._checks import check_choice
 from meprop.lstm import MepropLSTM
 from meprop.nn import MepropLinear
 
-__all__ = ["MLP", "PosTagger"]
+__all__ = ["MLP", "PosTagger", "INITS"]
+
+#: MLP weight initialisations: ``torch`` (nn.Linear's own: uniform(+-1/sqrt(in_features))),
+#: ``release`` (the authors' PyTorch release: weights and biases uniform(+-1/sqrt(out_features)),
+#: so the 500 -> 10 output layer starts ~7x larger), ``glorot`` (the authors' C# code:
+#: Glorot-normal weights, zero biases).
+INITS = ("torch", "release", "glorot")
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -34,13 +41,25 @@ def _dropout(p: object) -> float:
     return float(p)
 
 
-def _linear(in_features: int, out_features: int, k: int | None, mode: str, name: str) -> nn.Linear:
+def _linear(in_features: int, out_features: int, k: int | None, mode: str, name: str,
+            bias_grad: str = "sparse") -> nn.Linear:
     if k is None:
         return nn.Linear(in_features, out_features)
     try:
-        return MepropLinear(in_features, out_features, k=k, mode=mode)
+        return MepropLinear(in_features, out_features, k=k, mode=mode, bias_grad=bias_grad)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
+
+
+@torch.no_grad()
+def _initialise(layer: nn.Linear, init: str) -> None:
+    if init == "release":
+        bound = layer.out_features ** -0.5
+        layer.weight.uniform_(-bound, bound)
+        layer.bias.uniform_(-bound, bound)
+    elif init == "glorot":
+        nn.init.xavier_normal_(layer.weight)
+        layer.bias.zero_()
 
 
 class MLP(nn.Module):
@@ -52,6 +71,10 @@ class MLP(nn.Module):
         mode: meProp selection mode (``per_example``, ``unified``, ``random``).
         output_k: the output layer's own k in [1, classes]; None: dense output layer.
         dropout: probability in [0, 1) applied after each hidden ReLU.
+        bias_grad: the meProp layers' bias gradient: ``"sparse"`` (the kept entries
+            only) or ``"dense"`` (the full output gradient, as both of the authors'
+            implementations do); see :func:`meprop.meprop_linear`.
+        init: weight initialisation, one of :data:`INITS`.
     """
 
     def __init__(
@@ -65,8 +88,11 @@ class MLP(nn.Module):
         mode: str = "per_example",
         output_k: int | None = None,
         dropout: float = 0.0,
+        bias_grad: str = "sparse",
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        check_choice(init, "init", INITS)
         in_features = _positive_int(in_features, "in_features")
         hidden = _positive_int(hidden, "hidden")
         layers = _positive_int(layers, "layers")
@@ -75,13 +101,16 @@ class MLP(nn.Module):
         blocks: list[nn.Module] = []
         width = in_features
         for index in range(layers):
-            blocks.append(_linear(width, hidden, k, mode, f"hidden layer {index}"))
+            blocks.append(_linear(width, hidden, k, mode, f"hidden layer {index}", bias_grad))
             blocks.append(nn.ReLU())
             if dropout > 0:
                 blocks.append(nn.Dropout(dropout))
             width = hidden
-        blocks.append(_linear(width, classes, output_k, mode, "output layer"))
+        blocks.append(_linear(width, classes, output_k, mode, "output layer", bias_grad))
         self.net = nn.Sequential(*blocks)
+        for layer in self.net:
+            if isinstance(layer, nn.Linear):
+                _initialise(layer, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))  # (B, in_features) -> (B, classes)

@@ -32,6 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meprop._checks import check_choice
+from meprop.functional import BIAS_GRADS
+from meprop.models import INITS
 from meprop.selection import MODES
 
 __all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready"]
@@ -46,7 +48,10 @@ _EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``k=None`` is the dense baseline; ``limit`` keeps the first
-    ``limit`` examples (sentences for POS) of each split for quick runs."""
+    ``limit`` examples (sentences for POS) of each split for quick runs; ``bias_grad``
+    is the MLP meProp layers' bias gradient (``"sparse"`` or ``"dense"``, the authors'
+    choice; see :func:`meprop.meprop_linear`) and ``init`` the MLP's initialisation
+    (:data:`meprop.models.INITS`)."""
 
     task: str
     k: int | None = None
@@ -64,9 +69,13 @@ class TrainConfig:
     limit: int | None = None
     threads: int = 1
     device: str = "cpu"
+    bias_grad: str = "sparse"
+    init: str = "torch"
 
     def __post_init__(self) -> None:
         check_choice(self.task, "task", TASKS)
+        check_choice(self.bias_grad, "bias_grad", BIAS_GRADS)
+        check_choice(self.init, "init", INITS)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.mode, "mode", MODES)
         for name in ("epochs", "batch", "hidden", "layers", "embed", "threads"):
@@ -82,6 +91,9 @@ class TrainConfig:
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
         if self.task == "pos" and self.output_k is not None:
             raise ValueError("output_k applies to the MLP tasks only (the POS classifier is dense, as in the paper)")
+        for name, default in _KEY_OMIT_AT.items():
+            if self.task == "pos" and getattr(self, name) != default:
+                raise ValueError(f"{name} applies to the MLP tasks only, got {getattr(self, name)!r} for task 'pos'")
         torch.device(self.device)  # raises on a malformed device string
 
     @property
@@ -101,9 +113,16 @@ def _check_int(value: object, name: str, *, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
+#: Fields added after results were first recorded, left out of :func:`run_key` at these
+#: values so the keys of earlier records (and ``--resume``) stay valid.
+_KEY_OMIT_AT = {"bias_grad": "sparse", "init": "torch"}
+
+
 def run_key(config: TrainConfig, preset: str = "custom") -> str:
     """A stable id of ``(preset, config)``: finished runs with this key are skipped by ``--resume``."""
-    blob = json.dumps(config.to_dict(), sort_keys=True)
+    settings = {name: value for name, value in config.to_dict().items()
+                if not (name in _KEY_OMIT_AT and value == _KEY_OMIT_AT[name])}
+    blob = json.dumps(settings, sort_keys=True)
     digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
     k = "dense" if config.k is None else f"k{config.k}-{config.mode}"
     return f"train/{preset}/{config.task}/h{config.hidden}/{k}/{digest}"
@@ -140,7 +159,8 @@ def check_ready(config: TrainConfig) -> None:
 
     if config.task == "mnist":
         datasets.mnist_path()
-        MLP(784, config.hidden, config.layers, 10, k=config.k, mode=config.mode, output_k=config.output_k)
+        MLP(784, config.hidden, config.layers, 10, k=config.k, mode=config.mode, output_k=config.output_k,
+            bias_grad=config.bias_grad, init=config.init)
     elif config.task == "synthetic":
         MLP(32, config.hidden, config.layers, 4, k=config.k, mode=config.mode, output_k=config.output_k)
     else:
@@ -168,7 +188,8 @@ def _build(config: TrainConfig, data):
     x, y = splits.train.tensors
     classes = int(max(int(s.tensors[1].max()) for s in (splits.train, splits.dev, splits.test))) + 1
     model = MLP(x.shape[1], config.hidden, config.layers, max(classes, 2), k=config.k, mode=config.mode,
-                output_k=config.output_k, dropout=config.dropout)
+                output_k=config.output_k, dropout=config.dropout, bias_grad=config.bias_grad,
+                init=config.init)
     return model, splits, _tensor_batches, _classification_scores
 
 

@@ -30,6 +30,9 @@ __all__ = ["PRESETS", "Preset", "preset_runs", "configure", "run"]
 
 _MNIST = {"task": "mnist", "hidden": 500, "layers": 2, "batch": 10, "optimizer": "adam", "epochs": 20}
 _MNIST_QUICK = {"limit": 5000, "epochs": 3}
+#: The authors' PyTorch release (GPU): Adam defaults, dropout 0.1 after each hidden ReLU,
+#: dense bias gradient, its initialisation (uniform(+-1/sqrt(out_features))).
+_RELEASE = {**_MNIST, "dropout": 0.1, "bias_grad": "dense", "init": "release"}
 _POS = {"task": "pos", "hidden": 500, "batch": 1, "optimizer": "adam", "epochs": 5}
 _POS_QUICK = {"limit": 400, "epochs": 2, "hidden": 100}
 
@@ -60,6 +63,16 @@ PRESETS: dict[str, Preset] = {
     "mnist-unified": Preset(
         "MNIST MLP (Adam) with unified meProp k=20 (one top-k set per mini-batch), batch 10",
         _MNIST, (("meProp unified k=20", {"k": 20, "mode": "unified"}),), _MNIST_QUICK),
+    "mnist-release-unified": Preset(
+        "Table 6 / the authors' PyTorch release (unified): h=500, batch 50, dropout 0.1, Adam; "
+        "dense vs unified meProp k=30",
+        {**_RELEASE, "batch": 50},
+        (("dense", {"k": None}), ("meProp unified k=30", {"k": 30, "mode": "unified"})), _MNIST_QUICK),
+    "mnist-release": Preset(
+        "The authors' PyTorch release (per-example): h=512, batch 32, dropout 0.1, Adam; "
+        "dense vs per-example meProp k=30",
+        {**_RELEASE, "batch": 32, "hidden": 512},
+        (("dense", {"k": None}), ("meProp k=30", {"k": 30})), _MNIST_QUICK),
     "mnist-adagrad": Preset(
         "Table 1, MNIST MLP (AdaGrad): h=500, batch 10; dense vs meProp k=10",
         {**_MNIST, "optimizer": "adagrad"}, (("dense", {"k": None}), ("meProp k=10", {"k": 10})), _MNIST_QUICK),
@@ -87,7 +100,7 @@ PRESETS: dict[str, Preset] = {
 _PRESET_OWNED = ("task", "k", "mode", "output_k")
 #: Options that override every run of a preset when given.
 _OVERRIDABLE = ("optimizer", "lr", "epochs", "batch", "hidden", "layers", "dropout", "embed", "seed",
-                "limit", "threads", "device")
+                "limit", "threads", "device", "bias_grad", "init")
 
 
 def preset_runs(name: str, *, quick: bool = False, overrides: dict | None = None) -> list[tuple[str, TrainConfig]]:
@@ -118,6 +131,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
     what.add_argument("--preset", help="a paper preset (see below); runs all its runs")
     what.add_argument("--quick", action="store_true", help="the preset's small variant (data subset, few epochs)")
+    what.add_argument("--only", action="append", metavar="LABEL",
+                      help="with --preset: run only the run(s) with this label (repeatable), e.g. --only dense")
     what.add_argument("--list-presets", action="store_true", help="list the presets and their runs, then exit")
     what.add_argument("--task", choices=TASKS, help="task of a single run (without --preset)")
     what.add_argument("--k", type=_k_value, help="meProp k per hidden layer (LSTM: among 4h gates); 'dense' (default) for none")
@@ -131,6 +146,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--hidden", type=int, help="hidden size (MLP layers, LSTM)")
     how.add_argument("--layers", type=int, help="MLP hidden layers")
     how.add_argument("--dropout", type=float)
+    how.add_argument("--bias-grad", dest="bias_grad", choices=("sparse", "dense"),
+                     help="MLP meProp layers' bias gradient: kept entries only (sparse, default) or "
+                          "the full output gradient (dense, the authors' code)")
+    how.add_argument("--init", choices=("torch", "release", "glorot"),
+                     help="MLP initialisation: torch (nn.Linear's, default), release (the authors' PyTorch "
+                          "release: uniform(+-1/sqrt(out))), glorot (their C# code)")
     how.add_argument("--embed", type=int, help="POS word-embedding size")
     how.add_argument("--seed", type=int)
     how.add_argument("--limit", type=int, help="keep the first N examples (sentences) of each split")
@@ -150,7 +171,16 @@ def _plan(args: argparse.Namespace) -> tuple[str, list[tuple[str, TrainConfig]]]
             raise ValueError(f"{', '.join(given)} cannot be combined with --preset (the preset sets them); "
                              f"drop --preset for a single run")
         suffix = "-quick" if args.quick else ""
-        return args.preset + suffix, preset_runs(args.preset, quick=args.quick, overrides=overrides)
+        runs = preset_runs(args.preset, quick=args.quick, overrides=overrides)
+        if getattr(args, "only", None):
+            labels = [label for label, _ in runs]
+            unknown = [name for name in args.only if name not in labels]
+            if unknown:
+                raise ValueError(f"--only {unknown[0]!r} is not a run of preset {args.preset!r}; its runs: {labels}")
+            runs = [(label, config) for label, config in runs if label in args.only]
+        return args.preset + suffix, runs
+    if getattr(args, "only", None):
+        raise ValueError("--only applies to a --preset only")
     if args.quick:
         raise ValueError("--quick applies to a --preset only")
     if args.task is None:

@@ -59,3 +59,28 @@ def test_pos_tagger_shapes_and_lstm_k():
         PosTagger(30, 7, embed=8, hidden=6, k=25)
     with pytest.raises(ValueError, match="vocab must be a positive int"):
         PosTagger(0, 7)
+
+
+def test_mlp_initialisations_and_bias_grad():
+    torch.manual_seed(0)
+    torch_init = _linears(MLP(784, 500, 2, 10))
+    release = _linears(MLP(784, 500, 2, 10, init="release"))
+    glorot = _linears(MLP(784, 500, 2, 10, init="glorot"))
+    # nn.Linear: uniform(+-1/sqrt(in)); the release: uniform(+-1/sqrt(out)), 10 outputs -> bound 0.316
+    assert torch_init[-1].weight.abs().max() <= 500 ** -0.5
+    assert 0.3 < release[-1].weight.abs().max() <= 10 ** -0.5
+    assert 0.3 < release[-1].bias.abs().max() <= 10 ** -0.5
+    assert release[0].weight.abs().max() <= 500 ** -0.5 < torch_init[0].weight.abs().max() * 1.3
+    assert all(float(layer.bias.abs().max()) == 0.0 for layer in glorot)  # C# code: zero biases
+    assert abs(float(glorot[-1].weight.std()) - (2 / 510) ** 0.5) < 0.01  # Glorot normal
+    with pytest.raises(ValueError, match="init must be one of"):
+        MLP(init="he")
+    # bias_grad reaches the meProp layers: dense sums the whole output gradient
+    for bias_grad, rows in (("sparse", 2), ("dense", 30)):
+        torch.manual_seed(0)
+        model = MLP(20, 30, 1, 4, k=2, bias_grad=bias_grad)
+        model(torch.randn(1, 20)).sum().backward()
+        hidden = _linears(model)[0]
+        assert hidden.bias_grad == bias_grad
+        assert int((hidden.bias.grad != 0).sum()) <= rows
+    assert int((hidden.bias.grad != 0).sum()) > 2  # dense: more than the k kept entries

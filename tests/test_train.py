@@ -6,7 +6,7 @@ import pytest
 
 from meprop import data
 from meprop.cli import main
-from meprop.train import TrainConfig, train
+from meprop.train import TrainConfig, run_key, train
 from meprop.train_cli import PRESETS, preset_runs
 
 
@@ -83,6 +83,25 @@ def test_presets_resolve_and_quick_is_smaller():
     assert (dense.k, sparse.k, sparse.hidden, sparse.batch, sparse.optimizer) == (None, 20, 500, 10, "adam")
     with pytest.raises(ValueError, match="preset must be one of"):
         preset_runs("nope")
+    # the authors' PyTorch release: dropout 0.1, dense bias gradient, its own initialisation
+    (_, dense), (_, unified) = preset_runs("mnist-release-unified")
+    assert (unified.k, unified.mode, unified.batch, unified.dropout) == (30, "unified", 50, 0.1)
+    assert (unified.bias_grad, unified.init, dense.k, dense.init) == ("dense", "release", None, "release")
+    (_, per_example), = preset_runs("mnist-release")[1:]
+    assert (per_example.k, per_example.mode, per_example.batch, per_example.hidden) == (30, "per_example", 32, 512)
+
+
+def test_run_key_stable_for_default_bias_grad_and_init():
+    base = TrainConfig("mnist", k=20)
+    assert run_key(base) == run_key(TrainConfig("mnist", k=20, bias_grad="sparse", init="torch"))
+    # keys of records written before bias_grad/init existed stay valid (--resume skips them)
+    assert run_key(base, "mnist-adam") == "train/mnist-adam/mnist/h500/k20-per_example/e42bb7b507"
+    assert run_key(base) != run_key(TrainConfig("mnist", k=20, init="release"))
+    assert run_key(base) != run_key(TrainConfig("mnist", k=20, bias_grad="dense"))
+    with pytest.raises(ValueError, match="init applies to the MLP tasks only"):
+        TrainConfig("pos", init="glorot")
+    with pytest.raises(ValueError, match="bias_grad must be one of"):
+        TrainConfig("mnist", bias_grad="none")
 
 
 def test_cli_writes_records_refuses_overwrite_and_resumes(tmp_path, capsys):
@@ -99,6 +118,12 @@ def test_cli_writes_records_refuses_overwrite_and_resumes(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0  # both runs finished: skipped, nothing appended
     assert "skipping" in capsys.readouterr().out
     assert (out / "results.jsonl").read_text() == before
+    # --only: one run of the preset (e.g. dense and meProp in two processes, two files)
+    only = tmp_path / "only.jsonl"
+    assert main(args[:-3] + ["--out", str(only), "--no-progress", "--only", "meProp k=8"]) == 0
+    records = [json.loads(line) for line in only.read_text().splitlines()]
+    assert [(r["type"], r.get("label")) for r in records] == [("env", None), ("train", "meProp k=8")]
+    assert records[1]["run_key"] == lines[2]["run_key"]  # the same run as in the whole preset
 
 
 def test_cli_bad_input(tmp_path, capsys, monkeypatch):
@@ -111,6 +136,10 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch):
     assert "k must be at most out_features=64" in capsys.readouterr().err
     assert main(["train", "--preset", "mnist-adam", "--k", "3", "--out", out]) == 2
     assert "cannot be combined with --preset" in capsys.readouterr().err
+    assert main(["train", "--preset", "mnist-adam", "--only", "meProp k=21", "--out", out]) == 2
+    assert "--only 'meProp k=21' is not a run of preset 'mnist-adam'" in capsys.readouterr().err
+    assert main(["train", "--task", "synthetic", "--only", "dense", "--out", out]) == 2
+    assert "--only applies to a --preset only" in capsys.readouterr().err
     monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "empty"))
     assert main(["train", "--task", "pos", "--out", out]) == 2
     assert "scripts/setup_data.sh" in capsys.readouterr().err

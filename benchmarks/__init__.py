@@ -3,3 +3,5 @@
 A thin layer over :mod:`meprop.bench` (the same workloads and timer as ``meprop bench``
 and the pytest-benchmark cases); see ``common.py`` for the grid and docs/asv.md for use.
 """
+
+__all__: list[str] = []

@@ -10,6 +10,15 @@ small variant: a subset of the data and few epochs)::
     meprop train --preset mnist-adam --quick --out results/quick --resume
     meprop train --list-presets
 
+One run of a preset (e.g. dense and meProp side by side in two processes, two files)::
+
+    meprop train --preset mnist-adam --only dense --out results/paper/mnist-adam-dense.jsonl
+    meprop train --preset mnist-adam --only "meProp k=20" --out results/paper/mnist-adam-meprop.jsonl
+
+The ``mnist-adam-release`` and ``mnist-release*`` presets use the training choices of
+the authors' PyTorch release (dropout 0.1, dense bias gradient, its initialisation);
+docs/accuracy_notes.md says why they matter.
+
 Records go to ``OUT/results.jsonl`` (docs/results_schema.md): one ``env`` record per
 invocation, then one ``train`` record per epoch, flushed as each epoch ends. An existing
 results file is never overwritten: without ``--resume`` it is refused; with ``--resume``
@@ -63,6 +72,10 @@ PRESETS: dict[str, Preset] = {
     "mnist-unified": Preset(
         "MNIST MLP (Adam) with unified meProp k=20 (one top-k set per mini-batch), batch 10",
         _MNIST, (("meProp unified k=20", {"k": 20, "mode": "unified"}),), _MNIST_QUICK),
+    "mnist-adam-release": Preset(
+        "Table 1 MNIST (Adam) setting (h=500, batch 10, per-example k=20) with the training choices of "
+        "the authors' PyTorch release: dropout 0.1, dense bias gradient, uniform(+-1/sqrt(out)) init",
+        _RELEASE, (("dense", {"k": None}), ("meProp k=20", {"k": 20})), _MNIST_QUICK),
     "mnist-release-unified": Preset(
         "Table 6 / the authors' PyTorch release (unified): h=500, batch 50, dropout 0.1, Adam; "
         "dense vs unified meProp k=30",

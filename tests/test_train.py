@@ -88,6 +88,8 @@ def test_presets_resolve_and_quick_is_smaller():
     assert (unified.k, unified.mode, unified.batch, unified.dropout) == (30, "unified", 50, 0.1)
     assert (unified.bias_grad, unified.init, dense.k, dense.init) == ("dense", "release", None, "release")
     (_, per_example), = preset_runs("mnist-release")[1:]
+    (_, table1), = preset_runs("mnist-adam-release")[1:]
+    assert (table1.k, table1.batch, table1.hidden, table1.dropout, table1.init) == (20, 10, 500, 0.1, "release")
     assert (per_example.k, per_example.mode, per_example.batch, per_example.hidden) == (30, "per_example", 32, 512)
 
 

@@ -38,6 +38,8 @@ PAPER_ACCURACY = {
     ("mnist-table3", "dense h=20"): (None, 95.77, "Table 3"),
     ("mnist-dropout", "dense"): (None, 98.09, "Table 4 (dropout 0.2)"),
     ("mnist-dropout", "meProp k=25"): (None, 98.32, "Table 4 (dropout 0.2)"),
+    ("mnist-adam-release", "dense"): (17, 97.82, "Table 1 (Adam; paper without dropout)"),
+    ("mnist-adam-release", "meProp k=20"): (15, 98.01, "Table 1 (Adam; paper without dropout)"),
     ("mnist-release-unified", "dense"): (None, 97.97, "Table 6 (GPU, unified, batch 50)"),
     ("mnist-release-unified", "meProp unified k=30"): (None, 98.08, "Table 6 (GPU, unified, batch 50)"),
     # not in the paper: the log the authors ship in their PyTorch release (h=512, batch 32, dropout 0.1)

@@ -64,7 +64,7 @@ def _column(frame: pd.DataFrame, flat: str, nested: str, key: str, default=None)
 
 
 def runs_frame(train_records: pd.DataFrame) -> pd.DataFrame:
-    """One row per epoch with plain columns: preset, label, task, k, mode, optimizer,
+    """One row per epoch with plain columns: preset, label, seed, task, k, mode, optimizer,
     hidden, epoch, dev_score, test_score, train_loss, forward_s, backward_s, update_s;
     only the latest ``run_id`` of each (preset, label, config) is kept."""
     if not isinstance(train_records, pd.DataFrame):
@@ -83,6 +83,7 @@ def runs_frame(train_records: pd.DataFrame) -> pd.DataFrame:
         "optimizer": _column(f, "config.optimizer", "config", "optimizer"),
         "hidden": _column(f, "config.hidden", "config", "hidden"),
         "epochs": _column(f, "config.epochs", "config", "epochs"),
+        "seed": _column(f, "config.seed", "config", "seed"),
         "epoch": f["epoch"].astype(int),
         "train_loss": _column(f, "train_loss", "train_loss", None),
         "dev_score": f["dev_score"].astype(float),
@@ -106,14 +107,15 @@ def _paper_key(preset: str, label: str) -> tuple[str, str]:
 
 
 def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per run: epochs run, best-dev epoch, dev and test there; the paper's number beside it."""
+    """Per run (preset, label and seed): epochs run, best-dev epoch, dev and test there; the paper's number beside it."""
     rows = []
-    for (preset, label), group in runs.groupby(["preset", "label"], sort=True):
+    for (preset, label, seed), group in runs.groupby(["preset", "label", "seed"], sort=True, dropna=False):
         best = group.sort_values(["dev_score", "epoch"], ascending=[False, True]).iloc[0]
         paper = PAPER_ACCURACY.get(_paper_key(preset, label))
         quick = preset.endswith("-quick")
         rows.append({
-            "preset": preset, "run": label, "task": best["task"], "optimizer": best["optimizer"],
+            "preset": preset, "run": label, "seed": None if pd.isna(seed) else int(seed),
+            "task": best["task"], "optimizer": best["optimizer"],
             "hidden": best["hidden"], "k": "dense" if pd.isna(best["k"]) else int(best["k"]),
             "epochs run": int(group["epoch"].max()), "best epoch": int(best["epoch"]),
             "dev at best": round(float(best["dev_score"]), 2), "test at best": round(float(best["test_score"]), 2),
@@ -126,11 +128,12 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _time_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    for (preset, label), group in runs.groupby(["preset", "label"], sort=True):
+    for (preset, label, seed), group in runs.groupby(["preset", "label", "seed"], sort=True, dropna=False):
         fwd, bwd, upd = (float(group[c].fillna(0).sum()) for c in ("forward_s", "backward_s", "update_s"))
         paper = PAPER_TIMES.get(_paper_key(preset, label))
         rows.append({
-            "preset": preset, "run": label, "epochs": int(group["epoch"].max()),
+            "preset": preset, "run": label, "seed": None if pd.isna(seed) else int(seed),
+            "epochs": int(group["epoch"].max()),
             "forward s": round(fwd, 1), "backward s": round(bwd, 1), "update s": round(upd, 1),
             "total s": round(fwd + bwd + upd, 1),
             "paper forward s": None if paper is None else paper[0],
@@ -200,8 +203,10 @@ def _dev_curves(runs: pd.DataFrame, out_dir: Path) -> list[str]:
     for preset, group in runs.groupby("preset", sort=True):
         fig = Figure(figsize=(6, 4), layout="constrained")
         ax = fig.add_subplot()
-        for label, run in group.groupby("label", sort=True):
-            ax.plot(run["epoch"], run["dev_score"], marker=".", label=label)
+        several = group.groupby("label")["seed"].nunique() > 1  # label -> runs with several seeds
+        for (label, seed), run in group.groupby(["label", "seed"], sort=True, dropna=False):
+            name = f"{label} (seed {seed})" if several.get(label, False) else label
+            ax.plot(run["epoch"], run["dev_score"], marker=".", label=name)
         ax.set_xlabel("epoch")
         ax.set_ylabel("dev score (%)")
         ax.set_title(f"Dev score per epoch ({preset})")

@@ -45,6 +45,18 @@ def test_paper_numbers_beside_ours_and_latest_run_wins(records):
     assert (row["paper test"], row["paper iterations"]) == (97.82, 17)
 
 
+def test_two_seeds_are_two_rows(records):
+    frame = pd.json_normalize([r for r in records if r["label"] == "dense"])
+    seed2 = frame.assign(**{"config.seed": 2, "run_key": frame["run_key"] + "-seed2",
+                            "dev_score": frame["dev_score"] - 5.0, "test_score": 12.5})
+    table = summary_table(runs_frame(pd.concat([frame, seed2])))
+    assert list(zip(table["run"], table["seed"])) == [("dense", 0), ("dense", 2)]
+    seed0 = table[table["seed"] == 0].iloc[0]  # each seed keeps its own best-dev epoch and test score
+    best = max((r for r in records if r["label"] == "dense"), key=lambda r: (r["dev_score"], -r["epoch"]))
+    assert seed0["test at best"] == pytest.approx(round(best["test_score"], 2))
+    assert table[table["seed"] == 2].iloc[0]["test at best"] == 12.5
+
+
 def test_bad_input(tmp_path):
     with pytest.raises(TypeError, match="pandas.DataFrame"):
         build_accuracy_section([{"epoch": 1}], tmp_path)

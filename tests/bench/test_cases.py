@@ -1,5 +1,6 @@
 """Case validation, keys, custom grids and the named profiles (including issue 5's perf rows)."""
 
+import math
 import pytest
 
 import meprop.bench
@@ -150,11 +151,13 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     from_targets = [c.key for t in TARGETS for c in t.cases()]
     perf = [c.key for c in profile_cases("perf")]
     assert perf == list(dict.fromkeys(from_targets))
-    # issue 5's break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%
+    # issue 5's break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%,
+    # with k/n never below the nominal ratio
     break_even = [t for t in TARGETS if t.kind == "break_even"][0].cases()
     assert sorted((c.hidden, c.batch, c.k) for c in break_even) == sorted(
-        (n, b, max(1, round(r * n))) for n in (1024, 4096) for b in (64, 1024)
+        (n, b, math.ceil(r * n)) for n in (1024, 4096) for b in (64, 1024)
         for r in (0.05, 0.10, 0.15, 0.20, 0.30))
+    assert all(c.k_ratio >= r for c, r in zip(break_even, [0.05, 0.10, 0.15, 0.20, 0.30] * 4))
     forward = [t for t in TARGETS if t.kind == "forward"][0].cases()
     assert {(c.workload, c.mode, c.hidden, c.batch, c.k) for c in forward} == {
         ("mlp", "unified", 4096, 1024, 41), ("mlp", "per_example", 4096, 1024, 41),

@@ -16,6 +16,7 @@ __all__ = [
     "check_k",
     "check_k_ratio",
     "check_choice",
+    "check_bool",
     "check_linear_operands",
     "check_same_dtype",
     "resolve_k",
@@ -62,6 +63,13 @@ def resolve_k(k: object, k_ratio: object, out_features: int) -> int:
             f"dense gradient), got k={k}"
         )
     return k
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a bool (1, 0 and None are refused)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
 
 
 def check_choice(value: object, name: str, choices: Iterable[str]) -> str:

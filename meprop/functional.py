@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from meprop._checks import check_choice, check_k, check_linear_operands, check_same_dtype
+from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
@@ -78,8 +78,7 @@ def meprop_linear(
     k = check_k(k)
     check_choice(mode, "mode", MODES)
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
-    if not isinstance(sparse_grad, bool):
-        raise TypeError(f"sparse_grad must be a bool, got {sparse_grad!r}")
+    check_bool(sparse_grad, "sparse_grad")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     check_linear_operands(input, weight, bias)

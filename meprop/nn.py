@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop._checks import check_choice, resolve_k
+from meprop._checks import check_bool, check_choice, resolve_k
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
@@ -59,9 +59,7 @@ class MepropLinear(nn.Linear):
         self.k_ratio = k_ratio
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
-        if not isinstance(sparse_grad, bool):
-            raise TypeError(f"sparse_grad must be a bool, got {sparse_grad!r}")
-        self.sparse_grad = sparse_grad
+        self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
 
     @classmethod
     def from_linear(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -63,14 +62,6 @@ def check_device(device: object, name: str = "device") -> str:
     return device
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int (>= 1), got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class Case:
     """One benchmark cell; dense and meProp are both measured for it.
@@ -97,24 +88,24 @@ class Case:
     def __post_init__(self) -> None:
         check_choice(self.workload, "workload", WORKLOADS)
         check_choice(self.measurement, "measurement", MEASUREMENTS)
-        _check_positive_int(self.hidden, "hidden")
+        check_k(self.hidden, "hidden")
         check_k(self.k)
         if self.k > self.hidden:
             raise ValueError(f"k must be at most hidden={self.hidden}, got k={self.k}")
-        _check_positive_int(self.batch, "batch")
+        check_k(self.batch, "batch")
         check_device(self.device)
         check_choice(self.dtype, "dtype", DTYPES)
         check_choice(self.mode, "mode", MODES)
         if self.threads is not None:
-            _check_positive_int(self.threads, "threads")
+            check_k(self.threads, "threads")
         if self.in_features is None:
             default = self.hidden if self.workload == "linear" else MLP_IN_FEATURES
             object.__setattr__(self, "in_features", default)
-        _check_positive_int(self.in_features, "in_features")
+        check_k(self.in_features, "in_features")
         if self.workload == "linear":
             object.__setattr__(self, "layers", 1)
-        _check_positive_int(self.layers, "layers")
-        _check_positive_int(self.classes, "classes")
+        check_k(self.layers, "layers")
+        check_k(self.classes, "classes")
 
     @property
     def k_ratio(self) -> float:
@@ -198,7 +189,7 @@ def grid(
     for w, meas, n, b, dev, md, dt in itertools.product(
         workload, measurement, hidden, batch, device, mode, dtype
     ):
-        n = _check_positive_int(n, "hidden")
+        n = check_k(n, "hidden")
         kvals = [resolve_k(None, r, n) for r in ratios] + [resolve_k(v, None, n) for v in ks]
         for kv in kvals:
             case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from meprop import kernels
 from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
@@ -96,6 +97,9 @@ def meprop_linear(
                 input, weight, bias, k, mode, bias_grad, sparse_grad, generator
             )
     check_same_dtype(input, weight, bias)
+    if mode == "per_example" and not torch.compiler.is_compiling() and kernels.supports(input, weight):
+        # The compiled op with a C++ autograd backward (no Python in the backward).
+        return torch.ops.meprop.linear(input, weight, bias, k, bias_grad == "dense", sparse_grad)
     return _MepropLinearFunction.apply(input, weight, bias, k, mode, bias_grad, sparse_grad, generator)
 
 
@@ -129,13 +133,21 @@ class _MepropLinearFunction(torch.autograd.Function):
         x = input.reshape(-1, m)  # (N, m)
 
         if ctx.k >= n:
+            kernels.record_formulation("dense")
             grads = _dense_backward(dy, x, weight, need_input, need_weight, need_bias)
         elif ctx.mode == "unified":
+            kernels.record_formulation("unified")
             grads = _unified_backward(
                 dy, x, weight, ctx.k, need_input, need_weight, need_bias,
                 ctx.bias_grad, ctx.sparse_grad,
             )
+        elif kernels.supports(dy, x, weight):
+            grads = _per_example_backward_kernel(
+                dy, x, weight, ctx.k, ctx.mode, ctx.generator, need_input, need_weight,
+                need_bias, ctx.bias_grad, ctx.sparse_grad,
+            )
         else:
+            kernels.record_formulation("pytorch")
             grads = _per_example_backward(
                 dy, x, weight, ctx.k, ctx.mode, ctx.generator, need_input, need_weight,
                 need_bias, ctx.bias_grad, ctx.sparse_grad,
@@ -215,6 +227,29 @@ def _per_example_backward(
         else:
             grad_bias = dy.new_zeros(n).index_add_(0, idx.reshape(-1), vals.reshape(-1))
     return grad_input, grad_weight, grad_bias
+
+
+def _per_example_backward_kernel(
+    dy, x, weight, k, mode, generator, need_input, need_weight, need_bias, bias_grad, sparse_grad
+):
+    """The compiled per-example backward (``torch.ops.meprop.per_example_backward``).
+
+    Selection happens inside the kernel for ``per_example``; ``random`` picks its indices
+    here (the generator is PyTorch's) and hands them over. The formulation (row gathers or
+    masked dense GEMMs) is chosen by :func:`meprop.kernels.choose_formulation` from the shape.
+    """
+    if not (need_input or need_weight or need_bias):
+        return None, None, None
+    indices = select(dy, k, mode, generator) if mode == "random" else None  # (N, k)
+    grad_input, row_index, rows, grad_bias = torch.ops.meprop.per_example_backward(
+        dy, x, weight, k, indices, need_input, need_weight, need_bias, bias_grad == "dense",
+        not sparse_grad, "auto",
+    )  # the kernel records the formulation it chose
+    grad_weight = None
+    if need_weight:
+        # dense layout: the kernel wrote the touched rows straight into an (n, m) zero tensor
+        grad_weight = _weight_grad_from_rows(row_index, rows, weight.shape, True) if sparse_grad else rows
+    return (grad_input if need_input else None), grad_weight, (grad_bias if need_bias else None)
 
 
 def _weight_grad_from_rows(row_index, rows, shape, sparse_grad):

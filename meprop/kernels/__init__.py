@@ -1,0 +1,206 @@
+"""Compiled meProp kernels (torch.library custom ops) and the switch to the PyTorch fallback.
+
+The ops (C++, ``csrc/meprop_kernels.cpp``; fake implementations for ``torch.compile`` in
+:mod:`meprop.kernels._ops`):
+
+- ``torch.ops.meprop.per_example_backward``: the paper's per-example meProp backward of a
+  linear layer (Section 2) fused into two passes: top-k of ``|dy|`` per row, then
+  grad_input, the touched weight-gradient rows (sorted unique) and the bias gradient.
+- ``torch.ops.meprop.lstm_forward`` / ``lstm_backward``: MepropLSTM's whole sequence
+  (Section 4's POS tagger), top-k on the gate gradients, no Python per time step.
+
+They run on CPU for float32 and float64. Everything else (CUDA, half precision, unified
+mode) takes the pure PyTorch path of :mod:`meprop.functional`, which is also the reference
+of the tests and the fallback:
+
+- ``MEPROP_KERNELS=off`` forces the fallback (no warning);
+- ``MEPROP_KERNELS=on`` makes a kernel that cannot be loaded an error;
+- unset (or ``auto``): the kernels are loaded at first use, built first if the library for
+  this source and torch is missing; if that fails meprop warns once, naming the reason,
+  and carries on with the fallback.
+
+``make setup`` builds the library (``python -m meprop.kernels build``).
+
+The per-example backward has two formulations, chosen per shape by
+:func:`choose_formulation`; the one that ran last is :func:`last_formulation` and every
+call is counted (:func:`formulation_counts`; the benchmark records them).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import warnings
+
+import torch
+
+__all__ = [
+    "FORMULATIONS",
+    "available",
+    "enabled",
+    "unavailable_reason",
+    "supports",
+    "load",
+    "choose_formulation",
+    "last_formulation",
+    "formulation_counts",
+    "record_formulation",
+    "KernelsUnavailableWarning",
+]
+
+#: What can run a per-example meProp backward. ``gather`` and ``masked_gemm`` are the
+#: compiled kernel's formulations; ``dense`` is k >= n (F.linear's own backward);
+#: ``pytorch`` the fallback's gather path; ``unified`` the unified mode's two GEMMs.
+FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified")
+
+_OFF = ("off", "0", "false", "no")
+_ON = ("on", "1", "true", "yes", "required")
+_lock = threading.Lock()
+_state: dict = {"loaded": False, "tried": False, "error": None, "warned": False, "path": None}
+
+
+class KernelsUnavailableWarning(RuntimeWarning):
+    """The compiled kernels could not be built or loaded; meprop uses the PyTorch path."""
+
+
+def _setting() -> str:
+    value = os.environ.get("MEPROP_KERNELS", "auto").strip().lower()
+    if value in _OFF:
+        return "off"
+    if value in _ON:
+        return "on"
+    if value in ("", "auto"):
+        return "auto"
+    raise ValueError(f"MEPROP_KERNELS must be one of off, on, auto, got {value!r}")
+
+
+def enabled() -> bool:
+    """False when ``MEPROP_KERNELS=off`` forces the PyTorch path."""
+    return _setting() != "off"
+
+
+def load() -> bool:
+    """Load (building first if needed) the kernels once per process; True if they are usable."""
+    if _state["loaded"]:
+        return True
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                from meprop.kernels import _build  # noqa: PLC0415
+
+                path = _build.library_path()
+                if path.exists():
+                    torch.ops.load_library(str(path))
+                else:
+                    path = _build.build()
+                from meprop.kernels import _ops  # noqa: F401, PLC0415 - registers the fake impls
+
+                _state["path"] = str(path)
+                _state["loaded"] = True
+            except Exception as error:  # noqa: BLE001 - any failure means: use the fallback
+                _state["error"] = _describe(error)
+    return _state["loaded"]
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:300]
+
+
+def available() -> bool:
+    """True if the kernels are enabled and loaded (loading them on the first call).
+
+    When they cannot be loaded, warns once (:class:`KernelsUnavailableWarning`, naming the
+    reason) and returns False, or raises ``RuntimeError`` under ``MEPROP_KERNELS=on``.
+    """
+    setting = _setting()
+    if setting == "off":
+        return False
+    if load():
+        return True
+    reason = _state["error"]
+    if setting == "on":
+        raise RuntimeError(f"MEPROP_KERNELS=on but the meprop kernels are unavailable: {reason}")
+    if not _state["warned"]:
+        _state["warned"] = True
+        warnings.warn(
+            f"meprop: compiled kernels unavailable ({reason}); using the PyTorch path "
+            f"(run `python -m meprop.kernels build` to see the build log, or set "
+            f"MEPROP_KERNELS=off to silence this)",
+            KernelsUnavailableWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernels are not in use (None when they are, or were never asked for)."""
+    if _setting() == "off":
+        return "MEPROP_KERNELS=off"
+    return _state["error"]
+
+
+def library_path() -> str | None:
+    """The loaded library's path, or None."""
+    return _state["path"]
+
+
+def supports(*tensors: torch.Tensor) -> bool:
+    """True when the kernels can take these operands: CPU, float32 or float64, one dtype."""
+    first = tensors[0]
+    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
+        return False
+    if any(t.device.type != "cpu" or t.dtype != first.dtype for t in tensors[1:]):
+        return False
+    return available()
+
+
+def choose_formulation(batch: int, n: int, m: int, k: int) -> str:
+    """``"gather"`` or ``"masked_gemm"``: what the kernel runs for a per-example backward of
+    ``dy: (batch, n)``, ``W: (n, m)`` with k kept per row (the rule lives in the C++ source).
+
+    Gathers do 2·B·k·m multiply-adds, each about 4x the cost of a GEMM's (measured); the
+    masked formulation does B·n·m for grad_input plus B·U·m for the U <= min(n, B·k) touched
+    rows at GEMM speed. Below 16 rows a GEMM is a memory-bound GEMV: gathers at any k.
+    Needs the kernels (:func:`available`).
+    """
+    return FORMULATIONS[torch.ops.meprop.choose_formulation(batch, n, m, k)]
+
+
+def record_formulation(name: str) -> None:
+    """Note that ``name`` (one of :data:`FORMULATIONS`) ran a meProp linear backward.
+
+    The compiled kernel records its own choice; the Python paths call this. Not recorded
+    while ``torch.compile`` traces (it would only count the trace).
+    """
+    if torch.compiler.is_compiling():
+        return
+    if _state["loaded"]:
+        torch.ops.meprop.note_formulation(FORMULATIONS.index(name))
+    else:
+        _py_stats[0] = name
+        _py_stats[1][name] += 1
+
+
+_py_stats: list = [None, collections.Counter()]
+
+
+def formulation_counts() -> dict[str, int]:
+    """How many meProp linear backwards each formulation ran in this process."""
+    counts = collections.Counter(_py_stats[1])
+    if _state["loaded"]:
+        for name, count in zip(FORMULATIONS, torch.ops.meprop.formulation_stats()[1:]):
+            counts[name] += count
+    return {name: counts[name] for name in FORMULATIONS if counts[name]}
+
+
+def last_formulation() -> str | None:
+    """The formulation of the most recent meProp linear backward in this process (None: none yet)."""
+    if _state["loaded"]:
+        last = torch.ops.meprop.formulation_stats()[0]
+        if last >= 0:
+            return FORMULATIONS[last]
+    return _py_stats[0]

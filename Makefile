@@ -4,6 +4,7 @@
 # More:
 #   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
 #   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
+#   make kernels  (re)build the compiled CPU kernels (part of setup)
 # GPU users: install your own torch into .venv first, then pass CONSTRAINTS= (see README).
 
 PYTHON      ?= python3
@@ -20,9 +21,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.meprop-setup
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup report bench paper asv test clean-results
+.PHONY: setup kernels report bench paper asv test clean-results
 
-setup: $(STAMP)
+setup: $(STAMP) $(KERNELS)
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 	$(PY) -m pip install --quiet $(PIP_C) -e '.[dev]'
 	bash scripts/setup_data.sh $(PY)
 	touch $(STAMP)
+
+# The compiled CPU kernels (meprop/kernels): rebuilt when their source changes; a failed
+# build is reported and meprop runs on its PyTorch path (it warns once at first use).
+KERNELS := meprop/kernels/_build/.built
+$(KERNELS): $(STAMP) meprop/kernels/csrc/meprop_kernels.cpp meprop/kernels/_build.py
+	$(PY) -m meprop.kernels build --quiet && touch $(KERNELS) || true
+
+kernels: $(KERNELS)
 
 bench: setup
 	$(PY) -m meprop bench --profile $(PROFILE) --out $(RESULTS) --resume

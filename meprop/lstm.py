@@ -17,6 +17,17 @@ layout), so ``k = 4 * hidden_size`` is the exact dense gradient, equal to ``nn.L
 Variable-length sequences: pass ``lengths: (B,)``. Steps past a sequence's length do
 not change its state, its outputs there are 0, and the returned ``(h_n, c_n)`` are the
 states at each sequence's last step, as with a packed ``nn.LSTM``.
+
+Two implementations, the same numbers:
+
+- the compiled path (CPU, float32/float64, ``mode="per_example"``; see
+  :mod:`meprop.kernels`): the whole sequence is one op forward (``meprop::lstm_forward``)
+  and one op backward (``meprop::lstm_backward``): per step, the gate gradient, its top-k,
+  and ``dh_{t-1}`` from the k kept rows of ``W_hh``; then grad_input and the touched rows of
+  both weight gradients (the union over all steps) in one blocked pass. Since ``gates = gx +
+  gh``, the two projections share the gate gradient and so the selection.
+- the PyTorch path (everything else, and ``MEPROP_KERNELS=off``): a Python loop over time
+  steps with :func:`meprop.meprop_linear` on each projection, the reference in the tests.
 """
 
 from __future__ import annotations
@@ -27,8 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop._checks import check_choice, resolve_k
-from meprop.functional import BIAS_GRADS, meprop_linear
+from meprop import kernels
+from meprop._checks import check_bool, check_choice, check_k, resolve_k
+from meprop.functional import BIAS_GRADS, _autocast_enabled, _weight_grad_from_rows, meprop_linear
 from meprop.selection import MODES
 
 __all__ = ["MepropLSTM"]
@@ -42,7 +54,9 @@ class MepropLSTM(nn.Module):
         k / k_ratio: at most one; k in [1, 4 * hidden_size] entries of the 4h gate
             pre-activation gradient kept per example (per sequence and step). Neither
             given (or ``k = 4 * hidden_size``): the dense gradient.
-        mode, bias_grad: as :func:`meprop.meprop_linear`.
+        mode, bias_grad, sparse_grad: as :func:`meprop.meprop_linear` (``sparse_grad``:
+            row-sparse ``weight_ih`` / ``weight_hh`` gradients holding the rows touched at
+            any step).
 
     Parameters ``weight_ih: (4h, in)``, ``weight_hh: (4h, h)``, ``bias_ih``, ``bias_hh:
     (4h,)`` are initialised like ``nn.LSTM``'s (uniform in ``±1/sqrt(h)``).
@@ -57,18 +71,18 @@ class MepropLSTM(nn.Module):
         k_ratio: float | None = None,
         mode: str = "per_example",
         bias_grad: str = "sparse",
+        sparse_grad: bool = False,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        self.input_size, self.hidden_size = input_size, hidden_size
+        self.input_size = check_k(input_size, "input_size")
+        self.hidden_size = check_k(hidden_size, "hidden_size")
         gates = 4 * hidden_size
         self.k = gates if k is None and k_ratio is None else resolve_k(k, k_ratio, gates)
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
+        self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
@@ -101,7 +115,8 @@ class MepropLSTM(nn.Module):
     def _project(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, weight, bias)
-        return meprop_linear(input, weight, bias, k=self.k, mode=self.mode, bias_grad=self.bias_grad)
+        return meprop_linear(input, weight, bias, k=self.k, mode=self.mode, bias_grad=self.bias_grad,
+                             sparse_grad=self.sparse_grad)
 
     def forward(
         self,
@@ -111,15 +126,23 @@ class MepropLSTM(nn.Module):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """``input: (B, T, in)``, ``lengths: (B,)`` in [1, T] (None: all T) and ``state = (h_0, c_0)``
         each ``(B, h)`` (None: zeros). Returns ``output: (B, T, h)`` and ``(h_n, c_n)``, each ``(B, h)``."""
-        if not isinstance(input, torch.Tensor) or input.dim() != 3 or input.shape[-1] != self.input_size:
-            shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
-            raise ValueError(f"input must be a (batch, time, {self.input_size}) tensor, got {shape}")
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor (batch, time, {self.input_size}), "
+                            f"got {type(input).__name__}")
+        if input.dim() != 3 or input.shape[-1] != self.input_size:
+            raise ValueError(f"input must be a (batch, time, {self.input_size}) tensor, got {tuple(input.shape)}")
         batch, steps, _ = input.shape
         mask = None
         if lengths is not None:
+            if not isinstance(lengths, (torch.Tensor, list, tuple)):
+                raise TypeError(f"lengths must be an integer tensor of shape ({batch},) or None, "
+                                f"got {type(lengths).__name__}")
             lengths = torch.as_tensor(lengths, device=input.device)
-            if lengths.shape != (batch,) or lengths.dtype.is_floating_point:
-                raise ValueError(f"lengths must be an integer tensor of shape ({batch},), got {lengths}")
+            if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+                raise TypeError(f"lengths must be an integer tensor of shape ({batch},), got dtype {lengths.dtype}")
+            if lengths.shape != (batch,):
+                raise ValueError(f"lengths must be an integer tensor of shape ({batch},), "
+                                 f"got shape {tuple(lengths.shape)}")
             if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
                 raise ValueError(f"lengths must lie in [1, {steps}] (the padded length), got {lengths.tolist()}")
             mask = torch.arange(steps, device=input.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
@@ -127,7 +150,17 @@ class MepropLSTM(nn.Module):
             h = input.new_zeros(batch, self.hidden_size)  # (B, h)
             c = input.new_zeros(batch, self.hidden_size)
         else:
+            if (not isinstance(state, (tuple, list)) or len(state) != 2
+                    or not all(isinstance(t, torch.Tensor) for t in state)):
+                raise TypeError(f"state must be a pair (h_0, c_0) of tensors or None, got {type(state).__name__}")
             h, c = state
+            for name, tensor in (("h_0", h), ("c_0", c)):
+                if tuple(tensor.shape) != (batch, self.hidden_size):
+                    raise ValueError(f"state's {name} must have shape ({batch}, {self.hidden_size}), "
+                                     f"got {tuple(tensor.shape)}")
+
+        if self._use_kernels(input, h, c):
+            return self._fused(input, lengths, h, c)
 
         gates_x = self._project(input, self.weight_ih, self.bias_ih)  # (B, T, 4h)
         outputs = []
@@ -147,8 +180,61 @@ class MepropLSTM(nn.Module):
         output = torch.stack(outputs, dim=1) if outputs else input.new_zeros(batch, 0, self.hidden_size)
         return output, (h, c)  # (B, T, h), ((B, h), (B, h))
 
+    def _use_kernels(self, input, h, c) -> bool:
+        if torch.compiler.is_compiling() or _autocast_enabled(input.device.type):
+            return False
+        grad = torch.is_grad_enabled()
+        if grad and self.training and self.mode != "per_example":
+            return False  # unified / random: the PyTorch path
+        return kernels.supports(input, h, c, *self.parameters())
+
+    def _fused(self, input, lengths, h, c):
+        lengths = None if lengths is None else lengths.to(device="cpu", dtype=torch.long)
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in (input, h, c, *params)):
+            output, h_n, c_n, _, _ = torch.ops.meprop.lstm_forward(input, h, c, *params, lengths)
+            return output, (h_n, c_n)
+        # eval() with gradients: the dense gradient, as the PyTorch path's F.linear gives
+        k = self.k if self.training else 4 * self.hidden_size
+        output, h_n, c_n = _FusedLSTMFunction.apply(
+            input, h, c, *params, lengths, k, self.bias_grad == "dense", self.sparse_grad
+        )
+        return output, (h_n, c_n)
+
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, k={self.k}, mode={self.mode}, "
-            f"bias_grad={self.bias_grad}"
+            f"bias_grad={self.bias_grad}{', sparse_grad=True' if self.sparse_grad else ''}"
         )
+
+
+class _FusedLSTMFunction(torch.autograd.Function):
+    """The whole sequence through the compiled ops: one forward op, one backward op."""
+
+    @staticmethod
+    def forward(ctx, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, k, dense_bias, sparse_grad):
+        output, h_n, c_n, gates, cells = torch.ops.meprop.lstm_forward(
+            input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths
+        )  # (B, T, h), (B, h), (B, h), (B, T, 4h) activated gates, (B, T, h) cell states
+        ctx.save_for_backward(input, h0, c0, weight_ih, weight_hh, output, gates, cells)
+        ctx.lengths, ctx.k, ctx.dense_bias, ctx.sparse_grad = lengths, k, dense_bias, sparse_grad
+        return output, h_n, c_n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output, grad_h_n, grad_c_n):
+        input, h0, c0, weight_ih, weight_hh, output, gates, cells = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        grad_x, grad_h0, grad_c0, row_index, rows_ih, rows_hh, grad_bias = torch.ops.meprop.lstm_backward(
+            grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, output, gates, cells,
+            ctx.lengths, ctx.k, need[0], ctx.dense_bias, not ctx.sparse_grad,
+        )
+        if ctx.sparse_grad:  # row-sparse: the rows touched at any step (sorted unique)
+            grad_ih = _weight_grad_from_rows(row_index, rows_ih, weight_ih.shape, True)
+            grad_hh = _weight_grad_from_rows(row_index, rows_hh, weight_hh.shape, True)
+        else:  # the kernel wrote the touched rows straight into dense zero tensors
+            grad_ih, grad_hh = rows_ih, rows_hh
+        return (grad_x if need[0] else None, grad_h0 if need[1] else None, grad_c0 if need[2] else None,
+                grad_ih if need[3] else None, grad_hh if need[4] else None,
+                grad_bias if need[5] else None, grad_bias.clone() if need[6] else None,
+                None, None, None, None)

@@ -7,11 +7,14 @@ import torch
 import torch.nn.functional as F
 
 import meprop.functional as functional
-from meprop import MODES, meprop_linear
+from meprop import MODES, kernels, meprop_linear
 from meprop.functional import masked_dense_linear_backward
 from meprop.selection import select
 
 N_OUT, N_IN = 12, 9
+
+# every test here runs through the compiled kernels and through the PyTorch fallback
+pytestmark = pytest.mark.usefixtures("meprop_path")
 
 def _operands(shape, dtype=torch.float32, device="cpu", seed=0):
     """input (*shape, N_IN), weight (N_OUT, N_IN), bias (N_OUT,), output gradient (*shape, N_OUT)."""
@@ -72,6 +75,9 @@ def _check_against_reference(device, mode, shape, k, bias_grad, sparse_grad):
     y, gx, gw, gb = _run(
         x, w, b, dy, k=k, mode=mode, bias_grad=bias_grad, sparse_grad=sparse_grad, generator=gen
     )
+    if device == "cpu" and mode != "unified" and k < N_OUT and kernels.enabled():
+        # the compiled kernel ran, not the fallback
+        assert kernels.last_formulation() in ("gather", "masked_gemm")
     mask = _mask(dy, k, mode, seed)  # the same selection, recomputed
     ref = masked_dense_linear_backward(
         x.double(), w.double(), dy.double(), mask, bias_grad=bias_grad

@@ -9,6 +9,9 @@ from meprop.lstm import MepropLSTM
 
 IN, H = 6, 5
 
+# every test here runs through the compiled kernels and through the PyTorch fallback
+pytestmark = pytest.mark.usefixtures("meprop_path")
+
 
 def _pair(**kwargs):
     torch.manual_seed(0)
@@ -101,9 +104,70 @@ def test_bad_arguments():
         lstm(torch.randn(2, 3, IN + 1))
     with pytest.raises(ValueError, match=r"lengths must lie in \[1, 3\]"):
         lstm(torch.randn(2, 3, IN), torch.tensor([3, 4]))
-    with pytest.raises(ValueError, match="lengths must be an integer tensor"):
+    with pytest.raises(TypeError, match="lengths must be an integer tensor"):
         lstm(torch.randn(2, 3, IN), torch.tensor([3.0, 1.0]))
     with pytest.raises(ValueError, match="single-layer"):
         MepropLSTM.from_lstm(nn.LSTM(IN, H, num_layers=2, batch_first=True))
     with pytest.raises(TypeError, match="nn.LSTM"):
         MepropLSTM.from_lstm(nn.GRU(IN, H))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [1, 3, 4 * H - 1])
+@pytest.mark.parametrize("sparse_grad", [False, True])
+@pytest.mark.parametrize("lengths", [None, (4, 2, 3)], ids=["full", "padded"])
+def test_kernels_and_pytorch_path_agree(monkeypatch, meprop_path, dtype, k, sparse_grad, lengths):
+    """At small k the compiled sequence backward equals the per-step PyTorch path (values and gradients)."""
+    results = []
+    for setting in ("on" if meprop_path == "kernels" else "off", "off"):
+        monkeypatch.setenv("MEPROP_KERNELS", setting)
+        torch.manual_seed(2)
+        lstm = MepropLSTM(IN, H, k=k, sparse_grad=sparse_grad).to(dtype)
+        x = torch.randn(3, 4, IN, dtype=dtype, requires_grad=True)
+        h0, c0 = (torch.randn(3, H, dtype=dtype, requires_grad=True) for _ in range(2))
+        out, (h, c) = lstm(x, None if lengths is None else torch.tensor(lengths), (h0, c0))
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+        ((out * weights).sum() + h.sum() + 2 * c.sum()).backward()
+        if sparse_grad:
+            assert lstm.weight_ih.grad.is_sparse and lstm.weight_hh.grad.is_sparse
+        grads = [x.grad, h0.grad, c0.grad] + [p.grad.to_dense() for p in lstm.parameters()]
+        results.append((out, h, c, *grads))
+    tol = {"rtol": 1e-10, "atol": 1e-10} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, **tol)
+
+
+def test_sparse_grad_rows_are_the_union_over_steps():
+    _, lstm = _pair(k=2, sparse_grad=True)
+    x, lengths, _ = _inputs()
+    out, _ = lstm(x, lengths)
+    out.pow(2).sum().backward()
+    grad_ih, grad_hh = lstm.weight_ih.grad, lstm.weight_hh.grad
+    assert grad_ih.is_sparse and grad_ih.sparse_dim() == 1
+    grad_ih, grad_hh = grad_ih.coalesce(), grad_hh.coalesce()  # the fallback sums one per step
+    assert torch.equal(grad_ih.indices(), grad_hh.indices())  # one union for both projections
+    touched = grad_ih.indices()[0]
+    assert 0 < len(touched) <= 2 * int(lengths.sum())
+    assert torch.equal(touched, touched.unique())
+
+
+@pytest.mark.parametrize(
+    "call, exc, words",
+    [
+        (lambda: MepropLSTM("6", H), TypeError, ["input_size", "'6'"]),
+        (lambda: MepropLSTM(IN, 2.0), TypeError, ["hidden_size"]),
+        (lambda: MepropLSTM(IN, H, sparse_grad=1), TypeError, ["sparse_grad"]),
+        (lambda: MepropLSTM(IN, H, k=2.5), TypeError, ["k", "2.5"]),
+        (lambda: MepropLSTM(IN, H)([[1.0] * IN]), TypeError, ["input", "list"]),
+        (lambda: MepropLSTM(IN, H)(torch.randn(2, 3, IN), 3), TypeError, ["lengths", "int"]),
+        (lambda: MepropLSTM(IN, H)(torch.randn(2, 3, IN), state=torch.zeros(2, H)), TypeError, ["state"]),
+        (lambda: MepropLSTM(IN, H)(torch.randn(2, 3, IN), state=(torch.zeros(2, H + 1), torch.zeros(2, H))),
+         ValueError, ["h_0", f"(2, {H})"]),
+        (lambda: MepropLSTM(IN, H)(torch.randn(2, 3, IN), torch.tensor([3, 1, 2])), ValueError, ["lengths", "(2,)"]),
+    ],
+)
+def test_wrong_types_raise_type_error(call, exc, words):
+    with pytest.raises(exc) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)

@@ -82,8 +82,8 @@ def enabled() -> bool:
 
 def load() -> bool:
     """Load (building first if needed) the kernels once per process; True if they are usable."""
-    if _state["loaded"]:
-        return True
+    if _state["loaded"] or torch.compiler.is_compiling():
+        return _state["loaded"]  # never load or build while torch.compile traces
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
@@ -121,6 +121,8 @@ def available() -> bool:
         return False
     if load():
         return True
+    if torch.compiler.is_compiling():
+        return False
     reason = _state["error"]
     if setting == "on":
         raise RuntimeError(f"MEPROP_KERNELS=on but the meprop kernels are unavailable: {reason}")
@@ -204,3 +206,21 @@ def last_formulation() -> str | None:
         if last >= 0:
             return FORMULATIONS[last]
     return _py_stats[0]
+
+
+def _preload() -> None:
+    # Load an already-built library at import (a dlopen, milliseconds), so that code compiled
+    # with torch.compile before any eager meProp call still finds the kernels. Building, and
+    # any warning, wait for the first use.
+    try:
+        if _setting() == "off":
+            return
+        from meprop.kernels import _build  # noqa: PLC0415
+
+        if _build.library_path().exists():
+            load()
+    except Exception:  # noqa: BLE001 - recorded by load(); a bad MEPROP_KERNELS is reported at first use
+        pass
+
+
+_preload()

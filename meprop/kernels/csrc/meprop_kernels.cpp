@@ -450,10 +450,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
         gb[tr.touched[u]] = s;
       }
     }
-    if (need_weight) {
+    if (need_weight && !dense_weight) {
       row_index = at::empty({U}, lopts);
       std::copy(tr.touched.begin(), tr.touched.end(), row_index.data_ptr<int64_t>());
-      if (!dense_weight) rows = at::empty({U, m}, opts);
+      rows = at::empty({U, m}, opts);
     }
     if (masked) {
       // Kept entries in a zero (B, n) matrix; grad_input and the touched rows are GEMMs.
@@ -465,7 +465,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
       if (need_weight) {
         if (dense_weight) at::mm_out(rows, kept.t(), x);
         else if (U == n) at::mm_out(rows, kept.t(), x);
-        else at::mm_out(rows, kept.index_select(1, row_index).t(), x);
+        else at::mm_out(rows, kept.index_select(1, row_index).t(), x);  // (U, B) x (B, m)
       }
       return;
     }

@@ -37,14 +37,23 @@ __all__ = [
     "DTYPES",
     "PROFILES",
     "MLP_IN_FEATURES",
+    "LSTM_STEPS",
+    "LSTM_IN_FEATURES",
     "profile_cases",
     "grid",
     "check_device",
 ]
 
 #: ``linear``: one layer ``in_features -> hidden``; ``mlp``: ``in_features -> hidden x layers
-#: -> classes`` with ReLU, meProp on the hidden layers, the output layer dense.
-WORKLOADS = ("linear", "mlp")
+#: -> classes`` with ReLU, meProp on the hidden layers, the output layer dense; ``lstm``: the
+#: paper's POS tagger (Section 4): a 1-layer LSTM ``in_features -> hidden`` over
+#: :data:`LSTM_STEPS` steps (k counts among the 4·hidden gate entries) and a dense
+#: ``hidden -> classes`` head; dense is ``nn.LSTM``, meProp ``MepropLSTM``.
+WORKLOADS = ("linear", "mlp", "lstm")
+#: Time steps of the ``lstm`` workload (a sentence of the POS corpus: 25 tokens).
+LSTM_STEPS = 25
+#: Default ``in_features`` of the ``lstm`` workload (the tagger's word-embedding size).
+LSTM_IN_FEATURES = 100
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step.
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
@@ -90,8 +99,9 @@ class Case:
         check_choice(self.measurement, "measurement", MEASUREMENTS)
         check_k(self.hidden, "hidden")
         check_k(self.k)
-        if self.k > self.hidden:
-            raise ValueError(f"k must be at most hidden={self.hidden}, got k={self.k}")
+        if self.k > self.out_features:
+            what = "4 * hidden" if self.workload == "lstm" else "hidden"
+            raise ValueError(f"k must be at most {what}={self.out_features}, got k={self.k}")
         check_k(self.batch, "batch")
         check_device(self.device)
         check_choice(self.dtype, "dtype", DTYPES)
@@ -99,23 +109,28 @@ class Case:
         if self.threads is not None:
             check_k(self.threads, "threads")
         if self.in_features is None:
-            default = self.hidden if self.workload == "linear" else MLP_IN_FEATURES
+            default = {"linear": self.hidden, "mlp": MLP_IN_FEATURES, "lstm": LSTM_IN_FEATURES}[self.workload]
             object.__setattr__(self, "in_features", default)
         check_k(self.in_features, "in_features")
-        if self.workload == "linear":
+        if self.workload in ("linear", "lstm"):
             object.__setattr__(self, "layers", 1)
         check_k(self.layers, "layers")
         check_k(self.classes, "classes")
 
     @property
+    def out_features(self) -> int:
+        """The width k is taken from: hidden, or the 4·hidden gate entries of the LSTM."""
+        return 4 * self.hidden if self.workload == "lstm" else self.hidden
+
+    @property
     def k_ratio(self) -> float:
-        """k / hidden."""
-        return self.k / self.hidden
+        """k / hidden (k / (4·hidden) for the LSTM)."""
+        return self.k / self.out_features
 
     @property
     def ideal(self) -> float:
-        """hidden / k: the ideal linear-only backprop speedup."""
-        return self.hidden / self.k
+        """hidden / k (4·hidden / k for the LSTM): the ideal linear-only backprop speedup."""
+        return self.out_features / self.k
 
     @property
     def key(self) -> str:
@@ -190,7 +205,8 @@ def grid(
         workload, measurement, hidden, batch, device, mode, dtype
     ):
         n = check_k(n, "hidden")
-        kvals = [resolve_k(None, r, n) for r in ratios] + [resolve_k(v, None, n) for v in ks]
+        width = 4 * n if w == "lstm" else n  # the LSTM's k counts among its 4n gate entries
+        kvals = [resolve_k(None, r, width) for r in ratios] + [resolve_k(v, None, width) for v in ks]
         for kv in kvals:
             case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers)
             if case.key not in seen:

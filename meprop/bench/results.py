@@ -74,11 +74,14 @@ def bench_record(
     reason: str | None = None,
     peak_memory: dict | None = None,
     wall_s: float | None = None,
+    formulations: dict | None = None,
 ) -> dict:
     """A ``bench`` record for ``case`` (a resolved :class:`~meprop.bench.cases.Case`).
 
     ``dense`` / ``meprop`` are :class:`~meprop.bench.timer.Measurement` or None
     (skipped cases). ``wall_s``: wall time the case took in all (build, warm-up, probes).
+    ``formulations``: how many meProp linear backwards each formulation ran while the case
+    was timed (:func:`meprop.kernels.formulation_counts`; None when none ran).
     """
     if status not in ("ok", "skipped"):
         raise ValueError(f"status must be 'ok' or 'skipped', got {status!r}")
@@ -102,6 +105,7 @@ def bench_record(
         "noisy": bool((dense is not None and dense.noisy) or (meprop is not None and meprop.noisy)),
         "peak_memory": peak_memory,
         "wall_s": wall_s,
+        "formulations": formulations,
     }
 
 

@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from meprop import kernels
 from meprop.bench.cases import Case
 from meprop.bench.results import ResultsWriter, bench_record, env_record
 from meprop.bench.system import snapshot
@@ -123,9 +124,12 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
                 dense_bytes, kind = peak_memory(dense_fn, case.device)
                 meprop_bytes, _ = peak_memory(meprop_fn, case.device)
                 memory = {"dense_bytes": dense_bytes, "meprop_bytes": meprop_bytes, "kind": kind}
+            before = kernels.formulation_counts()
             dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
                                       threads=case.threads, **options.as_kwargs())
-        return dict(dense=dense, meprop=meprop, peak_memory=memory)
+            after = kernels.formulation_counts()
+        ran = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
+        return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None)
     except Unsupported as error:
         return dict(status="skipped", reason=str(error))
     except Exception as error:  # out of memory: recorded, the run goes on

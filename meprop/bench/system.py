@@ -104,6 +104,16 @@ def malloc_settings() -> dict:
     }
 
 
+def _kernels_state() -> str:
+    """``loaded``, or why meprop's compiled kernels are not in use."""
+    from meprop import kernels
+
+    try:
+        return "loaded" if kernels.available() else f"off: {kernels.unavailable_reason()}"
+    except Exception as error:  # noqa: BLE001 - MEPROP_KERNELS=on without kernels, a bad setting
+        return f"error: {error}"
+
+
 def snapshot(*, threads: int | None = None, allocator: str | None = None,
              profile: str | None = None, argv: list[str] | None = None) -> dict:
     """The environment snapshot; ``threads`` defaults to ``torch.get_num_threads()``."""
@@ -133,6 +143,7 @@ def snapshot(*, threads: int | None = None, allocator: str | None = None,
         # machine was shared and timings (threads > 1 especially) are unreliable.
         "load_average": _try(lambda: [round(x, 2) for x in os.getloadavg()]),
         "allocator": allocator,
+        "meprop_kernels": _kernels_state(),
         "cuda_version": torch.version.cuda,
         "cudnn_version": cudnn,
         "gpus": gpus(),

@@ -1,4 +1,4 @@
-"""Issue 5's performance targets, defined once: what the ``perf`` profile runs and what the report judges.
+"""Issue 5's (and issue 10's) performance targets, defined once: what the ``perf`` profile runs and what the report judges.
 
 Each :class:`Target` is one row of issue 5's table (the paper's claim, Sun et al. 2017
 Section 4 / Tables 7-8, restated as speedups this project's 2-core CPU must reach, float32,
@@ -53,14 +53,16 @@ PERF_DTYPE = "float32"
 
 def perf_case(workload: str, measurement: str, hidden: int, batch: int, mode: str, *,
               k: int | None = None, k_ratio: float | None = None,
-              in_features: int | None = None, layers: int = 2) -> Case:
-    """One case of the ``perf`` profile: float32, :data:`PERF_THREADS` threads.
+              in_features: int | None = None, layers: int = 2, threads: int | None = None,
+              classes: int = 10) -> Case:
+    """One case of the ``perf`` profile: float32, :data:`PERF_THREADS` threads unless given.
 
     Give exactly one of ``k`` and ``k_ratio`` (resolved as ``max(1, round(ratio * hidden))``).
     """
-    return Case(workload, measurement, hidden, resolve_k(k, k_ratio, hidden), batch,
-                dtype=PERF_DTYPE, mode=mode, threads=PERF_THREADS, in_features=in_features,
-                layers=layers)
+    width = 4 * hidden if workload == "lstm" else hidden
+    return Case(workload, measurement, hidden, resolve_k(k, k_ratio, width), batch,
+                dtype=PERF_DTYPE, mode=mode, threads=PERF_THREADS if threads is None else threads,
+                in_features=in_features, layers=layers, classes=classes)
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Target:
     k_ratio: float | None = None
     in_features: int | None = None
     layers: int | None = None
+    threads: int | None = None
+    classes: int | None = None
     note: str = ""
     perf_cases: tuple[Case, ...] = field(default=(), repr=False)
 
@@ -119,9 +123,10 @@ class Target:
         if not self.names_one_case:
             return ()
         layers = 2 if self.layers is None else self.layers
+        classes = 10 if self.classes is None else self.classes
         return (perf_case(self.workload, self.measurement, self.hidden, self.batch, self.mode,
                           k=self.k, k_ratio=self.k_ratio, in_features=self.in_features,
-                          layers=layers),)
+                          layers=layers, threads=self.threads, classes=classes),)
 
     def selects(self, frame: "pd.DataFrame") -> "pd.Series":
         """Boolean mask of the rows of ``frame`` (a report bench frame) that are this target's case."""
@@ -131,9 +136,9 @@ class Target:
         if self.kind == "review":
             return pd.Series(False, index=frame.index)
         mask = frame["measurement"] == self.measurement
-        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers"):
+        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers", "threads", "classes"):
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and name in frame.columns:
                 mask &= frame[name] == value
         if self.min_hidden is not None:
             mask &= frame["hidden"] >= self.min_hidden
@@ -192,6 +197,23 @@ TARGETS: tuple[Target, ...] = (
     Target("forward with meProp layers within 5% of dense (worst case)", 1 / 1.05, kind="forward",
            measurement="forward", workload=None, note="speedup >= 0.952 on every forward row",
            perf_cases=_forward_rows()),
+    # issue 10 (compiled kernels): the paper's own CPU settings, and the two ends of k
+    Target("per-example, n=500 (in 784), batch 10, k=20, 1 thread", 3, mode="per_example", hidden=500,
+           in_features=784, batch=10, k=20, threads=1, note="issue 10; the paper's MNIST setting"),
+    Target("per-example, n=500 (in 784), batch 1, k=20, 1 thread", 3, mode="per_example", hidden=500,
+           in_features=784, batch=1, k=20, threads=1, note="issue 10"),
+    Target("per-example, n=4096, batch 1024, k=41", 12, mode="per_example", hidden=4096, batch=1024, k=41,
+           threads=2, note="issue 10; ideal 100x"),
+    Target("per-example, n=4096, batch 64, k=1024 (25%)", 0.95, mode="per_example", hidden=4096, batch=64,
+           k=1024, threads=2, note="issue 10: never more than ~5% slower than dense"),
+    Target("MepropLSTM backward vs nn.LSTM: T=25, in 100, h=500, k=5, batch 1, 1 thread", 3,
+           workload="lstm", mode="per_example", hidden=500, in_features=100, batch=1, k=5, threads=1,
+           classes=45, note="issue 10; the paper's POS setting (k of the 2000 gate entries)"),
+    Target("MepropLSTM tagger training step (lazy Adam) vs nn.LSTM + Adam, 1 thread", 1.5,
+           measurement="train_step", workload="lstm", mode="per_example", hidden=500, in_features=100,
+           batch=1, k=5, threads=1, classes=45, note="issue 10; 45-way dense head"),
+    Target("torch.compile(fullgraph=True) of a converted per-example MLP, forward + backward", None,
+           kind="review", note="issue 10: tests/test_kernels.py runs it through the kernels"),
 )
 
 #: The former name of :data:`TARGETS` (``meprop.bench.PERF_TARGETS``); the same object.

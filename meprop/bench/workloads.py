@@ -18,6 +18,16 @@ pytest-benchmark cases (DESIGN.md, "What the numbers mean"):
   input is data (no grad_input for the first layer).
 - ``train_step``: forward + loss + backward + ``SGD.step()`` + ``zero_grad``.
 
+The ``lstm`` workload (the paper's POS tagger, batch-first, :data:`~meprop.bench.cases.LSTM_STEPS`
+steps): ``forward`` is the LSTM's; ``linear_backward`` the LSTM's whole backward for a fixed
+output gradient (gate projections and recurrence; the paper's "backprop" of Table 1's POS row);
+``overall_backward`` the tagger's ``loss.backward()`` (LSTM + dense head + cross-entropy);
+``train_step`` the tagger's step with Adam: dense ``nn.LSTM`` + ``torch.optim.Adam``; meProp
+``MepropLSTM(sparse_grad=True)`` with a lazy row-wise Adam on its two weight matrices
+(``meprop.optim.Adam(lazy=True)`` when meprop has it, else ``torch.optim.SparseAdam``, the
+same update) and ``torch.optim.Adam`` on the biases and the head; ``.grad`` reset to None
+each step (``zero_grad()``'s default) on both sides.
+
 Variants: ``dense`` uses ``nn.Linear``; ``meprop`` the same layers converted with
 :func:`meprop.convert` (k, mode from the case; hidden layers only for the MLP, the output
 layer stays dense, as in the paper).
@@ -42,6 +52,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from meprop.bench.cases import LSTM_STEPS
+from meprop.lstm import MepropLSTM
 from meprop.nn import convert
 
 __all__ = ["VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model", "estimate_bytes"]
@@ -74,6 +86,9 @@ def _layer_shapes(case) -> list[tuple[int, int]]:
     """(out, in) of every linear layer of the case's model."""
     if case.workload == "linear":
         return [(case.hidden, case.in_features)]
+    if case.workload == "lstm":
+        gates = 4 * case.hidden
+        return [(gates, case.in_features), (gates, case.hidden), (case.classes, case.hidden)]
     shapes = [(case.hidden, case.in_features)]
     shapes += [(case.hidden, case.hidden)] * (case.layers - 1)
     shapes.append((case.classes, case.hidden))
@@ -86,6 +101,8 @@ def estimate_bytes(case) -> int:
     shapes = _layer_shapes(case)
     params = sum(n * m + n for n, m in shapes)
     acts = sum(case.batch * (n + m) for n, m in shapes)
+    if case.workload == "lstm":
+        acts *= LSTM_STEPS
     # weights, .grad, a fresh dense weight gradient, optimizer-free; activations x4
     # (outputs, relu masks, dy, grad_input).
     return itemsize * (3 * params + 4 * acts)
@@ -156,6 +173,8 @@ def build(case, variant: str) -> Callable[[], None]:
     when the case cannot run here.
     """
     _check_supported(case)
+    if case.workload == "lstm":
+        return _build_lstm(case, variant)
     model = build_model(case, variant)
     _preallocate_grads(model)
     gen = torch.Generator().manual_seed(_SEED + 1)
@@ -219,3 +238,78 @@ def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):
     def linear_backward() -> None:
         torch.autograd.backward(ys, dys, retain_graph=True)
     return linear_backward, leaves
+
+
+class _Tagger(nn.Module):
+    """The POS tagger of the paper's Section 4: an LSTM and a dense classifier on every step."""
+
+    def __init__(self, lstm: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.lstm, self.head = lstm, head
+
+    def forward(self, x):
+        output, _ = self.lstm(x)  # (B, T, h)
+        return self.head(output)  # (B, T, classes)
+
+
+def _lazy_adam(params, lr):
+    """meprop.optim.Adam(lazy=True) when this meprop has it, else torch.optim.SparseAdam."""
+    try:
+        from meprop.optim import Adam  # noqa: PLC0415 - optional until the optimizer lands
+
+        return Adam(params, lr=lr, lazy=True)
+    except (ImportError, TypeError):
+        return torch.optim.SparseAdam(params, lr=lr)
+
+
+def _build_lstm(case, variant: str) -> Callable[[], None]:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    step = case.measurement == "train_step"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_SEED)
+        lstm: nn.Module = nn.LSTM(case.in_features, case.hidden, batch_first=True)
+        head = nn.Linear(case.hidden, case.classes)
+    if variant == "meprop":
+        lstm = MepropLSTM.from_lstm(lstm, k=case.k, mode=case.mode, sparse_grad=True)
+    model = _Tagger(lstm, head).to(device=case.device, dtype=_dtype(case)).train()
+    gen = torch.Generator().manual_seed(_SEED + 1)
+    x = _randn(case.batch, LSTM_STEPS, case.in_features, case=case, generator=gen)  # (B, T, in)
+    labels = torch.randint(case.classes, (case.batch * LSTM_STEPS,), generator=gen).to(case.device)
+
+    def loss_of(model):
+        return F.cross_entropy(model(x).reshape(-1, case.classes), labels)
+
+    if not step:
+        _preallocate_grads(model)
+    if case.measurement == "forward":
+        def op() -> None:
+            model.lstm(x)
+    elif case.measurement == "linear_backward":
+        output, _ = model.lstm(x)
+        dy = _randn(*output.shape, case=case, generator=gen)  # fixed output gradient
+
+        def op() -> None:
+            torch.autograd.backward([output], [dy], retain_graph=True)
+    elif case.measurement == "overall_backward":
+        loss = loss_of(model)
+
+        def op() -> None:
+            loss.backward(retain_graph=True)
+    else:
+        if variant == "dense":
+            optimizers = [torch.optim.Adam(model.parameters(), lr=1e-3)]
+        else:
+            sparse = [model.lstm.weight_ih, model.lstm.weight_hh]
+            rest = [p for p in model.parameters() if all(p is not q for q in sparse)]
+            optimizers = [_lazy_adam(sparse, 1e-3), torch.optim.Adam(rest, lr=1e-3)]
+
+        def op() -> None:
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            loss_of(model).backward()
+            for optimizer in optimizers:
+                optimizer.step()
+    op.__name__ = case.measurement
+    op.model, op.inputs = model, []
+    return op

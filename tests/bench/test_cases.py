@@ -120,7 +120,9 @@ def test_full_profile_spans_devices_and_ratios():
 
 def test_perf_covers_every_issue5_row():
     keys = {c.key for c in profile_cases("perf")}
-    assert all(c.dtype == "float32" and c.threads == 2 for c in profile_cases("perf"))
+    assert all(c.dtype == "float32" for c in profile_cases("perf"))
+    # issue 5's rows at 2 threads; issue 10's name their own thread count (1 or 2)
+    assert all(c.threads == (t.threads or 2) for t in TARGETS for c in t.cases())
     for target in TARGETS:
         assert {c.key for c in target.cases()} <= keys, target.label
     rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
@@ -164,8 +166,8 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
         ("linear", "unified", 4096, 1024, 41)}
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
-    assert [t.cases() for t in TARGETS if t.kind == "review"] == [()]
-    assert len(perf) == 32
+    assert [t.cases() for t in TARGETS if t.kind == "review"] == [(), ()]
+    assert len(perf) == 32 + 6  # issue 5's rows, then issue 10's
 
 
 def test_single_case_targets_derive_their_case_from_their_fields():
@@ -197,3 +199,24 @@ def test_target_bad_input(kwargs, error, match):
 def test_bench_package_exports_the_single_target_table():
     assert meprop.bench.TARGETS is TARGETS and meprop.bench.Target is Target
     assert meprop.bench.PERF_TARGETS is TARGETS  # the former name still works
+
+
+def test_perf_covers_issue10_rows():
+    rows = {(c.workload, c.measurement, c.hidden, c.in_features, c.batch, c.k, c.threads)
+            for c in profile_cases("perf") if c.mode == "per_example"}
+    assert {
+        ("linear", "linear_backward", 500, 784, 10, 20, 1),
+        ("linear", "linear_backward", 500, 784, 1, 20, 1),
+        ("linear", "linear_backward", 4096, 4096, 1024, 41, 2),
+        ("linear", "linear_backward", 4096, 4096, 64, 1024, 2),
+        ("lstm", "linear_backward", 500, 100, 1, 5, 1),
+        ("lstm", "train_step", 500, 100, 1, 5, 1),
+    } <= rows
+
+
+def test_lstm_case_counts_k_among_the_gate_entries():
+    case = Case("lstm", "linear_backward", 500, 5, 1, mode="per_example")
+    assert case.in_features == 100 and case.ideal == 400 and case.k_ratio == 5 / 2000
+    Case("lstm", "linear_backward", 500, 2000, 1)  # k = 4h: dense
+    with pytest.raises(ValueError, match="4 \\* hidden=2000"):
+        Case("lstm", "linear_backward", 500, 2001, 1)

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meprop._checks import check_bool, check_choice, resolve_k
+from meprop._grad_layout import mark_meprop_weight
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
@@ -29,12 +30,15 @@ class MepropLinear(nn.Linear):
     (in (0, 1], resolved to ``max(1, round(k_ratio * out_features))``). In ``eval()``
     mode or under ``torch.no_grad()`` it is exactly ``nn.Linear``.
 
-    ``sparse_grad=True`` makes the weight gradient row-sparse (see
-    :func:`meprop.meprop_linear`). Optimizers: SGD, Adagrad and SparseAdam accept a
-    sparse ``.grad``. For Adam and others that need a dense ``.grad``, keep ``.grad``
-    allocated (``optimizer.zero_grad(set_to_none=False)`` after a first dense step, or
-    ``p.grad = torch.zeros_like(p)`` once): autograd then adds only the k touched rows
-    into it in place, which is what makes the weight update cheap.
+    Training fast: use a lazy :mod:`meprop.optim` optimizer
+    (``meprop.optim.Adam(model.parameters(), lazy=True)``). It asks this layer for a
+    row-sparse weight gradient and updates only the touched rows, so neither the
+    gradient nor the update costs O(out_features * in_features). With any other
+    optimizer the weight gradient is dense (zero outside the touched rows).
+
+    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient for other consumers
+    (SGD and Adagrad without weight decay, SparseAdam, or a dense ``.grad`` kept
+    allocated, into which autograd adds the touched rows in place).
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class MepropLinear(nn.Linear):
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        mark_meprop_weight(self.weight)
 
     def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad) -> None:
         self.k = resolve_k(k, k_ratio, self.out_features)
@@ -81,12 +86,14 @@ class MepropLinear(nn.Linear):
         module.weight = linear.weight
         module.bias = linear.bias  # a Parameter, or None (registered as such)
         module._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        mark_meprop_weight(module.weight)
         module.train(linear.training)
         return module
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, self.weight, self.bias)
+        mark_meprop_weight(self.weight)  # again: a deepcopy or a new Parameter drops the mark
         return meprop_linear(
             input, self.weight, self.bias, k=self.k, mode=self.mode,
             bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,

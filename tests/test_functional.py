@@ -26,6 +26,8 @@ def _operands(shape, dtype=torch.float32, device="cpu", seed=0):
 def _run(x, w, b, dy, **kwargs):
     """Forward + backward through meprop_linear; returns (y, grad_input, grad_weight, grad_bias)."""
     x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    if kwargs.get("mode", "per_example") != "random":
+        kwargs.pop("generator", None)  # refused by the deterministic modes
     y = meprop_linear(x, w, b, **kwargs)
     y.backward(dy)
     grad_w = w.grad.to_dense() if w.grad.is_sparse else w.grad

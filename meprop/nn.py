@@ -7,6 +7,7 @@ dense (Section 4); :func:`convert` does exactly that to an existing model.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -15,10 +16,11 @@ import torch.nn.functional as F
 
 from meprop._checks import check_bool, check_choice, resolve_k
 from meprop._grad_layout import mark_meprop_weight
+from meprop._layer_probe import bypassed_linears, linear_call_order
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
-__all__ = ["MepropLinear", "convert"]
+__all__ = ["MepropLinear", "convert", "sparsified_layers"]
 
 
 class MepropLinear(nn.Linear):
@@ -121,6 +123,7 @@ def convert(
     sparse_grad: bool = False,
     skip: SkipSpec = None,
     keep_output_layer: bool = True,
+    example_inputs=None,
     inplace: bool = False,
 ) -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``model`` by :class:`MepropLinear` sharing their parameters.
@@ -131,14 +134,25 @@ def convert(
         mode, bias_grad, sparse_grad: passed to every :class:`MepropLinear`.
         skip: qualified module names (as in ``model.named_modules()``) or a predicate
             ``(name, module) -> bool`` naming linear layers to leave dense.
-        keep_output_layer: leave the last ``nn.Linear`` in registration order dense
-            (the paper's setting). Set False to convert it too.
+        keep_output_layer: leave the output layer dense (the paper's setting). Without
+            ``example_inputs`` the output layer is the **last nn.Linear in registration
+            order** (``model.named_modules()``): check that this is your model's head, or
+            name the head in ``skip`` and pass ``keep_output_layer=False``. Set False to
+            convert it too.
+        example_inputs: a tensor or tuple of inputs for one forward. When given, the model
+            runs once on them (no_grad, buffers restored) to find the linear layers it
+            really calls: the output layer is then the last one *called*, and layers
+            never called are left dense (with a warning).
         inplace: modify ``model`` itself. Otherwise the module tree is copied and the
             copy shares its parameter and buffer tensors with ``model`` (training one
             trains the other; ``copy.deepcopy`` the model first for independent weights).
 
     Returns:
         The converted model. Layers that already are MepropLinear are left as they are.
+        Linear layers inside ``nn.MultiheadAttention`` are left dense with a warning: it
+        uses their weights directly and never calls their forward, so meProp could not
+        apply (build attention from ``nn.Linear`` projections to sparsify it).
+        :func:`sparsified_layers` lists what was converted.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -150,8 +164,12 @@ def convert(
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and not isinstance(module, MepropLinear)
     ]
+    call_order = None if example_inputs is None else linear_call_order(model, example_inputs)
+    left_dense = _left_dense_with_reasons(model, linears, call_order)
+    linears = [(name, module) for name, module in linears if name not in left_dense]
     if keep_output_layer and linears:
-        linears = linears[:-1]
+        output_name = _output_layer_name(linears, call_order)
+        linears = [(name, module) for name, module in linears if name != output_name]
     converted = {}
     for name, module in linears:
         if should_skip(name, module):
@@ -169,6 +187,39 @@ def convert(
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, replacement)
     return model
+
+
+def sparsified_layers(model: nn.Module) -> list[str]:
+    """Qualified names of the modules of ``model`` whose backward is meProp's."""
+    return [name for name, module in model.named_modules() if isinstance(module, MepropLinear)]
+
+
+def _left_dense_with_reasons(model, linears, call_order) -> dict[str, str]:
+    """Linear layers convert() must leave dense, each with its reason (warned about)."""
+    names = {name for name, _ in linears}
+    reasons = {
+        name: "nn.MultiheadAttention uses its weight directly, never its forward"
+        for name in bypassed_linears(model) & names
+    }
+    if call_order is not None:
+        for name in sorted(names - set(call_order) - set(reasons)):
+            reasons[name] = "not called by the forward on example_inputs"
+    if reasons:
+        listed = "; ".join(f"{name!r} ({why})" for name, why in sorted(reasons.items()))
+        warnings.warn(
+            f"convert(): {len(reasons)} linear layer(s) left dense because meProp cannot "
+            f"apply there: {listed}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return reasons
+
+
+def _output_layer_name(linears, call_order) -> str:
+    """The layer keep_output_layer keeps dense: last called, else last registered."""
+    names = {name for name, _ in linears}
+    called = [name for name in call_order or () if name in names]
+    return called[-1] if called else linears[-1][0]
 
 
 def _skip_predicate(skip: SkipSpec, model: nn.Module) -> Callable[[str, nn.Module], bool]:

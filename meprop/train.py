@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import meprop.optim
 from meprop._checks import check_choice
 from meprop.functional import BIAS_GRADS
 from meprop.models import INITS
@@ -40,6 +41,9 @@ __all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "t
 
 TASKS = ("mnist", "pos", "synthetic")
 OPTIMIZERS = ("adam", "adagrad")
+#: ``exact``: the torch.optim algorithm (the paper's setting); ``lazy``: meprop.optim's row
+#: updates of the meProp weights (Adam only).
+OPTIMIZER_MODES = ("exact", "lazy")
 #: Learning rates used when ``lr`` is None (torch's defaults).
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
 _EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
@@ -58,6 +62,7 @@ class TrainConfig:
     mode: str = "per_example"
     output_k: int | None = None
     optimizer: str = "adam"
+    optimizer_mode: str = "exact"
     lr: float | None = None
     epochs: int = 20
     batch: int = 10
@@ -77,6 +82,12 @@ class TrainConfig:
         check_choice(self.bias_grad, "bias_grad", BIAS_GRADS)
         check_choice(self.init, "init", INITS)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.optimizer_mode, "optimizer_mode", OPTIMIZER_MODES)
+        if self.optimizer_mode == "lazy" and (self.optimizer != "adam" or self.k is None):
+            raise ValueError(
+                f"optimizer_mode='lazy' needs optimizer='adam' and a meProp run (k given), got "
+                f"optimizer={self.optimizer!r}, k={self.k!r}"
+            )
         check_choice(self.mode, "mode", MODES)
         for name in ("epochs", "batch", "hidden", "layers", "embed", "threads"):
             _check_int(getattr(self, name), name, minimum=1)
@@ -91,7 +102,7 @@ class TrainConfig:
             raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
         if self.task == "pos" and self.output_k is not None:
             raise ValueError("output_k applies to the MLP tasks only (the POS classifier is dense, as in the paper)")
-        for name, default in _KEY_OMIT_AT.items():
+        for name, default in _MLP_ONLY.items():
             if self.task == "pos" and getattr(self, name) != default:
                 raise ValueError(f"{name} applies to the MLP tasks only, got {getattr(self, name)!r} for task 'pos'")
         torch.device(self.device)  # raises on a malformed device string
@@ -115,7 +126,9 @@ def _check_int(value: object, name: str, *, minimum: int) -> None:
 
 #: Fields added after results were first recorded, left out of :func:`run_key` at these
 #: values so the keys of earlier records (and ``--resume``) stay valid.
-_KEY_OMIT_AT = {"bias_grad": "sparse", "init": "torch"}
+_KEY_OMIT_AT = {"bias_grad": "sparse", "init": "torch", "optimizer_mode": "exact"}
+#: MLP-only options, at their defaults for the POS task.
+_MLP_ONLY = {"bias_grad": "sparse", "init": "torch"}
 
 
 def run_key(config: TrainConfig, preset: str = "custom") -> str:
@@ -241,6 +254,8 @@ def _tagging_scores(model, sentences, batch, device) -> float:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer_mode == "lazy":
+        return meprop.optim.Adam(model.parameters(), lr=config.learning_rate, lazy=True)
     cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[config.optimizer]
     return cls(model.parameters(), lr=config.learning_rate)
 

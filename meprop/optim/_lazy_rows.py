@@ -157,6 +157,32 @@ class LazyRowsMixin:
     def _lazy_update(self, group, param, row_index, rows) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _row_views(self, tensors: list[torch.Tensor], row_index: torch.Tensor) -> list[list[torch.Tensor]]:
+        """For each tensor ``(n, m)``, the list of its rows ``row_index`` as ``(m,)`` views.
+
+        torch's fused optimizer kernels take lists of tensors; handing them the touched
+        rows as views updates the rows in place in one pass, with no gather and scatter.
+        Each tensor's n row views are made once and cached (keyed by its storage, so a
+        tensor replaced by ``load_state_dict`` gets new views).
+        """
+        cache = self.__dict__.setdefault("_row_view_cache", {})
+        rows = row_index.tolist()
+        out = []
+        for tensor in tensors:
+            key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype, tensor.device)
+            entry = cache.get(id(tensor))
+            if entry is None or entry[0] != key:
+                entry = (key, tensor.detach().unbind(0))
+                cache[id(tensor)] = entry
+            views = entry[1]
+            out.append([views[r] for r in rows])
+        return out
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_row_view_cache", None)  # views are rebuilt on demand; never pickled
+        return state
+
 
 def _param_name(group: dict, group_index: int, param_index: int, param) -> str:
     names = group.get("param_names")

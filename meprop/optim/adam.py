@@ -41,23 +41,20 @@ class _LazyAdamRows(LazyRowsMixin):
         beta1, beta2 = (float(beta) for beta in group["betas"])
         amsgrad = group["amsgrad"]
         names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
-        param_rows = param.index_select(0, row_index)  # (U, m)
-        state_rows = [state[name].index_select(0, row_index) for name in names]
-        # torch's fused Adam kernel on the gathered rows, one pass. Its denominator is
-        # sqrt(v) / sqrt(1 - beta2**t) + eps'; eps' = eps / sqrt(1 - beta2**t) turns it into
-        # SparseAdam's (sqrt(v) + eps) / sqrt(1 - beta2**t), with the same step size.
+        # torch's fused Adam kernel, run in place on the touched rows (as row views). Its
+        # denominator is sqrt(v) / sqrt(1 - beta2**t) + eps'; eps' = eps / sqrt(1 - beta2**t)
+        # makes it SparseAdam's (sqrt(v) + eps) / sqrt(1 - beta2**t), with the same step size.
+        param_rows, *state_rows = self._row_views([param] + [state[n] for n in names], row_index)
+        grad_rows = list(rows.unbind(0))  # (m,) each
+        steps = [torch.tensor(step, dtype=torch.float32, device=param.device)] * len(grad_rows)
         fused = torch._fused_adamw_ if group.get("decoupled_weight_decay", False) else torch._fused_adam_
         fused(
-            [param_rows], [rows], [state_rows[0]], [state_rows[1]], state_rows[2:],
-            [torch.tensor(step, dtype=torch.float32, device=param.device)],
-            lr=float(group["lr"]), beta1=beta1, beta2=beta2,
+            param_rows, grad_rows, state_rows[0], state_rows[1], state_rows[2] if amsgrad else [],
+            steps, lr=float(group["lr"]), beta1=beta1, beta2=beta2,
             weight_decay=float(group["weight_decay"]),
             eps=group["eps"] / math.sqrt(1 - beta2**step),
             amsgrad=amsgrad, maximize=group["maximize"],
         )
-        param.index_copy_(0, row_index, param_rows)
-        for name, values in zip(names, state_rows):
-            state[name].index_copy_(0, row_index, values)
 
     @staticmethod
     def _init_adam_state(group, param, state) -> None:

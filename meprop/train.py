@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -37,7 +38,8 @@ from meprop.functional import BIAS_GRADS
 from meprop.models import INITS
 from meprop.selection import MODES
 
-__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready"]
+__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
+           "check_device", "check_device_available"]
 
 TASKS = ("mnist", "pos", "synthetic")
 OPTIMIZERS = ("adam", "adagrad")
@@ -105,7 +107,7 @@ class TrainConfig:
         for name, default in _MLP_ONLY.items():
             if self.task == "pos" and getattr(self, name) != default:
                 raise ValueError(f"{name} applies to the MLP tasks only, got {getattr(self, name)!r} for task 'pos'")
-        torch.device(self.device)  # raises on a malformed device string
+        check_device(self.device)
 
     @property
     def method(self) -> str:
@@ -117,6 +119,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "method": self.method, "lr": self.learning_rate}
+
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def check_device(device: object, name: str = "device") -> str:
+    """Return ``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (training runs on these only)."""
+    if not isinstance(device, str) or not _DEVICE_RE.match(device):
+        why = (" (the meta device holds shapes but no data: nothing can be trained on it)"
+               if isinstance(device, str) and device.startswith("meta") else "")
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}{why}")
+    return device
+
+
+def check_device_available(device: str, name: str = "device") -> None:
+    """Refuse a CUDA device this machine does not have (no CUDA, or index out of range)."""
+    dev = torch.device(check_device(device, name))
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name} {device!r} requested but CUDA is not available "
+                         f"(torch {torch.__version__}); accepted here: 'cpu'")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"{name} {device!r} requested but this machine has {count} CUDA device(s); "
+                         f"accepted: 'cpu', 'cuda', 'cuda:0' ... 'cuda:{count - 1}'")
 
 
 def _check_int(value: object, name: str, *, minimum: int) -> None:
@@ -165,11 +193,13 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------- task set-up
 def check_ready(config: TrainConfig) -> None:
-    """Fail early (before any result is written) if ``config`` cannot run: a k larger than
-    its layer, or the task's data not installed (the error names the set-up command)."""
+    """Fail early (before any result is written) if ``config`` cannot run: a CUDA device this
+    machine lacks, a k larger than its layer, or the task's data not installed (the error
+    names the set-up command)."""
     from meprop import data as datasets
     from meprop.models import MLP, PosTagger
 
+    check_device_available(config.device)
     if config.task == "mnist":
         datasets.mnist_path()
         MLP(784, config.hidden, config.layers, 10, k=config.k, mode=config.mode, output_k=config.output_k,
@@ -300,9 +330,8 @@ def train(
 
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_device_available(config.device)
     device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     run_id = run_id or new_run_id()
     key = run_key(config, preset)
     label = label or ("dense" if config.k is None else f"meProp k={config.k}")

@@ -219,17 +219,17 @@ def _plan(args: argparse.Namespace) -> tuple[str, list[tuple[str, TrainConfig]]]
     return "custom", [(label, config)]
 
 
-def _finished_runs(path) -> set[str]:
-    from meprop.bench.results import read_records
-
+def _finished_runs(records) -> set[str]:
+    """Run keys with a record of their last epoch among ``records``."""
     done = set()
-    for record in read_records(path):
+    for record in records:
         if record.get("type") == "train" and record["epoch"] == record["config"]["epochs"]:
             done.add(record["run_key"])
     return done
 
 
 def run(args: argparse.Namespace) -> int:
+    from meprop.bench.results import ResultsLockedError
     from meprop.data import DataCorruptError, DataMissingError
 
     if args.list_presets:
@@ -240,35 +240,40 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         return _run(args)
-    except (ValueError, TypeError, FileExistsError, DataMissingError, DataCorruptError) as error:
+    except (ValueError, TypeError, FileExistsError, ResultsLockedError, DataMissingError,
+            DataCorruptError) as error:
         print(f"meprop train: error: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
+    from meprop.bench.cli import check_threads
     from meprop.bench.results import RESULTS_FILENAME, ResultsWriter, env_record, new_run_id
     from meprop.bench.system import snapshot
-    from meprop.train import check_ready, train
+    from meprop.train import check_device_available, check_ready, train
 
     if args.out is None:
         raise ValueError("--out is required (a results folder, e.g. results/paper)")
+    if args.device is not None:  # cpu, cuda, cuda:N, and present on this machine
+        check_device_available(args.device, "--device")
+    check_threads(args.threads, "--threads")
     if args.threads is None:
         args.threads = 1
     preset, runs = _plan(args)
-    for _, config in runs:
+    for _, config in runs:  # everything that can fail before training, before the file exists
         check_ready(config)
     path = Path(args.out)
     if path.suffix != ".jsonl":  # a folder (existing or not): its results.jsonl
         path = path / RESULTS_FILENAME
-    done = _finished_runs(path) if args.resume and path.exists() and path.stat().st_size else set()
-    todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
-    for label, config in runs:
-        if run_key(config, preset) in done:
-            print(f"skipping {preset} / {label}: already finished in {path}")
-    if not todo:
-        return 0
-    run_id = new_run_id()
-    with ResultsWriter(path, resume=args.resume) as writer:
+    with ResultsWriter(path, resume=args.resume) as writer:  # locked until the runs end
+        done = _finished_runs(writer.records)
+        todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
+        for label, config in runs:
+            if run_key(config, preset) in done:
+                print(f"skipping {preset} / {label}: already finished in {path}")
+        if not todo:
+            return 0
+        run_id = new_run_id()
         writer.write(env_record(run_id, snapshot(threads=args.threads, profile=preset, argv=sys.argv)))
         for label, config in todo:
             result = train(config, writer=writer, run_id=run_id, preset=preset, label=label,

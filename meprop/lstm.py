@@ -40,7 +40,8 @@ import torch.nn.functional as F
 
 from meprop import kernels
 from meprop._checks import check_bool, check_choice, check_k, resolve_k
-from meprop.functional import BIAS_GRADS, _autocast_enabled, _weight_grad_from_rows, meprop_linear
+from meprop._grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
+from meprop.functional import BIAS_GRADS, _autocast_enabled, meprop_linear
 from meprop.selection import MODES
 
 __all__ = ["MepropLSTM"]
@@ -89,6 +90,12 @@ class MepropLSTM(nn.Module):
         self.bias_ih = nn.Parameter(torch.empty(gates, **factory))
         self.bias_hh = nn.Parameter(torch.empty(gates, **factory))
         self.reset_parameters()
+        self._mark_weights()
+
+    def _mark_weights(self) -> None:
+        # meProp weights: a lazy meprop.optim optimizer updates their touched rows only
+        mark_meprop_weight(self.weight_ih)
+        mark_meprop_weight(self.weight_hh)
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -159,6 +166,7 @@ class MepropLSTM(nn.Module):
                     raise ValueError(f"state's {name} must have shape ({batch}, {self.hidden_size}), "
                                      f"got {tuple(tensor.shape)}")
 
+        self._mark_weights()  # again: a deepcopy or a new Parameter drops the mark
         if self._use_kernels(input, h, c):
             return self._fused(input, lengths, h, c)
 
@@ -196,8 +204,9 @@ class MepropLSTM(nn.Module):
             return output, (h_n, c_n)
         # eval() with gradients: the dense gradient, as the PyTorch path's F.linear gives
         k = self.k if self.training else 4 * self.hidden_size
+        layouts = (choose_layout(self.weight_ih, self.sparse_grad), choose_layout(self.weight_hh, self.sparse_grad))
         output, h_n, c_n = _FusedLSTMFunction.apply(
-            input, h, c, *params, lengths, k, self.bias_grad == "dense", self.sparse_grad
+            input, h, c, *params, lengths, k, self.bias_grad == "dense", layouts
         )
         return output, (h_n, c_n)
 
@@ -212,12 +221,12 @@ class _FusedLSTMFunction(torch.autograd.Function):
     """The whole sequence through the compiled ops: one forward op, one backward op."""
 
     @staticmethod
-    def forward(ctx, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, k, dense_bias, sparse_grad):
+    def forward(ctx, input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, k, dense_bias, layouts):
         output, h_n, c_n, gates, cells = torch.ops.meprop.lstm_forward(
             input, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths
         )  # (B, T, h), (B, h), (B, h), (B, T, 4h) activated gates, (B, T, h) cell states
         ctx.save_for_backward(input, h0, c0, weight_ih, weight_hh, output, gates, cells)
-        ctx.lengths, ctx.k, ctx.dense_bias, ctx.sparse_grad = lengths, k, dense_bias, sparse_grad
+        ctx.lengths, ctx.k, ctx.dense_bias, ctx.layouts = lengths, k, dense_bias, layouts
         return output, h_n, c_n
 
     @staticmethod
@@ -225,15 +234,16 @@ class _FusedLSTMFunction(torch.autograd.Function):
     def backward(ctx, grad_output, grad_h_n, grad_c_n):
         input, h0, c0, weight_ih, weight_hh, output, gates, cells = ctx.saved_tensors
         need = ctx.needs_input_grad
+        dense_weight = ctx.layouts == ("dense", "dense")
         grad_x, grad_h0, grad_c0, row_index, rows_ih, rows_hh, grad_bias = torch.ops.meprop.lstm_backward(
             grad_output, grad_h_n, grad_c_n, input, h0, c0, weight_ih, weight_hh, output, gates, cells,
-            ctx.lengths, ctx.k, need[0], ctx.dense_bias, not ctx.sparse_grad,
+            ctx.lengths, ctx.k, need[0], ctx.dense_bias, dense_weight,
         )
-        if ctx.sparse_grad:  # row-sparse: the rows touched at any step (sorted unique)
-            grad_ih = _weight_grad_from_rows(row_index, rows_ih, weight_ih.shape, True)
-            grad_hh = _weight_grad_from_rows(row_index, rows_hh, weight_hh.shape, True)
-        else:  # the kernel wrote the touched rows straight into dense zero tensors
+        if dense_weight:  # the kernel wrote the touched rows straight into dense zero tensors
             grad_ih, grad_hh = rows_ih, rows_hh
+        else:  # the rows touched at any step (sorted unique), in the layout each weight asks for
+            grad_ih = weight_grad_from_rows(row_index, rows_ih, weight_ih, ctx.layouts[0])
+            grad_hh = weight_grad_from_rows(row_index, rows_hh, weight_hh, ctx.layouts[1])
         return (grad_x if need[0] else None, grad_h0 if need[1] else None, grad_c0 if need[2] else None,
                 grad_ih if need[3] else None, grad_hh if need[4] else None,
                 grad_bias if need[5] else None, grad_bias.clone() if need[6] else None,

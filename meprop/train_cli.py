@@ -33,7 +33,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meprop.train import OPTIMIZERS, TASKS, TrainConfig, run_key
+from meprop.train import OPTIMIZER_MODES, OPTIMIZERS, TASKS, TrainConfig, run_key
 
 __all__ = ["PRESETS", "Preset", "preset_runs", "configure", "run"]
 
@@ -57,6 +57,10 @@ class Preset:
     quick_runs: tuple | None = None  # a smaller set of runs for --quick (None: the same runs)
 
 
+def _lazy_run(label: str, k: int) -> tuple[str, dict]:
+    return (f"{label} (lazy Adam)", {"k": k, "optimizer_mode": "lazy"})
+
+
 def _sweep(ks, modes=("per_example", "random")):
     runs = [("dense", {"k": None})]
     for mode in modes:
@@ -67,15 +71,18 @@ def _sweep(ks, modes=("per_example", "random")):
 
 PRESETS: dict[str, Preset] = {
     "mnist-adam": Preset(
-        "Table 1/2, MNIST MLP (Adam): h=500, 2 hidden layers, batch 10; dense vs meProp k=20",
-        _MNIST, (("dense", {"k": None}), ("meProp k=20", {"k": 20})), _MNIST_QUICK),
+        "Table 1/2, MNIST MLP (Adam): h=500, 2 hidden layers, batch 10; dense vs meProp k=20, "
+        "with the exact Adam (the paper's) and meprop.optim's lazy Adam",
+        _MNIST, (("dense", {"k": None}), ("meProp k=20", {"k": 20}), _lazy_run("meProp k=20", 20)),
+        _MNIST_QUICK),
     "mnist-unified": Preset(
         "MNIST MLP (Adam) with unified meProp k=20 (one top-k set per mini-batch), batch 10",
         _MNIST, (("meProp unified k=20", {"k": 20, "mode": "unified"}),), _MNIST_QUICK),
     "mnist-adam-release": Preset(
         "Table 1 MNIST (Adam) setting (h=500, batch 10, per-example k=20) with the training choices of "
         "the authors' PyTorch release: dropout 0.1, dense bias gradient, uniform(+-1/sqrt(out)) init",
-        _RELEASE, (("dense", {"k": None}), ("meProp k=20", {"k": 20})), _MNIST_QUICK),
+        _RELEASE, (("dense", {"k": None}), ("meProp k=20", {"k": 20}), _lazy_run("meProp k=20", 20)),
+        _MNIST_QUICK),
     "mnist-release-unified": Preset(
         "Table 6 / the authors' PyTorch release (unified): h=500, batch 50, dropout 0.1, Adam; "
         "dense vs unified meProp k=30",
@@ -112,7 +119,7 @@ PRESETS: dict[str, Preset] = {
 #: Options a preset defines itself (refused together with --preset).
 _PRESET_OWNED = ("task", "k", "mode", "output_k")
 #: Options that override every run of a preset when given.
-_OVERRIDABLE = ("optimizer", "lr", "epochs", "batch", "hidden", "layers", "dropout", "embed", "seed",
+_OVERRIDABLE = ("optimizer", "optimizer_mode", "lr", "epochs", "batch", "hidden", "layers", "dropout", "embed", "seed",
                 "limit", "threads", "device", "bias_grad", "init")
 
 
@@ -125,6 +132,8 @@ def preset_runs(name: str, *, quick: bool = False, overrides: dict | None = None
     out = []
     for label, run_overrides in runs:
         settings = {**preset.base, **run_overrides, **(preset.quick if quick else {}), **(overrides or {})}
+        if settings.get("k") is None:  # a dense run has no meProp rows: no lazy variant
+            settings.pop("optimizer_mode", None)
         out.append((label, TrainConfig(**settings)))
     return out
 
@@ -153,6 +162,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--output-k", type=int, dest="output_k", help="the MLP output layer's own k (default: dense)")
     how = parser.add_argument_group("training (with --preset: override every run)")
     how.add_argument("--optimizer", choices=OPTIMIZERS)
+    how.add_argument("--optimizer-mode", dest="optimizer_mode", choices=OPTIMIZER_MODES,
+                     help="exact: the torch.optim algorithm (default, the paper's); lazy: "
+                          "meprop.optim.Adam(lazy=True), row updates of the meProp weights "
+                          "(meProp runs only; dense runs of a preset keep exact)")
     how.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, adagrad 1e-2)")
     how.add_argument("--epochs", type=int)
     how.add_argument("--batch", type=int, help="mini-batch size (images, or sentences for POS)")
@@ -206,17 +219,17 @@ def _plan(args: argparse.Namespace) -> tuple[str, list[tuple[str, TrainConfig]]]
     return "custom", [(label, config)]
 
 
-def _finished_runs(path) -> set[str]:
-    from meprop.bench.results import read_records
-
+def _finished_runs(records) -> set[str]:
+    """Run keys with a record of their last epoch among ``records``."""
     done = set()
-    for record in read_records(path):
+    for record in records:
         if record.get("type") == "train" and record["epoch"] == record["config"]["epochs"]:
             done.add(record["run_key"])
     return done
 
 
 def run(args: argparse.Namespace) -> int:
+    from meprop.bench.results import ResultsLockedError
     from meprop.data import DataCorruptError, DataMissingError
 
     if args.list_presets:
@@ -227,35 +240,40 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         return _run(args)
-    except (ValueError, TypeError, FileExistsError, DataMissingError, DataCorruptError) as error:
+    except (ValueError, TypeError, FileExistsError, ResultsLockedError, DataMissingError,
+            DataCorruptError) as error:
         print(f"meprop train: error: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
+    from meprop.bench.cli import check_threads
     from meprop.bench.results import RESULTS_FILENAME, ResultsWriter, env_record, new_run_id
     from meprop.bench.system import snapshot
-    from meprop.train import check_ready, train
+    from meprop.train import check_device_available, check_ready, train
 
     if args.out is None:
         raise ValueError("--out is required (a results folder, e.g. results/paper)")
+    if args.device is not None:  # cpu, cuda, cuda:N, and present on this machine
+        check_device_available(args.device, "--device")
+    check_threads(args.threads, "--threads")
     if args.threads is None:
         args.threads = 1
     preset, runs = _plan(args)
-    for _, config in runs:
+    for _, config in runs:  # everything that can fail before training, before the file exists
         check_ready(config)
     path = Path(args.out)
     if path.suffix != ".jsonl":  # a folder (existing or not): its results.jsonl
         path = path / RESULTS_FILENAME
-    done = _finished_runs(path) if args.resume and path.exists() and path.stat().st_size else set()
-    todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
-    for label, config in runs:
-        if run_key(config, preset) in done:
-            print(f"skipping {preset} / {label}: already finished in {path}")
-    if not todo:
-        return 0
-    run_id = new_run_id()
-    with ResultsWriter(path, resume=args.resume) as writer:
+    with ResultsWriter(path, resume=args.resume) as writer:  # locked until the runs end
+        done = _finished_runs(writer.records)
+        todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
+        for label, config in runs:
+            if run_key(config, preset) in done:
+                print(f"skipping {preset} / {label}: already finished in {path}")
+        if not todo:
+            return 0
+        run_id = new_run_id()
         writer.write(env_record(run_id, snapshot(threads=args.threads, profile=preset, argv=sys.argv)))
         for label, config in todo:
             result = train(config, writer=writer, run_id=run_id, preset=preset, label=label,

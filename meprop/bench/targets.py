@@ -59,7 +59,7 @@ def perf_case(workload: str, measurement: str, hidden: int, batch: int, mode: st
 
     Give exactly one of ``k`` and ``k_ratio`` (resolved as ``max(1, round(ratio * hidden))``).
     """
-    width = 4 * hidden if workload == "lstm" else hidden
+    width = 4 * hidden if workload == "lstm" else hidden  # the LSTM's k counts among 4h gate entries
     return Case(workload, measurement, hidden, resolve_k(k, k_ratio, width), batch,
                 dtype=PERF_DTYPE, mode=mode, threads=PERF_THREADS if threads is None else threads,
                 in_features=in_features, layers=layers, classes=classes)
@@ -171,6 +171,25 @@ def _forward_rows() -> tuple[Case, ...]:
     )
 
 
+def _train_step_target(label, minimum, mode, hidden, batch, k, threads, note):
+    return Target(label, minimum, measurement="train_step", workload="mlp", mode=mode,
+                  hidden=hidden, in_features=784, layers=2, batch=batch, k=k, threads=threads,
+                  note=note)
+
+
+#: Issue 9's table: the user's whole training step (zero_grad, forward, loss, backward,
+#: clip_grad_norm_, step), dense torch.optim.Adam vs convert() + meprop.optim.Adam(lazy=True).
+_TRAIN_STEP_TARGETS = (
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 1024, unified, k=41", 2.8,
+                       "unified", 4096, 1024, 41, 2, "Amdahl limit about 3.1x (the forward)"),
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 64, per-example, k=41", 4.5,
+                       "per_example", 4096, 64, 41, 2, "Amdahl limit about 5.6x"),
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 1, per-example, k=41", 12,
+                       "per_example", 4096, 1, 41, 2, "Amdahl limit about 12-15x"),
+    _train_step_target("train step, MLP 784-500-500-10, batch 10, per-example, k=20 (1 thread)", 1.5,
+                       "per_example", 500, 10, 20, 1, "the paper's MNIST setting; Amdahl limit about 5x"),
+)
+
 #: Issue 5's table (linear-only backprop: out = in = n; MLP rows: overall backprop).
 TARGETS: tuple[Target, ...] = (
     Target("unified, n=8192, batch 1024, k=128 (1.6%)", 30, mode="unified", hidden=8192, batch=1024, k=128,
@@ -197,6 +216,7 @@ TARGETS: tuple[Target, ...] = (
     Target("forward with meProp layers within 5% of dense (worst case)", 1 / 1.05, kind="forward",
            measurement="forward", workload=None, note="speedup >= 0.952 on every forward row",
            perf_cases=_forward_rows()),
+    *_TRAIN_STEP_TARGETS,
     # issue 10 (compiled kernels): the paper's own CPU settings, and the two ends of k
     Target("per-example, n=500 (in 784), batch 10, k=20, 1 thread", 3, mode="per_example", hidden=500,
            in_features=784, batch=10, k=20, threads=1, note="issue 10; the paper's MNIST setting"),

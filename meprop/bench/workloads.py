@@ -16,27 +16,32 @@ pytest-benchmark cases (DESIGN.md, "What the numbers mean"):
   of the model on a retained graph: the paper's "Ov. BP" (Tables 2 and 8). The linear
   workload's loss is MSE against a fixed target; the MLP's is cross-entropy. The model
   input is data (no grad_input for the first layer).
-- ``train_step``: forward + loss + backward + ``SGD.step()`` + ``zero_grad``.
+- ``train_step``: the step as users write it, with every default: ``opt.zero_grad()``
+  (``set_to_none=True``), forward, loss, ``backward()``,
+  ``torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``, ``opt.step()``. Dense:
+  ``torch.optim.Adam``; meProp: :func:`meprop.convert` with default arguments and
+  ``meprop.optim.Adam(lazy=True)`` (:data:`TRAIN_STEP_OPTIMIZERS`).
 
 The ``lstm`` workload (the paper's POS tagger, batch-first, :data:`~meprop.bench.cases.LSTM_STEPS`
 steps): ``forward`` is the LSTM's; ``linear_backward`` the LSTM's whole backward for a fixed
 output gradient (gate projections and recurrence; the paper's "backprop" of Table 1's POS row);
 ``overall_backward`` the tagger's ``loss.backward()`` (LSTM + dense head + cross-entropy);
-``train_step`` the tagger's step with Adam: dense ``nn.LSTM`` + ``torch.optim.Adam``; meProp
-``MepropLSTM(sparse_grad=True)`` with a lazy row-wise Adam on its two weight matrices
-(``meprop.optim.Adam(lazy=True)`` when meprop has it, else ``torch.optim.SparseAdam``, the
-same update) and ``torch.optim.Adam`` on the biases and the head; ``.grad`` reset to None
-each step (``zero_grad()``'s default) on both sides.
+``train_step`` the tagger's step (``zero_grad()``, forward, loss, backward, ``step()``, no
+clipping) with :data:`TRAIN_STEP_OPTIMIZERS`: dense ``nn.LSTM`` + ``torch.optim.Adam``;
+meProp ``MepropLSTM`` + ``meprop.optim.Adam(lazy=True)`` (row-sparse gradients for
+``weight_ih`` / ``weight_hh``, the rows touched at any step; exact Adam on the biases and
+the head).
 
 Variants: ``dense`` uses ``nn.Linear``; ``meprop`` the same layers converted with
 :func:`meprop.convert` (k, mode from the case; hidden layers only for the MLP, the output
 layer stays dense, as in the paper).
 
 Allocation policy (:data:`ALLOCATION_POLICY`, recorded in every run's environment):
-parameter ``.grad`` buffers are preallocated and accumulated into in place, for both
-variants (``zero_grad(set_to_none=False)`` in the training step; the backward
-measurements never reset them, so no n x m memset is timed); meProp layers use
-``sparse_grad=True``, so autograd adds only the k touched rows into the dense ``.grad``.
+for the backward measurements, parameter ``.grad`` buffers are preallocated and
+accumulated into in place, for both variants (they are never reset, so no n x m memset
+is timed); meProp layers use ``sparse_grad=True``, so autograd adds only the k touched
+rows into the dense ``.grad``. The training step keeps nothing preallocated: it is the
+user's loop, and its optimizer decides the gradient layout.
 The dense baseline pays its real cost: a fresh (n, m) weight-gradient GEMM output added
 into ``.grad``. glibc malloc runs with its defaults unless the environment says
 otherwise (the snapshot records ``MALLOC_*`` variables).
@@ -52,19 +57,30 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import meprop.optim
 from meprop.bench.cases import LSTM_STEPS
 from meprop.lstm import MepropLSTM
 from meprop.nn import convert
 
-__all__ = ["VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model", "estimate_bytes"]
+__all__ = [
+    "VARIANTS", "ALLOCATION_POLICY", "TRAIN_STEP_OPTIMIZERS", "Unsupported", "build", "build_model",
+    "estimate_bytes",
+]
 
 VARIANTS = ("dense", "meprop")
 
 ALLOCATION_POLICY = (
-    "grads preallocated, accumulated in place for dense and meProp "
-    "(backward measurements never reset them; train_step uses zero_grad(set_to_none=False)); "
-    "meProp layers sparse_grad=True (k touched rows added into the dense .grad)"
+    "backward measurements: grads preallocated, accumulated in place for dense and meProp, "
+    "meProp layers sparse_grad=True (k touched rows added into the dense .grad); "
+    "train_step: the user's loop with defaults (zero_grad() sets grads to None, "
+    "clip_grad_norm_ 1.0), dense torch.optim.Adam, meProp meprop.optim.Adam(lazy=True)"
 )
+
+#: The optimizer of each variant's training step: (label, class, keyword arguments).
+TRAIN_STEP_OPTIMIZERS = {
+    "dense": ("torch.optim.Adam", torch.optim.Adam, {"lr": 1e-4}),
+    "meprop": ("meprop.optim.Adam(lazy=True)", meprop.optim.Adam, {"lr": 1e-4, "lazy": True}),
+}
 
 #: Fraction of the free memory a case may plan to use.
 _MEMORY_HEADROOM = 0.6
@@ -150,7 +166,10 @@ def build_model(case, variant: str) -> nn.Module:
     model = model.to(device=case.device, dtype=_dtype(case))
     if variant == "meprop":
         # linear: the one layer is meProp; mlp: hidden layers, the output layer dense.
-        model = convert(model, k=case.k, mode=case.mode, sparse_grad=True,
+        # The training step converts as a user would (default arguments); the backward
+        # measurements ask for row-sparse gradients into preallocated .grad buffers.
+        model = convert(model, k=case.k, mode=case.mode,
+                        sparse_grad=case.measurement != "train_step",
                         keep_output_layer=case.workload == "mlp", inplace=True)
     return model.train()
 
@@ -176,7 +195,8 @@ def build(case, variant: str) -> Callable[[], None]:
     if case.workload == "lstm":
         return _build_lstm(case, variant)
     model = build_model(case, variant)
-    _preallocate_grads(model)
+    if case.measurement != "train_step":
+        _preallocate_grads(model)
     gen = torch.Generator().manual_seed(_SEED + 1)
     x = _randn(case.batch, case.in_features, case=case, generator=gen)  # (B, m)
     if case.workload == "linear":
@@ -202,15 +222,21 @@ def build(case, variant: str) -> Callable[[], None]:
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        optimizer = _train_step_optimizer(model, variant)
 
         def op() -> None:
-            optimizer.zero_grad(set_to_none=False)
+            optimizer.zero_grad()
             loss_of(model(x)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
     op.__name__ = case.measurement
     op.model, op.inputs = model, inputs
     return op
+
+
+def _train_step_optimizer(model: nn.Module, variant: str) -> torch.optim.Optimizer:
+    _label, cls, kwargs = TRAIN_STEP_OPTIMIZERS[variant]
+    return cls(model.parameters(), **kwargs)
 
 
 def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):
@@ -252,14 +278,6 @@ class _Tagger(nn.Module):
         return self.head(output)  # (B, T, classes)
 
 
-def _lazy_adam(params, lr):
-    """meprop.optim.Adam(lazy=True) when this meprop has it, else torch.optim.SparseAdam."""
-    try:
-        from meprop.optim import Adam  # noqa: PLC0415 - optional until the optimizer lands
-
-        return Adam(params, lr=lr, lazy=True)
-    except (ImportError, TypeError):
-        return torch.optim.SparseAdam(params, lr=lr)
 
 
 def _build_lstm(case, variant: str) -> Callable[[], None]:
@@ -271,7 +289,9 @@ def _build_lstm(case, variant: str) -> Callable[[], None]:
         lstm: nn.Module = nn.LSTM(case.in_features, case.hidden, batch_first=True)
         head = nn.Linear(case.hidden, case.classes)
     if variant == "meprop":
-        lstm = MepropLSTM.from_lstm(lstm, k=case.k, mode=case.mode, sparse_grad=True)
+        # backward measurements: into the preallocated .grad (sparse_grad=True, as the linear
+        # cases); the step: the lazy optimizer asks for row-sparse gradients itself
+        lstm = MepropLSTM.from_lstm(lstm, k=case.k, mode=case.mode, sparse_grad=not step)
     model = _Tagger(lstm, head).to(device=case.device, dtype=_dtype(case)).train()
     gen = torch.Generator().manual_seed(_SEED + 1)
     x = _randn(case.batch, LSTM_STEPS, case.in_features, case=case, generator=gen)  # (B, T, in)
@@ -297,19 +317,13 @@ def _build_lstm(case, variant: str) -> Callable[[], None]:
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        if variant == "dense":
-            optimizers = [torch.optim.Adam(model.parameters(), lr=1e-3)]
-        else:
-            sparse = [model.lstm.weight_ih, model.lstm.weight_hh]
-            rest = [p for p in model.parameters() if all(p is not q for q in sparse)]
-            optimizers = [_lazy_adam(sparse, 1e-3), torch.optim.Adam(rest, lr=1e-3)]
+        _, optimizer_class, kwargs = TRAIN_STEP_OPTIMIZERS[variant]
+        optimizer = optimizer_class(model.parameters(), **kwargs)
 
         def op() -> None:
-            for optimizer in optimizers:
-                optimizer.zero_grad()
+            optimizer.zero_grad()
             loss_of(model).backward()
-            for optimizer in optimizers:
-                optimizer.step()
+            optimizer.step()
     op.__name__ = case.measurement
     op.model, op.inputs = model, []
     return op

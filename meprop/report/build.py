@@ -36,7 +36,7 @@ from meprop.report.tables import (
     write_table,
 )
 
-__all__ = ["Report", "build_report", "input_problems"]
+__all__ = ["Report", "build_report", "input_problems", "latest_per_case"]
 
 DEFAULT_TITLE = "meProp benchmark report"
 
@@ -75,12 +75,28 @@ def input_problems(loaded: LoadedResults, frame: pd.DataFrame) -> tuple[list[str
                         "the tables show meProp times only (measure dense and meProp in one run)")
     elif not no_dense.empty:
         problems.append(f"{len(no_dense)} case(s) have no dense baseline; their speedup is blank")
-    repeats = frame.duplicated(["machine", "key"], keep=False) & frame["key"].notna()
-    if repeats.any():
-        problems.append(f"{int(frame[repeats].drop_duplicates(['machine', 'key']).shape[0])} case(s) "
-                        "were measured more than once on the same machine: every run's row is shown; "
-                        "targets use the latest")
     return problems, severe
+
+
+def latest_per_case(frame: pd.DataFrame, loaded: LoadedResults) -> tuple[pd.DataFrame, int]:
+    """Keep the latest record of each case per machine; returns it and how many cases repeated.
+
+    A case measured more than once (``--resume`` retrying a skipped case, a re-run) keeps
+    its latest outcome: the row whose run has the latest env ``timestamp``; rows of runs
+    without one count as older, and ties go to the row read last (later in its file).
+    """
+    if frame.empty:
+        return frame, 0
+    stamps = {r["run_id"]: str((r.get("env") or {}).get("timestamp") or "") for r in loaded.of_type("env")}
+    keyed = frame[frame["key"].notna()]
+    repeated = int((keyed.groupby(["machine", "key"]).size() > 1).sum())
+    if not repeated:
+        return frame, 0
+    ranked = frame.assign(_stamp=[stamps.get(r, "") for r in frame["run_id"]], _read=np.arange(len(frame)))
+    ranked = ranked.sort_values(["_stamp", "_read"], kind="stable")
+    older = ranked["key"].notna() & ranked.duplicated(["machine", "key"], keep="last")
+    kept = ranked[~older].sort_values("_read")
+    return kept.drop(columns=["_stamp", "_read"]).reset_index(drop=True), repeated
 
 
 def _meta(loaded: LoadedResults) -> str:
@@ -261,9 +277,12 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ResultsError(f"cannot create the output folder {str(out_dir)!r}: {error}") from None
-    frame = bench_frame(loaded.records)
+    frame, repeated = latest_per_case(bench_frame(loaded.records), loaded)
     train = train_frame(loaded.records)
     problems, severe = input_problems(loaded, frame)
+    if repeated:
+        problems.append(f"{repeated} case(s) were measured more than once on the same machine: "
+                        "the latest outcome of each is shown")
     written: list[Path] = []
     env = env_frame(loaded.records)
     if not env.empty:

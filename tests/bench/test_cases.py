@@ -167,7 +167,7 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
     assert [t.cases() for t in TARGETS if t.kind == "review"] == [(), ()]
-    assert len(perf) == 32 + 6  # issue 5's rows, then issue 10's
+    assert len(perf) == 32 + 4 + 6  # issue 5's rows, issue 9's train steps, issue 10's
 
 
 def test_single_case_targets_derive_their_case_from_their_fields():

@@ -516,8 +516,10 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
     const bool need_bias = has_bias && ctx->needs_input_grad(2);
     const int64_t n = weight.size(0), m = weight.size(1);
-    at::Tensor dy = grads[0].reshape({-1, n});
-    at::Tensor x = input.reshape({-1, m});
+    int64_t batch = 1;  // rows of the flattened leading dimensions (m or the batch may be 0)
+    for (int64_t d = 0; d + 1 < input.dim(); ++d) batch *= input.size(d);
+    at::Tensor dy = grads[0].reshape({batch, n});
+    at::Tensor x = input.reshape({batch, m});
     at::Tensor gi, gw, gb;
     if (k >= n) {
       note_formulation(kDense);

@@ -19,6 +19,7 @@ PYTEST_ARGS ?=
 
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.meprop-setup
+KERNELS := meprop/kernels/_build/.built
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
 .PHONY: setup kernels report bench paper asv test clean-results
@@ -34,7 +35,6 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 
 # The compiled CPU kernels (meprop/kernels): rebuilt when their source changes; a failed
 # build is reported and meprop runs on its PyTorch path (it warns once at first use).
-KERNELS := meprop/kernels/_build/.built
 $(KERNELS): $(STAMP) meprop/kernels/csrc/meprop_kernels.cpp meprop/kernels/_build.py
 	$(PY) -m meprop.kernels build --quiet && touch $(KERNELS) || true
 

@@ -3,7 +3,7 @@
 Which cases:
 
 - ``--profile NAME`` (smoke, quick, paper, full, perf; default quick) picks a named grid
-  (:mod:`meprop.bench.cases`).
+  (:mod:`meprop.bench.profiles`).
 - ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
   ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;
   defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
@@ -58,7 +58,8 @@ class _Extend(argparse.Action):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from meprop.bench.cases import DTYPES, MEASUREMENTS, PROFILES, WORKLOADS
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS
+    from meprop.bench.profiles import PROFILES
     from meprop.selection import MODES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -98,12 +99,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
 
 
-def select_cases(args: argparse.Namespace):
-    """The cases and the profile object (None for a custom grid) the arguments ask for."""
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad option values with a message naming the option."""
     from meprop._checks import check_choice, check_k, check_k_ratio
-    from meprop.bench.cases import (
-        DTYPES, MEASUREMENTS, PROFILES, WORKLOADS, check_device, grid,
-    )
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS, check_device
     from meprop.selection import MODES
 
     for value in args.mode or ():
@@ -131,9 +130,17 @@ def select_cases(args: argparse.Namespace):
     if args.dtype is not None:
         check_choice(args.dtype, "--dtype", DTYPES)
 
-    axes = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
-    custom = any(getattr(args, a) for a in axes)
-    if args.profile is None and custom:
+
+_AXES = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
+
+
+def select_cases(args: argparse.Namespace):
+    """The cases and the profile object (None for a custom grid) the arguments ask for."""
+    from meprop.bench.cases import grid
+    from meprop.bench.profiles import PROFILES
+
+    _check_args(args)
+    if args.profile is None and any(getattr(args, a) for a in _AXES):
         profile = None
         cases = grid(
             workload=args.workload or ("linear",),
@@ -147,8 +154,13 @@ def select_cases(args: argparse.Namespace):
         if not cases:
             raise ValueError(
                 f"no case of profile {profile.name!r} matches the given filters "
-                f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in axes if getattr(args, a))})"
+                f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in _AXES if getattr(args, a))})"
             )
+    return _replace_fields(cases, args), profile
+
+
+def _replace_fields(cases, args: argparse.Namespace) -> list:
+    """``--device`` (one case per device), ``--threads`` and ``--dtype`` replace those fields."""
     replaced = []
     seen = set()
     for case in cases:
@@ -162,7 +174,7 @@ def select_cases(args: argparse.Namespace):
             if new.key not in seen:
                 seen.add(new.key)
                 replaced.append(new)
-    return replaced, profile
+    return replaced
 
 
 def _matches(case, args) -> bool:
@@ -189,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from meprop.bench.results import RESULTS_FILENAME, ResultsWriter, new_run_id
     from meprop.bench.runner import TimingOptions, run_cases
+    from meprop.results.store import RESULTS_FILENAME, ResultsWriter, new_run_id
 
     cases, profile = select_cases(args)
     profile_name = profile.name if profile is not None else "custom"

@@ -22,6 +22,7 @@ import pandas as pd
 
 __all__ = [
     "FigureFile",
+    "save_figure",
     "speedup_vs_k_ratio",
     "speedup_vs_hidden",
     "time_breakdown",
@@ -68,7 +69,8 @@ def _slug(*parts: object) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_").lower()
 
 
-def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+def save_figure(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write ``fig`` as ``figures/<name>.png`` and ``.svg`` under ``out_dir``; the page's description of it."""
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
@@ -177,7 +179,7 @@ def _reference_lines(ax, ratios: np.ndarray) -> None:
 
 def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Speedup vs k/n (log-log), one panel per hidden size, one line per batch size."""
-    from meprop.report.tables import MEASUREMENT_TITLES
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
@@ -200,7 +202,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
             _figure_legend(fig, axes, "batch")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n\n{where}")
         name = _slug("speedup_vs_k", measurement, workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
+        files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
                            "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
                            "dotted red: break-even (1x). Red rings: noisy cells."))
     return files
@@ -208,7 +210,8 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 
 def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Speedup vs hidden size at fixed k ratios, one panel per batch size."""
-    from meprop.report.tables import MEASUREMENT_TITLES, nominal_k_ratio
+    from meprop.report.frames import nominal_k_ratio
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
@@ -238,7 +241,7 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
             _figure_legend(fig, axes, "k / n")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size\n{where}")
         name = _slug("speedup_vs_hidden", measurement, workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
+        files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
                            "One line per kept ratio k/n. Dotted red: break-even (1x)."))
     return files
 
@@ -289,7 +292,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             what = "overall backprop (MLP)" if workload == "mlp" else "linear-only backprop"
             fig.suptitle(f"Forward vs {what}, dense vs meProp\n{machine}, {device}, {mode}")
         name = _slug("time_breakdown", workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
+        files.append(save_figure(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
                            "Pale: forward; solid: backprop. Bars in % of the dense total, which is written "
                            "above each pair; at the smallest measured k per (n, batch)."))
     return files
@@ -297,7 +300,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
 
 def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[str], name_prefix: str,
                    title: str, measurement: str) -> list[FigureFile]:
-    from meprop.report.tables import MEASUREMENT_TITLES
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
@@ -325,7 +328,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
             label = ", ".join(str(k) for k in keys)
             _figure_legend(fig, axes, hue)
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title}\n{label}")
-        files.append(_save(fig, out_dir, _slug(name_prefix, measurement, *keys),
+        files.append(save_figure(fig, out_dir, _slug(name_prefix, measurement, *keys),
                            f"{MEASUREMENT_TITLES[measurement]}: {title} ({label})",
                            f"One line per {hue}; dashed: ideal n/k; dotted red: 1x."))
     return files
@@ -340,7 +343,9 @@ def modes_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """CPU vs GPU (and machines) on the same cases, per mode; drawn when both device kinds exist."""
     ok = _ok(frame, measurement)
-    kinds = set(ok["device"].astype(str).str.split(":").str[0])
+    if ok.empty:
+        return []
+    kinds = {str(device).split(":")[0] for device in ok["device"]}
     if not {"cpu", "cuda"} <= kinds:
         return []
     labelled = frame.assign(where=frame["machine"].astype(str) + " " + frame["device"].astype(str))

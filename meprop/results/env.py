@@ -1,5 +1,8 @@
 """The environment snapshot stored with every run (the ``env`` record's ``env`` object).
 
+``meprop bench`` and ``meprop train`` write it as the first record of a run;
+``meprop info`` prints it.
+
 Fields are those of docs/results_schema.md. Every probe is best effort: a failing probe
 leaves its field None (or an empty list) and never stops a benchmark. CPU facts come
 from psutil and /proc/cpuinfo (py-cpuinfo as a fallback: it is slow), GPU facts from

@@ -1,16 +1,16 @@
-"""The results store: JSON-lines records (schema ``meprop.results/1``) and their loader.
+"""The JSON-lines results store: the writer, the validating reader and :class:`ResultsError`.
 
-Follows docs/results_schema.md. A run appends one ``env`` record, then one ``bench``
-record per case x measurement, each written and flushed (and fsynced) as soon as it
-is complete, so an interrupted run keeps everything it finished. ``--resume`` reads
-the keys already present and skips them; a resumed run is a new run (new ``run_id``,
-its own ``env`` record) appended to the same file. Nothing is ever overwritten.
+Records follow :mod:`meprop.results.schema` (docs/results_schema.md). A run appends one
+``env`` record, then one record per case (``bench``) or epoch (``train``), each written
+and flushed (and fsynced) as soon as it is complete, so an interrupted run keeps
+everything it finished. ``--resume`` reads the keys already present and skips them; a
+resumed run is a new run (new ``run_id``, its own ``env`` record) appended to the same
+file. Nothing is ever overwritten.
 
-:func:`load_results` reads one or more files (or run directories) from any number of
-machines into one pandas DataFrame, one row per ``bench`` record, with the run's
-environment columns joined on; it refuses corrupt or foreign files with an error that
-names the file and the line. A final line cut short by an interrupted write (no
-trailing newline, not valid JSON) is ignored with a warning.
+:func:`read_records` reads one file and refuses corrupt or foreign files with a
+:class:`ResultsError` that names the file and the line. A final line cut short by an
+interrupted write (no trailing newline, not valid JSON) is ignored with a warning.
+Tables of records (pandas) are built by :mod:`meprop.report.frames`.
 """
 
 from __future__ import annotations
@@ -23,29 +23,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from meprop.results.schema import SCHEMA, schema_problem
+
 __all__ = [
-    "SCHEMA",
     "RESULTS_FILENAME",
-    "ResultsFormatError",
+    "ResultsError",
     "new_run_id",
-    "bench_record",
-    "env_record",
     "ResultsWriter",
+    "read_lines",
     "read_records",
     "load_records",
-    "load_results",
-    "load_envs",
     "results_path",
+    "results_paths",
 ]
 
-SCHEMA = "meprop.results/1"
-_MAJOR = "1"  # readers accept meprop.results/1 and /1.x
 RESULTS_FILENAME = "results.jsonl"
-_TYPES = ("env", "bench", "train")
 
 
-class ResultsFormatError(ValueError):
-    """A results file that is corrupt, foreign or of an unsupported schema version."""
+class ResultsError(ValueError):
+    """Results input that cannot be used: missing, empty, corrupt, foreign or of another schema version."""
 
 
 def new_run_id() -> str:
@@ -58,51 +54,6 @@ def results_path(path: str | os.PathLike) -> Path:
     """``path`` itself if it is a file, ``path/results.jsonl`` if it is a directory."""
     path = Path(path)
     return path / RESULTS_FILENAME if path.is_dir() else path
-
-
-def env_record(run_id: str, env: dict) -> dict:
-    return {"schema": SCHEMA, "type": "env", "run_id": run_id, "env": env}
-
-
-def bench_record(
-    run_id: str,
-    case,
-    *,
-    dense=None,
-    meprop=None,
-    status: str = "ok",
-    reason: str | None = None,
-    peak_memory: dict | None = None,
-    wall_s: float | None = None,
-) -> dict:
-    """A ``bench`` record for ``case`` (a resolved :class:`~meprop.bench.cases.Case`).
-
-    ``dense`` / ``meprop`` are :class:`~meprop.bench.timer.Measurement` or None
-    (skipped cases). ``wall_s``: wall time the case took in all (build, warm-up, probes).
-    """
-    if status not in ("ok", "skipped"):
-        raise ValueError(f"status must be 'ok' or 'skipped', got {status!r}")
-    speedup = efficiency = None
-    if dense is not None and meprop is not None and meprop.median > 0:
-        speedup = dense.median / meprop.median
-        efficiency = speedup / case.ideal
-    return {
-        "schema": SCHEMA,
-        "type": "bench",
-        "run_id": run_id,
-        "key": case.key,
-        "case": case.to_dict(),
-        "status": status,
-        "reason": reason,
-        "dense": None if dense is None else dense.to_dict(),
-        "meprop": None if meprop is None else meprop.to_dict(),
-        "speedup": speedup,
-        "ideal": case.ideal,
-        "efficiency": efficiency,
-        "noisy": bool((dense is not None and dense.noisy) or (meprop is not None and meprop.noisy)),
-        "peak_memory": peak_memory,
-        "wall_s": wall_s,
-    }
 
 
 class ResultsWriter:
@@ -130,8 +81,8 @@ class ResultsWriter:
                 f"(finished cases are skipped) or choose another output folder"
             )
         if exists:
-            records, good_bytes = _read(self.path, tolerate_truncated_tail=True)
-            self.done = {r["key"] for r in records if r["type"] == "bench"}
+            records, good_bytes = read_lines(self.path, tolerate_truncated_tail=True)
+            self.done = {r["key"] for _, r in records if r["type"] == "bench"}
             if good_bytes < self.path.stat().st_size:  # drop a line cut short by a crash
                 with open(self.path, "r+b") as fh:
                     fh.truncate(good_bytes)
@@ -160,13 +111,13 @@ class ResultsWriter:
         self.close()
 
 
-def _read(path: Path, *, tolerate_truncated_tail: bool) -> tuple[list[dict], int]:
-    """Parse and validate every line; returns the records and the byte length that parsed."""
+def read_lines(path: Path, *, tolerate_truncated_tail: bool = True) -> tuple[list[tuple[int, dict]], int]:
+    """Parse and validate every line of one file: ``[(line number, record)]`` and the byte length that parsed."""
     try:
-        data = path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as error:
-        raise ResultsFormatError(f"{path}: cannot read results file: {error.strerror}") from None
-    records: list[dict] = []
+        raise ResultsError(f"{path}: cannot read results file: {error.strerror}") from None
+    records: list[tuple[int, dict]] = []
     offset = 0
     lines = data.split(b"\n")
     for lineno, raw in enumerate(lines, start=1):
@@ -180,46 +131,25 @@ def _read(path: Path, *, tolerate_truncated_tail: bool) -> tuple[list[dict], int
             if is_last and tolerate_truncated_tail:  # no newline after it: cut short
                 warnings.warn(f"{path}:{lineno}: ignoring an incomplete last line ({error})")
                 break
-            raise ResultsFormatError(
+            raise ResultsError(
                 f"{path}:{lineno}: not a JSON object on this line ({error}); "
                 f"is this a meprop results file (JSON lines, schema {SCHEMA!r})?"
             ) from None
-        _validate(record, path, lineno)
-        records.append(record)
+        problem = schema_problem(record)
+        if problem is not None:
+            raise ResultsError(f"{path}:{lineno}: {problem}")
+        records.append((lineno, record))
         offset += len(raw) + (0 if is_last else 1)
     return records, offset
 
 
-def _validate(record: object, path: Path, lineno: int) -> None:
-    where = f"{path}:{lineno}"
-    if not isinstance(record, dict) or "schema" not in record:
-        raise ResultsFormatError(
-            f"{where}: not a meprop results record (no 'schema' field); expected {SCHEMA!r}"
-        )
-    schema = record["schema"]
-    if not isinstance(schema, str) or not schema.startswith("meprop.results/"):
-        raise ResultsFormatError(f"{where}: foreign schema {schema!r}; expected {SCHEMA!r}")
-    if schema.split("/", 1)[1].split(".")[0] != _MAJOR:
-        raise ResultsFormatError(
-            f"{where}: unsupported schema version {schema!r}; this meprop reads {SCHEMA!r}"
-        )
-    kind = record.get("type")
-    if kind not in _TYPES:
-        raise ResultsFormatError(f"{where}: unknown record type {kind!r}; expected one of {_TYPES}")
-    if not isinstance(record.get("run_id"), str):
-        raise ResultsFormatError(f"{where}: record has no 'run_id' string")
-    required = {"env": ("env",), "bench": ("key", "case", "status"), "train": ()}[kind]
-    missing = [name for name in required if name not in record]
-    if missing:
-        raise ResultsFormatError(f"{where}: {kind} record lacks field(s) {missing}")
-
-
 def read_records(path: str | os.PathLike) -> list[dict]:
     """All records of one results file (or run directory), validated."""
-    return _read(results_path(path), tolerate_truncated_tail=True)[0]
+    return [record for _, record in read_lines(results_path(path))[0]]
 
 
-def _paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def results_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """The results files named by ``paths`` (files, or run directories holding results.jsonl)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     resolved = [results_path(p) for p in paths]
@@ -232,85 +162,5 @@ def _paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]
 
 
 def load_records(paths) -> list[dict]:
-    """The records of several files, each tagged with its ``source`` path."""
-    out = []
-    for path in _paths(paths):
-        for record in read_records(path):
-            out.append({**record, "source": str(path)})
-    return out
-
-
-def load_envs(paths):
-    """One row per run: ``run_id``, ``source`` and the environment fields."""
-    import pandas as pd
-
-    rows = [
-        {"run_id": r["run_id"], "source": r["source"], **r["env"]}
-        for r in load_records(paths) if r["type"] == "env"
-    ]
-    return pd.DataFrame(rows)
-
-
-_STAT_FIELDS = ("median_s", "iqr_s", "n_samples", "min_s", "mean_s")
-
-
-def load_results(paths):
-    """One row per ``bench`` record of all ``paths``, with its run's environment.
-
-    Columns: ``run_id``, ``source``, ``key``, ``status``, ``reason``, the case fields
-    (``workload`` ... ``threads``), ``dense_median_s`` ... ``meprop_mean_s``,
-    ``speedup``, ``ideal``, ``efficiency``, ``noisy``, ``peak_dense_bytes``,
-    ``peak_meprop_bytes``, ``peak_kind``, and ``machine``, ``cpu_model``,
-    ``git_commit``, ``timestamp``, ``profile``, ``torch_version`` of the run.
-    A bench record whose run has no ``env`` record in the same file is refused.
-    """
-    import pandas as pd
-
-    rows = []
-    for path in _paths(paths):
-        envs: dict[str, dict] = {}
-        for lineno, record in enumerate(read_records(path), start=1):
-            if record["type"] == "env":
-                envs[record["run_id"]] = record["env"]
-            elif record["type"] == "bench":
-                env = envs.get(record["run_id"])
-                if env is None:
-                    raise ResultsFormatError(
-                        f"{path}: bench record {record['key']!r} belongs to run "
-                        f"{record['run_id']!r}, which has no env record before it"
-                    )
-                rows.append(_flatten(record, env, str(path)))
-    columns = _COLUMNS
-    return pd.DataFrame(rows, columns=columns)
-
-
-_ENV_COLUMNS = ("machine", "cpu_model", "git_commit", "timestamp", "profile", "torch_version")
-_CASE_COLUMNS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
-                 "k_ratio", "batch", "device", "dtype", "mode", "threads")
-_COLUMNS = (
-    ["run_id", "source", "key", "status", "reason", *_CASE_COLUMNS]
-    + [f"{side}_{f}" for side in ("dense", "meprop") for f in _STAT_FIELDS]
-    + ["speedup", "ideal", "efficiency", "noisy", "wall_s", "peak_dense_bytes", "peak_meprop_bytes",
-       "peak_kind", *_ENV_COLUMNS]
-)
-
-
-def _flatten(record: dict, env: dict, source: str) -> dict:
-    row = {"run_id": record["run_id"], "source": source, "key": record["key"],
-           "status": record["status"], "reason": record.get("reason")}
-    case = record["case"]
-    for name in _CASE_COLUMNS:
-        row[name] = case.get(name)
-    for side in ("dense", "meprop"):
-        stats = record.get(side) or {}
-        for f in _STAT_FIELDS:
-            row[f"{side}_{f}"] = stats.get(f)
-    for name in ("speedup", "ideal", "efficiency", "noisy", "wall_s"):
-        row[name] = record.get(name)
-    peak = record.get("peak_memory") or {}
-    row["peak_dense_bytes"] = peak.get("dense_bytes")
-    row["peak_meprop_bytes"] = peak.get("meprop_bytes")
-    row["peak_kind"] = peak.get("kind")
-    for name in _ENV_COLUMNS:
-        row[name] = env.get(name)
-    return row
+    """The records of several files, each tagged with its ``_source`` path (not part of the schema)."""
+    return [{**record, "_source": str(path)} for path in results_paths(paths) for record in read_records(path)]

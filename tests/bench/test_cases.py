@@ -4,7 +4,8 @@ import math
 import pytest
 
 import meprop.bench
-from meprop.bench.cases import MEASUREMENTS, PROFILES, Case, grid, profile_cases
+from meprop.bench.cases import MEASUREMENTS, Case, grid
+from meprop.bench.profiles import PROFILES, profile_cases
 from meprop.bench.targets import TARGETS, Target
 
 

@@ -1,48 +1,46 @@
 """Read benchmark results from every front door into one list of schema records.
 
 The report reads three formats and turns each into records of the results schema
-(``docs/results_schema.md``, ``meprop.results/1``: ``env``, ``bench`` and ``train``
-records), so everything after this module sees one shape:
+(:mod:`meprop.results.schema`: ``env``, ``bench`` and ``train`` records), so everything
+after this package sees one shape:
 
-- our JSON lines (``meprop bench --out DIR`` writes ``DIR/results.jsonl``);
-- pytest-benchmark's ``--benchmark-json`` output (:mod:`meprop.report.from_pytest_benchmark`);
-- asv results (``.asv/results/<machine>/<commit>-<env>.json``, :mod:`meprop.report.from_asv`).
+- our JSON lines (``meprop bench --out DIR`` writes ``DIR/results.jsonl``): :mod:`.jsonl`;
+- pytest-benchmark's ``--benchmark-json`` output: :mod:`.pytest_benchmark`;
+- asv results (``.asv/results/<machine>/<commit>-<env>.json``): :mod:`.asv`;
 
-JSON lines are read with the engine's validating reader
-(:func:`meprop.bench.results.read_records`); the other two are paired into the same
-``bench`` records by :mod:`meprop.report.pairing`.
+the last two paired into ``bench`` records by :mod:`.pairing`.
 
-A directory is searched recursively for ``*.jsonl`` and ``*.json`` files. Problems that
-leave usable data (an empty file among several, a truncated last line from an interrupted
-run, a record with missing fields) are collected in :attr:`LoadedResults.problems` and
-shown in the report; input that leaves nothing usable, or a schema version this report
-cannot read, raises :class:`ResultsError` with a message naming the file.
+A directory is searched recursively for ``*.jsonl`` and ``*.json`` files, skipping what
+cannot hold results of a run: hidden folders (except ``.asv``), virtual environments,
+``tests`` folders (the test fixtures of a checkout), published pages (a folder with an
+``index.html``) and caches. Problems that leave usable data (an empty file among
+several, a file in a folder that is not results, a truncated last line, a record with
+wrong-typed fields) are collected in :attr:`LoadedResults.problems` and shown in the
+report; input that leaves nothing usable, or a schema version this report cannot read,
+raises :class:`~meprop.results.store.ResultsError` with a message naming the file.
 """
 
 from __future__ import annotations
 
 import json
-import warnings
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-__all__ = [
-    "SCHEMA",
-    "ResultsError",
-    "LoadedResults",
-    "load_results",
-    "detect_format",
-    "read_jsonl",
-]
+from meprop.report.ingest.asv import read_asv
+from meprop.report.ingest.jsonl import looks_like_ours, read_jsonl
+from meprop.report.ingest.pytest_benchmark import read_pytest_benchmark
+from meprop.results.schema import SCHEMA_PREFIX, record_problem
+from meprop.results.store import ResultsError
 
-#: The schema this report reads (minor versions 1.x too; other majors are refused).
-SCHEMA = "meprop.results/1"
-_SCHEMA_PREFIX = "meprop.results/"
+__all__ = ["ResultsError", "LoadedResults", "load_results", "detect_format", "results_files"]
 
-
-class ResultsError(ValueError):
-    """Results input the report cannot use (missing, empty, corrupt, foreign, wrong schema)."""
+_READERS = {"jsonl": read_jsonl, "pytest-benchmark": read_pytest_benchmark, "asv": read_asv}
+#: Folder names never searched below a given directory.
+_SKIP_DIRS = {"tests", "__pycache__", "node_modules", "site-packages"}
+#: asv's own files beside its results: not results.
+_NOT_RESULTS = {"machine.json", "benchmarks.json"}
 
 
 @dataclass
@@ -57,7 +55,6 @@ class LoadedResults:
         return [r for r in self.records if r.get("type") == record_type]
 
 
-# ----------------------------------------------------------------------------- entry point
 def load_results(paths: Iterable[str | Path]) -> LoadedResults:
     """Load every results file named by ``paths`` (files or directories)."""
     paths = [Path(p) for p in paths]
@@ -68,25 +65,7 @@ def load_results(paths: Iterable[str | Path]) -> LoadedResults:
         if not path.exists():
             raise ResultsError(f"results path {str(path)!r} does not exist")
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix in (".jsonl", ".json")
-                and p.name not in ("machine.json", "benchmarks.json")
-            )
-            if not files:
-                raise ResultsError(
-                    f"results directory {str(path)!r} holds no *.jsonl or *.json files "
-                    "(expected meprop bench output, pytest-benchmark JSON or asv results)"
-                )
-            found = 0
-            for file in files:
-                kind = detect_format(file, strict=False)
-                if kind is None:
-                    loaded.problems.append(f"{file}: not a results file, ignored")
-                    continue
-                found += _load_file(file, kind, loaded)
-            if not found:
-                raise ResultsError(f"results directory {str(path)!r} holds no usable results")
+            _load_directory(path, loaded)
         else:
             _load_file(path, detect_format(path, strict=True), loaded)
     if not loaded.records:
@@ -97,16 +76,57 @@ def load_results(paths: Iterable[str | Path]) -> LoadedResults:
     return loaded
 
 
-def _load_file(path: Path, kind: str, loaded: LoadedResults) -> int:
-    from meprop.report.from_asv import read_asv
-    from meprop.report.from_pytest_benchmark import read_pytest_benchmark
+def _skipped_dir(folder: Path) -> bool:
+    name = folder.name
+    if name.startswith(".") and name != ".asv":
+        return True
+    return name in _SKIP_DIRS or (folder / "pyvenv.cfg").exists() or (folder / "index.html").exists()
 
-    readers = {"jsonl": read_jsonl, "pytest-benchmark": read_pytest_benchmark, "asv": read_asv}
-    records, problems = readers[kind](path)
+
+def results_files(root: Path) -> list[Path]:
+    """The ``*.jsonl`` / ``*.json`` files below ``root`` that may hold results (see the module docstring)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not _skipped_dir(Path(folder) / d))
+        found += [Path(folder) / f for f in files
+                  if f.endswith((".jsonl", ".json")) and f not in _NOT_RESULTS]
+    return sorted(found)
+
+
+def _load_directory(path: Path, loaded: LoadedResults) -> None:
+    files = results_files(path)
+    if not files:
+        raise ResultsError(
+            f"results directory {str(path)!r} holds no *.jsonl or *.json files "
+            "(expected meprop bench output, pytest-benchmark JSON or asv results)"
+        )
+    found = 0
+    for file in files:
+        kind = detect_format(file, strict=False)
+        if kind == "jsonl" and not looks_like_ours(file):
+            kind = None  # an unrelated JSON-lines file must not sink the directory
+        if kind is None:
+            loaded.problems.append(f"{file}: not a results file, ignored")
+            continue
+        found += _load_file(file, kind, loaded)
+    if not found:
+        raise ResultsError(f"results directory {str(path)!r} holds no usable results"
+                           + (": " + "; ".join(loaded.problems) if loaded.problems else ""))
+
+
+def _load_file(path: Path, kind: str, loaded: LoadedResults) -> int:
+    records, problems = _READERS[kind](path)
     loaded.problems.extend(problems)
-    loaded.records.extend(records)
-    loaded.sources.append(f"{path} ({kind}, {len(records)} records)")
-    return len(records)
+    kept = []
+    for record in records:  # the jsonl reader checked its own; this checks the paired formats
+        problem = None if "_line" in record else record_problem(record)
+        if problem is not None:
+            loaded.problems.append(f"{path}: {problem}; record skipped")
+            continue
+        kept.append(record)
+    loaded.records.extend(kept)
+    loaded.sources.append(f"{path} ({kind}, {len(kept)} records)")
+    return len(kept)
 
 
 def detect_format(path: Path, *, strict: bool = True) -> str | None:
@@ -129,13 +149,13 @@ def detect_format(path: Path, *, strict: bool = True) -> str | None:
         data = json.loads(text)
     except json.JSONDecodeError:
         first = text.lstrip().splitlines()[0]
-        if _SCHEMA_PREFIX in first:
+        if SCHEMA_PREFIX in first:
             return "jsonl"  # JSON lines under another name
         if strict:
             raise ResultsError(f"results file {str(path)!r} is not valid JSON or JSON lines") from None
         return None
     if isinstance(data, dict):
-        if data.get("schema", "").startswith(_SCHEMA_PREFIX):
+        if str(data.get("schema", "")).startswith(SCHEMA_PREFIX):
             return "jsonl"  # a single record
         if "benchmarks" in data and "machine_info" in data:
             return "pytest-benchmark"
@@ -147,25 +167,3 @@ def detect_format(path: Path, *, strict: bool = True) -> str | None:
             "(meprop JSON lines, pytest-benchmark --benchmark-json, asv results)"
         )
     return None
-
-
-# ----------------------------------------------------------------------------- JSON lines
-def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
-    """Read our JSON-lines results with the engine's validating reader; (records, problems).
-
-    :func:`meprop.bench.results.read_records` refuses corrupt, foreign and other-major-schema
-    files (its :class:`ResultsFormatError` becomes :class:`ResultsError` here) and skips a last
-    line cut short by an interrupted run with a warning, which becomes a problem note.
-    """
-    from meprop.bench.results import ResultsFormatError, read_records
-
-    if not path.read_text(encoding="utf-8").strip():
-        return [], [f"{path}: empty results file (a run that measured nothing?)"]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            records = read_records(path)
-        except ResultsFormatError as error:
-            raise ResultsError(str(error)) from None
-    problems = [str(w.message) for w in caught]
-    return [dict(r, _source=str(path)) for r in records], problems

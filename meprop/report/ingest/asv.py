@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from meprop.report.pairing import case_from, records_from_sides, side_and_mode, stats
+from meprop.report.ingest.pairing import case_from, records_from_sides, side_and_mode
+from meprop.results.schema import env_record, timing
+from meprop.results.store import ResultsError
 
 __all__ = ["ASV_CLASSES", "read_asv"]
 
@@ -33,7 +35,6 @@ ASV_CLASSES = {
     "TrainStep": ("mlp", "train_step"),
     "PeakMemory": ("mlp", "overall_backward"),
 }
-_SCHEMA = "meprop.results/1"
 
 
 def _literal(value: Any) -> Any:
@@ -55,8 +56,6 @@ def _read_json(path: Path) -> Any:
 
 def read_asv(path: Path) -> tuple[list[dict], list[str]]:
     """(records, problems) for one asv results file."""
-    from meprop.report.loaders import ResultsError
-
     try:
         from asv.results import Results
     except ImportError:
@@ -66,51 +65,77 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
         results = Results.load(str(path))
     except Exception as error:  # asv raises its own UserError / KeyError types
         raise ResultsError(f"cannot read asv results file {str(path)!r}: {error}") from None
-    benchmarks = _read_json(path.parent.parent / "benchmarks.json") or {}
-    machine = _read_json(path.parent / "machine.json") or {}
+    benchmarks = _read_json(path.parent.parent / "benchmarks.json")
+    benchmarks = benchmarks if isinstance(benchmarks, dict) else {}
+    machine = _read_json(path.parent / "machine.json")
+    machine = machine if isinstance(machine, dict) else {}
     machine_name = results.params.get("machine", path.parent.name)
     run_id = f"asv:{machine_name}:{results.commit_hash[:8]}:{results.env_name}"
     sides, problems, unused = [], [], 0
     for name in sorted(results.get_all_result_keys()):
-        parts = name.split(".")
-        method, cls = parts[-1], parts[-2] if len(parts) > 1 else ""
-        if "speedup" in method:
+        if "speedup" in name.split(".")[-1]:
             unused += 1
             continue
-        params = results.get_result_params(name) or []
-        names = (benchmarks.get(name) or {}).get("param_names") or []
-        if len(names) != len(params):
-            problems.append(f"{path}: {name}: parameter names unknown (no benchmarks.json beside the "
-                            "machine folder), ignored")
-            continue
-        workload, measurement = ASV_CLASSES.get(cls, (None, None))
-        values_list = results.get_result_value(name, params)
-        stats_list = results.get_result_stats(name, params) or [None] * len(values_list)
-        for combo, value, st in zip(itertools.product(*params), values_list, stats_list):
-            if value is None or (isinstance(value, float) and math.isnan(value)):
-                continue  # n/a in asv: impossible combination or failure
-            values = {n: _literal(v) for n, v in zip(names, combo)}
-            label = f"{name}({', '.join(f'{k}={v}' for k, v in values.items())})"
-            side, mode = side_and_mode(values, method)
-            if side is None or workload is None:
-                problems.append(f"{path}: {label}: not a dense/meProp benchmark of this suite, ignored")
-                continue
-            case = case_from(values, {"workload": workload, "measurement": measurement})
-            if mode:
-                case["mode"] = mode
-            if method.endswith("_bytes"):
-                sides.append({"case": case, "side": side, "name": label, "stats": None, "peak_bytes": value})
-                continue
-            iqr = None
-            if st and st.get("q_75") is not None and st.get("q_25") is not None:
-                iqr = st["q_75"] - st["q_25"]
-            sides.append({"case": case, "side": side, "name": label,
-                          "stats": stats(value, iqr, st.get("repeat") if st else None)})
+        sides += _sides_of(results, name, benchmarks, path, problems)
     if unused:
         problems.append(f"{path}: {unused} track_speedup benchmark(s) not read; speedups are recomputed "
                         "from track_dense / track_meprop")
+    records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
+    if not records:
+        return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
+    env = _env(results, machine, machine_name)
+    return [{**env_record(run_id, env), "_source": str(path)}] + records, problems + pair_problems
+
+
+def _sides_of(results, name: str, benchmarks: dict, path: Path, problems: list[str]) -> list[dict]:
+    """The dense / meProp sides of one asv benchmark, one per parameter combination."""
+    parts = name.split(".")
+    method, cls = parts[-1], parts[-2] if len(parts) > 1 else ""
+    params = results.get_result_params(name) or []
+    names = (benchmarks.get(name) or {}).get("param_names") or []
+    if len(names) != len(params):
+        problems.append(f"{path}: {name}: parameter names unknown (no benchmarks.json beside the "
+                        "machine folder), ignored")
+        return []
+    workload, measurement = ASV_CLASSES.get(cls, (None, None))
+    try:
+        values_list = results.get_result_value(name, params)
+        stats_list = results.get_result_stats(name, params)
+    except (TypeError, ValueError, KeyError, IndexError):  # e.g. a scalar where a list belongs
+        values_list = stats_list = None
+    if not isinstance(values_list, list) and values_list is not None:  # unparametrized: a scalar
+        values_list = [values_list] if not params else None
+    if values_list is None or (isinstance(stats_list, list) and len(stats_list) != len(values_list)):
+        problems.append(f"{path}: {name}: a single value where one per parameter combination was "
+                        "expected, ignored")
+        return []
+    if not isinstance(stats_list, list):
+        stats_list = [None] * len(values_list)
+    sides = []
+    for combo, value, st in zip(itertools.product(*params), values_list, stats_list):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            continue  # n/a in asv: impossible combination or failure
+        values = {n: _literal(v) for n, v in zip(names, combo)}
+        label = f"{name}({', '.join(f'{k}={v}' for k, v in values.items())})"
+        side, mode = side_and_mode(values, method)
+        if side is None or workload is None:
+            problems.append(f"{path}: {label}: not a dense/meProp benchmark of this suite, ignored")
+            continue
+        case = case_from(values, {"workload": workload, "measurement": measurement})
+        if mode:
+            case["mode"] = mode
+        if method.endswith("_bytes"):
+            sides.append({"case": case, "side": side, "name": label, "stats": None, "peak_bytes": value})
+            continue
+        st = st if isinstance(st, dict) else {}
+        iqr = st["q_75"] - st["q_25"] if st.get("q_75") is not None and st.get("q_25") is not None else None
+        sides.append({"case": case, "side": side, "name": label, "stats": timing(value, iqr, st.get("repeat"))})
+    return sides
+
+
+def _env(results, machine: dict, machine_name: str) -> dict:
     date = results.date
-    env = {
+    return {
         "timestamp": datetime.fromtimestamp(date / 1000, tz=timezone.utc).isoformat()
         if isinstance(date, (int, float)) else date,
         "machine": f"{machine_name} [asv]", "git_commit": results.commit_hash,
@@ -119,8 +144,3 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
         "ram_bytes": _literal(machine.get("ram")), "profile": f"asv ({results.env_name})",
         "timing": "asv: track_* values from the engine's interleaved timer, one asv benchmark per side",
     }
-    records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
-    if not records:
-        return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
-    env_record = {"schema": _SCHEMA, "type": "env", "run_id": run_id, "env": env, "_source": str(path)}
-    return [env_record] + records, problems + pair_problems

@@ -32,6 +32,11 @@ __all__ = [
 ]
 
 _DPI = 110
+#: Figures drawn of each kind, and panels along one axis of a figure: the report's figures
+#: stay readable and its build time bounded for any number of records (issue 12, item 8);
+#: every row is still in the tables (CSV).
+MAX_FIGURES_PER_KIND = 4
+MAX_PANELS = 4
 _PANEL_W, _PANEL_H = 3.8, 3.0  # inches per panel
 _LEGEND_W = 1.5  # inches right of the panels for the figure legend
 
@@ -62,6 +67,14 @@ def _workload(group: pd.DataFrame) -> str:
         return "single layer"
     layers = int(row["layers"]) if pd.notna(row["layers"]) else "?"
     return f"MLP, {layers} hidden layers"
+
+
+def _spread(values, n: int = MAX_PANELS) -> list:
+    """At most ``n`` of the sorted ``values``, evenly spread, the smallest and largest kept."""
+    values = sorted(values)
+    if len(values) <= n:
+        return values
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
 
 
 def _slug(*parts: object) -> str:
@@ -132,12 +145,12 @@ def _palette(values, name: str) -> dict[str, tuple]:
 
 def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: dict[str, tuple]) -> None:
     """One line per ``hue`` value (median of repeated rows), noisy points ringed in red."""
-    import seaborn as sns
-
     data = data.assign(**{hue: data[hue].astype(str)})
-    order = [v for v in palette if v in set(data[hue])]
-    sns.lineplot(data=data, x=x, y="speedup", hue=hue, hue_order=order, marker="o",
-                 estimator="median", errorbar=None, palette=palette, ax=ax)
+    present = set(data[hue])
+    for value in (v for v in palette if v in present):
+        curve = data[data[hue] == value].groupby(x)["speedup"].median().sort_index()
+        ax.plot(curve.index.to_numpy(), curve.to_numpy(), marker="o", markersize=5, color=palette[value],
+                label=value)
     noisy = data[data["noisy"] == True]  # noqa: E712 (None = unknown stays unflagged)
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
@@ -184,9 +197,11 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
     files = []
     ok = _ok(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         if group["k_ratio"].nunique() < 2:
             continue
-        hiddens = sorted(group["hidden"].unique())
+        hiddens = _spread(group["hidden"].unique())
         palette = _palette(group["batch"], "viridis")
         where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
@@ -216,10 +231,12 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
     files = []
     ok = _ok(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         if group["hidden"].nunique() < 2:
             continue
         group = group.assign(ratio=nominal_k_ratio(group["k_ratio"]))
-        batches = sorted(group["batch"].unique())
+        batches = _spread(group["batch"].unique())
         palette = _palette(group["ratio"], "rocket")
         where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
@@ -256,6 +273,8 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
     files = []
     ok = frame[frame["status"] == "ok"]
     for (machine, device, mode, workload), group in ok.groupby(["machine", "device", "mode", "workload"], sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         backward = "overall_backward" if workload == "mlp" else "linear_backward"
         fwd = group[group["measurement"] == "forward"]
         bwd = group[(group["measurement"] == backward) & group["speedup"].notna()]
@@ -305,10 +324,12 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
     files = []
     ok = _ok(frame, measurement)
     for keys, group in ok.groupby(groups, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         keys = keys if isinstance(keys, tuple) else (keys,)
         if group[hue].nunique() < 2 or group["k_ratio"].nunique() < 2:
             continue
-        hiddens, batches = sorted(group["hidden"].unique()), sorted(group["batch"].unique())
+        hiddens, batches = _spread(group["hidden"].unique(), 3), _spread(group["batch"].unique(), 3)
         palette = _palette(group[hue], "Set1")
         with _style():
             fig, axes = _new_figure(len(batches), len(hiddens))
@@ -353,7 +374,7 @@ def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = 
 
 
 def all_figures(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[FigureFile]]:
-    """Every figure the report shows, by section."""
+    """Every figure the report shows, by section (at most :data:`MAX_FIGURES_PER_KIND` per call)."""
     out = {
         "speedup_vs_k": speedup_vs_k_ratio(frame, out_dir, "linear_backward")
         + speedup_vs_k_ratio(frame, out_dir, "overall_backward"),

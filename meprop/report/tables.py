@@ -133,11 +133,18 @@ def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+#: Longer tables are written as CSV only.
+MARKDOWN_ROWS = 2000
+
+
 def write_table(table: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
-    """Write ``table`` as ``<name>.csv`` and ``<name>.md`` under ``out_dir/tables``."""
+    """Write ``table`` as ``<name>.csv`` and (up to :data:`MARKDOWN_ROWS` rows) ``<name>.md`` under ``out_dir/tables``."""
     folder = Path(out_dir) / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     table.to_csv(csv_path, index=False)
+    if len(table) > MARKDOWN_ROWS:  # a Markdown table this long is read by nobody: CSV only
+        md_path.unlink(missing_ok=True)
+        return {"csv": csv_path}
     md_path.write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n", encoding="utf-8")
     return {"csv": csv_path, "md": md_path}

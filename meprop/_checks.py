@@ -163,3 +163,29 @@ def check_real(value: object, name: str, accepted: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {accepted}, got {value!r} of type {type(value).__name__}")
     return float(value)
+
+
+def check_threads(threads: object, name: str = "threads") -> int | None:
+    """Return ``threads`` if it is None or an int from 1 to this machine's CPU count (``os.cpu_count()``)."""
+    import os
+
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {threads!r} of type {type(threads).__name__}")
+    cpus = os.cpu_count() or 1
+    if not 1 <= threads <= cpus:
+        raise ValueError(f"{name} must be an int from 1 to {cpus} (os.cpu_count() of this machine), "
+                         f"got {threads}")
+    return int(threads)
+
+
+def check_device(device: object, name: str = "device") -> str:
+    """Return ``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (where meprop measures and trains)."""
+    import re
+
+    if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?)$", device):
+        why = (" (the meta device holds shapes but no data: nothing can be trained on it)"
+               if isinstance(device, str) and device.startswith("meta") else "")
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}{why}")
+    return device

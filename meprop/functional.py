@@ -13,12 +13,12 @@ grad_weight and grad_bias are computed from those entries alone, at O(k) cost:
   ``grad_weight`` is the transposed bag: for each touched output row j, the sum of
   ``vals[b, j] * x[b]`` over the examples that kept j.
 
-Weight gradients are either dense ``(n, m)`` tensors that are zero outside the touched
-rows (``sparse_grad=False``, works with every optimizer) or row-sparse COO tensors
-(``sparse_grad=True``). With a row-sparse gradient, autograd adds the touched rows in
-place into an existing dense ``.grad`` (O(k*m) instead of materialising n*m zeros);
-when ``.grad`` is None it becomes a sparse tensor, which SGD, Adagrad and SparseAdam
-accept. See :class:`meprop.MepropLinear` for how this composes with optimizers.
+The weight gradient's layout is chosen in the forward (:mod:`meprop._grad_layout`):
+dense ``(n, m)``, zero outside the touched rows (the default; works with every
+optimizer), or a row-sparse COO tensor of the ``(U, m)`` touched rows, when the layer
+asks for it (``sparse_grad=True``) or a lazy :mod:`meprop.optim` optimizer updates the
+weight. Under ``torch.autocast`` the Function casts its operands itself and returns
+each gradient in its parameter's own dtype and layout.
 
 :func:`masked_dense_linear_backward` is the plain reference (mask ``dy``, run the
 dense backward) used by the tests; it is never on a fast path.
@@ -26,9 +26,13 @@ dense backward) used by the tests; it is never on a fast path.
 
 from __future__ import annotations
 
+import math
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
+from meprop._grad_layout import choose_layout, weight_grad_from_rows
 from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
@@ -66,7 +70,9 @@ def meprop_linear(
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
             (``sparse_dim=1``) instead of a dense one. Applies when ``k < out_features``.
-        generator: random source for ``mode="random"`` (on input's device).
+            A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
+        generator: random source for ``mode="random"`` (on input's device); refused
+            with the other modes, whose selection is deterministic.
 
     Returns:
         ``(..., out_features)``, equal to ``F.linear(input, weight, bias)``.
@@ -79,24 +85,31 @@ def meprop_linear(
     check_choice(mode, "mode", MODES)
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     check_bool(sparse_grad, "sparse_grad")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if mode != "random":
+            raise ValueError(
+                f"generator is used only by mode='random' (per_example and unified selection "
+                f"are deterministic), got generator with mode={mode!r}"
+            )
     check_linear_operands(input, weight, bias)
 
     device_type = input.device.type
+    compute_dtype = None
     if _autocast_enabled(device_type):
-        # Do what autocast does for F.linear, outside the Function: cast the operands
-        # (differentiably, so their gradients come back in the original dtypes), then
-        # run forward and backward in that one dtype with autocast off.
-        dtype = torch.get_autocast_dtype(device_type)
-        input, weight = input.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-        with torch.autocast(device_type, enabled=False):
-            return _MepropLinearFunction.apply(
-                input, weight, bias, k, mode, bias_grad, sparse_grad, generator
-            )
-    check_same_dtype(input, weight, bias)
-    return _MepropLinearFunction.apply(input, weight, bias, k, mode, bias_grad, sparse_grad, generator)
+        # Autocast runs F.linear in its lower precision; the Function does the same casts
+        # itself so that the gradients come back in the parameters' own dtypes and layouts
+        # (a differentiable .to() outside would refuse a row-sparse gradient).
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        check_same_dtype(input, weight, bias)
+    layout = choose_layout(weight, sparse_grad)
+    return _MepropLinearFunction.apply(
+        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype
+    )
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -106,18 +119,31 @@ def _autocast_enabled(device_type: str) -> bool:
         if device_type == "cpu":
             return torch.is_autocast_cpu_enabled()
         return device_type == "cuda" and torch.is_autocast_enabled()
+    except RuntimeError:  # a device type autocast does not know (meta, ...): never enabled
+        return False
 
 
 class _MepropLinearFunction(torch.autograd.Function):
-    """Forward ``F.linear``; backward from k kept entries per example."""
+    """Forward ``F.linear``; backward from k kept entries per example.
+
+    ``layout`` is the weight gradient's layout (:mod:`meprop._grad_layout`);
+    ``compute_dtype`` is autocast's dtype (None outside autocast).
+    """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, k, mode, bias_grad, sparse_grad, generator):
+    def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype):
+        ctx.input_dtype = input.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.param = weight  # the gradient is emitted in its dtype; rows may be recorded on it
+        if compute_dtype is not None:
+            input, weight = input.to(compute_dtype), weight.to(compute_dtype)
+            bias = None if bias is None else bias.to(compute_dtype)
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
-        ctx.sparse_grad, ctx.generator = sparse_grad, generator
-        return F.linear(input, weight, bias)
+        ctx.layout, ctx.generator = layout, generator
+        with torch.autocast(input.device.type, enabled=False) if compute_dtype else nullcontext():
+            return F.linear(input, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -125,27 +151,29 @@ class _MepropLinearFunction(torch.autograd.Function):
         input, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
         n, m = weight.shape
-        dy = grad_output.reshape(-1, n)  # (N, n)
-        x = input.reshape(-1, m)  # (N, m)
+        batch = math.prod(input.shape[:-1])
+        dy = grad_output.to(weight.dtype).reshape(batch, n)  # (N, n)
+        x = input.reshape(batch, m)  # (N, m)
 
-        if ctx.k >= n:
+        if ctx.k >= n or batch == 0:
             grads = _dense_backward(dy, x, weight, need_input, need_weight, need_bias)
         elif ctx.mode == "unified":
             grads = _unified_backward(
-                dy, x, weight, ctx.k, need_input, need_weight, need_bias,
-                ctx.bias_grad, ctx.sparse_grad,
+                dy, x, weight, ctx.k, need_input, need_weight, need_bias, ctx.bias_grad,
+                ctx.param, ctx.layout,
             )
         else:
             grads = _per_example_backward(
                 dy, x, weight, ctx.k, ctx.mode, ctx.generator, need_input, need_weight,
-                need_bias, ctx.bias_grad, ctx.sparse_grad,
+                need_bias, ctx.bias_grad, ctx.param, ctx.layout,
             )
         grad_input, grad_weight, grad_bias = grads
         if grad_input is not None:
-            grad_input = grad_input.reshape(input.shape)
-        if not ctx.has_bias:
-            grad_bias = None
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+            grad_input = grad_input.reshape(input.shape).to(ctx.input_dtype)
+        if grad_weight is not None and grad_weight.layout == torch.strided:
+            grad_weight = grad_weight.to(ctx.param.dtype)
+        grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
@@ -156,7 +184,9 @@ def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
     return grad_input, grad_weight, grad_bias
 
 
-def _unified_backward(dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, sparse_grad):
+def _unified_backward(
+    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout
+):
     """One column set for the batch: two (N, k) GEMMs. dy: (N, n), x: (N, m), weight: (n, m)."""
     if not (need_input or need_weight or need_bias):
         return None, None, None
@@ -168,7 +198,7 @@ def _unified_backward(dy, x, weight, k, need_input, need_weight, need_bias, bias
     grad_weight = None
     if need_weight:
         rows = dy_k.t() @ x  # (k, m)
-        grad_weight = _weight_grad_from_rows(idx, rows, weight.shape, sparse_grad)
+        grad_weight = weight_grad_from_rows(idx, rows, param, layout)
     grad_bias = None
     if need_bias:
         if bias_grad == "dense":
@@ -179,19 +209,23 @@ def _unified_backward(dy, x, weight, k, need_input, need_weight, need_bias, bias
 
 
 def _per_example_backward(
-    dy, x, weight, k, mode, generator, need_input, need_weight, need_bias, bias_grad, sparse_grad
+    dy, x, weight, k, mode, generator, need_input, need_weight, need_bias, bias_grad, param,
+    layout,
 ):
     """k entries per example, gather-based. dy: (N, n), x: (N, m), weight: (n, m)."""
     if not (need_input or need_weight or need_bias):
         return None, None, None
-    n = weight.shape[0]
+    n, m = weight.shape
     idx = select(dy, k, mode, generator)  # (N, k)
     vals = dy.gather(1, idx)  # (N, k)
 
     grad_input = None
     if need_input:
-        # Row b of grad_input = sum_t vals[b, t] * W[idx[b, t]]: a weighted bag over W's rows.
-        grad_input = F.embedding_bag(idx, weight, mode="sum", per_sample_weights=vals)  # (N, m)
+        if m == 0:
+            grad_input = x.new_zeros(x.shape)
+        else:
+            # Row b of grad_input = sum_t vals[b, t] * W[idx[b, t]]: a weighted bag over W's rows.
+            grad_input = F.embedding_bag(idx, weight, mode="sum", per_sample_weights=vals)  # (N, m)
 
     grad_weight = None
     if need_weight:
@@ -202,11 +236,14 @@ def _per_example_backward(
         sorted_rows = flat_rows[order]
         examples = torch.div(order, k, rounding_mode="floor")  # example of each entry
         touched, counts = torch.unique_consecutive(sorted_rows, return_counts=True)  # (U,)
-        offsets = counts.cumsum(0) - counts
-        rows = F.embedding_bag(
-            examples, x, offsets, mode="sum", per_sample_weights=vals.reshape(-1)[order]
-        )  # (U, m)
-        grad_weight = _weight_grad_from_rows(touched, rows, weight.shape, sparse_grad)
+        if m == 0:
+            rows = x.new_zeros(touched.shape[0], 0)
+        else:
+            offsets = counts.cumsum(0) - counts
+            rows = F.embedding_bag(
+                examples, x, offsets, mode="sum", per_sample_weights=vals.reshape(-1)[order]
+            )  # (U, m)
+        grad_weight = weight_grad_from_rows(touched, rows, param, layout)
 
     grad_bias = None
     if need_bias:
@@ -215,15 +252,6 @@ def _per_example_backward(
         else:
             grad_bias = dy.new_zeros(n).index_add_(0, idx.reshape(-1), vals.reshape(-1))
     return grad_input, grad_weight, grad_bias
-
-
-def _weight_grad_from_rows(row_index, rows, shape, sparse_grad):
-    """A (n, m) weight gradient holding ``rows: (U, m)`` at sorted unique ``row_index: (U,)``."""
-    if sparse_grad:
-        return torch.sparse_coo_tensor(
-            row_index.unsqueeze(0), rows, shape, is_coalesced=True, check_invariants=False
-        )
-    return rows.new_zeros(shape).index_copy_(0, row_index, rows)
 
 
 def masked_dense_linear_backward(

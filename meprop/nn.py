@@ -7,6 +7,7 @@ dense (Section 4); :func:`convert` does exactly that to an existing model.
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -14,10 +15,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meprop._checks import check_bool, check_choice, resolve_k
+from meprop._grad_layout import mark_meprop_weight
+from meprop._layer_probe import bypassed_linears, linear_call_order
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
-__all__ = ["MepropLinear", "convert"]
+__all__ = ["MepropLinear", "convert", "sparsified_layers"]
 
 
 class MepropLinear(nn.Linear):
@@ -29,12 +32,15 @@ class MepropLinear(nn.Linear):
     (in (0, 1], resolved to ``max(1, round(k_ratio * out_features))``). In ``eval()``
     mode or under ``torch.no_grad()`` it is exactly ``nn.Linear``.
 
-    ``sparse_grad=True`` makes the weight gradient row-sparse (see
-    :func:`meprop.meprop_linear`). Optimizers: SGD, Adagrad and SparseAdam accept a
-    sparse ``.grad``. For Adam and others that need a dense ``.grad``, keep ``.grad``
-    allocated (``optimizer.zero_grad(set_to_none=False)`` after a first dense step, or
-    ``p.grad = torch.zeros_like(p)`` once): autograd then adds only the k touched rows
-    into it in place, which is what makes the weight update cheap.
+    Training fast: use a lazy :mod:`meprop.optim` optimizer
+    (``meprop.optim.Adam(model.parameters(), lazy=True)``). It asks this layer for a
+    row-sparse weight gradient and updates only the touched rows, so neither the
+    gradient nor the update costs O(out_features * in_features). With any other
+    optimizer the weight gradient is dense (zero outside the touched rows).
+
+    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient for other consumers
+    (SGD and Adagrad without weight decay, SparseAdam, or a dense ``.grad`` kept
+    allocated, into which autograd adds the touched rows in place).
     """
 
     def __init__(
@@ -53,6 +59,7 @@ class MepropLinear(nn.Linear):
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
         self._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        mark_meprop_weight(self.weight)
 
     def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad) -> None:
         self.k = resolve_k(k, k_ratio, self.out_features)
@@ -81,12 +88,14 @@ class MepropLinear(nn.Linear):
         module.weight = linear.weight
         module.bias = linear.bias  # a Parameter, or None (registered as such)
         module._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        mark_meprop_weight(module.weight)
         module.train(linear.training)
         return module
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, self.weight, self.bias)
+        mark_meprop_weight(self.weight)  # again: a deepcopy or a new Parameter drops the mark
         return meprop_linear(
             input, self.weight, self.bias, k=self.k, mode=self.mode,
             bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,
@@ -114,6 +123,7 @@ def convert(
     sparse_grad: bool = False,
     skip: SkipSpec = None,
     keep_output_layer: bool = True,
+    example_inputs=None,
     inplace: bool = False,
 ) -> nn.Module:
     """Replace the ``nn.Linear`` layers of ``model`` by :class:`MepropLinear` sharing their parameters.
@@ -124,14 +134,25 @@ def convert(
         mode, bias_grad, sparse_grad: passed to every :class:`MepropLinear`.
         skip: qualified module names (as in ``model.named_modules()``) or a predicate
             ``(name, module) -> bool`` naming linear layers to leave dense.
-        keep_output_layer: leave the last ``nn.Linear`` in registration order dense
-            (the paper's setting). Set False to convert it too.
+        keep_output_layer: leave the output layer dense (the paper's setting). Without
+            ``example_inputs`` the output layer is the **last nn.Linear in registration
+            order** (``model.named_modules()``): check that this is your model's head, or
+            name the head in ``skip`` and pass ``keep_output_layer=False``. Set False to
+            convert it too.
+        example_inputs: a tensor or tuple of inputs for one forward. When given, the model
+            runs once on them (no_grad, buffers restored) to find the linear layers it
+            really calls: the output layer is then the last one *called*, and layers
+            never called are left dense (with a warning).
         inplace: modify ``model`` itself. Otherwise the module tree is copied and the
             copy shares its parameter and buffer tensors with ``model`` (training one
             trains the other; ``copy.deepcopy`` the model first for independent weights).
 
     Returns:
         The converted model. Layers that already are MepropLinear are left as they are.
+        Linear layers inside ``nn.MultiheadAttention`` are left dense with a warning: it
+        uses their weights directly and never calls their forward, so meProp could not
+        apply (build attention from ``nn.Linear`` projections to sparsify it).
+        :func:`sparsified_layers` lists what was converted.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -143,8 +164,12 @@ def convert(
         for name, module in model.named_modules()
         if isinstance(module, nn.Linear) and not isinstance(module, MepropLinear)
     ]
+    call_order = None if example_inputs is None else linear_call_order(model, example_inputs)
+    left_dense = _left_dense_with_reasons(model, linears, call_order)
+    linears = [(name, module) for name, module in linears if name not in left_dense]
     if keep_output_layer and linears:
-        linears = linears[:-1]
+        output_name = _output_layer_name(linears, call_order)
+        linears = [(name, module) for name, module in linears if name != output_name]
     converted = {}
     for name, module in linears:
         if should_skip(name, module):
@@ -162,6 +187,39 @@ def convert(
         parent_name, _, child_name = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child_name, replacement)
     return model
+
+
+def sparsified_layers(model: nn.Module) -> list[str]:
+    """Qualified names of the modules of ``model`` whose backward is meProp's."""
+    return [name for name, module in model.named_modules() if isinstance(module, MepropLinear)]
+
+
+def _left_dense_with_reasons(model, linears, call_order) -> dict[str, str]:
+    """Linear layers convert() must leave dense, each with its reason (warned about)."""
+    names = {name for name, _ in linears}
+    reasons = {
+        name: "nn.MultiheadAttention uses its weight directly, never its forward"
+        for name in bypassed_linears(model) & names
+    }
+    if call_order is not None:
+        for name in sorted(names - set(call_order) - set(reasons)):
+            reasons[name] = "not called by the forward on example_inputs"
+    if reasons:
+        listed = "; ".join(f"{name!r} ({why})" for name, why in sorted(reasons.items()))
+        warnings.warn(
+            f"convert(): {len(reasons)} linear layer(s) left dense because meProp cannot "
+            f"apply there: {listed}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return reasons
+
+
+def _output_layer_name(linears, call_order) -> str:
+    """The layer keep_output_layer keeps dense: last called, else last registered."""
+    names = {name for name, _ in linears}
+    called = [name for name in call_order or () if name in names]
+    return called[-1] if called else linears[-1][0]
 
 
 def _skip_predicate(skip: SkipSpec, model: nn.Module) -> Callable[[str, nn.Module], bool]:

@@ -26,6 +26,8 @@ def _operands(shape, dtype=torch.float32, device="cpu", seed=0):
 def _run(x, w, b, dy, **kwargs):
     """Forward + backward through meprop_linear; returns (y, grad_input, grad_weight, grad_bias)."""
     x, w, b = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    if kwargs.get("mode", "per_example") != "random":
+        kwargs.pop("generator", None)  # refused by the deterministic modes
     y = meprop_linear(x, w, b, **kwargs)
     y.backward(dy)
     grad_w = w.grad.to_dense() if w.grad.is_sparse else w.grad
@@ -289,3 +291,17 @@ def test_one_dimensional_and_empty_inputs(mode):
     y, gx, gw, gb = _run(empty, w, b, torch.zeros(0, N_OUT), k=3, mode=mode)
     assert y.shape == (0, N_OUT) and gx.shape == (0, N_IN)
     assert not gw.any() and not gb.any()
+
+
+@pytest.mark.parametrize("mode", ["per_example", "unified"])
+def test_generator_is_refused_by_deterministic_modes(mode):
+    x, w, b, _ = _operands((3,))
+    with pytest.raises(ValueError, match=r"generator is used only by mode='random'.*" + mode):
+        meprop_linear(x, w, b, k=2, mode=mode, generator=torch.Generator())
+
+
+def test_meta_device_forward_and_backward():
+    x = torch.randn(4, N_IN, device="meta", requires_grad=True)
+    w = torch.randn(N_OUT, N_IN, device="meta", requires_grad=True)
+    y = meprop_linear(x, w, None, k=3, mode="unified")
+    assert y.shape == (4, N_OUT) and y.device.type == "meta"

@@ -1,7 +1,8 @@
 """The package's structure (issue 13), checked from the source with ``ast``; nothing is imported.
 
 - no import cycle among meprop's modules;
-- the core (functional, selection, nn, lstm, optim, kernels, _checks, stopwatch) imports
+- the core (functional, selection, nn, lstm, optim, kernels, _checks, stopwatch and the
+  private helpers of nn/optim) imports
   nothing from results/, bench/, paper/ or report/; results/ nothing from bench/, paper/,
   report/; paper/ nothing from bench/; bench/ nothing from report/;
 - no private name (``_name``) is imported from another module;
@@ -21,7 +22,8 @@ PACKAGE = ROOT / "meprop"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 CORE = ("meprop.functional", "meprop.selection", "meprop.nn", "meprop.lstm", "meprop.optim",
-        "meprop.kernels", "meprop._checks", "meprop.stopwatch")
+        "meprop.kernels", "meprop._checks", "meprop.stopwatch", "meprop._grad_layout", "meprop._layer_probe",
+        "meprop._sparse_grad_ops")
 #: layer -> the layers it must not import
 FORBIDDEN = {
     **{core: ("meprop.results", "meprop.bench", "meprop.paper", "meprop.report") for core in CORE},

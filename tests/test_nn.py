@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop import MODES, MepropLinear, convert
+from meprop import MODES, MepropLinear, convert, sparsified_layers
 
 
 def test_same_parameters_and_initialisation_as_nn_linear():
@@ -173,3 +173,52 @@ def test_short_training_lowers_loss(mode, sparse_grad):
         optimizer.step()
     after = loss_on_all()
     assert after < 0.5 * before, (before, after)
+
+
+def test_convert_leaves_multihead_attention_projections_dense_and_says_so():
+    layer = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    with pytest.warns(UserWarning, match=r"'self_attn.out_proj' \(nn.MultiheadAttention"):
+        converted = convert(layer, k=2, keep_output_layer=False)
+    assert sparsified_layers(converted) == ["linear1", "linear2"]
+    assert not isinstance(converted.self_attn.out_proj, MepropLinear)
+    converted(torch.randn(2, 5, 16)).sum().backward()
+    rows = converted.linear1.weight.grad.abs().sum(1) != 0  # (32,) at most 2 per token
+    assert 0 < int(rows.sum()) <= 2 * 2 * 5
+    assert bool((converted.self_attn.out_proj.weight.grad.abs().sum(1) != 0).all())
+
+
+class _HeadFirst(nn.Module):
+    """A language-model-like module whose head is registered before its last projection."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.inp = nn.Linear(4, 8)
+        self.proj = nn.Linear(8, 8)
+        self.unused = nn.Linear(8, 8)
+        self.norm = nn.BatchNorm1d(8)
+
+    def forward(self, x):
+        return self.head(self.norm(self.proj(torch.relu(self.inp(x)))))
+
+
+def test_convert_finds_the_output_layer_by_forward_order_from_example_inputs():
+    model = _HeadFirst()
+    by_registration = convert(model, k=2)
+    assert "head" in sparsified_layers(by_registration)  # the documented registration rule
+    stats = model.norm.running_mean.clone()
+    with pytest.warns(UserWarning, match=r"'unused' \(not called"):
+        by_forward = convert(model, k=2, example_inputs=torch.randn(6, 4))
+    assert sparsified_layers(by_forward) == ["inp", "proj"]
+    assert torch.equal(model.norm.running_mean, stats), "the probe leaves buffers as they were"
+
+
+def test_zero_in_features_and_empty_batches_train_like_nn_linear():
+    layer = MepropLinear(0, 12, k=3)
+    out = layer(torch.randn(5, 0))
+    out.sum().backward()
+    assert layer.weight.grad.shape == (12, 0)
+    assert int((layer.bias.grad != 0).sum()) <= 3 * 5
+    empty = MepropLinear(4, 6, k=2)
+    empty(torch.randn(0, 4)).sum().backward()
+    assert not empty.weight.grad.any() and not empty.bias.grad.any()

@@ -83,7 +83,7 @@ def test_presets_resolve_and_quick_is_smaller():
         full, quick = preset_runs(name), preset_runs(name, quick=True)
         assert full and quick
         assert quick[0][1].epochs <= full[0][1].epochs
-    (_, dense), (_, sparse) = preset_runs("mnist-adam")
+    (_, dense), (_, sparse) = preset_runs("mnist-adam")[:2]  # the third: the same with lazy Adam
     assert (dense.k, sparse.k, sparse.hidden, sparse.batch, sparse.optimizer) == (None, 20, 500, 10, "adam")
     with pytest.raises(ValueError, match="preset must be one of"):
         preset_runs("nope")
@@ -92,7 +92,7 @@ def test_presets_resolve_and_quick_is_smaller():
     assert (unified.k, unified.mode, unified.batch, unified.dropout) == (30, "unified", 50, 0.1)
     assert (unified.bias_grad, unified.init, dense.k, dense.init) == ("dense", "release", None, "release")
     (_, per_example), = preset_runs("mnist-release")[1:]
-    (_, table1), = preset_runs("mnist-adam-release")[1:]
+    (_, table1), = preset_runs("mnist-adam-release")[1:2]
     assert (table1.k, table1.batch, table1.hidden, table1.dropout, table1.init) == (20, 10, 500, 0.1, "release")
     assert (per_example.k, per_example.mode, per_example.batch, per_example.hidden) == (30, "per_example", 32, 512)
 
@@ -151,3 +151,36 @@ def test_cli_bad_input(tmp_path, capsys, monkeypatch):
     assert main(["train", "--task", "pos", "--out", out]) == 2
     assert "scripts/setup_data.sh" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written by a run that could not start
+
+
+def test_lazy_optimizer_mode_trains_and_keeps_exact_run_keys():
+    exact = TrainConfig("synthetic", k=8, hidden=64, epochs=3, limit=500, seed=0)
+    lazy = TrainConfig("synthetic", k=8, hidden=64, epochs=3, limit=500, seed=0, optimizer_mode="lazy")
+    assert run_key(exact) == run_key(TrainConfig("synthetic", k=8, hidden=64, epochs=3, limit=500, seed=0,
+                                                 optimizer_mode="exact"))
+    assert run_key(lazy) != run_key(exact)
+    writer = _Collect()
+    result = train(lazy, writer=writer, progress=False)
+    assert result.best["dev_score"] >= 80.0
+    assert writer.records[-1]["config"]["optimizer_mode"] == "lazy"
+    first = train(exact, progress=False).records[0]["train_loss"]
+    assert result.records[0]["train_loss"] != first  # a different optimizer really ran
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(k=8, optimizer_mode="fast"), "optimizer_mode must be one of"),
+    (dict(k=None, optimizer_mode="lazy"), "meProp run"),
+    (dict(k=8, optimizer="adagrad", optimizer_mode="lazy"), "optimizer='adam'"),
+])
+def test_bad_optimizer_mode(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        TrainConfig("synthetic", **kwargs)
+
+
+def test_mnist_adam_presets_run_lazy_next_to_exact():
+    for name in ("mnist-adam", "mnist-adam-release"):
+        runs = dict(preset_runs(name))
+        assert runs["meProp k=20 (lazy Adam)"].optimizer_mode == "lazy"
+        assert runs["meProp k=20"].optimizer_mode == "exact"
+    overridden = dict(preset_runs("mnist-adam", overrides={"optimizer_mode": "lazy"}))
+    assert overridden["dense"].optimizer_mode == "exact" and overridden["meProp k=20"].optimizer_mode == "lazy"

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from meprop._checks import check_choice, check_k, check_k_ratio, check_positive_int, resolve_k
+from meprop._checks import check_choice, check_device, check_k, check_k_ratio, check_positive_int, resolve_k
 from meprop.results.schema import CASE_FIELDS, MEASUREMENTS
 from meprop.selection import MODES
 
@@ -37,16 +36,6 @@ WORKLOADS = ("linear", "mlp")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: MNIST's 28 x 28 input: the MLP's default ``in_features``.
 MLP_IN_FEATURES = 784
-
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-def check_device(device: object, name: str = "device") -> str:
-    """Return ``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
-        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return device
-
 
 @dataclass(frozen=True)
 class Case:

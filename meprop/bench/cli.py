@@ -22,9 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["configure", "run", "select_cases"]
+from meprop._checks import check_threads
+
+__all__ = ["configure", "run", "select_cases", "check_threads", "MAX_BUDGET_S", "MAX_MIN_SAMPLES"]
 
 _DEFAULT_PROFILE = "quick"
+
+
+#: Upper bounds of the timing options (a case is a matter of seconds, not hours).
+MAX_BUDGET_S = 3600.0
+MAX_MIN_SAMPLES = 10_000
 
 
 def _list_of(kind: type, name: str):
@@ -121,12 +128,13 @@ def _check_args(args: argparse.Namespace) -> None:
         check_k(value, "--k")
     for value in args.k_ratio or ():
         check_k_ratio(value, "--k-ratio")
-    if args.threads is not None and args.threads <= 0:
-        raise ValueError(f"--threads must be a positive int, got {args.threads}")
-    if args.budget is not None and not args.budget > 0:
-        raise ValueError(f"--budget must be a positive number of seconds, got {args.budget}")
-    if args.min_samples is not None and args.min_samples <= 0:
-        raise ValueError(f"--min-samples must be a positive int, got {args.min_samples}")
+    check_threads(args.threads, "--threads")
+    if args.budget is not None and not 0 < args.budget <= MAX_BUDGET_S:  # refuses inf and nan
+        raise ValueError(f"--budget must be a number of seconds in (0, {MAX_BUDGET_S:g}] "
+                         f"(per case), got {args.budget}")
+    if args.min_samples is not None and not 1 <= args.min_samples <= MAX_MIN_SAMPLES:
+        raise ValueError(f"--min-samples must be an int from 1 to {MAX_MIN_SAMPLES}, "
+                         f"got {args.min_samples}")
     if args.dtype is not None:
         check_choice(args.dtype, "--dtype", DTYPES)
 
@@ -193,9 +201,11 @@ def _matches(case, args) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from meprop.results.store import ResultsLockedError
+
     try:
         return _run(args)
-    except (ValueError, TypeError, FileExistsError) as error:
+    except (ValueError, TypeError, FileExistsError, ResultsLockedError) as error:
         print(f"meprop bench: error: {error}", file=sys.stderr)
         return 2
 

@@ -53,13 +53,14 @@ PERF_DTYPE = "float32"
 
 def perf_case(workload: str, measurement: str, hidden: int, batch: int, mode: str, *,
               k: int | None = None, k_ratio: float | None = None,
-              in_features: int | None = None, layers: int = 2) -> Case:
-    """One case of the ``perf`` profile: float32, :data:`PERF_THREADS` threads.
+              in_features: int | None = None, layers: int = 2,
+              threads: int = PERF_THREADS) -> Case:
+    """One case of the ``perf`` profile: float32, :data:`PERF_THREADS` threads unless given.
 
     Give exactly one of ``k`` and ``k_ratio`` (resolved as ``max(1, round(ratio * hidden))``).
     """
     return Case(workload, measurement, hidden, resolve_k(k, k_ratio, hidden), batch,
-                dtype=PERF_DTYPE, mode=mode, threads=PERF_THREADS, in_features=in_features,
+                dtype=PERF_DTYPE, mode=mode, threads=threads, in_features=in_features,
                 layers=layers)
 
 
@@ -87,6 +88,7 @@ class Target:
     k_ratio: float | None = None
     in_features: int | None = None
     layers: int | None = None
+    threads: int | None = None
     note: str = ""
     perf_cases: tuple[Case, ...] = field(default=(), repr=False)
 
@@ -119,9 +121,10 @@ class Target:
         if not self.names_one_case:
             return ()
         layers = 2 if self.layers is None else self.layers
+        threads = PERF_THREADS if self.threads is None else self.threads
         return (perf_case(self.workload, self.measurement, self.hidden, self.batch, self.mode,
                           k=self.k, k_ratio=self.k_ratio, in_features=self.in_features,
-                          layers=layers),)
+                          layers=layers, threads=threads),)
 
     def selects(self, frame: "pd.DataFrame") -> "pd.Series":
         """Boolean mask of the rows of ``frame`` (a report bench frame) that are this target's case."""
@@ -131,7 +134,7 @@ class Target:
         if self.kind == "review":
             return pd.Series(False, index=frame.index)
         mask = frame["measurement"] == self.measurement
-        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers"):
+        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers", "threads"):
             value = getattr(self, name)
             if value is not None:
                 mask &= frame[name] == value
@@ -166,6 +169,25 @@ def _forward_rows() -> tuple[Case, ...]:
     )
 
 
+def _train_step_target(label, minimum, mode, hidden, batch, k, threads, note):
+    return Target(label, minimum, measurement="train_step", workload="mlp", mode=mode,
+                  hidden=hidden, in_features=784, layers=2, batch=batch, k=k, threads=threads,
+                  note=note)
+
+
+#: Issue 9's table: the user's whole training step (zero_grad, forward, loss, backward,
+#: clip_grad_norm_, step), dense torch.optim.Adam vs convert() + meprop.optim.Adam(lazy=True).
+_TRAIN_STEP_TARGETS = (
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 1024, unified, k=41", 2.8,
+                       "unified", 4096, 1024, 41, 2, "Amdahl limit about 3.1x (the forward)"),
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 64, per-example, k=41", 4.5,
+                       "per_example", 4096, 64, 41, 2, "Amdahl limit about 5.6x"),
+    _train_step_target("train step, MLP 784-4096-4096-10, batch 1, per-example, k=41", 12,
+                       "per_example", 4096, 1, 41, 2, "Amdahl limit about 12-15x"),
+    _train_step_target("train step, MLP 784-500-500-10, batch 10, per-example, k=20 (1 thread)", 1.5,
+                       "per_example", 500, 10, 20, 1, "the paper's MNIST setting; Amdahl limit about 5x"),
+)
+
 #: Issue 5's table (linear-only backprop: out = in = n; MLP rows: overall backprop).
 TARGETS: tuple[Target, ...] = (
     Target("unified, n=8192, batch 1024, k=128 (1.6%)", 30, mode="unified", hidden=8192, batch=1024, k=128,
@@ -192,6 +214,7 @@ TARGETS: tuple[Target, ...] = (
     Target("forward with meProp layers within 5% of dense (worst case)", 1 / 1.05, kind="forward",
            measurement="forward", workload=None, note="speedup >= 0.952 on every forward row",
            perf_cases=_forward_rows()),
+    *_TRAIN_STEP_TARGETS,
 )
 
 #: The former name of :data:`TARGETS` (``meprop.bench.PERF_TARGETS``); the same object.

@@ -16,17 +16,22 @@ pytest-benchmark cases (DESIGN.md, "What the numbers mean"):
   of the model on a retained graph: the paper's "Ov. BP" (Tables 2 and 8). The linear
   workload's loss is MSE against a fixed target; the MLP's is cross-entropy. The model
   input is data (no grad_input for the first layer).
-- ``train_step``: forward + loss + backward + ``SGD.step()`` + ``zero_grad``.
+- ``train_step``: the step as users write it, with every default: ``opt.zero_grad()``
+  (``set_to_none=True``), forward, loss, ``backward()``,
+  ``torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``, ``opt.step()``. Dense:
+  ``torch.optim.Adam``; meProp: :func:`meprop.convert` with default arguments and
+  ``meprop.optim.Adam(lazy=True)`` (:data:`TRAIN_STEP_OPTIMIZERS`).
 
 Variants: ``dense`` uses ``nn.Linear``; ``meprop`` the same layers converted with
 :func:`meprop.convert` (k, mode from the case; hidden layers only for the MLP, the output
 layer stays dense, as in the paper).
 
 Allocation policy (:data:`ALLOCATION_POLICY`, recorded in every run's environment):
-parameter ``.grad`` buffers are preallocated and accumulated into in place, for both
-variants (``zero_grad(set_to_none=False)`` in the training step; the backward
-measurements never reset them, so no n x m memset is timed); meProp layers use
-``sparse_grad=True``, so autograd adds only the k touched rows into the dense ``.grad``.
+for the backward measurements, parameter ``.grad`` buffers are preallocated and
+accumulated into in place, for both variants (they are never reset, so no n x m memset
+is timed); meProp layers use ``sparse_grad=True``, so autograd adds only the k touched
+rows into the dense ``.grad``. The training step keeps nothing preallocated: it is the
+user's loop, and its optimizer decides the gradient layout.
 The dense baseline pays its real cost: a fresh (n, m) weight-gradient GEMM output added
 into ``.grad``. glibc malloc runs with its defaults unless the environment says
 otherwise (the snapshot records ``MALLOC_*`` variables).
@@ -42,17 +47,28 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import meprop.optim
 from meprop.nn import convert
 
-__all__ = ["VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model", "estimate_bytes"]
+__all__ = [
+    "VARIANTS", "ALLOCATION_POLICY", "TRAIN_STEP_OPTIMIZERS", "Unsupported", "build", "build_model",
+    "estimate_bytes",
+]
 
 VARIANTS = ("dense", "meprop")
 
 ALLOCATION_POLICY = (
-    "grads preallocated, accumulated in place for dense and meProp "
-    "(backward measurements never reset them; train_step uses zero_grad(set_to_none=False)); "
-    "meProp layers sparse_grad=True (k touched rows added into the dense .grad)"
+    "backward measurements: grads preallocated, accumulated in place for dense and meProp, "
+    "meProp layers sparse_grad=True (k touched rows added into the dense .grad); "
+    "train_step: the user's loop with defaults (zero_grad() sets grads to None, "
+    "clip_grad_norm_ 1.0), dense torch.optim.Adam, meProp meprop.optim.Adam(lazy=True)"
 )
+
+#: The optimizer of each variant's training step: (label, class, keyword arguments).
+TRAIN_STEP_OPTIMIZERS = {
+    "dense": ("torch.optim.Adam", torch.optim.Adam, {"lr": 1e-4}),
+    "meprop": ("meprop.optim.Adam(lazy=True)", meprop.optim.Adam, {"lr": 1e-4, "lazy": True}),
+}
 
 #: Fraction of the free memory a case may plan to use.
 _MEMORY_HEADROOM = 0.6
@@ -135,7 +151,10 @@ def build_model(case, variant: str) -> nn.Module:
     model = model.to(device=case.device, dtype=_dtype(case))
     if variant == "meprop":
         # linear: the one layer is meProp; mlp: hidden layers, the output layer dense.
-        model = convert(model, k=case.k, mode=case.mode, sparse_grad=True,
+        # The training step converts as a user would (default arguments); the backward
+        # measurements ask for row-sparse gradients into preallocated .grad buffers.
+        model = convert(model, k=case.k, mode=case.mode,
+                        sparse_grad=case.measurement != "train_step",
                         keep_output_layer=case.workload == "mlp", inplace=True)
     return model.train()
 
@@ -159,7 +178,8 @@ def build(case, variant: str) -> Callable[[], None]:
     """
     _check_supported(case)
     model = build_model(case, variant)
-    _preallocate_grads(model)
+    if case.measurement != "train_step":
+        _preallocate_grads(model)
     gen = torch.Generator().manual_seed(_SEED + 1)
     x = _randn(case.batch, case.in_features, case=case, generator=gen)  # (B, m)
     if case.workload == "linear":
@@ -185,15 +205,21 @@ def build(case, variant: str) -> Callable[[], None]:
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+        optimizer = _train_step_optimizer(model, variant)
 
         def op() -> None:
-            optimizer.zero_grad(set_to_none=False)
+            optimizer.zero_grad()
             loss_of(model(x)).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
     op.__name__ = case.measurement
     op.model, op.inputs = model, inputs
     return op
+
+
+def _train_step_optimizer(model: nn.Module, variant: str) -> torch.optim.Optimizer:
+    _label, cls, kwargs = TRAIN_STEP_OPTIMIZERS[variant]
+    return cls(model.parameters(), **kwargs)
 
 
 def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):

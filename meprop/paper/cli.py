@@ -33,14 +33,14 @@ import sys
 from pathlib import Path
 
 from meprop.paper.presets import PRESETS, preset_runs
-from meprop.paper.train import OPTIMIZERS, TASKS, TrainConfig, run_key
+from meprop.paper.train import OPTIMIZER_MODES, OPTIMIZERS, TASKS, TrainConfig, run_key
 
 __all__ = ["configure", "run"]
 
 #: Options a preset defines itself (refused together with --preset).
 _PRESET_OWNED = ("task", "k", "mode", "output_k")
 #: Options that override every run of a preset when given.
-_OVERRIDABLE = ("optimizer", "lr", "epochs", "batch", "hidden", "layers", "dropout", "embed", "seed",
+_OVERRIDABLE = ("optimizer", "optimizer_mode", "lr", "epochs", "batch", "hidden", "layers", "dropout", "embed", "seed",
                 "limit", "threads", "device", "bias_grad", "init")
 
 
@@ -68,6 +68,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--output-k", type=int, dest="output_k", help="the MLP output layer's own k (default: dense)")
     how = parser.add_argument_group("training (with --preset: override every run)")
     how.add_argument("--optimizer", choices=OPTIMIZERS)
+    how.add_argument("--optimizer-mode", dest="optimizer_mode", choices=OPTIMIZER_MODES,
+                     help="exact: the torch.optim algorithm (default, the paper's); lazy: "
+                          "meprop.optim.Adam(lazy=True), row updates of the meProp weights "
+                          "(meProp runs only; dense runs of a preset keep exact)")
     how.add_argument("--lr", type=float, help="learning rate (default: adam 1e-3, adagrad 1e-2)")
     how.add_argument("--epochs", type=int)
     how.add_argument("--batch", type=int, help="mini-batch size (images, or sentences for POS)")
@@ -121,11 +125,10 @@ def _plan(args: argparse.Namespace) -> tuple[str, list[tuple[str, TrainConfig]]]
     return "custom", [(label, config)]
 
 
-def _finished_runs(path) -> set[str]:
-    from meprop.results.store import read_records
-
+def _finished_runs(records) -> set[str]:
+    """Run keys with a record of their last epoch among ``records``."""
     done = set()
-    for record in read_records(path):
+    for record in records:
         if record.get("type") == "train" and record["epoch"] == record["config"]["epochs"]:
             done.add(record["run_key"])
     return done
@@ -133,6 +136,7 @@ def _finished_runs(path) -> set[str]:
 
 def run(args: argparse.Namespace) -> int:
     from meprop.paper.data import DataCorruptError, DataMissingError
+    from meprop.results.store import ResultsLockedError
 
     if args.list_presets:
         for name, preset in PRESETS.items():
@@ -142,36 +146,41 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         return _run(args)
-    except (ValueError, TypeError, FileExistsError, DataMissingError, DataCorruptError) as error:
+    except (ValueError, TypeError, FileExistsError, ResultsLockedError, DataMissingError,
+            DataCorruptError) as error:
         print(f"meprop train: error: {error}", file=sys.stderr)
         return 2
 
 
 def _run(args: argparse.Namespace) -> int:
-    from meprop.paper.train import check_ready, train
+    from meprop._checks import check_threads
+    from meprop.paper.train import check_device_available, check_ready, train
     from meprop.results.env import snapshot
     from meprop.results.schema import env_record
     from meprop.results.store import RESULTS_FILENAME, ResultsWriter, new_run_id
 
     if args.out is None:
         raise ValueError("--out is required (a results folder, e.g. results/paper)")
+    if args.device is not None:  # cpu, cuda, cuda:N, and present on this machine
+        check_device_available(args.device, "--device")
+    check_threads(args.threads, "--threads")
     if args.threads is None:
         args.threads = 1
     preset, runs = _plan(args)
-    for _, config in runs:
+    for _, config in runs:  # everything that can fail before training, before the file exists
         check_ready(config)
     path = Path(args.out)
     if path.suffix != ".jsonl":  # a folder (existing or not): its results.jsonl
         path = path / RESULTS_FILENAME
-    done = _finished_runs(path) if args.resume and path.exists() and path.stat().st_size else set()
-    todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
-    for label, config in runs:
-        if run_key(config, preset) in done:
-            print(f"skipping {preset} / {label}: already finished in {path}")
-    if not todo:
-        return 0
-    run_id = new_run_id()
-    with ResultsWriter(path, resume=args.resume) as writer:
+    with ResultsWriter(path, resume=args.resume) as writer:  # locked until the runs end
+        done = _finished_runs(writer.records)
+        todo = [(label, config) for label, config in runs if run_key(config, preset) not in done]
+        for label, config in runs:
+            if run_key(config, preset) in done:
+                print(f"skipping {preset} / {label}: already finished in {path}")
+        if not todo:
+            return 0
+        run_id = new_run_id()
         writer.write(env_record(run_id, snapshot(threads=args.threads, profile=preset, argv=sys.argv)))
         for label, config in todo:
             result = train(config, writer=writer, run_id=run_id, preset=preset, label=label,

@@ -30,7 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop._checks import check_choice, check_int_at_least, check_real
+import meprop.optim
+from meprop._checks import check_choice, check_device, check_int_at_least, check_real
 from meprop.functional import BIAS_GRADS
 from meprop.paper.models import INITS, check_dropout
 from meprop.results import schema
@@ -38,10 +39,14 @@ from meprop.results.store import new_run_id
 from meprop.selection import MODES
 from meprop.stopwatch import Stopwatch
 
-__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready"]
+__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
+           "check_device", "check_device_available"]
 
 TASKS = ("mnist", "pos", "synthetic")
 OPTIMIZERS = ("adam", "adagrad")
+#: ``exact``: the torch.optim algorithm (the paper's setting); ``lazy``: meprop.optim's row
+#: updates of the meProp weights (Adam only).
+OPTIMIZER_MODES = ("exact", "lazy")
 #: Learning rates used when ``lr`` is None (torch's defaults).
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
 _EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
@@ -60,6 +65,7 @@ class TrainConfig:
     mode: str = "per_example"
     output_k: int | None = None
     optimizer: str = "adam"
+    optimizer_mode: str = "exact"
     lr: float | None = None
     epochs: int = 20
     batch: int = 10
@@ -79,6 +85,12 @@ class TrainConfig:
         check_choice(self.bias_grad, "bias_grad", BIAS_GRADS)
         check_choice(self.init, "init", INITS)
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.optimizer_mode, "optimizer_mode", OPTIMIZER_MODES)
+        if self.optimizer_mode == "lazy" and (self.optimizer != "adam" or self.k is None):
+            raise ValueError(
+                f"optimizer_mode='lazy' needs optimizer='adam' and a meProp run (k given), got "
+                f"optimizer={self.optimizer!r}, k={self.k!r}"
+            )
         check_choice(self.mode, "mode", MODES)
         for name in ("epochs", "batch", "hidden", "layers", "embed", "threads"):
             check_int_at_least(getattr(self, name), name, 1)
@@ -92,10 +104,10 @@ class TrainConfig:
         check_dropout(self.dropout)
         if self.task == "pos" and self.output_k is not None:
             raise ValueError("output_k applies to the MLP tasks only (the POS classifier is dense, as in the paper)")
-        for name, default in _KEY_OMIT_AT.items():
+        for name, default in _MLP_ONLY.items():
             if self.task == "pos" and getattr(self, name) != default:
                 raise ValueError(f"{name} applies to the MLP tasks only, got {getattr(self, name)!r} for task 'pos'")
-        torch.device(self.device)  # raises on a malformed device string
+        check_device(self.device)
 
     @property
     def method(self) -> str:
@@ -109,9 +121,25 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "method": self.method, "lr": self.learning_rate}
 
 
+def check_device_available(device: str, name: str = "device") -> None:
+    """Refuse a CUDA device this machine does not have (no CUDA, or index out of range)."""
+    dev = torch.device(check_device(device, name))
+    if dev.type != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError(f"{name} {device!r} requested but CUDA is not available "
+                         f"(torch {torch.__version__}); accepted here: 'cpu'")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"{name} {device!r} requested but this machine has {count} CUDA device(s); "
+                         f"accepted: 'cpu', 'cuda', 'cuda:0' ... 'cuda:{count - 1}'")
+
+
 #: Fields added after results were first recorded, left out of :func:`run_key` at these
 #: values so the keys of earlier records (and ``--resume``) stay valid.
-_KEY_OMIT_AT = {"bias_grad": "sparse", "init": "torch"}
+_KEY_OMIT_AT = {"bias_grad": "sparse", "init": "torch", "optimizer_mode": "exact"}
+#: MLP-only options, at their defaults for the POS task.
+_MLP_ONLY = {"bias_grad": "sparse", "init": "torch"}
 
 
 def run_key(config: TrainConfig, preset: str = "custom") -> str:
@@ -148,11 +176,13 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------- task set-up
 def check_ready(config: TrainConfig) -> None:
-    """Fail early (before any result is written) if ``config`` cannot run: a k larger than
-    its layer, or the task's data not installed (the error names the set-up command)."""
+    """Fail early (before any result is written) if ``config`` cannot run: a CUDA device this
+    machine lacks, a k larger than its layer, or the task's data not installed (the error
+    names the set-up command)."""
     from meprop.paper import data as datasets
     from meprop.paper.models import MLP, PosTagger
 
+    check_device_available(config.device)
     if config.task == "mnist":
         datasets.mnist_path()
         MLP(784, config.hidden, config.layers, 10, k=config.k, mode=config.mode, output_k=config.output_k,
@@ -237,6 +267,8 @@ def _tagging_scores(model, sentences, batch, device) -> float:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer_mode == "lazy":
+        return meprop.optim.Adam(model.parameters(), lr=config.learning_rate, lazy=True)
     cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[config.optimizer]
     return cls(model.parameters(), lr=config.learning_rate)
 
@@ -276,9 +308,8 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_device_available(config.device)
     device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available")
     run = _Run(config, device, run_id or new_run_id(), preset,
                label or ("dense" if config.k is None else f"meProp k={config.k}"), progress)
     result = TrainResult(config)

@@ -23,7 +23,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from meprop.report.diagnose import input_problems, problems_section
+from meprop.report.diagnose import input_problems, latest_per_case, problems_section
 from meprop.report.frames import bench_frame, env_frame, train_frame
 from meprop.report.html import render_page
 from meprop.report.ingest import LoadedResults, load_results
@@ -100,8 +100,11 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ResultsError(f"cannot create the output folder {str(out_dir)!r}: {error}") from None
-    frame = bench_frame(loaded.records)
+    frame, repeated = latest_per_case(bench_frame(loaded.records), loaded)
     problems, severe = input_problems(loaded, frame)
+    if repeated:
+        problems.append(f"{repeated} case(s) were measured more than once on the same machine: "
+                        "the latest outcome of each is shown")
     timings = sorted({str(e["timing"]) for e in (r.get("env") or {} for r in loaded.of_type("env"))
                       if e.get("timing")})
     headline, head = bench.headline(frame, out_dir)

@@ -2,20 +2,21 @@
 
 Problems found while reading (:attr:`meprop.report.ingest.LoadedResults.problems`) plus
 those only the bench frame shows: runs without an ``env`` record, skipped cases, cases
-without a dense baseline, cases measured more than once. A problem is *severe* when it
-leaves no speedup to show.
+without a dense baseline. A case measured more than once keeps its latest outcome
+(:func:`latest_per_case`). A problem is *severe* when it leaves no speedup to show.
 """
 
 from __future__ import annotations
 
 import html
 
+import numpy as np
 import pandas as pd
 
 from meprop.report.ingest import LoadedResults
 from meprop.report.sections import Section
 
-__all__ = ["input_problems", "problems_section"]
+__all__ = ["input_problems", "latest_per_case", "problems_section"]
 
 
 def input_problems(loaded: LoadedResults, frame: pd.DataFrame) -> tuple[list[str], bool]:
@@ -41,12 +42,28 @@ def input_problems(loaded: LoadedResults, frame: pd.DataFrame) -> tuple[list[str
                         "the tables show meProp times only (measure dense and meProp in one run)")
     elif not no_dense.empty:
         problems.append(f"{len(no_dense)} case(s) have no dense baseline; their speedup is blank")
-    repeats = frame.duplicated(["machine", "key"], keep=False) & frame["key"].notna()
-    if repeats.any():
-        problems.append(f"{int(frame[repeats].drop_duplicates(['machine', 'key']).shape[0])} case(s) "
-                        "were measured more than once on the same machine: every run's row is shown; "
-                        "targets use the latest")
     return problems, severe
+
+
+def latest_per_case(frame: pd.DataFrame, loaded: LoadedResults) -> tuple[pd.DataFrame, int]:
+    """Keep the latest record of each case per machine; returns it and how many cases repeated.
+
+    A case measured more than once (``--resume`` retrying a skipped case, a re-run) keeps
+    its latest outcome: the row whose run has the latest env ``timestamp``; rows of runs
+    without one count as older, and ties go to the row read last (later in its file).
+    """
+    if frame.empty:
+        return frame, 0
+    stamps = {r["run_id"]: str((r.get("env") or {}).get("timestamp") or "") for r in loaded.of_type("env")}
+    keyed = frame[frame["key"].notna()]
+    repeated = int((keyed.groupby(["machine", "key"]).size() > 1).sum())
+    if not repeated:
+        return frame, 0
+    ranked = frame.assign(_stamp=[stamps.get(r, "") for r in frame["run_id"]], _read=np.arange(len(frame)))
+    ranked = ranked.sort_values(["_stamp", "_read"], kind="stable")
+    older = ranked["key"].notna() & ranked.duplicated(["machine", "key"], keep="last")
+    kept = ranked[~older].sort_values("_read")
+    return kept.drop(columns=["_stamp", "_read"]).reset_index(drop=True), repeated
 
 
 #: Problems listed on the page; the rest are counted (all are printed by ``meprop report``).

@@ -121,7 +121,10 @@ def test_full_profile_spans_devices_and_ratios():
 
 def test_perf_covers_every_issue5_row():
     keys = {c.key for c in profile_cases("perf")}
-    assert all(c.dtype == "float32" and c.threads == 2 for c in profile_cases("perf"))
+    assert all(c.dtype == "float32" for c in profile_cases("perf"))
+    # issue 5's rows run on 2 threads; issue 9's training-step rows on the thread count they name
+    assert all(c.threads == (t.threads or 2) for t in TARGETS for c in t.cases())
+    assert all(c.threads == 2 for t in TARGETS if t.measurement != "train_step" for c in t.cases())
     for target in TARGETS:
         assert {c.key for c in target.cases()} <= keys, target.label
     rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
@@ -166,7 +169,9 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
     assert [t.cases() for t in TARGETS if t.kind == "review"] == [()]
-    assert len(perf) == 32
+    # issue 5's 32 cases, then issue 9's four training-step rows (added on main with them)
+    assert len(perf) == 32 + 4
+    assert [c.measurement for c in profile_cases("perf")][32:] == ["train_step"] * 4
 
 
 def test_single_case_targets_derive_their_case_from_their_fields():

@@ -34,7 +34,8 @@ def bench_record(run_id: str, *, hidden: int, batch: int, k: int, mode: str = "u
                  measurement: str = "linear_backward", dense_s: float | None = 1e-3,
                  meprop_s: float | None = 1e-4, iqr_frac: float = 0.02, device: str = "cpu",
                  workload: str = "linear", layers: int = 1, in_features: int | None = None,
-                 status: str = "ok", reason: str | None = None, peak: dict | None = None) -> dict:
+                 status: str = "ok", reason: str | None = None, peak: dict | None = None,
+                 threads: int = 2) -> dict:
     def side(median):
         if median is None:
             return None
@@ -44,7 +45,7 @@ def bench_record(run_id: str, *, hidden: int, batch: int, k: int, mode: str = "u
     in_features = hidden if in_features is None else in_features
     case = {"workload": workload, "measurement": measurement, "hidden": hidden, "in_features": in_features,
             "layers": layers, "k": k, "k_ratio": k / hidden, "batch": batch, "device": device,
-            "dtype": "float32", "mode": mode, "threads": 2}
+            "dtype": "float32", "mode": mode, "threads": threads}
     speedup = dense_s / meprop_s if (status == "ok" and dense_s and meprop_s) else None
     return {
         "schema": SCHEMA, "type": "bench", "run_id": run_id, "case": case,
@@ -125,7 +126,7 @@ def many_records(n: int = 20_000, *, machines: int = 4) -> list[dict]:
     hiddens, batches = (500, 1024, 2048, 4096, 8192), (1, 16, 64, 256, 1024)
     modes, measurements = ("unified", "per_example"), ("forward", "linear_backward", "overall_backward", "train_step")
     per_ratio = machines * len(modes) * len(measurements) * len(hiddens) * len(batches)
-    ratios = [0.005 * 1.2 ** i for i in range(math.ceil(n / per_ratio))]
+    ratios = [0.005 * 1.2 ** i for i in range(math.ceil(n / per_ratio) + 1)]  # + 1: k ties at small n
     records = []
     for m in range(machines):
         run = f"run-{m}"
@@ -135,8 +136,8 @@ def many_records(n: int = 20_000, *, machines: int = 4) -> list[dict]:
                 workload = "linear" if measurement in ("forward", "linear_backward") else "mlp"
                 for hidden in hiddens:
                     for batch in batches:
-                        for ratio in ratios:
-                            k = min(hidden, max(1, round(ratio * hidden)))
+                        ks = dict.fromkeys(min(hidden, max(1, round(r * hidden))) for r in ratios)
+                        for k in ks:  # one record per case: no case is measured twice
                             dense = hidden * batch * 1e-9 + 1e-5
                             speedup = 1.0 if measurement == "forward" else max(0.2, 0.8 * (hidden / k) ** 0.8)
                             records.append(bench_record(

@@ -78,7 +78,8 @@ def _perf_profile_frame():
     for c in profile_cases("perf"):
         recs.append(fx.bench_record("r", hidden=c.hidden, batch=c.batch, k=c.k, mode=c.mode,
                                     measurement=c.measurement, workload=c.workload, layers=c.layers,
-                                    in_features=c.in_features, dense_s=1e-2, meprop_s=1e-2 * 4 * c.k_ratio))
+                                    in_features=c.in_features, threads=c.threads, dense_s=1e-2,
+                                    meprop_s=1e-2 * 4 * c.k_ratio))
     return bench_frame(recs)
 
 

@@ -40,7 +40,7 @@ def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
         return [], [f"{path}: empty results file (a run that measured nothing?)"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lines, _ = read_lines(path, tolerate_truncated_tail=True)
+        lines, _ = read_lines(path)
     problems = [str(w.message) for w in caught]
     records = []
     for lineno, record in lines:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import warnings
 
 __all__ = ["POLICIES", "FAIR", "DEFAULTS", "apply"]
 
@@ -52,7 +53,8 @@ def apply(policy: str = FAIR) -> dict:
     """Put the process under ``policy`` (see :data:`POLICIES`); returns the record of what holds.
 
     The fair setting, once applied, stays for the process (malloc has no way back to its
-    dynamic threshold); asking for ``defaults`` afterwards is refused with a ValueError.
+    dynamic threshold): asking for ``defaults`` afterwards warns, and the record says that
+    the fair setting holds (what the timings really ran under).
     """
     global _applied
     if policy not in POLICIES:
@@ -60,10 +62,12 @@ def apply(policy: str = FAIR) -> dict:
     env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
     if policy == DEFAULTS:
         if _applied is not None and _applied["policy"] == FAIR and _applied["applied"]:
-            raise ValueError(
-                "allocator policy 'defaults' asked for after 'no-page-faults' was applied in this "
-                "process; malloc cannot go back: run the defaults in a fresh process"
+            warnings.warn(
+                "malloc 'defaults' asked for after 'no-page-faults' was applied in this process; "
+                "malloc cannot go back, so the fair setting holds (use a fresh process)",
+                UserWarning, stacklevel=2,
             )
+            return dict(_applied)
         record = {"policy": DEFAULTS, "applied": False, "environment": env,
                   "note": "malloc as it comes (MALLOC_* environment variables, if any, apply)"}
     else:

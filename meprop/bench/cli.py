@@ -65,6 +65,7 @@ class _Extend(argparse.Action):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from meprop.bench.allocator import DEFAULTS, FAIR, POLICIES
     from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS
     from meprop.bench.profiles import PROFILES
     from meprop.selection import MODES
@@ -101,6 +102,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="per-case timing budget in seconds (default: the profile's)")
     parser.add_argument("--min-samples", type=int, default=None,
                         help="samples per side at least (default: the profile's)")
+    parser.add_argument("--malloc", choices=POLICIES, default=FAIR,
+                        help=f"allocator setting for dense and meProp alike: {FAIR} (default: freed "
+                             f"blocks stay in the heap, so fresh large tensors are not page-faulted "
+                             f"on every call: the fair dense baseline) or {DEFAULTS} (glibc as it comes)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
@@ -239,6 +244,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"meprop bench: warning: --device cuda requested but cuda is not available "
                   f"(torch {torch.__version__}); those cases are recorded as skipped",
                   file=sys.stderr)
+    from meprop.bench.allocator import apply as apply_allocator
+
+    malloc = apply_allocator(args.malloc)
     started = time.perf_counter()
     run_id = new_run_id()
     with writer:
@@ -248,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message=".*cuda is not available.*")
             summary = run_cases(
                 cases, writer, run_id, options=options, profile=profile_name,
-                argv=list(sys.argv),
+                argv=list(sys.argv), malloc=malloc,
                 progress=not args.no_progress, measure_memory=not args.no_memory,
             )
     elapsed = time.perf_counter() - started

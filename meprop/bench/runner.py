@@ -173,6 +173,7 @@ def run_cases(
     argv: list[str] | None = None,
     progress: bool = True,
     measure_memory: bool = True,
+    malloc: dict | None = None,
 ) -> RunSummary:
     """Run every case not already in ``writer.done``, writing one record per case.
 
@@ -197,7 +198,7 @@ def run_cases(
         if not env_written:
             threads = sorted({c.threads for c in resolved})
             env = snapshot(threads=threads[0] if len(threads) == 1 else current,
-                           allocator=ALLOCATION_POLICY, profile=profile, argv=argv)
+                           allocator=ALLOCATION_POLICY, profile=profile, argv=argv, malloc=malloc)
             writer.write(schema.env_record(run_id, env))
             env_written = True
         started = time.perf_counter()

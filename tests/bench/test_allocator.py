@@ -43,3 +43,13 @@ def test_fair_policy_stops_page_faulting_fresh_large_tensors():
 def test_bad_policy_is_refused():
     with pytest.raises(ValueError, match=r"allocator policy must be one of .*'fast'"):
         allocator.apply("fast")
+
+
+def test_defaults_after_fair_in_one_process_records_what_holds():
+    out = subprocess.run(
+        [sys.executable, "-c", "import json, warnings\nfrom meprop.bench import allocator\n"
+         "allocator.apply('no-page-faults')\nwith warnings.catch_warnings(record=True) as w:\n"
+         "    warnings.simplefilter('always')\n    r = allocator.apply('defaults')\n"
+         "print(json.dumps([r['policy'], len(w)]))"],
+        capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["no-page-faults", 1]

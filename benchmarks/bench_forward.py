@@ -6,12 +6,12 @@ interleaved measurement per case (see ``common.py``).
 """
 
 from . import common
-from .common import _PairSuite
+from .common import PairSuite
 
 __all__ = ["Forward"]
 
 
-class Forward(_PairSuite):
+class Forward(PairSuite):
     """Training-mode forward of a single linear layer, input (batch, n) -> (batch, n)."""
 
     workload = "linear"

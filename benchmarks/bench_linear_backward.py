@@ -6,12 +6,12 @@ speedup is n / k.
 """
 
 from . import common
-from .common import _PairSuite
+from .common import PairSuite
 
 __all__ = ["LinearBackward"]
 
 
-class LinearBackward(_PairSuite):
+class LinearBackward(PairSuite):
     """Backward of a single linear layer, dy: (batch, n) -> dx: (batch, n), dW: (n, n)."""
 
     workload = "linear"

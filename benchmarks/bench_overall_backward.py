@@ -5,12 +5,12 @@ the two hidden layers and the output layer dense, as in the paper: "Ov. BP".
 """
 
 from . import common
-from .common import _PairSuite
+from .common import PairSuite
 
 __all__ = ["OverallBackward"]
 
 
-class OverallBackward(_PairSuite):
+class OverallBackward(PairSuite):
     """loss.backward() of the MLP, input (batch, 784), hidden n x 2 layers, 10 classes."""
 
     workload = "mlp"

@@ -5,12 +5,12 @@ user sees, bounded by the parts meProp does not shrink (forward, update).
 """
 
 from . import common
-from .common import _PairSuite
+from .common import PairSuite
 
 __all__ = ["TrainStep"]
 
 
-class TrainStep(_PairSuite):
+class TrainStep(PairSuite):
     """Forward, loss.backward() and optimizer.step() of the MLP, input (batch, 784)."""
 
     workload = "mlp"

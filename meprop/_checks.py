@@ -128,3 +128,64 @@ def check_same_dtype(
         )
     if bias is not None and bias.dtype != weight.dtype:
         raise TypeError(f"bias must have weight's dtype {weight.dtype}, got {bias.dtype}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` as an int if it is an integer >= 1 (bool is refused).
+
+    The generic check for sizes and counts (hidden, batch, layers, threads, ...):
+    ``TypeError`` for a value that is not an integer, ``ValueError`` for one below 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_int_at_least(value: object, name: str, minimum: int) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum`` (bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}"
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_real(value: object, name: str, accepted: str) -> float:
+    """Return ``value`` as a float if it is a real number (bool is refused), else ``TypeError``.
+
+    ``accepted`` describes the accepted values for the message (``"a float in [0, 1)"``);
+    the caller checks the range and raises ``ValueError`` with the same words.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {accepted}, got {value!r} of type {type(value).__name__}")
+    return float(value)
+
+
+def check_threads(threads: object, name: str = "threads") -> int | None:
+    """Return ``threads`` if it is None or an int from 1 to this machine's CPU count (``os.cpu_count()``)."""
+    import os
+
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {threads!r} of type {type(threads).__name__}")
+    cpus = os.cpu_count() or 1
+    if not 1 <= threads <= cpus:
+        raise ValueError(f"{name} must be an int from 1 to {cpus} (os.cpu_count() of this machine), "
+                         f"got {threads}")
+    return int(threads)
+
+
+def check_device(device: object, name: str = "device") -> str:
+    """Return ``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (where meprop measures and trains)."""
+    import re
+
+    if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?)$", device):
+        why = (" (the meta device holds shapes but no data: nothing can be trained on it)"
+               if isinstance(device, str) and device.startswith("meta") else "")
+        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}{why}")
+    return device

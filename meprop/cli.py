@@ -18,7 +18,7 @@ __all__ = ["main", "build_parser"]
 SUBCOMMANDS = {
     "bench": ("meprop.bench.cli", "measure dense vs meProp forward/backprop times"),
     "report": ("meprop.report.cli", "build speedup tables, plots and an HTML report from results"),
-    "train": ("meprop.train_cli", "train the paper's models (MNIST MLP, POS LSTM) dense or with meProp"),
+    "train": ("meprop.paper.cli", "train the paper's models (MNIST MLP, POS LSTM) dense or with meProp"),
     "info": ("meprop.info", "print the environment snapshot (versions, CPU, GPU)"),
 }
 

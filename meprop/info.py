@@ -1,7 +1,7 @@
 """``meprop info``: print the environment snapshot that every benchmark run records.
 
 The fields are those of the ``env`` record (docs/results_schema.md), collected by
-:func:`meprop.bench.system.snapshot`.
+:func:`meprop.results.env.snapshot`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def format_snapshot(env: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meprop.bench.system import snapshot
     from meprop.bench.workloads import ALLOCATION_POLICY
+    from meprop.results.env import snapshot
 
     env = snapshot(allocator=ALLOCATION_POLICY)
     print(json.dumps(env, indent=2) if args.json else format_snapshot(env))

@@ -40,39 +40,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import meprop
-from meprop.data import load_mnist
+from meprop.paper.data import load_mnist
+from meprop.paper.models import MLP
 
 __all__ = ["main"]
 
 
 def _model(args) -> nn.Sequential:
-    def linear(i, o):
-        if args.k is None:
-            return nn.Linear(i, o)
-        return meprop.MepropLinear(i, o, k=args.k, mode=args.mode, bias_grad=args.bias_grad)
-
-    layers: list[nn.Module] = []
-    width = 784
-    for _ in range(2):
-        layers += [linear(width, args.hidden), nn.ReLU()]
-        if args.dropout:
-            layers.append(nn.Dropout(args.dropout))
-        width = args.hidden
-    layers.append(nn.Linear(width, 10))
-    model = nn.Sequential(*layers)
-    if args.init == "glorot":  # the C# code: Glorot-normal weights, zero biases
-        for m in model:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
-    elif args.init == "release":  # the PyTorch release: weights and biases uniform(+-1/sqrt(out_features))
-        for m in model:
-            if isinstance(m, nn.Linear):
-                bound = m.out_features ** -0.5
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.uniform_(m.bias, -bound, bound)
-    return model
+    """The paper's MLP (784 -> h -> h -> 10), the one definition in meprop.paper.models; its layers."""
+    mlp = MLP(784, args.hidden, 2, 10, k=args.k, mode=args.mode, dropout=args.dropout,
+              bias_grad=args.bias_grad, init=args.init)
+    return mlp.net  # nn.Sequential: model[0] is the first hidden layer
 
 
 @torch.no_grad()

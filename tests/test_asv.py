@@ -58,6 +58,7 @@ def _load_offline():
     return module
 
 
+@pytest.mark.slow
 def test_asv_check_finds_no_problems():
     proc = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"],
@@ -116,6 +117,7 @@ def test_a_case_too_large_for_memory_is_not_applicable_not_a_crash():
         suite["bench_peak_memory"].PeakMemory().setup(*params)
 
 
+@pytest.mark.slow
 def test_cuda_is_not_touched_at_import():
     code = (
         "import importlib.util, sys, torch\n"
@@ -130,6 +132,7 @@ def test_cuda_is_not_touched_at_import():
     assert proc.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_linear_backward_end_to_end_on_a_tiny_cpu_grid(monkeypatch):
     suite = _load_suite()
     common = suite["common"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from meprop import data
+from meprop.paper import data
 
 _mnist_installed = True
 try:

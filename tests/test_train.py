@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from meprop import data
+from meprop.paper import data
 from meprop.cli import main
-from meprop.train import TrainConfig, run_key, train
-from meprop.train_cli import PRESETS, preset_runs
+from meprop.paper.presets import PRESETS, preset_runs
+from meprop.paper.train import TrainConfig, run_key, train
 
 
 class _Collect:
@@ -19,6 +19,7 @@ class _Collect:
         self.records.append(record)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [None, 8])
 def test_synthetic_smoke_reaches_the_bar(k):
     writer = _Collect()
@@ -37,6 +38,7 @@ def test_synthetic_smoke_reaches_the_bar(k):
     assert result.test_score == best["test_score"] == last["test_at_best_so_far"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_seed_matters():
     config = TrainConfig("synthetic", k=4, hidden=16, epochs=1, limit=200, seed=3)
     a, b = (train(config, progress=False).records[0] for _ in range(2))
@@ -45,6 +47,7 @@ def test_same_seed_same_run_and_seed_matters():
     assert c["train_loss"] != a["train_loss"]
 
 
+@pytest.mark.slow
 def test_tagger_learns_the_synthetic_tagging_task():
     corpus = data.make_synthetic_tagging(200, 60, vocab=6, tags=3, max_len=8, seed=0)
     config = TrainConfig("pos", k=24, hidden=16, embed=8, batch=4, epochs=2, seed=0, lr=0.01)
@@ -52,6 +55,7 @@ def test_tagger_learns_the_synthetic_tagging_task():
     assert result.best["dev_score"] >= 85.0  # chance is 33%: the LSTM must use the previous token
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (data.importlib.util.find_spec("mnist")), reason="MNIST not installed")
 @pytest.mark.parametrize("k", [None, 100])
 def test_mnist_subset_smoke(k):
@@ -106,6 +110,7 @@ def test_run_key_stable_for_default_bias_grad_and_init():
         TrainConfig("mnist", bias_grad="none")
 
 
+@pytest.mark.slow
 def test_cli_writes_records_refuses_overwrite_and_resumes(tmp_path, capsys):
     out = tmp_path / "res"
     args = ["train", "--preset", "synthetic", "--quick", "--epochs", "1", "--limit", "100", "--out", str(out), "--no-progress"]

@@ -3,7 +3,7 @@
 Which cases:
 
 - ``--profile NAME`` (smoke, quick, paper, full, perf; default quick) picks a named grid
-  (:mod:`meprop.bench.cases`).
+  (:mod:`meprop.bench.profiles`).
 - ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
   ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;
   defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from meprop._checks import check_threads
+
 __all__ = ["configure", "run", "select_cases", "check_threads", "MAX_BUDGET_S", "MAX_MIN_SAMPLES"]
 
 _DEFAULT_PROFILE = "quick"
@@ -30,18 +32,6 @@ _DEFAULT_PROFILE = "quick"
 #: Upper bounds of the timing options (a case is a matter of seconds, not hours).
 MAX_BUDGET_S = 3600.0
 MAX_MIN_SAMPLES = 10_000
-
-
-def check_threads(threads: int | None, name: str = "--threads") -> None:
-    """Refuse a thread count below 1 or above this machine's CPU count (``os.cpu_count()``)."""
-    import os
-
-    if threads is None:
-        return
-    cpus = os.cpu_count() or 1
-    if not 1 <= threads <= cpus:
-        raise ValueError(f"{name} must be an int from 1 to {cpus} (os.cpu_count() of this machine), "
-                         f"got {threads}")
 
 
 def _list_of(kind: type, name: str):
@@ -75,7 +65,9 @@ class _Extend(argparse.Action):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    from meprop.bench.cases import DTYPES, MEASUREMENTS, PROFILES, WORKLOADS
+    from meprop.bench.allocator import DEFAULTS, FAIR, POLICIES
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS
+    from meprop.bench.profiles import PROFILES
     from meprop.selection import MODES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -110,17 +102,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="per-case timing budget in seconds (default: the profile's)")
     parser.add_argument("--min-samples", type=int, default=None,
                         help="samples per side at least (default: the profile's)")
+    parser.add_argument("--malloc", choices=POLICIES, default=FAIR,
+                        help=f"allocator setting for dense and meProp alike: {FAIR} (default: freed "
+                             f"blocks stay in the heap, so fresh large tensors are not page-faulted "
+                             f"on every call: the fair dense baseline) or {DEFAULTS} (glibc as it comes)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory probe")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--list", action="store_true", help="print the cases and exit")
 
 
-def select_cases(args: argparse.Namespace):
-    """The cases and the profile object (None for a custom grid) the arguments ask for."""
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse bad option values with a message naming the option."""
     from meprop._checks import check_choice, check_k, check_k_ratio
-    from meprop.bench.cases import (
-        DTYPES, MEASUREMENTS, PROFILES, WORKLOADS, check_device, grid,
-    )
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS, check_device
     from meprop.selection import MODES
 
     for value in args.mode or ():
@@ -149,9 +143,17 @@ def select_cases(args: argparse.Namespace):
     if args.dtype is not None:
         check_choice(args.dtype, "--dtype", DTYPES)
 
-    axes = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
-    custom = any(getattr(args, a) for a in axes)
-    if args.profile is None and custom:
+
+_AXES = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
+
+
+def select_cases(args: argparse.Namespace):
+    """The cases and the profile object (None for a custom grid) the arguments ask for."""
+    from meprop.bench.cases import grid
+    from meprop.bench.profiles import PROFILES
+
+    _check_args(args)
+    if args.profile is None and any(getattr(args, a) for a in _AXES):
         profile = None
         cases = grid(
             workload=args.workload or ("linear",),
@@ -165,8 +167,13 @@ def select_cases(args: argparse.Namespace):
         if not cases:
             raise ValueError(
                 f"no case of profile {profile.name!r} matches the given filters "
-                f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in axes if getattr(args, a))})"
+                f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in _AXES if getattr(args, a))})"
             )
+    return _replace_fields(cases, args), profile
+
+
+def _replace_fields(cases, args: argparse.Namespace) -> list:
+    """``--device`` (one case per device), ``--threads`` and ``--dtype`` replace those fields."""
     replaced = []
     seen = set()
     for case in cases:
@@ -180,7 +187,7 @@ def select_cases(args: argparse.Namespace):
             if new.key not in seen:
                 seen.add(new.key)
                 replaced.append(new)
-    return replaced, profile
+    return replaced
 
 
 def _matches(case, args) -> bool:
@@ -199,7 +206,7 @@ def _matches(case, args) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meprop.bench.results import ResultsLockedError
+    from meprop.results.store import ResultsLockedError
 
     try:
         return _run(args)
@@ -209,8 +216,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from meprop.bench.results import RESULTS_FILENAME, ResultsWriter, new_run_id
     from meprop.bench.runner import TimingOptions, run_cases
+    from meprop.results.store import RESULTS_FILENAME, ResultsWriter, new_run_id
 
     cases, profile = select_cases(args)
     profile_name = profile.name if profile is not None else "custom"
@@ -237,6 +244,9 @@ def _run(args: argparse.Namespace) -> int:
             print(f"meprop bench: warning: --device cuda requested but cuda is not available "
                   f"(torch {torch.__version__}); those cases are recorded as skipped",
                   file=sys.stderr)
+    from meprop.bench.allocator import apply as apply_allocator
+
+    malloc = apply_allocator(args.malloc)
     started = time.perf_counter()
     run_id = new_run_id()
     with writer:
@@ -246,7 +256,7 @@ def _run(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message=".*cuda is not available.*")
             summary = run_cases(
                 cases, writer, run_id, options=options, profile=profile_name,
-                argv=list(sys.argv),
+                argv=list(sys.argv), malloc=malloc,
                 progress=not args.no_progress, measure_memory=not args.no_memory,
             )
     elapsed = time.perf_counter() - started

@@ -27,12 +27,13 @@ import torch
 
 from meprop import kernels
 from meprop.bench.cases import Case
-from meprop.bench.results import ResultsWriter, bench_record, env_record
-from meprop.bench.system import snapshot
-from meprop.bench.timer import num_threads, synchronize, time_pair
+from meprop.bench.timer import Measurement, num_threads, synchronize, time_pair
 from meprop.bench.workloads import ALLOCATION_POLICY, Unsupported, build, estimate_bytes
+from meprop.results import schema
+from meprop.results.env import snapshot
+from meprop.results.store import ResultsWriter
 
-__all__ = ["TimingOptions", "RunSummary", "run_cases", "peak_memory"]
+__all__ = ["TimingOptions", "RunSummary", "case_record", "run_case", "run_cases", "peak_memory"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,33 @@ class RunSummary:
     skipped: int = 0
     already_done: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+def case_record(
+    run_id: str,
+    case: Case,
+    *,
+    dense: Measurement | None = None,
+    meprop: Measurement | None = None,
+    status: str = "ok",
+    reason: str | None = None,
+    peak_memory: dict | None = None,
+    wall_s: float | None = None,
+    formulations: dict | None = None,
+) -> dict:
+    """The ``bench`` record of a resolved ``case`` (:func:`meprop.results.schema.bench_record`).
+
+    ``dense`` / ``meprop`` are the timer's measurements, or None (skipped cases).
+    ``wall_s``: wall time the case took in all (build, warm-up, probes). ``formulations``:
+    the meProp linear backwards each formulation ran while the case was timed.
+    """
+    noisy = bool((dense is not None and dense.noisy) or (meprop is not None and meprop.noisy))
+    return schema.bench_record(
+        run_id, key=case.key, case=case.to_dict(), status=status, reason=reason,
+        dense=None if dense is None else dense.to_dict(),
+        meprop=None if meprop is None else meprop.to_dict(),
+        peak_memory=peak_memory, wall_s=wall_s, noisy=noisy, formulations=formulations,
+    )
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -151,6 +179,7 @@ def run_cases(
     argv: list[str] | None = None,
     progress: bool = True,
     measure_memory: bool = True,
+    malloc: dict | None = None,
 ) -> RunSummary:
     """Run every case not already in ``writer.done``, writing one record per case.
 
@@ -175,12 +204,12 @@ def run_cases(
         if not env_written:
             threads = sorted({c.threads for c in resolved})
             env = snapshot(threads=threads[0] if len(threads) == 1 else current,
-                           allocator=ALLOCATION_POLICY, profile=profile, argv=argv)
-            writer.write(env_record(run_id, env))
+                           allocator=ALLOCATION_POLICY, profile=profile, argv=argv, malloc=malloc)
+            writer.write(schema.env_record(run_id, env))
             env_written = True
         started = time.perf_counter()
         fields = run_case(case, options, measure_memory=measure_memory)
-        record = bench_record(run_id, case, **fields, wall_s=time.perf_counter() - started)
+        record = case_record(run_id, case, **fields, wall_s=time.perf_counter() - started)
         writer.write(record)
         if record["status"] == "ok":
             summary.ok += 1

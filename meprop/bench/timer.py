@@ -2,7 +2,8 @@
 
 The measurement rules of DESIGN.md ("What the numbers mean", "Measurement rules"):
 
-- CUDA is asynchronous, so every interval is bracketed by :func:`synchronize`.
+- CUDA is asynchronous, so every interval is bracketed by :func:`synchronize`
+  (:mod:`meprop.stopwatch`, re-exported here with :class:`Stopwatch`).
 - The thread count is set explicitly around the measurement and restored after
   (``torch.utils.benchmark.Timer`` would silently default to 1 thread).
 - :func:`time_pair` interleaves dense and meProp samples (ABBA order), so that
@@ -27,6 +28,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from meprop._checks import check_positive_int, check_real
+from meprop.results import schema
+from meprop.stopwatch import Clock, Stopwatch, synchronize
+
 __all__ = [
     "NOISE_THRESHOLD",
     "synchronize",
@@ -37,55 +42,8 @@ __all__ = [
     "time_pair",
 ]
 
-#: A measurement whose IQR / median exceeds this is flagged ``noisy``.
-NOISE_THRESHOLD = 0.10
-
-Clock = Callable[[], float]
-
-
-def synchronize(device: str | torch.device = "cpu") -> None:
-    """Wait until all queued work on ``device`` is done (a no-op on CPU)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":  # pragma: no cover - no MPS here
-        torch.mps.synchronize()
-
-
-class Stopwatch:
-    """Accumulates wall time of the intervals it brackets, synchronizing ``device``.
-
-    >>> watch = Stopwatch("cpu")
-    >>> with watch:
-    ...     pass
-    >>> watch.laps
-    1
-
-    ``elapsed`` is the total in seconds over all intervals, ``laps`` their number.
-    """
-
-    def __init__(self, device: str | torch.device = "cpu", *, clock: Clock = time.perf_counter):
-        self.device = torch.device(device)
-        self.clock = clock
-        self.elapsed = 0.0
-        self.laps = 0
-        self._start: float | None = None
-
-    def __enter__(self) -> "Stopwatch":
-        if self._start is not None:
-            raise RuntimeError("Stopwatch is already running (intervals cannot nest)")
-        synchronize(self.device)
-        self._start = self.clock()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        synchronize(self.device)
-        self.elapsed += self.clock() - self._start
-        self.laps += 1
-        self._start = None
-
-    def reset(self) -> None:
-        self.elapsed, self.laps, self._start = 0.0, 0, None
+#: A measurement whose IQR / median exceeds this is flagged ``noisy`` (the schema's number).
+NOISE_THRESHOLD = schema.NOISE_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -128,7 +86,7 @@ class Measurement:
     @property
     def noisy(self) -> bool:
         """IQR / median above :data:`NOISE_THRESHOLD`."""
-        return self.rel_iqr > NOISE_THRESHOLD
+        return self.rel_iqr > schema.NOISE_THRESHOLD
 
     def rel_standard_error(self) -> float:
         """Standard error of the median relative to it, estimated from the IQR.
@@ -154,9 +112,7 @@ def num_threads(threads: int | None) -> Iterator[int]:
     """Set torch's intra-op thread count for the block (None: leave it); yields the count used."""
     previous = torch.get_num_threads()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_positive_int(threads, "threads"))
     try:
         yield torch.get_num_threads()
     finally:
@@ -214,11 +170,10 @@ def time_pair(
 def _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s):
     for name, value in (("budget_s", budget_s), ("warmup_s", warmup_s),
                         ("min_sample_s", min_sample_s), ("rel_precision", rel_precision)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        if not check_real(value, name, "a non-negative number") >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     for name, value in (("min_samples", min_samples), ("max_samples", max_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(value, name)
     if max_samples < min_samples:
         raise ValueError(
             f"max_samples must be >= min_samples={min_samples}, got max_samples={max_samples}"

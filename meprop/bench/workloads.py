@@ -148,7 +148,14 @@ def _check_supported(case) -> None:
 
 
 def build_model(case, variant: str) -> nn.Module:
-    """The case's model (seeded; float32 on CPU before moving) for ``variant``."""
+    """The case's model (seeded; float32 on CPU before moving) for ``variant``.
+
+    ``linear``: one ``nn.Linear``; ``mlp``: the paper's MLP (:class:`meprop.paper.models.MLP`,
+    the one definition of it), dense. The ``meprop`` variant is the same model passed
+    through :func:`meprop.convert` (the hidden layers; the MLP's output layer stays dense).
+    """
+    from meprop.paper.models import MLP
+
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     with torch.random.fork_rng(devices=[]):
@@ -156,13 +163,8 @@ def build_model(case, variant: str) -> nn.Module:
         if case.workload == "linear":
             model: nn.Module = nn.Linear(case.in_features, case.hidden)
         else:
-            layers: list[nn.Module] = []
-            width = case.in_features
-            for _ in range(case.layers):
-                layers += [nn.Linear(width, case.hidden), nn.ReLU()]
-                width = case.hidden
-            layers.append(nn.Linear(width, case.classes))
-            model = nn.Sequential(*layers)
+            # its layers (an nn.Sequential): the inputs are already (B, in_features)
+            model = MLP(case.in_features, case.hidden, case.layers, case.classes).net
     model = model.to(device=case.device, dtype=_dtype(case))
     if variant == "meprop":
         # linear: the one layer is meProp; mlp: hidden layers, the output layer dense.

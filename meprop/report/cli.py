@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from meprop.report.build import build_report
-    from meprop.report.loaders import ResultsError
+    from meprop.results.store import ResultsError
 
     if args.title is not None and not args.title.strip():
         print("meprop report: error: --title must not be empty", file=sys.stderr)

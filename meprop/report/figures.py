@@ -22,6 +22,7 @@ import pandas as pd
 
 __all__ = [
     "FigureFile",
+    "save_figure",
     "speedup_vs_k_ratio",
     "speedup_vs_hidden",
     "time_breakdown",
@@ -31,6 +32,11 @@ __all__ = [
 ]
 
 _DPI = 110
+#: Figures drawn of each kind, and panels along one axis of a figure: the report's figures
+#: stay readable and its build time bounded for any number of records (issue 12, item 8);
+#: every row is still in the tables (CSV).
+MAX_FIGURES_PER_KIND = 4
+MAX_PANELS = 4
 _PANEL_W, _PANEL_H = 3.8, 3.0  # inches per panel
 _LEGEND_W = 1.5  # inches right of the panels for the figure legend
 
@@ -63,12 +69,21 @@ def _workload(group: pd.DataFrame) -> str:
     return f"MLP, {layers} hidden layers"
 
 
+def _spread(values, n: int = MAX_PANELS) -> list:
+    """At most ``n`` of the sorted ``values``, evenly spread, the smallest and largest kept."""
+    values = sorted(values)
+    if len(values) <= n:
+        return values
+    return [values[round(i * (len(values) - 1) / (n - 1))] for i in range(n)]
+
+
 def _slug(*parts: object) -> str:
     text = "_".join(str(p) for p in parts if p is not None)
     return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_").lower()
 
 
-def _save(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+def save_figure(fig, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+    """Write ``fig`` as ``figures/<name>.png`` and ``.svg`` under ``out_dir``; the page's description of it."""
     folder = Path(out_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
@@ -130,12 +145,12 @@ def _palette(values, name: str) -> dict[str, tuple]:
 
 def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: dict[str, tuple]) -> None:
     """One line per ``hue`` value (median of repeated rows), noisy points ringed in red."""
-    import seaborn as sns
-
     data = data.assign(**{hue: data[hue].astype(str)})
-    order = [v for v in palette if v in set(data[hue])]
-    sns.lineplot(data=data, x=x, y="speedup", hue=hue, hue_order=order, marker="o",
-                 estimator="median", errorbar=None, palette=palette, ax=ax)
+    present = set(data[hue])
+    for value in (v for v in palette if v in present):
+        curve = data[data[hue] == value].groupby(x)["speedup"].median().sort_index()
+        ax.plot(curve.index.to_numpy(), curve.to_numpy(), marker="o", markersize=5, color=palette[value],
+                label=value)
     noisy = data[data["noisy"] == True]  # noqa: E712 (None = unknown stays unflagged)
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
@@ -177,14 +192,16 @@ def _reference_lines(ax, ratios: np.ndarray) -> None:
 
 def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Speedup vs k/n (log-log), one panel per hidden size, one line per batch size."""
-    from meprop.report.tables import MEASUREMENT_TITLES
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         if group["k_ratio"].nunique() < 2:
             continue
-        hiddens = sorted(group["hidden"].unique())
+        hiddens = _spread(group["hidden"].unique())
         palette = _palette(group["batch"], "viridis")
         where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
@@ -200,7 +217,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
             _figure_legend(fig, axes, "batch")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n\n{where}")
         name = _slug("speedup_vs_k", measurement, workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
+        files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
                            "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
                            "dotted red: break-even (1x). Red rings: noisy cells."))
     return files
@@ -208,15 +225,18 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 
 def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """Speedup vs hidden size at fixed k ratios, one panel per batch size."""
-    from meprop.report.tables import MEASUREMENT_TITLES, nominal_k_ratio
+    from meprop.report.frames import nominal_k_ratio
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         if group["hidden"].nunique() < 2:
             continue
         group = group.assign(ratio=nominal_k_ratio(group["k_ratio"]))
-        batches = sorted(group["batch"].unique())
+        batches = _spread(group["batch"].unique())
         palette = _palette(group["ratio"], "rocket")
         where = f"{_workload(group)} — {machine}, {device}, {mode}"
         with _style():
@@ -238,7 +258,7 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
             _figure_legend(fig, axes, "k / n")
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size\n{where}")
         name = _slug("speedup_vs_hidden", measurement, workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
+        files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
                            "One line per kept ratio k/n. Dotted red: break-even (1x)."))
     return files
 
@@ -253,6 +273,8 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
     files = []
     ok = frame[frame["status"] == "ok"]
     for (machine, device, mode, workload), group in ok.groupby(["machine", "device", "mode", "workload"], sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         backward = "overall_backward" if workload == "mlp" else "linear_backward"
         fwd = group[group["measurement"] == "forward"]
         bwd = group[(group["measurement"] == backward) & group["speedup"].notna()]
@@ -289,7 +311,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             what = "overall backprop (MLP)" if workload == "mlp" else "linear-only backprop"
             fig.suptitle(f"Forward vs {what}, dense vs meProp\n{machine}, {device}, {mode}")
         name = _slug("time_breakdown", workload, machine, device, mode)
-        files.append(_save(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
+        files.append(save_figure(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
                            "Pale: forward; solid: backprop. Bars in % of the dense total, which is written "
                            "above each pair; at the smallest measured k per (n, batch)."))
     return files
@@ -297,15 +319,17 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
 
 def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[str], name_prefix: str,
                    title: str, measurement: str) -> list[FigureFile]:
-    from meprop.report.tables import MEASUREMENT_TITLES
+    from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
     ok = _ok(frame, measurement)
     for keys, group in ok.groupby(groups, sort=True):
+        if len(files) >= MAX_FIGURES_PER_KIND:
+            break
         keys = keys if isinstance(keys, tuple) else (keys,)
         if group[hue].nunique() < 2 or group["k_ratio"].nunique() < 2:
             continue
-        hiddens, batches = sorted(group["hidden"].unique()), sorted(group["batch"].unique())
+        hiddens, batches = _spread(group["hidden"].unique(), 3), _spread(group["batch"].unique(), 3)
         palette = _palette(group[hue], "Set1")
         with _style():
             fig, axes = _new_figure(len(batches), len(hiddens))
@@ -325,7 +349,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
             label = ", ".join(str(k) for k in keys)
             _figure_legend(fig, axes, hue)
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: {title}\n{label}")
-        files.append(_save(fig, out_dir, _slug(name_prefix, measurement, *keys),
+        files.append(save_figure(fig, out_dir, _slug(name_prefix, measurement, *keys),
                            f"{MEASUREMENT_TITLES[measurement]}: {title} ({label})",
                            f"One line per {hue}; dashed: ideal n/k; dotted red: 1x."))
     return files
@@ -340,7 +364,9 @@ def modes_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """CPU vs GPU (and machines) on the same cases, per mode; drawn when both device kinds exist."""
     ok = _ok(frame, measurement)
-    kinds = set(ok["device"].astype(str).str.split(":").str[0])
+    if ok.empty:
+        return []
+    kinds = {str(device).split(":")[0] for device in ok["device"]}
     if not {"cpu", "cuda"} <= kinds:
         return []
     labelled = frame.assign(where=frame["machine"].astype(str) + " " + frame["device"].astype(str))
@@ -348,7 +374,7 @@ def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = 
 
 
 def all_figures(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[FigureFile]]:
-    """Every figure the report shows, by section."""
+    """Every figure the report shows, by section (at most :data:`MAX_FIGURES_PER_KIND` per call)."""
     out = {
         "speedup_vs_k": speedup_vs_k_ratio(frame, out_dir, "linear_backward")
         + speedup_vs_k_ratio(frame, out_dir, "overall_backward"),

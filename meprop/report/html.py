@@ -3,8 +3,8 @@
 Only assembly and formatting live here; the numbers come from
 :mod:`meprop.report.tables`, :mod:`meprop.report.targets` and :mod:`meprop.report.paper`,
 the pictures from :mod:`meprop.report.figures`. The page loads nothing from the network:
-the CSS is inline, every figure is embedded as a base64 PNG (with links to the PNG/SVG
-files beside the page), and the one inline script only records, after load, how many
+the CSS is inline, figures are embedded as base64 PNGs up to a size budget (beyond it
+they are linked from the files beside the page, as the PNG/SVG links always are), and the one inline script only records, after load, how many
 figures decoded (``<body data-figures-loaded="3/3">``), which the browser test reads.
 Tables are rendered with pandas' ``Styler`` (speedups below 1 and noisy cells marked).
 """
@@ -173,13 +173,19 @@ def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: 
     return f'<div class="scroll">{styler.to_html()}</div>'
 
 
-def figure_html(png: Path, svg: Path | None, title: str, caption: str, out_dir: Path) -> str:
-    """An embedded PNG with links to the PNG/SVG files beside the page."""
-    data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-    links = [f'<a href="{html.escape(Path(png).relative_to(out_dir).as_posix())}">PNG</a>']
+def figure_html(png: Path, svg: Path | None, title: str, caption: str, out_dir: Path, *,
+                embed: bool = True) -> str:
+    """The PNG (embedded as base64, or linked when ``embed`` is False) with links to the PNG/SVG files."""
+    rel_png = html.escape(Path(png).relative_to(out_dir).as_posix())
+    if embed:
+        src = "data:image/png;base64," + base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    else:
+        src = rel_png
+    links = [f'<a href="{rel_png}">PNG</a>']
     if svg is not None:
         links.append(f'<a href="{html.escape(Path(svg).relative_to(out_dir).as_posix())}">SVG</a>')
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
+    lazy = "" if embed else ' loading="lazy"'
+    return (f'<figure><img src="{src}"{lazy} alt="{html.escape(title)}">'
             f"<figcaption><b>{html.escape(title)}.</b> {html.escape(caption)} "
             f"({' · '.join(links)})</figcaption></figure>")
 

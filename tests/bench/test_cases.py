@@ -4,7 +4,8 @@ import math
 import pytest
 
 import meprop.bench
-from meprop.bench.cases import MEASUREMENTS, PROFILES, Case, grid, profile_cases
+from meprop.bench.cases import MEASUREMENTS, Case, grid
+from meprop.bench.profiles import PROFILES, profile_cases
 from meprop.bench.targets import TARGETS, Target
 
 
@@ -121,8 +122,10 @@ def test_full_profile_spans_devices_and_ratios():
 def test_perf_covers_every_issue5_row():
     keys = {c.key for c in profile_cases("perf")}
     assert all(c.dtype == "float32" for c in profile_cases("perf"))
-    # issue 5's rows at 2 threads; issue 10's name their own thread count (1 or 2)
+    # issue 5's rows run on 2 threads; issue 9's training-step rows on the thread count they name
     assert all(c.threads == (t.threads or 2) for t in TARGETS for c in t.cases())
+    assert all(c.threads == 2 for t in TARGETS
+               if t.measurement != "train_step" and not t.note.startswith("issue 10") for c in t.cases())
     for target in TARGETS:
         assert {c.key for c in target.cases()} <= keys, target.label
     rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
@@ -167,7 +170,9 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
     assert [t.cases() for t in TARGETS if t.kind == "review"] == [(), ()]
-    assert len(perf) == 32 + 4 + 6  # issue 5's rows, issue 9's train steps, issue 10's
+    # issue 5's 32 cases, issue 9's four training-step rows, then issue 10's six
+    assert len(perf) == 32 + 4 + 6
+    assert [c.measurement for c in profile_cases("perf")][32:36] == ["train_step"] * 4
 
 
 def test_single_case_targets_derive_their_case_from_their_fields():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from meprop.bench.cli import select_cases
-from meprop.bench.results import load_results, read_records
+from meprop.report.frames import results_frame
+from meprop.results.store import read_records
 from meprop.cli import build_parser, main
 
 FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
@@ -17,6 +18,7 @@ def _args(*argv):
     return build_parser().parse_args(["bench", *argv])
 
 
+@pytest.mark.slow
 def test_smoke_profile_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["bench", "--profile", "smoke", "--out", str(out), "--no-progress"]) == 0
@@ -30,7 +32,7 @@ def test_smoke_profile_end_to_end(tmp_path, capsys):
     assert all(r["dense"]["n_samples"] >= 3 and r["meprop"]["median_s"] > 0 for r in bench)
     assert all(r["peak_memory"]["kind"] == "cpu_rss_delta" for r in bench)
     assert all(r["wall_s"] > 0 for r in bench)
-    df = load_results(out)
+    df = results_frame(out)
     assert set(df["measurement"]) == {"forward", "linear_backward", "overall_backward",
                                       "train_step"}
     assert (df["speedup"] > 0).all()
@@ -49,7 +51,7 @@ def test_refuses_to_overwrite_then_resumes(tmp_path, capsys):
               *FAST]
     assert main(bigger) == 0
     assert "1 measured, 0 skipped, 2 already done" in capsys.readouterr().out
-    df = load_results(tmp_path)
+    df = results_frame(tmp_path)
     assert sorted(df["batch"]) == [4, 8, 16] and df["key"].is_unique
     assert (tmp_path / "results.jsonl").read_bytes().startswith(before)
 
@@ -62,7 +64,7 @@ def test_cuda_requested_without_cuda_is_skipped_with_a_warning(tmp_path, capsys)
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "cuda requested but cuda is not available" in captured.err
-    df = load_results(tmp_path).set_index("device")
+    df = results_frame(tmp_path).set_index("device")
     assert df.loc["cpu", "status"] == "ok"
     assert df.loc["cuda", "status"] == "skipped"
     assert df.loc["cuda", "reason"] == "cuda not available"

@@ -5,11 +5,11 @@ import json
 import pytest
 
 from meprop.bench.cases import Case
-from meprop.bench.results import (
-    SCHEMA, ResultsFormatError, ResultsWriter, bench_record, env_record, load_envs,
-    load_results, read_records,
-)
+from meprop.bench.runner import case_record
 from meprop.bench.timer import Measurement
+from meprop.report.frames import envs_frame, results_frame
+from meprop.results.schema import SCHEMA, env_record
+from meprop.results.store import ResultsError, ResultsWriter, read_records
 
 CASE = Case("linear", "linear_backward", 1024, 10, 64, threads=2)
 
@@ -27,7 +27,7 @@ def _write_run(path, machine, run_id, cases, *, resume=False, speed=10.0):
                 continue
             dense = Measurement((speed * 1e-3, speed * 1.1e-3, speed * 0.9e-3))
             meprop = Measurement((1e-3, 1e-3, 1e-3))
-            writer.write(bench_record(run_id, case, dense=dense, meprop=meprop,
+            writer.write(case_record(run_id, case, dense=dense, meprop=meprop,
                                       peak_memory={"dense_bytes": 10, "meprop_bytes": 2,
                                                    "kind": "cpu_rss_delta"}))
     return path
@@ -35,19 +35,19 @@ def _write_run(path, machine, run_id, cases, *, resume=False, speed=10.0):
 
 def test_bench_record_fields():
     dense, meprop = Measurement((0.04, 0.04, 0.04, 0.041)), Measurement((0.01, 0.01, 0.01))
-    record = bench_record("r1", CASE, dense=dense, meprop=meprop)
+    record = case_record("r1", CASE, dense=dense, meprop=meprop)
     assert record["schema"] == SCHEMA and record["type"] == "bench"
     assert record["key"] == CASE.key and record["case"]["k_ratio"] == CASE.k_ratio
     assert record["speedup"] == pytest.approx(4.0)
     assert record["ideal"] == pytest.approx(102.4)
     assert record["efficiency"] == pytest.approx(4.0 / 102.4)
     assert record["noisy"] is False and record["status"] == "ok"
-    skipped = bench_record("r1", CASE.replace(device="cuda"), status="skipped",
+    skipped = case_record("r1", CASE.replace(device="cuda"), status="skipped",
                            reason="cuda not available")
     assert skipped["dense"] is None and skipped["speedup"] is None
     assert skipped["reason"] == "cuda not available"
     with pytest.raises(ValueError, match="status"):
-        bench_record("r1", CASE, status="failed")
+        case_record("r1", CASE, status="failed")
 
 
 def test_round_trip(tmp_path):
@@ -55,7 +55,7 @@ def test_round_trip(tmp_path):
     lines = path.read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(line)["schema"] == SCHEMA for line in lines)
     assert [r["type"] for r in read_records(path)] == ["env", "bench", "bench"]
-    df = load_results(tmp_path / "r.jsonl")
+    df = results_frame(tmp_path / "r.jsonl")
     assert list(df["k"]) == [10, 20]
     assert df["speedup"].tolist() == pytest.approx([10.0, 10.0])
     assert df["dense_median_s"].tolist() == pytest.approx([0.01, 0.01])
@@ -65,7 +65,7 @@ def test_round_trip(tmp_path):
 
 def test_directory_is_read_as_its_results_file(tmp_path):
     _write_run(tmp_path / "results.jsonl", "m1", "run1", [CASE])
-    assert len(load_results(tmp_path)) == 1
+    assert len(results_frame(tmp_path)) == 1
 
 
 def test_existing_results_are_never_overwritten(tmp_path):
@@ -81,10 +81,10 @@ def test_resume_skips_finished_keys_and_appends_a_new_run(tmp_path):
     with ResultsWriter(path, resume=True) as writer:
         assert writer.done == {CASE.key}
     _write_run(path, "m1", "run2", [CASE, CASE.replace(k=20)], resume=True)
-    df = load_results(path)
+    df = results_frame(path)
     assert len(df) == 2 and df["key"].is_unique
     assert list(df["run_id"]) == ["run1", "run2"]
-    assert len(load_envs(path)) == 2
+    assert len(envs_frame(path)) == 2
 
 
 def test_resume_drops_a_line_cut_short(tmp_path):
@@ -92,23 +92,23 @@ def test_resume_drops_a_line_cut_short(tmp_path):
     with open(path, "a") as fh:
         fh.write('{"schema": "meprop.results/1", "type": "bench", "run_')  # killed mid-write
     with pytest.warns(UserWarning, match="incomplete last line"):
-        assert len(load_results(path)) == 1
+        assert len(results_frame(path)) == 1
     with pytest.warns(UserWarning):
         _write_run(path, "m1", "run2", [CASE.replace(k=20)], resume=True)
-    assert len(load_results(path)) == 2  # no warning now: the stub was removed
+    assert len(results_frame(path)) == 2  # no warning now: the stub was removed
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
 def test_merge_two_machines(tmp_path):
     a = _write_run(tmp_path / "a.jsonl", "laptop", "run-a", [CASE], speed=10.0)
     b = _write_run(tmp_path / "b.jsonl", "server", "run-b", [CASE], speed=20.0)
-    df = load_results([a, b])
+    df = results_frame([a, b])
     assert len(df) == 2
     by_machine = df.set_index("machine")
     assert by_machine.loc["laptop", "speedup"] == pytest.approx(10.0)
     assert by_machine.loc["server", "speedup"] == pytest.approx(20.0)
     assert set(df["source"]) == {str(a), str(b)}
-    assert set(load_envs([a, b])["cpu_model"]) == {"cpu of laptop", "cpu of server"}
+    assert set(envs_frame([a, b])["cpu_model"]) == {"cpu of laptop", "cpu of server"}
 
 
 @pytest.mark.parametrize("content, match", [
@@ -124,8 +124,8 @@ def test_merge_two_machines(tmp_path):
 def test_corrupt_or_foreign_files_are_refused(tmp_path, content, match):
     path = tmp_path / "r.jsonl"
     path.write_text(content)
-    with pytest.raises(ResultsFormatError, match=match):
-        load_results(path)
+    with pytest.raises(ResultsError, match=match):
+        results_frame(path)
 
 
 def test_corrupt_line_in_the_middle_names_its_line(tmp_path):
@@ -133,24 +133,24 @@ def test_corrupt_line_in_the_middle_names_its_line(tmp_path):
     lines = path.read_text().splitlines()
     lines[1] = lines[1][:20]
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ResultsFormatError, match=r"r\.jsonl:2:"):
-        load_results(path)
-    with pytest.raises(ResultsFormatError, match=r"r\.jsonl:2:"):
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2:"):
+        results_frame(path)
+    with pytest.raises(ResultsError, match=r"r\.jsonl:2:"):
         ResultsWriter(path, resume=True)  # a resume does not build on a corrupt file
 
 
 def test_bench_record_without_env_is_refused(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps(bench_record("lonely", CASE)) + "\n")
-    with pytest.raises(ResultsFormatError, match="no env record"):
-        load_results(path)
+    path.write_text(json.dumps(case_record("lonely", CASE)) + "\n")
+    with pytest.raises(ResultsError, match="no env record"):
+        results_frame(path)
 
 
 def test_missing_file_and_no_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        load_results(tmp_path / "nope.jsonl")
+        results_frame(tmp_path / "nope.jsonl")
     with pytest.raises(ValueError, match="at least one"):
-        load_results([])
+        results_frame([])
 
 
 def test_unwritable_location(tmp_path):

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from meprop.bench.cases import Case
-from meprop.bench.results import (
-    ResultsLockedError, ResultsWriter, bench_record, env_record, read_records,
-)
+from meprop.bench.runner import case_record
+from meprop.results.schema import env_record
+from meprop.results.store import ResultsLockedError, ResultsWriter, read_records
 from meprop.bench.timer import Measurement
 from meprop.cli import main
-from meprop.report.loaders import load_results as report_load
+from meprop.report.ingest import load_results as report_load
 
 CASE = Case("linear", "linear_backward", 64, 8, 4, threads=1)
 FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
@@ -27,7 +27,7 @@ def _env(stamp="2026-11-21T00:00:00+00:00"):
 
 def _ok(run_id, case):
     m = Measurement((1e-3, 1e-3, 1e-3))
-    return bench_record(run_id, case, dense=m, meprop=m)
+    return case_record(run_id, case, dense=m, meprop=m)
 
 
 def _write(path, run_id, records, *, resume=False):
@@ -96,7 +96,7 @@ def test_report_cli_and_resume_agree_on_an_incomplete_tail(tmp_path, capsys):
 # --------------------------------------------------------------------------- item 4: one writer at a time
 _HOLDER = (
     "import sys\n"
-    "from meprop.bench.results import ResultsWriter\n"
+    "from meprop.results.store import ResultsWriter\n"
     "writer = ResultsWriter(sys.argv[1], resume=True)\n"
     "print('locked', flush=True)\n"
     "sys.stdin.read()\n"
@@ -165,7 +165,7 @@ def test_resume_retries_skipped_cases_and_latest_outcome_wins(tmp_path):
     cuda_case = CASE.replace(k=4)
     path = _write(tmp_path / "results.jsonl", "run1", [
         _ok("run1", CASE),
-        bench_record("run1", cuda_case, status="skipped", reason="out of memory: CPU"),
+        case_record("run1", cuda_case, status="skipped", reason="out of memory: CPU"),
     ])
     with ResultsWriter(path, resume=True) as writer:
         assert writer.done == {CASE.key}  # the skipped case is to be run again
@@ -175,7 +175,7 @@ def test_resume_retries_skipped_cases_and_latest_outcome_wins(tmp_path):
     with ResultsWriter(path, resume=True) as writer:
         assert writer.done == {CASE.key, cuda_case.key}
         writer.write(env_record("run3", _env("2026-11-23T00:00:00+00:00")))
-        writer.write(bench_record("run3", cuda_case, status="skipped", reason="out of memory: x"))
+        writer.write(case_record("run3", cuda_case, status="skipped", reason="out of memory: x"))
     with ResultsWriter(path, resume=True) as writer:  # the latest record of a key decides
         assert writer.done == {CASE.key}
 

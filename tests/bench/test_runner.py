@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import meprop.bench.runner as runner
-from meprop.bench.results import load_results, read_records
+from meprop.report.frames import results_frame
+from meprop.results.store import read_records
 from meprop.cli import main
 
 ARGS = ["bench", "--hidden", "32", "--k", "4", "--batch", "2,4,8", "--no-progress", "--no-memory",
@@ -22,7 +23,7 @@ def test_out_of_memory_is_recorded_as_skipped_and_the_run_goes_on(tmp_path, monk
 
     monkeypatch.setattr(runner, "build", build)
     assert main([*ARGS, "--out", str(tmp_path)]) == 0
-    df = load_results(tmp_path).set_index("batch")
+    df = results_frame(tmp_path).set_index("batch")
     assert df.loc[2, "status"] == "ok" and df.loc[8, "status"] == "ok"
     assert df.loc[4, "status"] == "skipped"
     assert df.loc[4, "reason"].startswith("out of memory: CUDA out of memory")
@@ -40,7 +41,7 @@ def test_other_errors_propagate_but_keep_finished_records(tmp_path, monkeypatch)
     monkeypatch.setattr(runner, "build", build)
     with pytest.raises(RuntimeError, match="a bug"):
         main([*ARGS, "--out", str(tmp_path)])
-    assert list(load_results(tmp_path)["batch"]) == [2]
+    assert list(results_frame(tmp_path)["batch"]) == [2]
 
 
 def test_interrupted_run_keeps_what_it_finished_and_resumes(tmp_path, monkeypatch, capsys):
@@ -60,7 +61,7 @@ def test_interrupted_run_keeps_what_it_finished_and_resumes(tmp_path, monkeypatc
     monkeypatch.setattr(runner, "run_case", real_run_case)
     assert main([*ARGS, "--out", str(tmp_path), "--resume"]) == 0
     assert "2 measured, 0 skipped, 1 already done" in capsys.readouterr().out
-    df = load_results(tmp_path)
+    df = results_frame(tmp_path)
     assert sorted(df["batch"]) == [2, 4, 8] and df["run_id"].nunique() == 2
 
 

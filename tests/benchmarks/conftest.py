@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from meprop.bench.cases import PROFILES, profile_cases
+from meprop.bench.profiles import PROFILES, profile_cases
 from meprop.bench.workloads import VARIANTS
 
 ENV_VAR = "MEPROP_BENCH_PROFILE"
@@ -56,7 +56,7 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def bench_env() -> dict:
     """The environment snapshot, attached to every benchmark's extra_info."""
-    from meprop.bench.system import snapshot
+    from meprop.results.env import snapshot
     from meprop.bench.workloads import ALLOCATION_POLICY
 
     return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[])

@@ -112,3 +112,39 @@ def tiny_records(run_id: str = "run-t", machine: str = "box-t") -> list[dict]:
         bench_record(run_id, hidden=1024, batch=64, k=k, dense_s=1e-3, meprop_s=1e-3 / s)
         for k, s in ((10, 8.0), (102, 2.0))
     ]
+
+
+def many_records(n: int = 20_000, *, machines: int = 4) -> list[dict]:
+    """About ``n`` bench records over several machines (issue 12, item 8: the report must scale).
+
+    Each machine: both top-k modes x 4 measurements x hidden {500 ... 8192} x batch
+    {1 ... 1024} x as many k ratios as it takes to reach ``n`` records; speedups fall
+    with k/n as 0.8 n/k^0.8 does, so every curve crosses break-even.
+    """
+    import math
+
+    hiddens, batches = (500, 1024, 2048, 4096, 8192), (1, 16, 64, 256, 1024)
+    modes, measurements = ("unified", "per_example"), ("forward", "linear_backward", "overall_backward", "train_step")
+    per_ratio = machines * len(modes) * len(measurements) * len(hiddens) * len(batches)
+    ratios = [0.005 * 1.2 ** i for i in range(math.ceil(n / per_ratio) + 1)]  # + 1: k ties at small n
+    records = []
+    for m in range(machines):
+        run = f"run-{m}"
+        records.append(env_record(run, f"box-{m}"))
+        for mode in modes:
+            for measurement in measurements:
+                workload = "linear" if measurement in ("forward", "linear_backward") else "mlp"
+                for hidden in hiddens:
+                    for batch in batches:
+                        ks = dict.fromkeys(min(hidden, max(1, round(r * hidden))) for r in ratios)
+                        for k in ks:  # one record per case: no case is measured twice
+                            dense = hidden * batch * 1e-9 + 1e-5
+                            speedup = 1.0 if measurement == "forward" else max(0.2, 0.8 * (hidden / k) ** 0.8)
+                            records.append(bench_record(
+                                run, hidden=hidden, batch=batch, k=k, mode=mode, measurement=measurement,
+                                workload=workload, layers=2 if workload == "mlp" else 1,
+                                dense_s=dense, meprop_s=dense / speedup,
+                                iqr_frac=0.15 if (hidden + batch + k) % 7 == 0 else 0.02,
+                                peak={"dense_bytes": hidden * 4096, "meprop_bytes": k * 4096,
+                                      "kind": "cpu_rss_delta"}))
+    return records

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import report_fixtures as fx
@@ -101,6 +103,7 @@ def test_build_report_raises_results_error(tmp_path):
         build_report([], tmp_path / "rep")
 
 
+@pytest.mark.slow
 def test_command_line_prints_index_path(tmp_path):
     tiny = fx.write_jsonl(tmp_path / "results.jsonl", fx.tiny_records())
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -128,3 +131,106 @@ def test_training_results_only(tmp_path, capsys):
     assert status == 0
     page = (tmp_path / "rep" / "index.html").read_text()
     assert 'id="accuracy"' in page and "No training results" not in page
+
+
+# ----------------------------------------------------------------------------- issue 12, item 5
+DATA = Path(__file__).parent / "data"
+
+
+def _pytest_benchmark(path, benchmarks):
+    data = json.loads((DATA / "pytest_benchmark.json").read_text())
+    data["benchmarks"] = benchmarks
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_pytest_benchmark_with_null_benchmarks_is_a_clear_error(tmp_path, capsys):
+    path = _pytest_benchmark(tmp_path / "bench.json", None)
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 2 and str(path) in err and '"benchmarks": null' in err
+
+
+def test_pytest_benchmark_with_null_benchmarks_beside_good_results_is_skipped(tmp_path, capsys):
+    good = fx.write_jsonl(tmp_path / "results.jsonl", fx.tiny_records())
+    path = _pytest_benchmark(tmp_path / "bench.json", None)
+    status, _, err = _report(capsys, good, path, "--out", tmp_path / "rep")
+    assert status == 0 and f"{path}: pytest-benchmark file with no benchmarks" in err
+
+
+def test_meprop_median_of_zero(tmp_path, capsys):
+    records = fx.tiny_records()
+    records[1]["meprop"]["median_s"] = 0.0
+    records[1]["speedup"] = records[1]["efficiency"] = None
+    path = fx.write_jsonl(tmp_path / "results.jsonl", records)
+    status, _, _ = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0 and (tmp_path / "rep" / "index.html").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("speedup", "fast", "field 'speedup' must be a number or null, got 'fast'"),
+    ("case.hidden", "abc", "case field 'hidden' must be an integer, got 'abc'"),
+    ("case", [1024, 64], "field 'case' must be an object, got list"),
+])
+def test_wrong_typed_field_skips_the_record_naming_file_and_line(tmp_path, capsys, field, value, message):
+    records = fx.tiny_records()
+    target = records[1]
+    if field.startswith("case."):
+        target["case"][field.split(".")[1]] = value
+    else:
+        target[field] = value
+    path = fx.write_jsonl(tmp_path / "results.jsonl", records)
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0 and f"{path}:2: {message}" in err and "record skipped" in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert message.replace("'", "&#x27;") in page
+
+
+def test_wrong_typed_field_in_the_only_record_is_a_clear_error(tmp_path, capsys):
+    records = fx.tiny_records()[:2]
+    records[1]["case"] = "linear"
+    path = fx.write_jsonl(tmp_path / "results.jsonl", records)
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0 and f"{path}:2: field 'case' must be an object" in err  # the env record is kept
+
+
+def test_foreign_pytest_benchmark_file_without_k_or_device(tmp_path, capsys):
+    entries = [{"name": f"test_linear_backward[{variant}]", "params": {"variant": variant, "hidden": 512, "batch": 8},
+                "stats": {"median": median, "iqr": median / 50, "rounds": 10, "min": median, "mean": median}}
+               for variant, median in (("dense", 2e-3), ("meprop", 1e-3))]
+    path = _pytest_benchmark(tmp_path / "foreign.json", entries)
+    status, _, err = _report(capsys, path, "--out", tmp_path / "rep")
+    assert status == 0, err
+    table = (tmp_path / "rep" / "tables" / "speedup_linear_backward.csv").read_text()
+    assert "512" in table and "2.0" in table
+
+
+def test_asv_result_with_a_scalar_value(tmp_path, capsys):
+    folder = tmp_path / "asv"
+    shutil.copytree(DATA / "asv" / "results", folder)
+    result = next((folder / "vm").glob("0123abcd-*.json"))
+    data = json.loads(result.read_text())
+    data["results"]["bench_linear_backward.LinearBackward.track_meprop"][0] = 0.5  # a scalar, not a list
+    result.write_text(json.dumps(data))
+    status, _, err = _report(capsys, folder, "--out", tmp_path / "rep")
+    assert "Traceback" not in err
+    assert (status == 0 and "track_meprop" in err) or (status == 2 and str(result) in err)
+
+
+def test_unrelated_jsonl_in_a_results_directory_is_skipped(tmp_path, capsys):
+    fx.write_jsonl(tmp_path / "in" / "run" / "results.jsonl", fx.tiny_records())
+    (tmp_path / "in" / "notes.jsonl").write_text('{"event": "started"}\n{"event": "done"}\n')
+    status, _, err = _report(capsys, tmp_path / "in", "--out", tmp_path / "rep")
+    assert status == 0 and "notes.jsonl: not a results file, ignored" in err
+    assert "results.jsonl (jsonl" in (tmp_path / "rep" / "index.html").read_text()
+
+
+def test_repository_root_does_not_pick_up_the_test_fixtures(tmp_path, capsys):
+    root = tmp_path / "checkout"
+    fx.write_jsonl(root / "results" / "quick" / "results.jsonl", fx.tiny_records())
+    shutil.copytree(DATA, root / "tests" / "report" / "data")
+    (root / ".venv" / "lib").mkdir(parents=True)
+    (root / ".venv" / "lib" / "x.json").write_text("{}")
+    status, _, err = _report(capsys, root, "--out", tmp_path / "rep")
+    assert status == 0 and "tests" not in err and ".venv" not in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "pytest_benchmark.json" not in page and "[asv]" not in page and "tests/report/data" not in page

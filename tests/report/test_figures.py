@@ -8,7 +8,7 @@ import pytest
 import report_fixtures as fx
 
 from meprop.report import figures as F
-from meprop.report.tables import bench_frame
+from meprop.report.frames import bench_frame
 
 
 @pytest.fixture

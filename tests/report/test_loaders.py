@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import report_fixtures as fx
 
-from meprop.report.loaders import detect_format, load_results
-from meprop.report.tables import bench_frame
+from meprop.report.frames import bench_frame
+from meprop.report.ingest import detect_format, load_results
 
 DATA = Path(__file__).parent / "data"
 
@@ -60,6 +60,7 @@ def test_pytest_benchmark_json_paired_by_case():
     assert "not interleaved" in env["timing"]
 
 
+@pytest.mark.slow
 def test_real_pytest_benchmark_output_is_read(tmp_path):
     """Run pytest-benchmark itself on two tiny benchmarks and read its JSON."""
     pytest.importorskip("pytest_benchmark")

@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pandas as pd
@@ -61,15 +60,15 @@ def test_page_contents(report):
 
 
 def test_accuracy_section_gets_train_records(tmp_path, monkeypatch):
+    from meprop.report.sections import Section, accuracy
+
     seen = {}
 
-    def build_accuracy_section(train_records: pd.DataFrame, out_dir: Path) -> str:
+    def section(train_records: pd.DataFrame, out_dir: Path) -> Section:
         seen["rows"], seen["out"] = len(train_records), out_dir
-        return "<p>ACCURACY-FRAGMENT</p>"
+        return Section("accuracy", "Accuracy", "<p>ACCURACY-FRAGMENT</p>")
 
-    module = types.ModuleType("meprop.report.accuracy")
-    module.build_accuracy_section = build_accuracy_section
-    monkeypatch.setitem(sys.modules, "meprop.report.accuracy", module)
+    monkeypatch.setattr(accuracy, "section", section)
     records = fx.tiny_records() + [fx.train_record("run-t", e) for e in (1, 2)]
     report = build_report([fx.write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "out")
     assert seen == {"rows": 2, "out": tmp_path / "out"}
@@ -90,6 +89,7 @@ def _run_browser(binary: str, profile: Path, *args: str) -> subprocess.Completed
     return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_page_renders_offline_in_headless_chromium(report, tmp_path):
     from PIL import Image
@@ -113,6 +113,7 @@ def test_page_renders_offline_in_headless_chromium(report, tmp_path):
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", dom.stdout)
 
 
+@pytest.mark.slow
 def test_import_stays_cheap():
     """matplotlib and seaborn are imported only by the functions that draw."""
     code = ("import sys, meprop.report, meprop.report.cli; "

@@ -8,13 +8,11 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
+from meprop.report.frames import bench_frame, env_frame, nominal_k_ratio
 from meprop.report.tables import (
-    bench_frame,
     break_even_table,
-    env_frame,
     headline_table,
     memory_table,
-    nominal_k_ratio,
     speedup_table,
     write_table,
 )

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.bench.cases import profile_cases
-from meprop.report import paper
-from meprop.report.tables import bench_frame
-from meprop.report.targets import TARGETS, match_targets, targets_display
+from meprop.bench.profiles import profile_cases
+from meprop.report.frames import bench_frame
+from meprop.report.sections import paper
+from meprop.report.sections.targets import TARGETS, match_targets, targets_display
 
 
 def _by_target(matched):

@@ -1,60 +1,23 @@
-"""The paper's timing numbers as data, and side-by-side tables against our rows.
+"""The paper side by side: our rows that have the paper's shapes, next to its numbers.
 
-Sun, Ren, Ma, Wang, "meProp: Sparsified Back Propagation for Accelerated Deep Learning
-with Reduced Overfitting", ICML 2017 (numbers copied from ``../shared/PAPER.md``):
-
-- Table 7 (GPU GTX 1080, synthetic matrix multiplication, h=8192, batch 1024, unified):
-  linear-only backprop ms per k.
-- Table 8 (GPU, MNIST MLP h=8192, unified): overall backprop speedup per k.
-- Table 1 (CPU, hidden 500, AdaGrad/Adam): backprop seconds of whole training runs and
-  their speedup; Table 2 (CPU, Adam): overall forward / backward / total seconds.
-
-Tables 1 and 2 are whole training runs on tasks (POS LSTM, parsing, MNIST), so they are
-shown for reference and matched only by shape (hidden 500, the paper's k and batch).
+The paper's numbers are data in :mod:`meprop.report.reference` (Tables 7 and 8: GPU;
+Table 1: whole CPU training runs, matched only by shape: hidden 500, the paper's k and
+batch). :func:`section` returns the page's "Paper side by side" section.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-__all__ = ["TABLE7", "TABLE8", "TABLE1", "TABLE2", "paper_tables", "paper_comparison"]
+from meprop.report.html import table_html
+from meprop.report.reference import TABLE1, TABLE2, TABLE7, TABLE8
+from meprop.report.sections import Section
+from meprop.report.tables import write_table
 
-#: Table 7: k -> meProp backprop ms; dense 308.00 ms (h=8192, batch 1024, GPU, unified).
-TABLE7 = {
-    "hidden": 8192, "batch": 1024, "dense_ms": 308.00, "device": "GTX 1080 (GPU)",
-    "meprop_ms": {8: 8.37, 16: 9.16, 32: 11.20, 64: 14.38, 128: 21.28, 256: 38.57, 512: 69.95},
-    "speedup": {8: 36.8, 16: 33.6, 32: 27.5, 64: 21.4, 128: 14.5, 256: 8.0, 512: 4.4},
-}
-#: Table 8: k -> overall backprop speedup; dense 17,696.2 ms (MNIST MLP h=8192, GPU).
-TABLE8 = {
-    "hidden": 8192, "dense_ms": 17696.2, "device": "GTX 1080 (GPU)",
-    "speedup": {8: 11.8, 16: 11.5, 32: 10.7, 64: 9.7, 128: 8.0, 256: 5.6, 512: 3.6},
-}
-#: Table 1 (CPU): (task, optimizer, k, batch, dense backprop s, meProp backprop s, speedup,
-#: dense iterations, meProp iterations, dense score, meProp score).
-TABLE1 = pd.DataFrame(
-    [
-        ("POS LSTM", "AdaGrad", 5, 1, 17534.4, 253.2, 69.2, 4, 4, 96.93, 97.25),
-        ("Parsing MLP", "AdaGrad", 20, 10000, 8899.7, 492.3, 18.1, 11, 8, 88.92, 88.95),
-        ("MNIST MLP", "AdaGrad", 10, 10, 171.0, 4.1, 41.7, 8, 16, 97.52, 98.00),
-        ("POS LSTM", "Adam", 5, 1, 16167.3, 247.2, 65.4, 2, 5, 97.07, 97.12),
-        ("Parsing MLP", "Adam", 20, 10000, 9077.7, 488.7, 18.6, 14, 6, 89.84, 90.01),
-        ("MNIST MLP", "Adam", 20, 10, 169.5, 7.9, 21.4, 17, 15, 97.82, 98.01),
-    ],
-    columns=["task", "optimizer", "k", "batch", "dense backprop s", "meProp backprop s",
-             "speedup", "dense iterations", "meProp iterations", "dense score", "meProp score"],
-)
-#: Table 2 (CPU, Adam): overall forward / backward / total seconds, dense vs meProp.
-TABLE2 = pd.DataFrame(
-    [
-        ("POS", 7334, 16522, 23856, 7362, 540, 7903, 30.5),
-        ("Parsing", 3906, 9114, 13020, 4002, 513, 4516, 17.7),
-        ("MNIST", 69, 171, 240, 68, 9, 77, 18.4),
-    ],
-    columns=["task", "dense forward s", "dense backward s", "dense total s",
-             "meProp forward s", "meProp backward s", "meProp total s", "backward speedup"],
-)
+__all__ = ["paper_tables", "paper_comparison", "section"]
 
 
 def paper_tables() -> dict[str, pd.DataFrame]:
@@ -108,3 +71,28 @@ def _pair(row: pd.Series, table: str, paper_dense: float, paper_meprop: float, p
         "paper dense ms": paper_dense, "paper meProp ms": paper_meprop, "paper speedup": paper_speedup,
         "ours / paper": row["speedup"] / paper_speedup,
     }
+
+
+def section(frame: pd.DataFrame, out_dir: Path) -> Section:
+    """Our rows beside the paper's (when any has its shapes), then the paper's tables for reference."""
+    comparison = paper_comparison(frame)
+    files: list[Path] = []
+    parts = []
+    if comparison.empty:
+        parts.append('<p class="note">These results contain none of the paper\'s measured shapes '
+                     "(Table 7: linear-only, n=8192, batch 1024, k 8–512; Table 8: MLP n=8192; "
+                     "Table 1: n=500, batch 10, k 10/20); <code>meprop bench --profile paper</code> "
+                     "measures them. The paper's figures are listed below for reference.</p>")
+    else:
+        files += write_table(comparison, out_dir, "paper_comparison").values()
+        parts.append("<p>The paper's speedups were measured on a GTX 1080 GPU (Tables 7, 8) or for whole "
+                     "CPU training runs (Table 1); ours on the device named in each row.</p>"
+                     + table_html(comparison, speedup_column=None))
+    tables = paper_tables()
+    parts.append("<details><summary>The paper's Tables 7, 8, 1 and 2</summary>"
+                 "<h3>Table 7 (GPU, h=8192, batch 1024, linear-only backprop)</h3>" + table_html(tables["table7"])
+                 + "<h3>Table 8 (GPU, MNIST MLP h=8192, overall backprop)</h3>" + table_html(tables["table8"])
+                 + "<h3>Table 1 (CPU, hidden 500)</h3>" + table_html(tables["table1"])
+                 + "<h3>Table 2 (CPU, Adam, overall)</h3>" + table_html(tables["table2"], speedup_column=None)
+                 + "</details>")
+    return Section("paper", "Paper side by side", "\n".join(parts), files)

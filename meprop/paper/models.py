@@ -1,5 +1,9 @@
 """The paper's models (Section 4): the MNIST MLP and the POS-tagging LSTM, dense or with meProp.
 
+The one definition of the paper's MLP: the training experiments (:mod:`meprop.paper.train`),
+the benchmark workloads (:mod:`meprop.bench.workloads`) and scripts/mnist_adam_probe.py
+all build it from here.
+
 - :class:`MLP`: ``784 -> hidden x layers -> 10`` with ReLU and optional dropout. With
   ``k`` set, every hidden linear layer is a :class:`~meprop.MepropLinear` keeping k of
   its ``hidden`` output-gradient entries; the output layer is dense (the paper's setting)
@@ -11,16 +15,14 @@
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn as nn
 
-from meprop._checks import check_choice
+from meprop._checks import check_choice, check_positive_int, check_real
 from meprop.lstm import MepropLSTM
 from meprop.nn import MepropLinear
 
-__all__ = ["MLP", "PosTagger", "INITS"]
+__all__ = ["MLP", "PosTagger", "INITS", "check_dropout"]
 
 #: MLP weight initialisations: ``torch`` (nn.Linear's own: uniform(+-1/sqrt(in_features))),
 #: ``release`` (the authors' PyTorch release: weights and biases uniform(+-1/sqrt(out_features)),
@@ -29,15 +31,10 @@ __all__ = ["MLP", "PosTagger", "INITS"]
 INITS = ("torch", "release", "glorot")
 
 
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _dropout(p: object) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {p!r}")
+def check_dropout(p: object, name: str = "dropout") -> float:
+    """Return ``p`` as a float if it is a probability in [0, 1) (TypeError for a non-number)."""
+    if not 0.0 <= check_real(p, name, "a float in [0, 1)") < 1.0:  # also refuses NaN
+        raise ValueError(f"{name} must be a float in [0, 1), got {p!r}")
     return float(p)
 
 
@@ -93,11 +90,11 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         check_choice(init, "init", INITS)
-        in_features = _positive_int(in_features, "in_features")
-        hidden = _positive_int(hidden, "hidden")
-        layers = _positive_int(layers, "layers")
-        classes = _positive_int(classes, "classes")
-        dropout = _dropout(dropout)
+        in_features = check_positive_int(in_features, "in_features")
+        hidden = check_positive_int(hidden, "hidden")
+        layers = check_positive_int(layers, "layers")
+        classes = check_positive_int(classes, "classes")
+        dropout = check_dropout(dropout)
         blocks: list[nn.Module] = []
         width = in_features
         for index in range(layers):
@@ -139,14 +136,14 @@ class PosTagger(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        vocab, tags = _positive_int(vocab, "vocab"), _positive_int(tags, "tags")
-        embed, hidden = _positive_int(embed, "embed"), _positive_int(hidden, "hidden")
+        vocab, tags = check_positive_int(vocab, "vocab"), check_positive_int(tags, "tags")
+        embed, hidden = check_positive_int(embed, "embed"), check_positive_int(hidden, "hidden")
         self.embedding = nn.Embedding(vocab, embed, padding_idx=0)
         try:
             self.lstm = MepropLSTM(embed, hidden, k=k, mode=mode)
         except ValueError as error:
             raise ValueError(f"LSTM (4 * hidden = {4 * hidden} gate outputs): {error}") from None
-        self.dropout = nn.Dropout(_dropout(dropout))
+        self.dropout = nn.Dropout(check_dropout(dropout))
         self.classifier = nn.Linear(hidden, tags)
 
     def forward(self, words: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

@@ -4,33 +4,19 @@ pytest-benchmark and asv store one number per benchmark: the dense timing and th
 timing of a case are separate entries. This module reads the case and the side from an
 entry's parameters and names, completes the case with the engine's own defaults
 (:class:`meprop.bench.cases.Case`: ``in_features``, ``layers``, ``k`` from ``k_ratio``),
-and joins the two sides into one record with speedup = dense median / meProp median,
-ideal = n / k and efficiency, exactly as ``meprop bench`` writes them.
+and joins the two sides into one record with :func:`meprop.results.schema.bench_record`,
+which derives speedup, ideal and efficiency exactly as for ``meprop bench`` records.
 """
 
 from __future__ import annotations
 
-import math
+from meprop.results.schema import CASE_FIELDS, bench_record
 
-__all__ = ["CASE_FIELDS", "NOISY_THRESHOLD", "stats", "side_and_mode", "case_from", "records_from_sides"]
+__all__ = ["side_and_mode", "case_from", "records_from_sides"]
 
-#: Case fields of a ``bench`` record (``docs/results_schema.md``).
-CASE_FIELDS = (
-    "workload", "measurement", "hidden", "in_features", "layers", "classes", "k", "k_ratio",
-    "batch", "device", "dtype", "mode", "threads",
-)
-#: A side is noisy when its IQR / median exceeds this (the schema's 10%).
-NOISY_THRESHOLD = 0.10
 _MODES = ("per_example", "unified", "random")
 _ALIASES = {"n": "hidden", "hidden_size": "hidden", "batch_size": "batch", "ratio": "k_ratio",
             "kratio": "k_ratio", "m": "in_features"}
-
-
-def stats(median, iqr=None, n=None, minimum=None, mean=None) -> dict | None:
-    """A schema timing object (seconds), or None when there is no finite median."""
-    if median is None or not isinstance(median, (int, float)) or not math.isfinite(median):
-        return None
-    return {"median_s": float(median), "iqr_s": iqr, "n_samples": n, "min_s": minimum, "mean_s": mean}
 
 
 def side_and_mode(values: dict, name: str) -> tuple[str | None, str | None]:
@@ -72,12 +58,16 @@ def _complete(case: dict) -> dict:
 
     case = dict(case)
     if case.get("k") is None and case.get("k_ratio") and case.get("hidden"):
-        case["k"] = resolve_k(None, case["k_ratio"], case["hidden"])
+        try:
+            case["k"] = resolve_k(None, case["k_ratio"], case["hidden"])
+        except (TypeError, ValueError):
+            pass  # kept as given; the record check names the bad field
     try:
         full = Case.from_dict({k: v for k, v in case.items() if v is not None and k != "k_ratio"}).to_dict()
     except (TypeError, ValueError):
         full = {f: case.get(f) for f in CASE_FIELDS}
-        if full["k_ratio"] is None and full["k"] and full["hidden"]:
+        if full["k_ratio"] is None and isinstance(full["k"], int) and isinstance(full["hidden"], int) \
+                and full["hidden"] > 0:
             full["k_ratio"] = full["k"] / full["hidden"]
     return full
 
@@ -110,11 +100,14 @@ def records_from_sides(sides: list[dict], *, run_id: str, source: str) -> tuple[
 
 def _merge_peaks(sides: list[dict]) -> list[dict]:
     """Attach memory-only entries (no timing) to the timing entry of the same case and side."""
-    timed = {(s["side"], tuple(sorted(s["case"].items()))): s for s in sides if s["stats"] is not None}
+    def key(item: dict) -> tuple:
+        return item["side"], repr(sorted(item["case"].items()))  # repr: values may be unhashable
+
+    timed = {key(s): s for s in sides if s["stats"] is not None}
     out = []
     for item in sides:
         if item["stats"] is None and item.get("peak_bytes") is not None:
-            target = timed.get((item["side"], tuple(sorted(item["case"].items()))))
+            target = timed.get(key(item))
             if target is not None:
                 target["peak_bytes"] = item["peak_bytes"]
                 continue
@@ -125,22 +118,16 @@ def _merge_peaks(sides: list[dict]) -> list[dict]:
 def _record(case: dict, dense_side: dict | None, meprop_side: dict, *, run_id: str, source: str) -> dict:
     dense = dense_side["stats"] if dense_side else None
     meprop = meprop_side["stats"]
-    speedup = dense["median_s"] / meprop["median_s"] if dense and meprop and meprop["median_s"] > 0 else None
-    ideal = case["hidden"] / case["k"] if case.get("hidden") and case.get("k") else None
-    spreads = [s["iqr_s"] / s["median_s"] for s in (dense, meprop)
-               if s and s.get("iqr_s") is not None and s["median_s"] > 0]
     peaks = (dense_side or {}).get("peak_bytes"), meprop_side.get("peak_bytes")
     peak = None
     if any(p is not None for p in peaks):
         kind = "cpu_rss_delta" if str(case.get("device", "cpu")).startswith("cpu") else "cuda_max_allocated"
         peak = {"dense_bytes": peaks[0], "meprop_bytes": peaks[1], "kind": kind}
     key = "/".join(f"{f}={case.get(f)}" for f in CASE_FIELDS)
-    return {
-        "schema": "meprop.results/1", "type": "bench", "run_id": run_id, "case": case, "key": key,
-        "status": "ok" if meprop or peak else "skipped",
-        "reason": None if meprop else ("peak memory only (no timing)" if peak else "no meProp timing"),
-        "dense": dense, "meprop": meprop, "speedup": speedup, "ideal": ideal,
-        "efficiency": speedup / ideal if speedup and ideal else None,
-        "noisy": any(x > NOISY_THRESHOLD for x in spreads) if spreads else None,
-        "peak_memory": peak, "_source": source,
-    }
+    record = bench_record(
+        run_id, key=key, case=case, dense=dense, meprop=meprop,
+        status="ok" if meprop or peak else "skipped",
+        reason=None if meprop else ("peak memory only (no timing)" if peak else "no meProp timing"),
+        peak_memory=peak,
+    )
+    return {**record, "_source": source}

@@ -5,7 +5,7 @@ Each pytest-benchmark entry times one side of a case. The case is read from
 the schema's case fields also work), the side from ``extra_info``/``params`` ``variant``
 (``"dense"`` or ``"meprop"``; ``impl``/``side`` and mode names are accepted too), else from the
 test name; ``extra_info["env"]`` (the engine's snapshot) fills the environment. Dense and
-meProp are then paired by :mod:`meprop.report.pairing`. pytest-benchmark times the two sides
+meProp are then paired by :mod:`meprop.report.ingest.pairing`. pytest-benchmark times the two sides
 in separate benchmarks, not interleaved: the report says so, and labels the machine
 ``<node> [pytest-benchmark]`` so these rows never share a line or a table group with
 ``meprop bench`` rows of the same machine.
@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from meprop.report.pairing import case_from, records_from_sides, side_and_mode, stats
+from meprop.report.ingest.pairing import case_from, records_from_sides, side_and_mode
+from meprop.results.schema import env_record, timing
+from meprop.results.store import ResultsError
 
 __all__ = ["read_pytest_benchmark"]
-
-_SCHEMA = "meprop.results/1"
 
 
 def _measurement_from_name(name: str) -> str | None:
@@ -35,12 +35,33 @@ def _measurement_from_name(name: str) -> str | None:
 def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
     """(records, problems) for one pytest-benchmark JSON file."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    machine, commit = data.get("machine_info") or {}, data.get("commit_info") or {}
+    benchmarks = data.get("benchmarks")
+    if benchmarks is None:
+        return [], [f"{path}: pytest-benchmark file with no benchmarks (\"benchmarks\": null), ignored"]
+    if not isinstance(benchmarks, list):
+        raise ResultsError(f"{path}: 'benchmarks' must be a list in pytest-benchmark JSON, "
+                           f"got {type(benchmarks).__name__}")
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     run_id = f"pytest-benchmark:{machine.get('node', '?')}:{data.get('datetime', Path(path).name)}"
+    sides, problems, extra_env = _sides(path, benchmarks)
+    env = _env(data, machine, extra_env)
+    records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
+    if not records:
+        return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
+    return [{**env_record(run_id, env), "_source": str(path)}] + records, problems + pair_problems
+
+
+def _sides(path: Path, benchmarks: list) -> tuple[list[dict], list[str], dict]:
+    """One side (dense or meProp timing of one case) per benchmark entry; (sides, problems, env)."""
     sides, problems, extra_env = [], [], {}
-    for bench in data.get("benchmarks", []):
-        name = bench.get("name", "?")
-        values = {**(bench.get("params") or {}), **(bench.get("extra_info") or {})}
+    for index, bench in enumerate(benchmarks):
+        if not isinstance(bench, dict):
+            problems.append(f"{path}: benchmarks[{index}] is not an object, ignored")
+            continue
+        name = str(bench.get("name", "?"))
+        params = bench.get("params") if isinstance(bench.get("params"), dict) else {}
+        extra = bench.get("extra_info") if isinstance(bench.get("extra_info"), dict) else {}
+        values = {**params, **extra}
         if isinstance(values.get("env"), dict):
             extra_env.update(values["env"])
         side, mode = side_and_mode(values, name)
@@ -55,10 +76,15 @@ def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
         if case.get("hidden") is None or case.get("batch") is None or case.get("measurement") is None:
             problems.append(f"{path}: {name}: no hidden/batch/measurement in params or extra_info, ignored")
             continue
-        s = bench.get("stats") or {}
+        s = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
         sides.append({"case": case, "side": side, "name": name,
-                      "stats": stats(s.get("median"), s.get("iqr"), s.get("rounds"), s.get("min"), s.get("mean"))})
-    cpu = machine.get("cpu") or {}
+                      "stats": timing(s.get("median"), s.get("iqr"), s.get("rounds"), s.get("min"), s.get("mean"))})
+    return sides, problems, extra_env
+
+
+def _env(data: dict, machine: dict, extra_env: dict) -> dict:
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+    cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
     env = {
         "timestamp": data.get("datetime"), "machine": machine.get("node"), "git_commit": commit.get("id"),
         "python_version": machine.get("python_version"),
@@ -68,8 +94,4 @@ def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
     env.update({k: v for k, v in extra_env.items() if env.get(k) is None})
     env["machine"] = f"{env.get('machine') or '?'} [pytest-benchmark]"  # kept apart from interleaved runs
     env["timing"] = "pytest-benchmark: dense and meProp timed as separate benchmarks (not interleaved)"
-    records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
-    if not records:
-        return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
-    env_record = {"schema": _SCHEMA, "type": "env", "run_id": run_id, "env": env, "_source": str(path)}
-    return [env_record] + records, problems + pair_problems
+    return env

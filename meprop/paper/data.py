@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from meprop._checks import check_k
+from meprop._checks import check_positive_int
 
 __all__ = [
     "SETUP_COMMAND",
@@ -152,7 +152,7 @@ def pos_path() -> Path:
 
 
 def _check_limit(limit: object) -> int | None:
-    return None if limit is None else check_k(limit, "limit")
+    return None if limit is None else check_positive_int(limit, "limit")
 
 
 # --------------------------------------------------------------------------------- MNIST
@@ -252,7 +252,7 @@ def load_pos(
     ``limit`` keeps the first ``limit`` sentences of each part.
     """
     limit = _check_limit(limit)
-    min_count = check_k(min_count, "min_count")
+    min_count = check_positive_int(min_count, "min_count")
     if path is None:
         path = pos_path()
         if verify:
@@ -310,8 +310,8 @@ def make_synthetic(
     Deterministic given ``seed``.
     """
     for name, value in (("n_train", n_train), ("n_eval", n_eval), ("features", features)):
-        check_k(value, name)
-    if check_k(classes, "classes") < 2:
+        check_positive_int(value, name)
+    if check_positive_int(classes, "classes") < 2:
         raise ValueError(f"classes must be at least 2, got {classes}")
     generator = torch.Generator().manual_seed(seed)
     per_class = 2
@@ -339,7 +339,7 @@ def make_synthetic_tagging(
     """Sequences of random tokens in ``[2, vocab)``; the tag of position t is
     ``(token_t + token_{t-1}) % tags`` (``token_{-1} = 0``), so a tagger needs memory."""
     for name, value in (("n_train", n_train), ("n_eval", n_eval), ("vocab", vocab), ("tags", tags), ("max_len", max_len)):
-        check_k(value, name)
+        check_positive_int(value, name)
     if vocab < 3:
         raise ValueError(f"vocab must be at least 3 (ids 0 and 1 are <pad> and <unk>), got {vocab}")
     generator = torch.Generator().manual_seed(seed)

@@ -1,5 +1,8 @@
 """The environment snapshot stored with every run (the ``env`` record's ``env`` object).
 
+``meprop bench`` and ``meprop train`` write it as the first record of a run;
+``meprop info`` prints it.
+
 Fields are those of docs/results_schema.md. Every probe is best effort: a failing probe
 leaves its field None (or an empty list) and never stops a benchmark. CPU facts come
 from psutil and /proc/cpuinfo (py-cpuinfo as a fallback: it is slow), GPU facts from
@@ -115,17 +118,25 @@ def _kernels_state() -> str:
 
 
 def snapshot(*, threads: int | None = None, allocator: str | None = None,
-             profile: str | None = None, argv: list[str] | None = None) -> dict:
-    """The environment snapshot; ``threads`` defaults to ``torch.get_num_threads()``."""
+             profile: str | None = None, argv: list[str] | None = None,
+             malloc: dict | None = None) -> dict:
+    """The environment snapshot; ``threads`` defaults to ``torch.get_num_threads()``.
+
+    ``malloc``: the allocator setting applied by the run (``meprop.bench.allocator``),
+    recorded as ``malloc_policy``; None when the run changed nothing.
+    """
     import psutil
 
     from meprop import __version__
 
     cudnn = _try(torch.backends.cudnn.version) if _try(torch.cuda.is_available, False) else None
-    malloc = malloc_settings()
     if allocator is None:
         allocator = "default"
-    allocator += "; " + (", ".join(f"{k}={v}" for k, v in malloc.items()) or "malloc defaults")
+    settings = malloc_settings()
+    if malloc is not None and malloc.get("applied"):
+        allocator += f"; malloc: {malloc['policy']} ({malloc['note']})"
+    else:
+        allocator += "; " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "malloc defaults")
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": os.environ.get("MEPROP_MACHINE") or _try(socket.gethostname),
@@ -143,6 +154,7 @@ def snapshot(*, threads: int | None = None, allocator: str | None = None,
         # machine was shared and timings (threads > 1 especially) are unreliable.
         "load_average": _try(lambda: [round(x, 2) for x in os.getloadavg()]),
         "allocator": allocator,
+        "malloc_policy": None if malloc is None else malloc.get("policy"),
         "meprop_kernels": _kernels_state(),
         "cuda_version": torch.version.cuda,
         "cudnn_version": cudnn,

@@ -6,7 +6,7 @@ with the best dev score (ties: the earliest). Seeds are fixed and recorded (weig
 shuffling, dropout and random-k all draw from ``seed``).
 
 Each epoch's time is split like the paper's Table 2, measured with
-:class:`meprop.bench.timer.Stopwatch` (the benchmark engine's timer, device-synchronised):
+:class:`meprop.stopwatch.Stopwatch` (the engine's device-synchronised stopwatch):
 ``forward`` (model forward and loss), ``backward`` (``loss.backward()``: the paper's
 overall backprop) and ``update`` (``optimizer.step()`` and ``zero_grad``); evaluation
 time is kept apart (``eval``).
@@ -24,8 +24,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import numbers
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -33,10 +31,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import meprop.optim
-from meprop._checks import check_choice
+from meprop._checks import check_choice, check_device, check_int_at_least, check_real
 from meprop.functional import BIAS_GRADS
-from meprop.models import INITS
+from meprop.paper.models import INITS, check_dropout
+from meprop.results import schema
+from meprop.results.store import new_run_id
 from meprop.selection import MODES
+from meprop.stopwatch import Stopwatch
 
 __all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
            "check_device", "check_device_available"]
@@ -57,7 +58,7 @@ class TrainConfig:
     ``limit`` examples (sentences for POS) of each split for quick runs; ``bias_grad``
     is the MLP meProp layers' bias gradient (``"sparse"`` or ``"dense"``, the authors'
     choice; see :func:`meprop.meprop_linear`) and ``init`` the MLP's initialisation
-    (:data:`meprop.models.INITS`)."""
+    (:data:`meprop.paper.models.INITS`)."""
 
     task: str
     k: int | None = None
@@ -92,16 +93,15 @@ class TrainConfig:
             )
         check_choice(self.mode, "mode", MODES)
         for name in ("epochs", "batch", "hidden", "layers", "embed", "threads"):
-            _check_int(getattr(self, name), name, minimum=1)
-        _check_int(self.seed, "seed", minimum=0)
+            check_int_at_least(getattr(self, name), name, 1)
+        check_int_at_least(self.seed, "seed", 0)
         for name in ("k", "output_k", "limit"):
             if getattr(self, name) is not None:
-                _check_int(getattr(self, name), name, minimum=1)
-        if self.lr is not None and (isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real)
-                                    or not 0 < self.lr < math.inf):
-            raise ValueError(f"lr must be a positive float or None (optimizer default), got {self.lr!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be a float in [0, 1), got {self.dropout!r}")
+                check_int_at_least(getattr(self, name), name, 1)
+        lr_accepted = "a positive float or None (optimizer default)"
+        if self.lr is not None and not 0 < check_real(self.lr, "lr", lr_accepted) < math.inf:
+            raise ValueError(f"lr must be {lr_accepted}, got {self.lr!r}")
+        check_dropout(self.dropout)
         if self.task == "pos" and self.output_k is not None:
             raise ValueError("output_k applies to the MLP tasks only (the POS classifier is dense, as in the paper)")
         for name, default in _MLP_ONLY.items():
@@ -121,18 +121,6 @@ class TrainConfig:
         return {**dataclasses.asdict(self), "method": self.method, "lr": self.learning_rate}
 
 
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
-
-
-def check_device(device: object, name: str = "device") -> str:
-    """Return ``device`` if it is ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (training runs on these only)."""
-    if not isinstance(device, str) or not _DEVICE_RE.match(device):
-        why = (" (the meta device holds shapes but no data: nothing can be trained on it)"
-               if isinstance(device, str) and device.startswith("meta") else "")
-        raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}{why}")
-    return device
-
-
 def check_device_available(device: str, name: str = "device") -> None:
     """Refuse a CUDA device this machine does not have (no CUDA, or index out of range)."""
     dev = torch.device(check_device(device, name))
@@ -145,11 +133,6 @@ def check_device_available(device: str, name: str = "device") -> None:
     if dev.index is not None and dev.index >= count:
         raise ValueError(f"{name} {device!r} requested but this machine has {count} CUDA device(s); "
                          f"accepted: 'cpu', 'cuda', 'cuda:0' ... 'cuda:{count - 1}'")
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 #: Fields added after results were first recorded, left out of :func:`run_key` at these
@@ -196,8 +179,8 @@ def check_ready(config: TrainConfig) -> None:
     """Fail early (before any result is written) if ``config`` cannot run: a CUDA device this
     machine lacks, a k larger than its layer, or the task's data not installed (the error
     names the set-up command)."""
-    from meprop import data as datasets
-    from meprop.models import MLP, PosTagger
+    from meprop.paper import data as datasets
+    from meprop.paper.models import MLP, PosTagger
 
     check_device_available(config.device)
     if config.task == "mnist":
@@ -213,8 +196,8 @@ def check_ready(config: TrainConfig) -> None:
 
 def _build(config: TrainConfig, data):
     """Model, training examples, a batch iterator factory and a scorer for ``config.task``."""
-    from meprop import data as datasets
-    from meprop.models import MLP, PosTagger
+    from meprop.paper import data as datasets
+    from meprop.paper.models import MLP, PosTagger
 
     if config.task == "pos":
         corpus = data if data is not None else datasets.load_pos(limit=config.limit)
@@ -245,7 +228,7 @@ def _tensor_batches(dataset, batch: int, generator: torch.Generator | None, devi
 
 
 def _sequence_batches(sentences, batch: int, generator: torch.Generator | None, device):
-    from meprop.data import pad_batch
+    from meprop.paper.data import pad_batch
 
     order = torch.randperm(len(sentences), generator=generator) if generator is not None else range(len(sentences))
     order = [int(i) for i in order]
@@ -255,7 +238,7 @@ def _sequence_batches(sentences, batch: int, generator: torch.Generator | None, 
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    from meprop.data import IGNORE_INDEX
+    from meprop.paper.data import IGNORE_INDEX
 
     # logits: (B, C) or (B, T, C); target: (B,) or (B, T)
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
@@ -273,7 +256,7 @@ def _classification_scores(model, dataset, batch, device) -> float:
 @torch.no_grad()
 def _tagging_scores(model, sentences, batch, device) -> float:
     """Per-word accuracy (%), padding excluded."""
-    from meprop.data import IGNORE_INDEX
+    from meprop.paper.data import IGNORE_INDEX
 
     correct = total = 0
     for inputs, target, _ in _sequence_batches(sentences, batch, None, device):
@@ -314,79 +297,99 @@ def train(
     """Train ``config`` and return its :class:`TrainResult`.
 
     Args:
-        writer: a :class:`meprop.bench.results.ResultsWriter` (or anything with
+        writer: a :class:`meprop.results.store.ResultsWriter` (or anything with
             ``write(record)``); each epoch's record is written when the epoch ends.
         run_id: the invocation's run id (ties records to its ``env`` record).
         preset, label: recorded with each epoch (``label`` names the run in tables,
             e.g. ``"meProp k=20"``).
         progress: show a tqdm bar per epoch.
         data: use these splits instead of loading the task's data (tests): a
-            :class:`meprop.data.Splits` of TensorDatasets, or a :class:`meprop.data.PosData`.
+            :class:`meprop.paper.data.Splits` of TensorDatasets, or a :class:`meprop.paper.data.PosData`.
     """
-    from tqdm.auto import tqdm
-
-    from meprop.bench.results import SCHEMA, new_run_id
-    from meprop.bench.timer import Stopwatch
-
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     check_device_available(config.device)
     device = torch.device(config.device)
-    run_id = run_id or new_run_id()
-    key = run_key(config, preset)
-    label = label or ("dense" if config.k is None else f"meProp k={config.k}")
+    run = _Run(config, device, run_id or new_run_id(), preset,
+               label or ("dense" if config.k is None else f"meProp k={config.k}"), progress)
     result = TrainResult(config)
-
     with _threads(config.threads):
         torch.manual_seed(config.seed)
         model, splits, batches, score = _build(config, data)
         model.to(device)
         optimizer = _optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
-        eval_batch = _EVAL_BATCH[config.task]
-        watches = {name: Stopwatch(device) for name in ("forward", "backward", "update", "eval")}
-        best = None
         for epoch in range(1, config.epochs + 1):
-            for watch in watches.values():
-                watch.reset()
-            model.train()
-            loss_sum, samples = 0.0, 0
-            bar = tqdm(total=len(splits.train), desc=f"{label} epoch {epoch}/{config.epochs}",
-                       unit="ex", disable=not progress, leave=False, mininterval=1.0)
-            for inputs, target, count in batches(splits.train, config.batch, shuffle, device):
-                with watches["forward"]:
-                    loss = _loss(model(*inputs), target)
-                with watches["backward"]:
-                    loss.backward()
-                with watches["update"]:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=False)
-                loss_sum += float(loss.detach()) * count
-                samples += count
-                bar.update(count)
-            bar.close()
+            loss, samples = run.train_epoch(epoch, model, optimizer, batches(splits.train, config.batch, shuffle,
+                                                                               device), len(splits.train))
             model.eval()
-            with watches["eval"]:
-                dev = score(model, splits.dev, eval_batch, device)
-                test = score(model, splits.test, eval_batch, device)
-            if best is None or dev > best[1]:
-                best = (epoch, dev, test)
-            record = {
-                "schema": SCHEMA, "type": "train", "run_id": run_id,
-                "key": f"{key}/epoch{epoch}", "run_key": key,
-                "task": config.task, "preset": preset, "label": label, "config": config.to_dict(),
-                "epoch": epoch, "train_loss": loss_sum / max(samples, 1),
-                "dev_score": dev, "test_score": test,
-                "best_epoch_so_far": best[0], "best_dev_so_far": best[1], "test_at_best_so_far": best[2],
-                "time_s": {name: watch.elapsed for name, watch in watches.items()},
-                "samples": samples,
-            }
-            if not math.isfinite(record["train_loss"]):
-                record["train_loss"] = None  # JSON has no NaN; a diverged run shows as null
+            with run.watches["eval"]:
+                dev = score(model, splits.dev, _EVAL_BATCH[config.task], device)
+                test = score(model, splits.test, _EVAL_BATCH[config.task], device)
+            record = run.epoch_record(epoch, loss, samples, dev, test)
             if writer is not None:
                 writer.write(record)
             result.records.append(record)
-            if progress:
-                tqdm.write(f"{label}: epoch {epoch} loss {loss_sum / max(samples, 1):.4f} "
-                           f"dev {dev:.2f} test {test:.2f} (best epoch {best[0]})")
     return result
+
+
+@dataclass
+class _Run:
+    """One training run's bookkeeping: stopwatches, the best epoch so far, the epoch records."""
+
+    config: TrainConfig
+    device: torch.device
+    run_id: str
+    preset: str
+    label: str
+    progress: bool
+    best: tuple | None = None
+    watches: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.key = run_key(self.config, self.preset)
+        self.watches = {name: Stopwatch(self.device) for name in ("forward", "backward", "update", "eval")}
+
+    def train_epoch(self, epoch: int, model, optimizer, batches, size: int) -> tuple[float, int]:
+        """One pass over the training batches; returns (summed loss, examples)."""
+        from tqdm.auto import tqdm
+
+        for watch in self.watches.values():
+            watch.reset()
+        model.train()
+        loss_sum, samples = 0.0, 0
+        bar = tqdm(total=size, desc=f"{self.label} epoch {epoch}/{self.config.epochs}",
+                   unit="ex", disable=not self.progress, leave=False, mininterval=1.0)
+        for inputs, target, count in batches:
+            with self.watches["forward"]:
+                loss = _loss(model(*inputs), target)
+            with self.watches["backward"]:
+                loss.backward()
+            with self.watches["update"]:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=False)
+            loss_sum += float(loss.detach()) * count
+            samples += count
+            bar.update(count)
+        bar.close()
+        return loss_sum, samples
+
+    def epoch_record(self, epoch: int, loss_sum: float, samples: int, dev: float, test: float) -> dict:
+        """The epoch's ``train`` record (docs/results_schema.md); prints a line with ``progress``."""
+        if self.best is None or dev > self.best[1]:
+            self.best = (epoch, dev, test)
+        train_loss = loss_sum / max(samples, 1)
+        record = schema.train_record(
+            self.run_id, key=f"{self.key}/epoch{epoch}", run_key=self.key,
+            task=self.config.task, preset=self.preset, label=self.label, config=self.config.to_dict(),
+            epoch=epoch, train_loss=train_loss if math.isfinite(train_loss) else None,  # JSON has no NaN
+            dev_score=dev, test_score=test, best_epoch_so_far=self.best[0],
+            best_dev_so_far=self.best[1], test_at_best_so_far=self.best[2],
+            time_s={name: watch.elapsed for name, watch in self.watches.items()}, samples=samples,
+        )
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"{self.label}: epoch {epoch} loss {train_loss:.4f} "
+                       f"dev {dev:.2f} test {test:.2f} (best epoch {self.best[0]})")
+        return record

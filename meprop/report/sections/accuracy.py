@@ -12,47 +12,25 @@ per epoch, as flattened by ``pandas.json_normalize`` or with nested ``config`` /
   score per epoch, and time per epoch split into forward / backward / update.
 
 Figures go to ``out_dir/figures`` (PNG and SVG), tables to ``out_dir/tables`` (CSV and
-Markdown). When a run appears more than once (re-run with ``--resume``), its latest
+Markdown), through the report's own writers (:func:`meprop.report.tables.write_table`,
+:func:`meprop.report.figures.save_figure`); the paper's numbers come from
+:mod:`meprop.report.reference`. When a run appears more than once (re-run with ``--resume``), its latest
 ``run_id`` is used. matplotlib is imported inside the functions that draw.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["PAPER_ACCURACY", "PAPER_TIMES", "runs_frame", "summary_table", "build_accuracy_section"]
+from meprop.report.figures import FigureFile, save_figure
+from meprop.report.html import figure_html, table_html
+from meprop.report.reference import PAPER_ACCURACY, PAPER_TIMES
+from meprop.report.sections import Section
+from meprop.report.tables import write_table
 
-#: (preset, run label) -> (paper's iterations, paper's test score, source).
-PAPER_ACCURACY = {
-    ("mnist-adam", "dense"): (17, 97.82, "Table 1 (Adam)"),
-    ("mnist-adam", "meProp k=20"): (15, 98.01, "Table 1 (Adam)"),
-    ("mnist-adagrad", "dense"): (8, 97.52, "Table 1 (AdaGrad)"),
-    ("mnist-adagrad", "meProp k=10"): (16, 98.00, "Table 1 (AdaGrad)"),
-    ("pos-adam", "dense"): (2, 97.07, "Table 1 (Adam)"),
-    ("pos-adam", "meProp k=5"): (5, 97.12, "Table 1 (Adam)"),
-    ("mnist-table3", "meProp k=20 (h=500)"): (None, 98.01, "Table 3"),
-    ("mnist-table3", "dense h=20"): (None, 95.77, "Table 3"),
-    ("mnist-dropout", "dense"): (None, 98.09, "Table 4 (dropout 0.2)"),
-    ("mnist-dropout", "meProp k=25"): (None, 98.32, "Table 4 (dropout 0.2)"),
-    ("mnist-adam-release", "dense"): (17, 97.82, "Table 1 (Adam; paper without dropout)"),
-    ("mnist-adam-release", "meProp k=20"): (15, 98.01, "Table 1 (Adam; paper without dropout)"),
-    ("mnist-release-unified", "dense"): (None, 97.97, "Table 6 (GPU, unified, batch 50)"),
-    ("mnist-release-unified", "meProp unified k=30"): (None, 98.08, "Table 6 (GPU, unified, batch 50)"),
-    # not in the paper: the log the authors ship in their PyTorch release (h=512, batch 32, dropout 0.1)
-    ("mnist-release", "dense"): (19, 98.00, "authors' PyTorch release log"),
-    ("mnist-release", "meProp k=30"): (17, 98.28, "authors' PyTorch release log"),
-}
-#: (preset, run label) -> the paper's Table 2 seconds (overall forward, overall backward, total).
-PAPER_TIMES = {
-    ("mnist-adam", "dense"): (69, 171, 240),
-    ("mnist-adam", "meProp k=20"): (68, 9, 77),
-    ("pos-adam", "dense"): (7334, 16522, 23856),
-    ("pos-adam", "meProp k=5"): (7362, 540, 7903),
-}
+__all__ = ["runs_frame", "summary_table", "section", "build_accuracy_section"]
 
 
 def _column(frame: pd.DataFrame, flat: str, nested: str, key: str, default=None) -> pd.Series:
@@ -143,32 +121,13 @@ def _time_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _write_table(table: pd.DataFrame, out_dir: Path, name: str) -> None:
-    folder = out_dir / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / f"{name}.csv", index=False)
-    (folder / f"{name}.md").write_text(table.to_markdown(index=False) + "\n", encoding="utf-8")
+def _figure(fig, out_dir: Path, name: str, title: str, caption: str, files: list[Path]) -> str:
+    saved: FigureFile = save_figure(fig, out_dir, name, title, caption)
+    files += [saved.png, saved.svg]
+    return figure_html(saved.png, saved.svg, title, caption, out_dir)
 
 
-def _save(fig, out_dir: Path, name: str) -> Path:
-    folder = out_dir / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    png = folder / f"{name}.png"
-    fig.savefig(png, dpi=110)
-    fig.savefig(folder / f"{name}.svg")
-    return png
-
-
-def _figure_html(png: Path, out_dir: Path, title: str, caption: str) -> str:
-    data = base64.b64encode(png.read_bytes()).decode("ascii")
-    rel_png = png.relative_to(out_dir).as_posix()
-    rel_svg = png.with_suffix(".svg").relative_to(out_dir).as_posix()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
-            f"<figcaption><b>{html.escape(title)}.</b> {html.escape(caption)} "
-            f'(<a href="{rel_png}">PNG</a> · <a href="{rel_svg}">SVG</a>)</figcaption></figure>')
-
-
-def _accuracy_vs_k(runs: pd.DataFrame, out_dir: Path) -> list[str]:
+def _accuracy_vs_k(runs: pd.DataFrame, out_dir: Path, files: list[Path]) -> list[str]:
     from matplotlib.figure import Figure
 
     parts = []
@@ -190,13 +149,13 @@ def _accuracy_vs_k(runs: pd.DataFrame, out_dir: Path) -> list[str]:
         ax.set_ylabel("test accuracy at best dev epoch (%)")
         ax.set_title(f"Accuracy vs k ({preset})")
         ax.legend()
-        png = _save(fig, out_dir, f"accuracy_vs_k_{preset}")
-        parts.append(_figure_html(png, out_dir, f"Accuracy vs k ({preset})",
-                                  "Test score at the best-dev epoch; top-k is meProp, random-k the paper's ablation."))
+        parts.append(_figure(fig, out_dir, f"accuracy_vs_k_{preset}", f"Accuracy vs k ({preset})",
+                             "Test score at the best-dev epoch; top-k is meProp, random-k the paper's ablation.",
+                             files))
     return parts
 
 
-def _dev_curves(runs: pd.DataFrame, out_dir: Path) -> list[str]:
+def _dev_curves(runs: pd.DataFrame, out_dir: Path, files: list[Path]) -> list[str]:
     from matplotlib.figure import Figure
 
     parts = []
@@ -211,13 +170,12 @@ def _dev_curves(runs: pd.DataFrame, out_dir: Path) -> list[str]:
         ax.set_ylabel("dev score (%)")
         ax.set_title(f"Dev score per epoch ({preset})")
         ax.legend(fontsize="small")
-        png = _save(fig, out_dir, f"dev_curves_{preset}")
-        parts.append(_figure_html(png, out_dir, f"Dev score per epoch ({preset})",
-                                  "Accuracy on the dev split after each epoch (MNIST: images, POS: words)."))
+        parts.append(_figure(fig, out_dir, f"dev_curves_{preset}", f"Dev score per epoch ({preset})",
+                             "Accuracy on the dev split after each epoch (MNIST: images, POS: words).", files))
     return parts
 
 
-def _time_per_epoch(runs: pd.DataFrame, out_dir: Path) -> list[str]:
+def _time_per_epoch(runs: pd.DataFrame, out_dir: Path, files: list[Path]) -> list[str]:
     from matplotlib.figure import Figure
 
     means = runs.groupby(["preset", "label"], sort=True)[["forward_s", "backward_s", "update_s"]].mean()
@@ -236,34 +194,39 @@ def _time_per_epoch(runs: pd.DataFrame, out_dir: Path) -> list[str]:
     ax.set_xlabel("seconds per epoch (mean)")
     ax.set_title("Time per epoch: forward / backward / optimizer update")
     ax.legend()
-    png = _save(fig, out_dir, "time_per_epoch")
-    return [_figure_html(png, out_dir, "Time per epoch",
-                         "Forward (model and loss), backward (loss.backward(), the paper's overall backprop) "
-                         "and update (optimizer step); device-synchronised stopwatch, mean over epochs.")]
+    return [_figure(fig, out_dir, "time_per_epoch", "Time per epoch",
+                    "Forward (model and loss), backward (loss.backward(), the paper's overall backprop) "
+                    "and update (optimizer step); device-synchronised stopwatch, mean over epochs.", files)]
 
 
-def build_accuracy_section(train_records: pd.DataFrame, out_dir: Path) -> str:
-    """The accuracy section's HTML fragment; writes figures and tables under ``out_dir``."""
+def section(train_records: pd.DataFrame, out_dir: Path) -> Section:
+    """The accuracy section: tables and figures written under ``out_dir``, and their HTML."""
     out_dir = Path(out_dir)
     runs = runs_frame(train_records)
     if runs.empty:
-        return '<p class="note">No training epochs in the inputs (<code>meprop train</code> writes them).</p>'
+        return Section("accuracy", "Accuracy", '<p class="note">No training epochs in the inputs '
+                       "(<code>meprop train</code> writes them).</p>")
     summary = summary_table(runs)
     times = _time_table(runs)
-    _write_table(summary, out_dir, "accuracy")
-    _write_table(times, out_dir, "train_time")
-    _write_table(runs, out_dir, "train_epochs")
+    files: list[Path] = []
+    for table, name in ((summary, "accuracy"), (times, "train_time"), (runs, "train_epochs")):
+        files += write_table(table, out_dir, name).values()
     parts = [
         "<p>Protocol (the paper's): the test score reported is the one at the epoch with the best "
         "dev score. Presets ending in <code>-quick</code> train on a subset for few epochs, so their "
         "scores are not comparable with the paper's full runs. The paper's CPU timings come from its "
         "own single-threaded C# implementation; ours are PyTorch with one thread.</p>",
         "<h3>Accuracy (our Table 1/3/4 next to the paper's)</h3>",
-        summary.to_html(index=False, na_rep="", classes="data", float_format=lambda v: f"{v:g}"),
+        table_html(summary, speedup_column=None),
         "<h3>Training time (Table 2 view: seconds summed over the epochs run)</h3>",
-        times.to_html(index=False, na_rep="", classes="data", float_format=lambda v: f"{v:g}"),
+        table_html(times, speedup_column=None),
     ]
-    parts += _accuracy_vs_k(runs, out_dir)
-    parts += _dev_curves(runs, out_dir)
-    parts += _time_per_epoch(runs, out_dir)
-    return "\n".join(parts)
+    parts += _accuracy_vs_k(runs, out_dir, files)
+    parts += _dev_curves(runs, out_dir, files)
+    parts += _time_per_epoch(runs, out_dir, files)
+    return Section("accuracy", "Accuracy", "\n".join(parts), files)
+
+
+def build_accuracy_section(train_records: pd.DataFrame, out_dir: Path) -> str:
+    """The accuracy section's HTML fragment; writes figures and tables under ``out_dir``."""
+    return section(train_records, out_dir).html

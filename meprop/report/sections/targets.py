@@ -1,22 +1,27 @@
-"""Issue 5's performance targets judged against measured rows: target vs achieved.
+"""Issue 5's performance targets judged against measured rows: target vs achieved, and its section.
 
 The targets themselves (numbers, row-matching fields, and the cases the ``perf`` profile
 runs for them) are defined once, in :mod:`meprop.bench.targets` (re-exported here as
 :class:`Target` / :data:`TARGETS`). They are for this project's 2-core CPU, float32, 2
 threads, ratios of medians from one run with dense and meProp interleaved (see
 ``docs/performance.md`` when present). :func:`match_targets` finds the rows of a
-:func:`bench_frame <meprop.report.tables.bench_frame>` that each target selects and
-reports target vs achieved, per machine and device.
+:func:`bench_frame <meprop.report.frames.bench_frame>` that each target selects and
+reports target vs achieved, per machine and device; :func:`section` is the page's part.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from meprop.bench.targets import TARGETS, Target
+from meprop.report.html import table_html
+from meprop.report.sections import Section
+from meprop.report.tables import break_even_table, write_table
 
-__all__ = ["Target", "TARGETS", "match_targets", "targets_display"]
+__all__ = ["Target", "TARGETS", "match_targets", "targets_display", "section"]
 
 
 def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...] = TARGETS) -> pd.DataFrame:
@@ -48,8 +53,6 @@ def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...] = TARGETS) ->
 
 def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
     if target.kind == "break_even":
-        from meprop.report.tables import break_even_table
-
         be = break_even_table(sel, target.measurement)
         if be.empty:
             return
@@ -87,3 +90,20 @@ def targets_display(matched: pd.DataFrame) -> pd.DataFrame:
     out["required"] = [text(v, k, True) for v, k in zip(matched["required"], matched["kind"])]
     out["achieved"] = [text(v, k, False) for v, k in zip(matched["achieved"], matched["kind"])]
     return out.drop(columns=["kind"])
+
+
+def section(frame: pd.DataFrame, out_dir: Path) -> tuple[Section, pd.DataFrame]:
+    """The targets section and the matched table (empty when no target case was measured)."""
+    matched = match_targets(frame) if not frame.empty else pd.DataFrame()
+    if matched.empty or not matched["achieved"].notna().any():
+        html = ('<p class="note">No case of the performance target table (issue 5) is in these '
+                "results; <code>meprop bench --profile perf</code> measures them.</p>")
+        return Section("targets", "Performance targets", html), matched
+    files = list(write_table(matched, out_dir, "targets").values())
+    met = matched[matched["met"].isin(["yes", "NO"])]
+    html = (f"<h3>Performance targets (issue 5): {int((met['met'] == 'yes').sum())} of "
+            f"{len(met)} measured targets met</h3>"
+            "<p>Targets are for the project's 2-core CPU, float32, 2 threads; "
+            "\"not measured\": the run has no such case (run <code>meprop bench --profile perf"
+            "</code>).</p>" + table_html(targets_display(matched), speedup_column=None))
+    return Section("targets", "Performance targets", html, files), matched

@@ -1,0 +1,134 @@
+"""The named profiles: grids of cases with the timing budget that fits them.
+
+- ``smoke``: a handful of tiny cases, seconds in all (CI runs it end to end).
+- ``quick``: the default job (a few minutes on 2 CPU cores): hidden {500, 1024, 4096},
+  k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu.
+- ``paper``: the paper's shapes (h=500, k 5/10/20/80, batch 1/10/50; Table 7's
+  h=8192, batch 1024, k 8..512; Table 8's MLP h=8192).
+- ``full``: hidden up to 8192, k ratio 0.5%..100%, batch 1..1024, cpu and cuda.
+- ``perf``: every row of issue 5's target table (float32, 2 threads); the targets
+  themselves, and the cases each needs, are :data:`meprop.bench.targets.TARGETS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from meprop._checks import check_choice
+from meprop.bench.cases import Case, grid
+from meprop.bench.targets import perf_cases
+
+__all__ = ["Profile", "PROFILES", "profile_cases"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named grid and the timing budget that fits it.
+
+    ``budget_s`` is the per-case time budget (dense and meProp together, warm-up
+    excluded), ``min_samples`` / ``max_samples`` bound the samples per side.
+    """
+
+    name: str
+    description: str
+    build: Callable[[], list[Case]] = field(repr=False)
+    budget_s: float = 1.0
+    warmup_s: float = 0.1
+    min_samples: int = 5
+    max_samples: int = 200
+
+    def cases(self) -> list[Case]:
+        return self.build()
+
+
+def _smoke() -> list[Case]:
+    tiny = dict(hidden=32, batch=4, threads=1)
+    cases = [
+        Case("linear", m, k=4, mode=md, **tiny)
+        for m in ("forward", "linear_backward", "overall_backward", "train_step")
+        for md in ("unified", "per_example")
+    ]
+    cases += [
+        Case("mlp", m, k=4, mode="unified", in_features=16, **tiny)
+        for m in ("linear_backward", "overall_backward", "train_step")
+    ]
+    return cases
+
+
+_QUICK_HIDDEN = (500, 1024, 4096)
+_QUICK_RATIOS = (0.01, 0.04, 0.1, 0.5)
+_QUICK_BATCH = (1, 64, 1024)
+
+
+def _quick() -> list[Case]:
+    # The main job. Linear-only backprop over the whole grid for both top-k modes; the
+    # forward (k does not change it: one k ratio); the paper's MLP (784-n-n-10) overall
+    # backprop over the k ratios for batch 64 and 1024, and its training step.
+    axes = dict(hidden=_QUICK_HIDDEN, batch=_QUICK_BATCH)
+    cases = grid(measurement=("linear_backward",), k_ratio=_QUICK_RATIOS,
+                 mode=("unified", "per_example"), **axes)
+    cases += grid(measurement=("forward",), k_ratio=(0.04,), mode=("unified",), **axes)
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), k_ratio=_QUICK_RATIOS,
+                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
+    cases += grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.04,),
+                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified",))
+    return cases
+
+
+def _paper() -> list[Case]:
+    # Tables 1-2: h=500 MLP (784-500-500-10), k 5/10/20/80, batch 1/10/50 (CPU, per-example).
+    cases = grid(workload=("linear", "mlp"), measurement=("linear_backward", "overall_backward"),
+                 hidden=(500,), k=(5, 10, 20, 80), batch=(1, 10, 50),
+                 mode=("per_example", "unified"))
+    cases += grid(workload=("mlp",), measurement=("forward",), hidden=(500,), k=(20,),
+                  batch=(1, 10, 50), mode=("per_example",))
+    # Table 7: synthetic 8192 x 8192 layer, batch 1024, k 8..512 (unified).
+    table7_k = (8, 16, 32, 64, 128, 256, 512)
+    cases += grid(measurement=("linear_backward",), hidden=(8192,), k=table7_k, batch=(1024,),
+                  mode=("unified",))
+    # Table 8: MLP 784-8192-8192-10, overall backprop, batch 1024 (unified).
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), hidden=(8192,),
+                  k=table7_k, batch=(1024,), mode=("unified",))
+    return cases
+
+
+def _full() -> list[Case]:
+    ratios = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    common = dict(k_ratio=ratios, batch=(1, 16, 64, 256, 1024), device=("cpu", "cuda"),
+                  mode=("per_example", "unified"))
+    cases = grid(measurement=("forward", "linear_backward", "overall_backward"),
+                 hidden=(500, 1024, 2048, 4096, 8192), **common)
+    cases += grid(workload=("mlp",), measurement=("overall_backward", "train_step"),
+                  hidden=(500, 1024, 4096, 8192), **common)
+    return cases
+
+
+def _perf() -> list[Case]:
+    # Every row of issue 5's target table; the targets (and so these cases) are defined
+    # once, in meprop.bench.targets.
+    return perf_cases()
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
+                budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10),
+        Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
+                _quick, budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100),
+        Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
+                _paper, budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200),
+        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
+                _full, budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200),
+        Profile("perf", "every row of issue 5's target table, float32, 2 threads", _perf,
+                budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300),
+    )
+}
+
+
+def profile_cases(name: str) -> list[Case]:
+    """The cases of the named profile (one of :data:`PROFILES`)."""
+    check_choice(name, "profile", PROFILES)
+    return PROFILES[name].cases()
+

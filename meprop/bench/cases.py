@@ -37,7 +37,9 @@ __all__ = [
 #: paper's POS tagger (Section 4): a 1-layer LSTM ``in_features -> hidden`` over
 #: :data:`LSTM_STEPS` steps (k counts among the 4·hidden gate entries) and a dense
 #: ``hidden -> classes`` head; dense is ``nn.LSTM``, meProp ``MepropLSTM``.
-WORKLOADS = ("linear", "mlp", "lstm")
+#: ``transformer``: one GPT-2-style pre-LN block of width ``hidden`` over sequences of
+#: :data:`meprop.bench.transformer.SEQUENCE` tokens, meProp on its four projections.
+WORKLOADS = ("linear", "mlp", "lstm", "transformer")
 #: Time steps of the ``lstm`` workload (a sentence of the POS corpus: 25 tokens).
 LSTM_STEPS = 25
 #: Default ``in_features`` of the ``lstm`` workload (the tagger's word-embedding size).
@@ -84,10 +86,11 @@ class Case:
         if self.threads is not None:
             check_positive_int(self.threads, "threads")
         if self.in_features is None:
-            default = {"linear": self.hidden, "mlp": MLP_IN_FEATURES, "lstm": LSTM_IN_FEATURES}[self.workload]
+            default = {"linear": self.hidden, "mlp": MLP_IN_FEATURES, "lstm": LSTM_IN_FEATURES,
+                       "transformer": self.hidden}[self.workload]
             object.__setattr__(self, "in_features", default)
         check_positive_int(self.in_features, "in_features")
-        if self.workload in ("linear", "lstm"):
+        if self.workload in ("linear", "lstm", "transformer"):
             object.__setattr__(self, "layers", 1)
         check_positive_int(self.layers, "layers")
         check_positive_int(self.classes, "classes")

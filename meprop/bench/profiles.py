@@ -2,9 +2,11 @@
 
 - ``smoke``: a handful of tiny cases, seconds in all (CI runs it end to end).
 - ``quick``: the default job (a few minutes on 2 CPU cores): hidden {500, 1024, 4096},
-  k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu.
+  k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu; and the training step of every
+  workload (MLP, linear, the POS LSTM, a transformer block).
 - ``paper``: the paper's shapes (h=500, k 5/10/20/80, batch 1/10/50; Table 7's
-  h=8192, batch 1024, k 8..512; Table 8's MLP h=8192).
+  h=8192, batch 1024, k 8..512; Table 8's MLP h=8192), the MNIST training step and the
+  POS LSTM (Tables 1-2).
 - ``full``: hidden up to 8192, k ratio 0.5%..100%, batch 1..1024, cpu and cuda.
 - ``perf``: every row of issue 5's target table (float32, 2 threads); the targets
   themselves, and the cases each needs, are :data:`meprop.bench.targets.TARGETS`.
@@ -73,6 +75,22 @@ def _quick() -> list[Case]:
                   hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
     cases += grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.04,),
                   hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified",))
+    return cases + _quick_training_steps()
+
+
+def _quick_training_steps() -> list[Case]:
+    # The training step a user runs, for every workload: the MLP at batch 1 and 64 per
+    # example (the paper's CPU setting), one linear layer, the paper's POS LSTM (h=500,
+    # batch 1 sentence, k=5 of the 2000 gate entries) and a GPT-2-style block (d=512,
+    # 8 sequences of 64 tokens), each next to its backward.
+    cases = grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.01, 0.1),
+                 hidden=(500, 4096), batch=(1, 64), mode=("per_example",))
+    cases += grid(workload=("linear",), measurement=("train_step",), k_ratio=(0.01, 0.1),
+                  hidden=(1024, 4096), batch=(64,), mode=("unified", "per_example"))
+    cases += grid(workload=("lstm",), measurement=("linear_backward", "train_step"), k=(5, 20),
+                  hidden=(500,), batch=(1,), mode=("per_example",), threads=1)
+    cases += grid(workload=("transformer",), measurement=("overall_backward", "train_step"),
+                  k_ratio=(0.04, 0.1), hidden=(512,), batch=(8,), mode=("unified", "per_example"))
     return cases
 
 
@@ -90,6 +108,13 @@ def _paper() -> list[Case]:
     # Table 8: MLP 784-8192-8192-10, overall backprop, batch 1024 (unified).
     cases += grid(workload=("mlp",), measurement=("overall_backward",), hidden=(8192,),
                   k=table7_k, batch=(1024,), mode=("unified",))
+    # Table 2's forward / backward / total view of the MNIST MLP: its training step.
+    cases += grid(workload=("mlp",), measurement=("train_step",), hidden=(500,), k=(5, 10, 20, 80),
+                  batch=(1, 10, 50), mode=("per_example",), threads=1)
+    # Tables 1-2, POS tagging: the LSTM (h=500, batch 1 sentence of 25 tokens, k among its
+    # 2000 gate entries), its backward, overall backward and training step, 1 thread.
+    cases += grid(workload=("lstm",), measurement=("linear_backward", "overall_backward", "train_step"),
+                  hidden=(500,), k=(5, 10, 20, 80), batch=(1,), mode=("per_example",), threads=1)
     return cases
 
 

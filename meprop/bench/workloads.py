@@ -59,6 +59,7 @@ import torch.nn.functional as F
 
 import meprop.optim
 from meprop.bench.cases import LSTM_STEPS
+from meprop.bench.transformer import SEQUENCE, build_transformer, transformer_shapes
 from meprop.lstm import MepropLSTM
 from meprop.nn import convert
 
@@ -102,6 +103,8 @@ def _layer_shapes(case) -> list[tuple[int, int]]:
     """(out, in) of every linear layer of the case's model."""
     if case.workload == "linear":
         return [(case.hidden, case.in_features)]
+    if case.workload == "transformer":
+        return transformer_shapes(case.hidden)
     if case.workload == "lstm":
         gates = 4 * case.hidden
         return [(gates, case.in_features), (gates, case.hidden), (case.classes, case.hidden)]
@@ -119,6 +122,8 @@ def estimate_bytes(case) -> int:
     acts = sum(case.batch * (n + m) for n, m in shapes)
     if case.workload == "lstm":
         acts *= LSTM_STEPS
+    if case.workload == "transformer":
+        acts *= 2 * SEQUENCE  # every token, plus attention and norm buffers
     # weights, .grad, a fresh dense weight gradient, optimizer-free; activations x4
     # (outputs, relu masks, dy, grad_input).
     return itemsize * (3 * params + 4 * acts)
@@ -196,6 +201,12 @@ def build(case, variant: str) -> Callable[[], None]:
     _check_supported(case)
     if case.workload == "lstm":
         return _build_lstm(case, variant)
+    if case.workload == "transformer":
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        return build_transformer(case, variant, dtype=_dtype(case), seed=_SEED,
+                                 optimizer_for=lambda model: _train_step_optimizer(model, variant),
+                                 unsupported=Unsupported)
     model = build_model(case, variant)
     if case.measurement != "train_step":
         _preallocate_grads(model)

@@ -210,3 +210,16 @@ def test_torch_compile_fullgraph_runs_through_the_kernels():
     torch.testing.assert_close(loss, eager)
     for got, expected in zip((p.grad for p in sparse.parameters()), want):
         torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck_lazy_adam_rows(amsgrad, dtype):
+    _need_kernels()
+    gen = torch.Generator().manual_seed(3)
+    param, exp_avg = (torch.randn(9, 5, generator=gen, dtype=dtype) for _ in range(2))
+    exp_avg_sq, max_sq = (torch.rand(9, 5, generator=gen, dtype=dtype) for _ in range(2))
+    rows = torch.randn(3, 5, generator=gen, dtype=dtype)
+    args = (param, exp_avg, exp_avg_sq, max_sq if amsgrad else None, torch.tensor([0, 4, 8]), rows,
+            0.01, 0.01, 0.9, 0.999, 1e-8, 0.1, False, True)
+    torch.library.opcheck(torch.ops.meprop.lazy_adam_rows_.default, args)

@@ -30,7 +30,7 @@ import torch
 __all__ = ["SOURCES", "CFLAGS", "LDFLAGS", "build_key", "build_dir", "library_path", "build"]
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = (_HERE / "csrc" / "meprop_kernels.cpp",)
+SOURCES = (_HERE / "csrc" / "meprop_kernels.cpp", _HERE / "csrc" / "lazy_adam_rows.cpp")
 CFLAGS = ("-O3", "-fopenmp", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
 

@@ -57,3 +57,9 @@ def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, x, h0, c0, weight_ih, w
         rows_ih, rows_hh = _empty(x, touched, inputs), _empty(x, touched, hidden)
     return (grad_x, _empty(x, batch, hidden), _empty(x, batch, hidden), row_index, rows_ih, rows_hh,
             _empty(x, gates_n))
+
+
+@torch.library.register_fake("meprop::lazy_adam_rows_")
+def _lazy_adam_rows_fake(param, exp_avg, exp_avg_sq, max_exp_avg_sq, row_index, rows, step_size, lr,
+                         beta1, beta2, eps, weight_decay, decoupled, maximize):
+    return None  # updates param and the state in place

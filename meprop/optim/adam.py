@@ -23,6 +23,7 @@ import math
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
+from meprop import kernels
 from meprop.optim._lazy_rows import LazyRowsMixin
 
 __all__ = ["Adam", "AdamW"]
@@ -41,7 +42,18 @@ class _LazyAdamRows(LazyRowsMixin):
         beta1, beta2 = (float(beta) for beta in group["betas"])
         amsgrad = group["amsgrad"]
         names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
-        # torch's fused Adam kernel, run in place on the touched rows (as row views). Its
+        tensors = [param] + [state[n] for n in names]
+        if _rows_kernel_takes(tensors, rows):
+            # meprop's compiled row update: SparseAdam's arithmetic, one pass, rows in parallel.
+            torch.ops.meprop.lazy_adam_rows_(
+                param.detach(), state["exp_avg"], state["exp_avg_sq"],
+                state["max_exp_avg_sq"] if amsgrad else None, row_index, rows,
+                float(group["lr"]) * math.sqrt(1 - beta2**step) / (1 - beta1**step),
+                float(group["lr"]), beta1, beta2, float(group["eps"]), float(group["weight_decay"]),
+                bool(group.get("decoupled_weight_decay", False)), bool(group["maximize"]),
+            )
+            return
+        # The fallback: torch's fused Adam kernel, run in place on the touched rows (as row views). Its
         # denominator is sqrt(v) / sqrt(1 - beta2**t) + eps'; eps' = eps / sqrt(1 - beta2**t)
         # makes it SparseAdam's (sqrt(v) + eps) / sqrt(1 - beta2**t), with the same step size.
         param_rows, *state_rows = self._row_views([param] + [state[n] for n in names], row_index)
@@ -68,6 +80,12 @@ class _LazyAdamRows(LazyRowsMixin):
         state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
+def _rows_kernel_takes(tensors: list[torch.Tensor], rows: torch.Tensor) -> bool:
+    """True when the compiled row update applies: CPU float32/64, contiguous 2-D state."""
+    return (tensors[0].dim() == 2 and all(t.is_contiguous() for t in tensors)
+            and kernels.supports(*tensors, rows))
 
 
 class Adam(_LazyAdamRows, torch.optim.Adam):

@@ -47,7 +47,7 @@ def test_exact_mode_equals_torch_optim(mode, sparse_grad, name, kwargs):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("maximize", [False, True])
-def test_lazy_adam_equals_sparse_adam_plus_adam(mode, maximize):
+def test_lazy_adam_equals_sparse_adam_plus_adam(mode, maximize, adam_rows_path):
     ours, theirs = converted_twins(2, mode=mode)
     for module in theirs.modules():
         if isinstance(module, meprop.MepropLinear):
@@ -98,7 +98,7 @@ def _check_lazy_against_rows(mode, optimizer, reference_update):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name, kwargs", ADAM_LAZY_CASES, ids=lambda v: str(v))
-def test_lazy_adam_family_matches_row_reference(mode, name, kwargs):
+def test_lazy_adam_family_matches_row_reference(mode, name, kwargs, adam_rows_path):
     holder = {}
 
     def optimizer(model):

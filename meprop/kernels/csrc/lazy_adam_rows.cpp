@@ -1,0 +1,100 @@
+// meprop's lazy Adam row update: torch.optim.SparseAdam's arithmetic on the touched rows
+// of a weight, in place, one pass over the rows of (param, exp_avg, exp_avg_sq[, max]).
+//
+//   g = rows[i] (negated for maximize); r = row_index[i]
+//   weight decay: decoupled p[r] *= 1 - lr*wd, else g += wd * p[r]
+//   m[r] = (g - m[r]) * (1 - beta1) + m[r]
+//   v[r] = (g*g - v[r]) * (1 - beta2) + v[r]          (amsgrad: vmax[r] = max(vmax[r], v[r]))
+//   p[r] += -step_size * (m[r] / (sqrt(v[r] or vmax[r]) + eps))
+//
+// step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t) comes from the caller (meprop/optim/adam.py),
+// which keeps torch's fused Adam on row views as the fallback. Rows are independent (row_index
+// is unique), so threads split the rows.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+
+namespace meprop {
+namespace {
+
+template <typename T>
+void update_rows(T* p, T* m, T* v, T* vmax, const int64_t* index, const T* g, int64_t rows,
+                 int64_t cols, double step_size, double lr, double beta1, double beta2, double eps,
+                 double wd, bool decoupled, bool maximize) {
+  const T b1 = static_cast<T>(1 - beta1), b2 = static_cast<T>(1 - beta2);
+  const T shrink = static_cast<T>(1 - lr * wd), decay = static_cast<T>(wd);
+  const T neg_step = static_cast<T>(-step_size), epsilon = static_cast<T>(eps);
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)),
+                   [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t off = index[i] * cols;
+      T* pr = p + off;
+      T* mr = m + off;
+      T* vr = v + off;
+      T* vmr = vmax ? vmax + off : nullptr;
+      const T* gr = g + i * cols;
+      for (int64_t j = 0; j < cols; ++j) {
+        T grad = maximize ? -gr[j] : gr[j];
+        T param = pr[j];
+        if (wd != 0) {
+          if (decoupled) param *= shrink;
+          else grad += decay * param;
+        }
+        const T m_new = (grad - mr[j]) * b1 + mr[j];
+        const T v_new = (grad * grad - vr[j]) * b2 + vr[j];
+        mr[j] = m_new;
+        vr[j] = v_new;
+        T second = v_new;
+        if (vmr) {
+          second = vmr[j] > v_new ? vmr[j] : v_new;
+          vmr[j] = second;
+        }
+        pr[j] = param + neg_step * (m_new / (std::sqrt(second) + epsilon));
+      }
+    }
+  });
+}
+
+void lazy_adam_rows_(at::Tensor param, at::Tensor exp_avg, at::Tensor exp_avg_sq,
+                     const std::optional<at::Tensor>& max_exp_avg_sq, const at::Tensor& row_index,
+                     const at::Tensor& rows, double step_size, double lr, double beta1, double beta2,
+                     double eps, double weight_decay, bool decoupled, bool maximize) {
+  TORCH_CHECK(param.dim() == 2 && param.is_contiguous(), "lazy_adam_rows_: param must be 2-D contiguous");
+  for (const at::Tensor* t : {&exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(t->sizes() == param.sizes() && t->is_contiguous() && t->dtype() == param.dtype(),
+                "lazy_adam_rows_: optimizer state must be contiguous, of param's shape and dtype");
+  }
+  if (max_exp_avg_sq) {
+    TORCH_CHECK(max_exp_avg_sq->sizes() == param.sizes() && max_exp_avg_sq->is_contiguous() &&
+                    max_exp_avg_sq->dtype() == param.dtype(),
+                "lazy_adam_rows_: max_exp_avg_sq must be contiguous, of param's shape and dtype");
+  }
+  TORCH_CHECK(row_index.dim() == 1 && row_index.scalar_type() == at::kLong, "lazy_adam_rows_: row_index must be int64 (U,)");
+  auto index = row_index.contiguous();
+  auto grads = rows.contiguous();
+  TORCH_CHECK(grads.dim() == 2 && grads.size(0) == index.size(0) && grads.size(1) == param.size(1) &&
+                  grads.dtype() == param.dtype(),
+              "lazy_adam_rows_: rows must be (U, m) of param's dtype");
+  AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "lazy_adam_rows_", [&] {
+    update_rows<scalar_t>(param.data_ptr<scalar_t>(), exp_avg.data_ptr<scalar_t>(),
+                          exp_avg_sq.data_ptr<scalar_t>(),
+                          max_exp_avg_sq ? max_exp_avg_sq->data_ptr<scalar_t>() : nullptr,
+                          index.data_ptr<int64_t>(), grads.data_ptr<scalar_t>(), index.size(0),
+                          param.size(1), step_size, lr, beta1, beta2, eps, weight_decay, decoupled, maximize);
+  });
+}
+
+}  // namespace
+}  // namespace meprop
+
+TORCH_LIBRARY_FRAGMENT(meprop, m) {
+  m.def(
+      "lazy_adam_rows_(Tensor(a!) param, Tensor(b!) exp_avg, Tensor(c!) exp_avg_sq, Tensor(d!)? max_exp_avg_sq, "
+      "Tensor row_index, Tensor rows, float step_size, float lr, float beta1, float beta2, float eps, "
+      "float weight_decay, bool decoupled, bool maximize) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(meprop, CPU, m) { m.impl("lazy_adam_rows_", &meprop::lazy_adam_rows_); }

@@ -9,7 +9,8 @@ Python bindings (plain ``TORCH_LIBRARY`` ops), so it does not depend on the Pyth
 Where: ``$MEPROP_KERNELS_DIR`` if set, else ``meprop/kernels/_build/`` inside the package when
 it is writable (the editable install of ``make setup``), else ``~/.cache/meprop/kernels``.
 
-Flags: ``-O3`` (auto-vectorisation of the plain loops), ``-fopenmp`` (``at::parallel_for`` is
+Flags: ``-O3`` (auto-vectorisation of the plain loops), ``-fno-math-errno`` (so ``sqrt`` in a
+loop vectorises; nothing reads errno), ``-fopenmp`` (``at::parallel_for`` is
 OpenMP in torch's CPU wheel; the library binds to the ``libgomp.so.1`` torch already loaded). No
 ``-march=native``: the hot loops carry ``target_clones`` (AVX-512, AVX2+FMA, baseline x86-64)
 and the loader picks one for the CPU it runs on, so a library built on one x86-64 machine runs
@@ -31,7 +32,7 @@ __all__ = ["SOURCES", "CFLAGS", "LDFLAGS", "build_key", "build_dir", "library_pa
 
 _HERE = Path(__file__).resolve().parent
 SOURCES = (_HERE / "csrc" / "meprop_kernels.cpp", _HERE / "csrc" / "lazy_adam_rows.cpp")
-CFLAGS = ("-O3", "-fopenmp", "-std=c++17")
+CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
 
 

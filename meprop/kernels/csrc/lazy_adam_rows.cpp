@@ -14,46 +14,85 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 namespace meprop {
 namespace {
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+// Vector code for AVX-512, AVX2+FMA and baseline x86-64, picked at run time (as in
+// meprop_kernels.cpp); the build's -fno-math-errno lets sqrt vectorise.
+#define MEPROP_ROW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MEPROP_ROW_CLONES
+#endif
+
+struct RowConstants {
+  double sign, b1, b2, shrink, decay, neg_step, eps;
+};
+
+// One row of the update; the flags are template parameters so the loop has no branches.
+template <typename T, bool kL2, bool kDecoupled, bool kAms>
+inline __attribute__((always_inline)) void update_row_impl(T* __restrict p, T* __restrict m,
+                                                           T* __restrict v, T* __restrict vmax,
+                                                           const T* __restrict g, int64_t cols,
+                                                           const RowConstants& c) {
+  const T sign = static_cast<T>(c.sign), b1 = static_cast<T>(c.b1), b2 = static_cast<T>(c.b2);
+  const T shrink = static_cast<T>(c.shrink), decay = static_cast<T>(c.decay);
+  const T neg_step = static_cast<T>(c.neg_step), eps = static_cast<T>(c.eps);
+  for (int64_t j = 0; j < cols; ++j) {
+    T grad = sign * g[j];
+    T param = p[j];
+    if constexpr (kDecoupled) param *= shrink;
+    if constexpr (kL2) grad += decay * param;
+    const T m_new = (grad - m[j]) * b1 + m[j];
+    const T v_new = (grad * grad - v[j]) * b2 + v[j];
+    m[j] = m_new;
+    v[j] = v_new;
+    T second = v_new;
+    if constexpr (kAms) {
+      second = vmax[j] > v_new ? vmax[j] : v_new;
+      vmax[j] = second;
+    }
+    p[j] = param + neg_step * (m_new / (std::sqrt(second) + eps));
+  }
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void update_row_any(T* p, T* m, T* v, T* vmax, const T* g,
+                                                          int64_t cols, const RowConstants& c, int flags) {
+  switch (flags) {  // bit 0: L2 decay, bit 1: decoupled decay, bit 2: amsgrad
+    case 0: return update_row_impl<T, false, false, false>(p, m, v, vmax, g, cols, c);
+    case 1: return update_row_impl<T, true, false, false>(p, m, v, vmax, g, cols, c);
+    case 2: return update_row_impl<T, false, true, false>(p, m, v, vmax, g, cols, c);
+    case 4: return update_row_impl<T, false, false, true>(p, m, v, vmax, g, cols, c);
+    case 5: return update_row_impl<T, true, false, true>(p, m, v, vmax, g, cols, c);
+    default: return update_row_impl<T, false, true, true>(p, m, v, vmax, g, cols, c);
+  }
+}
+
+MEPROP_ROW_CLONES void update_row(float* p, float* m, float* v, float* vmax, const float* g, int64_t cols,
+                                  const RowConstants& c, int flags) {
+  update_row_any(p, m, v, vmax, g, cols, c, flags);
+}
+MEPROP_ROW_CLONES void update_row(double* p, double* m, double* v, double* vmax, const double* g,
+                                  int64_t cols, const RowConstants& c, int flags) {
+  update_row_any(p, m, v, vmax, g, cols, c, flags);
+}
+
 template <typename T>
 void update_rows(T* p, T* m, T* v, T* vmax, const int64_t* index, const T* g, int64_t rows,
                  int64_t cols, double step_size, double lr, double beta1, double beta2, double eps,
                  double wd, bool decoupled, bool maximize) {
-  const T b1 = static_cast<T>(1 - beta1), b2 = static_cast<T>(1 - beta2);
-  const T shrink = static_cast<T>(1 - lr * wd), decay = static_cast<T>(wd);
-  const T neg_step = static_cast<T>(-step_size), epsilon = static_cast<T>(eps);
+  const RowConstants c{maximize ? -1.0 : 1.0, 1 - beta1, 1 - beta2, 1 - lr * wd, wd, -step_size, eps};
+  const int flags = (wd != 0 ? (decoupled ? 2 : 1) : 0) | (vmax ? 4 : 0);
   at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(cols, 1)),
                    [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t off = index[i] * cols;
-      T* pr = p + off;
-      T* mr = m + off;
-      T* vr = v + off;
-      T* vmr = vmax ? vmax + off : nullptr;
-      const T* gr = g + i * cols;
-      for (int64_t j = 0; j < cols; ++j) {
-        T grad = maximize ? -gr[j] : gr[j];
-        T param = pr[j];
-        if (wd != 0) {
-          if (decoupled) param *= shrink;
-          else grad += decay * param;
-        }
-        const T m_new = (grad - mr[j]) * b1 + mr[j];
-        const T v_new = (grad * grad - vr[j]) * b2 + vr[j];
-        mr[j] = m_new;
-        vr[j] = v_new;
-        T second = v_new;
-        if (vmr) {
-          second = vmr[j] > v_new ? vmr[j] : v_new;
-          vmr[j] = second;
-        }
-        pr[j] = param + neg_step * (m_new / (std::sqrt(second) + epsilon));
-      }
+      update_row(p + off, m + off, v + off, vmax ? vmax + off : nullptr, g + i * cols, cols, c, flags);
     }
   });
 }

@@ -155,8 +155,9 @@ SETUP_CACHE_TIMEOUT = 3600
 
 def make_case(workload: str, measurement: str, hidden: int, k_ratio: float, batch: int,
               mode: str, device: str) -> _cases.Case:
-    """The engine's Case for one asv parameter combination (k = round(k_ratio * hidden))."""
-    k = resolve_k(None, k_ratio, hidden)
+    """The engine's Case for one asv parameter combination (k = round(k_ratio * width), the
+    width being hidden, or the LSTM's 4 * hidden gate entries)."""
+    k = resolve_k(None, k_ratio, 4 * hidden if workload == "lstm" else hidden)
     return _cases.Case(workload, measurement, hidden, k, batch, device=device, mode=mode,
                        threads=THREADS)
 
@@ -187,6 +188,7 @@ def _measure(case: _cases.Case) -> dict:
         return {"skipped": str(exc)}
     from meprop.bench import runner
 
+    _fair_allocator()
     fields = runner.run_case(case, runner.TimingOptions(budget_s=BUDGET_S), measure_memory=False)
     if fields.get("status") == "skipped":
         return {"skipped": fields["reason"]}
@@ -200,6 +202,15 @@ def _measure(case: _cases.Case) -> dict:
         "meprop_rel_iqr": meprop.rel_iqr,
         "ideal": case.ideal,
     }
+
+
+def _fair_allocator() -> None:
+    """The suite's default allocator setting (``meprop bench --malloc``), where the commit has it."""
+    try:
+        from meprop.bench.allocator import apply
+    except ImportError:  # a commit before the setting existed
+        return
+    apply()
 
 
 def measure_grid(workload: str, measurement: str, params: list[list] | None = None) -> dict:

@@ -55,6 +55,10 @@ def _smoke() -> list[Case]:
         Case("mlp", m, k=4, mode="unified", in_features=16, **tiny)
         for m in ("linear_backward", "overall_backward", "train_step")
     ]
+    cases += [Case("lstm", m, hidden=16, k=8, batch=1, threads=1, mode="per_example", in_features=8)
+              for m in ("linear_backward", "train_step")]
+    cases += [Case("transformer", m, hidden=64, k=4, batch=1, threads=1, mode=md)
+              for m, md in (("overall_backward", "per_example"), ("train_step", "unified"))]
     return cases
 
 

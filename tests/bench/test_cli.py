@@ -4,6 +4,8 @@ import json
 import os
 
 import pytest
+
+from meprop.bench.profiles import profile_cases
 import torch
 
 from meprop.bench.cli import select_cases
@@ -28,7 +30,7 @@ def test_smoke_profile_end_to_end(tmp_path, capsys):
     assert env["profile"] == "smoke" and env["threads"] == 1
     assert "grads preallocated" in env["allocator"]
     bench = [r for r in records if r["type"] == "bench"]
-    assert len(bench) == 11 and all(r["status"] == "ok" for r in bench)
+    assert len(bench) == len(profile_cases("smoke")) == 15 and all(r["status"] == "ok" for r in bench)
     assert all(r["dense"]["n_samples"] >= 3 and r["meprop"]["median_s"] > 0 for r in bench)
     assert all(r["peak_memory"]["kind"] == "cpu_rss_delta" for r in bench)
     assert all(r["wall_s"] > 0 for r in bench)
@@ -36,7 +38,9 @@ def test_smoke_profile_end_to_end(tmp_path, capsys):
     assert set(df["measurement"]) == {"forward", "linear_backward", "overall_backward",
                                       "train_step"}
     assert (df["speedup"] > 0).all()
-    assert "11 measured" in capsys.readouterr().out
+    assert env["malloc_policy"] == "no-page-faults"
+    assert {r["case"]["workload"] for r in bench} == {"linear", "mlp", "lstm", "transformer"}
+    assert "15 measured" in capsys.readouterr().out
 
 
 def test_refuses_to_overwrite_then_resumes(tmp_path, capsys):

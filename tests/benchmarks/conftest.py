@@ -55,8 +55,10 @@ def pytest_report_header(config):
 
 @pytest.fixture(scope="session")
 def bench_env() -> dict:
-    """The environment snapshot, attached to every benchmark's extra_info."""
-    from meprop.results.env import snapshot
+    """The environment snapshot, attached to every benchmark's extra_info; the fair allocator
+    setting of ``meprop bench`` (``--malloc no-page-faults``) is applied first."""
+    from meprop.bench.allocator import apply
     from meprop.bench.workloads import ALLOCATION_POLICY
+    from meprop.results.env import snapshot
 
-    return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[])
+    return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[], malloc=apply())

@@ -35,7 +35,7 @@ def test_case(benchmark, request, bench_case, variant, bench_env):
         "ideal": case.ideal,
         "env": {name: bench_env[name] for name in (
             "machine", "cpu_model", "threads", "torch_version", "git_commit", "gpus",
-            "allocator", "cuda_version")},
+            "allocator", "malloc_policy", "cuda_version")},
     })
     with num_threads(case.threads) as threads:
         benchmark.extra_info["case"]["threads"] = threads

@@ -6,7 +6,8 @@ suite (``benchmarks/``) reports ``track_dense`` / ``track_meprop`` (seconds, fro
 interleaved timer) per class, and ``track_dense_bytes`` / ``track_meprop_bytes`` (peak
 memory); :data:`ASV_CLASSES` maps its classes to (workload, measurement).
 ``track_relative_time`` (and ``track_speedup`` of older commits) is not read: the speedup
-is recomputed from the two medians. ``time_*`` benchmarks are read too (median, IQR from asv's ``q_25``/``q_75``). asv rows carry no spread for
+is recomputed from the two medians. ``time_*`` benchmarks are read too (median, IQR from
+asv's ``q_25``/``q_75``). asv rows carry no spread for
 ``track_*`` values, so their noisy flag is unknown. The machine is labelled
 ``<asv machine> [asv]``, kept apart from ``meprop bench`` rows of the same machine.
 """
@@ -33,6 +34,8 @@ ASV_CLASSES = {
     "LinearBackward": ("linear", "linear_backward"),
     "OverallBackward": ("mlp", "overall_backward"),
     "TrainStep": ("mlp", "train_step"),
+    "LstmStep": ("lstm", "train_step"),
+    "TransformerStep": ("transformer", "train_step"),
     "PeakMemory": ("mlp", "overall_backward"),
 }
 

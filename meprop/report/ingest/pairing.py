@@ -59,7 +59,8 @@ def _complete(case: dict) -> dict:
     case = dict(case)
     if case.get("k") is None and case.get("k_ratio") and case.get("hidden"):
         try:
-            case["k"] = resolve_k(None, case["k_ratio"], case["hidden"])
+            width = 4 * case["hidden"] if case.get("workload") == "lstm" else case["hidden"]
+            case["k"] = resolve_k(None, case["k_ratio"], width)
         except (TypeError, ValueError):
             pass  # kept as given; the record check names the bad field
     try:

@@ -28,6 +28,7 @@ __all__ = [
     "MLP_IN_FEATURES",
     "LSTM_STEPS",
     "LSTM_IN_FEATURES",
+    "OPTIMIZER_MODES",
     "grid",
     "check_device",
 ]
@@ -45,6 +46,9 @@ LSTM_STEPS = 25
 #: Default ``in_features`` of the ``lstm`` workload (the tagger's word-embedding size).
 LSTM_IN_FEATURES = 100
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: The meProp side's optimizer in a ``train_step``: ``lazy`` (meprop.optim.Adam(lazy=True),
+#: the fast path) or ``exact`` (meprop.optim.Adam(lazy=False), torch.optim's algorithm).
+OPTIMIZER_MODES = ("lazy", "exact")
 #: MNIST's 28 x 28 input: the MLP's default ``in_features``.
 MLP_IN_FEATURES = 784
 
@@ -70,6 +74,7 @@ class Case:
     in_features: int | None = None
     layers: int = 2
     classes: int = 10
+    optimizer: str = "lazy"
 
     def __post_init__(self) -> None:
         check_choice(self.workload, "workload", WORKLOADS)
@@ -83,6 +88,7 @@ class Case:
         check_device(self.device)
         check_choice(self.dtype, "dtype", DTYPES)
         check_choice(self.mode, "mode", MODES)
+        check_choice(self.optimizer, "optimizer", OPTIMIZER_MODES)
         if self.threads is not None:
             check_positive_int(self.threads, "threads")
         if self.in_features is None:
@@ -118,6 +124,7 @@ class Case:
             f"{self.workload}/{self.measurement}/m{self.in_features}-n{self.hidden}"
             f"x{self.layers}-c{self.classes}/k{self.k}/b{self.batch}/{self.mode}/"
             f"{self.device}/{self.dtype}/t{threads}"
+            + ("/opt-exact" if self.optimizer == "exact" else "")  # lazy keeps the older keys
         )
 
     def resolved(self, threads: int) -> "Case":

@@ -92,6 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", type=_list_of(str, "--workload"), action=_Extend,
                         help=f"{', '.join(WORKLOADS)} {lists}")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="replace every case's dtype")
+    parser.add_argument("--optimizer", type=_list_of(str, "--optimizer"), action=_Extend,
+                        help=f"the meProp side of train_step cases: lazy (meprop.optim.Adam(lazy=True), "
+                             f"default), exact (lazy=False) {lists}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every case (default: the profile's, else torch's)")
     parser.add_argument("--out", default=None,
@@ -114,7 +117,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse bad option values with a message naming the option."""
     from meprop._checks import check_choice, check_k, check_k_ratio
-    from meprop.bench.cases import DTYPES, MEASUREMENTS, WORKLOADS, check_device
+    from meprop.bench.cases import DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
     from meprop.selection import MODES
 
     for value in args.mode or ():
@@ -123,6 +126,8 @@ def _check_args(args: argparse.Namespace) -> None:
         check_choice(value, "--measurement", MEASUREMENTS)
     for value in args.workload or ():
         check_choice(value, "--workload", WORKLOADS)
+    for value in args.optimizer or ():
+        check_choice(value, "--optimizer", OPTIMIZER_MODES)
     for value in args.device or ():
         check_device(value, "--device")
     for name in ("hidden", "batch"):
@@ -173,20 +178,24 @@ def select_cases(args: argparse.Namespace):
 
 
 def _replace_fields(cases, args: argparse.Namespace) -> list:
-    """``--device`` (one case per device), ``--threads`` and ``--dtype`` replace those fields."""
+    """``--device`` (one case per device), ``--threads`` and ``--dtype`` replace those fields;
+    ``--optimizer`` gives each training-step case one case per optimizer mode."""
     replaced = []
     seen = set()
     for case in cases:
+        optimizers = (args.optimizer or (case.optimizer,)) if case.measurement == "train_step" \
+            else (case.optimizer,)
         for device in args.device or (case.device,):
-            changes = {"device": device}
-            if args.threads is not None:
-                changes["threads"] = args.threads
-            if args.dtype is not None:
-                changes["dtype"] = args.dtype
-            new = case.replace(**changes)
-            if new.key not in seen:
-                seen.add(new.key)
-                replaced.append(new)
+            for optimizer in optimizers:
+                changes = {"device": device, "optimizer": optimizer}
+                if args.threads is not None:
+                    changes["threads"] = args.threads
+                if args.dtype is not None:
+                    changes["dtype"] = args.dtype
+                new = case.replace(**changes)
+                if new.key not in seen:
+                    seen.add(new.key)
+                    replaced.append(new)
     return replaced
 
 

@@ -89,6 +89,8 @@ def _quick_training_steps() -> list[Case]:
     # 8 sequences of 64 tokens), each next to its backward.
     cases = grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.01, 0.1),
                  hidden=(500, 4096), batch=(1, 64), mode=("per_example",))
+    # lazy next to exact (torch.optim's algorithm on meProp's gradients), k = 1%
+    cases += [c.replace(optimizer="exact") for c in cases if c.k_ratio < 0.02]
     cases += grid(workload=("linear",), measurement=("train_step",), k_ratio=(0.01, 0.1),
                   hidden=(1024, 4096), batch=(64,), mode=("unified", "per_example"))
     cases += grid(workload=("lstm",), measurement=("linear_backward", "train_step"), k=(5, 20),

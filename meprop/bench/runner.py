@@ -28,6 +28,7 @@ import torch
 from meprop import kernels
 from meprop.bench.cases import Case
 from meprop.bench.timer import Measurement, num_threads, synchronize, time_pair
+from meprop.bench.train_step import optimizer_names, probe_phases
 from meprop.bench.workloads import ALLOCATION_POLICY, Unsupported, build, estimate_bytes
 from meprop.results import schema
 from meprop.results.env import snapshot
@@ -70,6 +71,8 @@ def case_record(
     peak_memory: dict | None = None,
     wall_s: float | None = None,
     formulations: dict | None = None,
+    optimizers: dict | None = None,
+    phases: dict | None = None,
 ) -> dict:
     """The ``bench`` record of a resolved ``case`` (:func:`meprop.results.schema.bench_record`).
 
@@ -83,6 +86,7 @@ def case_record(
         dense=None if dense is None else dense.to_dict(),
         meprop=None if meprop is None else meprop.to_dict(),
         peak_memory=peak_memory, wall_s=wall_s, noisy=noisy, formulations=formulations,
+        optimizers=optimizers, phases=phases,
     )
 
 
@@ -156,8 +160,12 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
             dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
                                       threads=case.threads, **options.as_kwargs())
             after = kernels.formulation_counts()
+            extra = {}
+            if case.measurement == "train_step":  # after the timed samples: timing undisturbed
+                extra = dict(optimizers=optimizer_names(case.optimizer),
+                             phases=probe_phases(dense_fn, meprop_fn))
         ran = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
-        return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None)
+        return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None, **extra)
     except Unsupported as error:
         return dict(status="skipped", reason=str(error))
     except Exception as error:  # out of memory: recorded, the run goes on

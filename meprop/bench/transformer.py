@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from meprop.bench.train_step import make_optimizer, train_step_op
 from meprop.nn import convert
 
 __all__ = ["SEQUENCE", "HEAD_DIM", "TransformerBlock", "build_transformer", "transformer_shapes"]
@@ -60,7 +61,7 @@ def transformer_shapes(d: int) -> list[tuple[int, int]]:
 
 
 def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
-                      optimizer_for: Callable, unsupported: type[Exception]) -> Callable[[], None]:
+                      unsupported: type[Exception]) -> Callable[[], None]:
     """One measured operation of a ``transformer`` case (see :func:`meprop.bench.workloads.build`)."""
     if case.measurement == "linear_backward":
         raise unsupported("linear_backward is not defined for the transformer workload (attention "
@@ -95,13 +96,7 @@ def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        optimizer = optimizer_for(model)
-
-        def op() -> None:
-            optimizer.zero_grad()
-            loss_of().backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+        op = train_step_op(model, loss_of, make_optimizer(model, variant, case.optimizer), case.device)
     op.__name__ = case.measurement
     op.model, op.inputs = model, []
     return op

@@ -20,14 +20,14 @@ pytest-benchmark cases (DESIGN.md, "What the numbers mean"):
   (``set_to_none=True``), forward, loss, ``backward()``,
   ``torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)``, ``opt.step()``. Dense:
   ``torch.optim.Adam``; meProp: :func:`meprop.convert` with default arguments and
-  ``meprop.optim.Adam(lazy=True)`` (:data:`TRAIN_STEP_OPTIMIZERS`).
+  ``meprop.optim.Adam(lazy=True)`` (:mod:`meprop.bench.train_step`; ``optimizer="exact"``: ``lazy=False``).
 
 The ``lstm`` workload (the paper's POS tagger, batch-first, :data:`~meprop.bench.cases.LSTM_STEPS`
 steps): ``forward`` is the LSTM's; ``linear_backward`` the LSTM's whole backward for a fixed
 output gradient (gate projections and recurrence; the paper's "backprop" of Table 1's POS row);
 ``overall_backward`` the tagger's ``loss.backward()`` (LSTM + dense head + cross-entropy);
 ``train_step`` the tagger's step (``zero_grad()``, forward, loss, backward, ``step()``, no
-clipping) with :data:`TRAIN_STEP_OPTIMIZERS`: dense ``nn.LSTM`` + ``torch.optim.Adam``;
+clipping) with :mod:`meprop.bench.train_step`'s optimizers: dense ``nn.LSTM`` + ``torch.optim.Adam``;
 meProp ``MepropLSTM`` + ``meprop.optim.Adam(lazy=True)`` (row-sparse gradients for
 ``weight_ih`` / ``weight_hh``, the rows touched at any step; exact Adam on the biases and
 the head).
@@ -59,12 +59,13 @@ import torch.nn.functional as F
 
 import meprop.optim
 from meprop.bench.cases import LSTM_STEPS
+from meprop.bench.train_step import make_optimizer, train_step_op
 from meprop.bench.transformer import SEQUENCE, build_transformer, transformer_shapes
 from meprop.lstm import MepropLSTM
 from meprop.nn import convert
 
 __all__ = [
-    "VARIANTS", "ALLOCATION_POLICY", "TRAIN_STEP_OPTIMIZERS", "Unsupported", "build", "build_model",
+    "VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model",
     "estimate_bytes",
 ]
 
@@ -77,11 +78,6 @@ ALLOCATION_POLICY = (
     "clip_grad_norm_ 1.0), dense torch.optim.Adam, meProp meprop.optim.Adam(lazy=True)"
 )
 
-#: The optimizer of each variant's training step: (label, class, keyword arguments).
-TRAIN_STEP_OPTIMIZERS = {
-    "dense": ("torch.optim.Adam", torch.optim.Adam, {"lr": 1e-4}),
-    "meprop": ("meprop.optim.Adam(lazy=True)", meprop.optim.Adam, {"lr": 1e-4, "lazy": True}),
-}
 
 #: Fraction of the free memory a case may plan to use.
 _MEMORY_HEADROOM = 0.6
@@ -204,9 +200,7 @@ def build(case, variant: str) -> Callable[[], None]:
     if case.workload == "transformer":
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        return build_transformer(case, variant, dtype=_dtype(case), seed=_SEED,
-                                 optimizer_for=lambda model: _train_step_optimizer(model, variant),
-                                 unsupported=Unsupported)
+        return build_transformer(case, variant, dtype=_dtype(case), seed=_SEED, unsupported=Unsupported)
     model = build_model(case, variant)
     if case.measurement != "train_step":
         _preallocate_grads(model)
@@ -235,21 +229,11 @@ def build(case, variant: str) -> Callable[[], None]:
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        optimizer = _train_step_optimizer(model, variant)
-
-        def op() -> None:
-            optimizer.zero_grad()
-            loss_of(model(x)).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+        optimizer = make_optimizer(model, variant, case.optimizer)
+        op = train_step_op(model, lambda: loss_of(model(x)), optimizer, case.device)
     op.__name__ = case.measurement
     op.model, op.inputs = model, inputs
     return op
-
-
-def _train_step_optimizer(model: nn.Module, variant: str) -> torch.optim.Optimizer:
-    _label, cls, kwargs = TRAIN_STEP_OPTIMIZERS[variant]
-    return cls(model.parameters(), **kwargs)
 
 
 def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):
@@ -330,13 +314,8 @@ def _build_lstm(case, variant: str) -> Callable[[], None]:
         def op() -> None:
             loss.backward(retain_graph=True)
     else:
-        _, optimizer_class, kwargs = TRAIN_STEP_OPTIMIZERS[variant]
-        optimizer = optimizer_class(model.parameters(), **kwargs)
-
-        def op() -> None:
-            optimizer.zero_grad()
-            loss_of(model).backward()
-            optimizer.step()
+        optimizer = make_optimizer(model, variant, case.optimizer)
+        op = train_step_op(model, lambda: loss_of(model), optimizer, case.device)
     op.__name__ = case.measurement
     op.model, op.inputs = model, []
     return op

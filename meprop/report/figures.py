@@ -381,7 +381,9 @@ def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = 
 
 def all_figures(frame: pd.DataFrame, out_dir: Path) -> dict[str, list[FigureFile]]:
     """Every figure the report shows, by section (at most :data:`MAX_FIGURES_PER_KIND` per call)."""
+    lazy = frame[frame["optimizer"].fillna("lazy") != "exact"] if "optimizer" in frame else frame
     out = {
+        "step_vs_k": speedup_vs_k_ratio(lazy, out_dir, "train_step"),  # the fast path, per workload
         "speedup_vs_k": speedup_vs_k_ratio(frame, out_dir, "linear_backward")
         + speedup_vs_k_ratio(frame, out_dir, "overall_backward"),
         "speedup_vs_hidden": speedup_vs_hidden(frame, out_dir, "linear_backward"),

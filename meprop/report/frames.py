@@ -34,12 +34,29 @@ _ENV_COLUMNS = ("cpu_model", "git_commit", "timestamp", "profile", "torch_versio
 _RAW = tuple(f"{side}_{stat}" for side in ("dense", "meprop") for stat in schema.STAT_FIELDS)
 _COLUMNS = ("machine", "run_id", *schema.CASE_FIELDS, "status", "reason", "dense_ms", "dense_iqr_ms",
             "meprop_ms", "meprop_iqr_ms", "n_samples", "spread_pct", "speedup", "ideal", "efficiency",
-            "noisy", "above_ideal", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
+            "noisy", "above_ideal", "amdahl_limit", *(f"{side}_{phase}_ms" for side in ("dense", "meprop")
+                                                       for phase in ("forward", "backward", "optimizer")),
+            "meprop_optimizer", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
             "peak_dense_bytes", "peak_meprop_bytes", *_ENV_COLUMNS)
 
 
 def _number(value) -> float:
     return np.nan if value is None else float(value)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _phase_columns(phases) -> dict:
+    """``{side}_{phase}_ms`` of a training step's probed phase split (NaN where absent)."""
+    out = {}
+    for side in ("dense", "meprop"):
+        split = (phases or {}).get(side) if isinstance(phases, dict) else None
+        for phase in ("forward", "backward", "optimizer"):
+            value = split.get(f"{phase}_s") if isinstance(split, dict) else None
+            out[f"{side}_{phase}_ms"] = float(value) * 1e3 if _is_real(value) else np.nan
+    return out
 
 
 def _envs(records: Iterable[dict]) -> dict[str, dict]:
@@ -74,7 +91,10 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
         "speedup": _number(speedup), "ideal": _number(ideal), "efficiency": _number(efficiency),
         "noisy": r.get("noisy"), "wall_s": r.get("wall_s"),
         "above_ideal": schema.above_ideal_of(_number(speedup), _number(ideal))
-        if case.get("measurement") != "forward" else False,
+        if case.get("measurement") not in ("forward", "train_step") else False,
+        "amdahl_limit": _number(r.get("amdahl_limit")) if _is_real(r.get("amdahl_limit")) else np.nan,
+        **_phase_columns(r.get("phases")),
+        "meprop_optimizer": (r.get("optimizers") or {}).get("meprop") if isinstance(r.get("optimizers"), dict) else None,
         "peak_dense_bytes": peak.get("dense_bytes"), "peak_meprop_bytes": peak.get("meprop_bytes"),
         "peak_dense_mb": _number(peak.get("dense_bytes")) / _MB,
         "peak_meprop_mb": _number(peak.get("meprop_bytes")) / _MB,

@@ -21,6 +21,7 @@ __all__ = [
     "MEASUREMENT_TITLES",
     "speedup_table",
     "headline_table",
+    "step_phases_table",
     "train_step_headline",
     "HEADLINE_MEASUREMENTS",
     "break_even_table",
@@ -64,6 +65,14 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
         table = table.drop(columns=["layers"])
     if measurement == "forward":  # n/k is no reference for the (unchanged) forward pass
         table = table.drop(columns=["ideal n/k", "efficiency"])
+    if measurement == "train_step":  # the step's ceiling is Amdahl's, not n/k
+        table = table.drop(columns=["ideal n/k", "efficiency"])
+        table.insert(table.columns.get_loc("speedup") + 1, "Amdahl limit",
+                     rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
+                     ["amdahl_limit"].round(2).to_numpy())
+        table.insert(table.columns.get_loc("mode") + 1, "meProp optimizer",
+                     rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
+                     ["optimizer"].fillna("lazy").to_numpy())
     if (table["status"] == "ok").all():
         table = table.drop(columns=["status"])
     if (table["note"] == "").all():
@@ -75,6 +84,23 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
 #: backward, then the linear layers alone (the kernel-level figure).
 HEADLINE_MEASUREMENTS = (("train_step", "train step"), ("overall_backward", "overall"),
                          ("linear_backward", "linear-only"))
+
+
+def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Where each training step's time goes, both sides: forward (zero_grad, forward, loss),
+    backward, optimizer (clip and step), in ms, with the Amdahl limit (a free meProp backward)."""
+    ok = _ok(frame, "train_step")
+    phases = [f"{side}_{phase}_ms" for side in ("dense", "meprop") for phase in ("forward", "backward", "optimizer")]
+    if ok.empty or ok[phases].isna().all().all():
+        return pd.DataFrame()
+    cols = {"machine": "machine", "device": "device", "workload": "workload", "hidden": "hidden n",
+            "batch": "batch", "k": "k", "mode": "mode", "optimizer": "meProp optimizer",
+            **{name: name.replace("_ms", " ms").replace("_", " ").replace("meprop", "meProp")
+               for name in phases},
+            "speedup": "speedup", "amdahl_limit": "Amdahl limit"}
+    table = ok.sort_values(["machine", "device", "workload", "hidden", "batch", "k", "mode"])
+    table = table[list(cols)].rename(columns=cols).reset_index(drop=True)
+    return table.round({name: 3 for name in table.columns if name.endswith(" ms")} | {"Amdahl limit": 2})
 
 
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -40,6 +40,7 @@ __all__ = [
     "rel_spread",
     "noisy_of",
     "above_ideal_of",
+    "amdahl_limit_of",
     "ABOVE_IDEAL_NOTE",
     "timing",
     "env_record",
@@ -59,7 +60,7 @@ RECORD_TYPES = ("env", "bench", "train")
 REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train": ()}
 #: The ``case`` object of a ``bench`` record.
 CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
-               "k_ratio", "batch", "device", "dtype", "mode", "threads")
+               "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer")
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step.
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
@@ -78,7 +79,7 @@ ABOVE_IDEAL_NOTE = "above the ideal n/k: the dense baseline is broken (e.g. page
 NOISE_THRESHOLD = 0.10
 
 _INT_CASE_FIELDS = ("hidden", "in_features", "layers", "classes", "k", "batch", "threads")
-_STR_CASE_FIELDS = ("workload", "measurement", "device", "dtype", "mode")
+_STR_CASE_FIELDS = ("workload", "measurement", "device", "dtype", "mode", "optimizer")
 _NUMBER_FIELDS = ("speedup", "ideal", "efficiency", "wall_s")
 
 
@@ -151,13 +152,17 @@ def env_record(run_id: str, env: dict) -> dict:
 def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None,
                  meprop: dict | None = None, status: str = "ok", reason: str | None = None,
                  peak_memory: dict | None = None, wall_s: float | None = None,
-                 noisy: bool | None = None, formulations: dict | None = None) -> dict:
+                 noisy: bool | None = None, formulations: dict | None = None,
+                 optimizers: dict | None = None, phases: dict | None = None) -> dict:
     """A ``bench`` record; speedup, ideal and efficiency are derived here from the timings.
 
     ``case`` is the case object (:data:`CASE_FIELDS`), ``dense`` / ``meprop`` timing
     objects (:func:`timing`) or None (skipped). ``noisy`` None: derived from the timings.
     ``formulations``: how many meProp linear backwards each formulation ran while the case
     was timed (:func:`meprop.kernels.formulation_counts`; None when none ran).
+    Training steps also carry ``optimizers`` (``{"dense": name, "meprop": name}``) and
+    ``phases`` (``{"dense"|"meprop": {"forward_s", "backward_s", "optimizer_s"}}``, medians of
+    separately probed steps), from which ``amdahl_limit`` is derived (:func:`amdahl_limit_of`).
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
@@ -172,7 +177,20 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
         "speedup": speedup, "ideal": ideal, "efficiency": efficiency_of(speedup, ideal),
         "noisy": noisy_of(dense, meprop) if noisy is None else noisy,
         "peak_memory": peak_memory, "wall_s": wall_s, "formulations": formulations,
+        **({"optimizers": optimizers} if optimizers is not None else {}),
+        **({"phases": phases, "amdahl_limit": amdahl_limit_of(dense, phases)}
+           if phases is not None else {}),
     }
+
+
+def amdahl_limit_of(dense: dict | None, phases: dict | None) -> float | None:
+    """The step speedup meProp would reach with a free backward: the dense step's median over
+    meProp's forward + optimizer phases (zero_grad, forward, loss; clip and step)."""
+    meprop = (phases or {}).get("meprop") or {}
+    rest = [meprop.get(name) for name in ("forward_s", "optimizer_s")]
+    if (dense or {}).get("median_s") is None or any(not _is_number(v) for v in rest) or not sum(rest):
+        return None
+    return dense["median_s"] / sum(rest)
 
 
 def train_record(run_id: str, **fields) -> dict:

@@ -50,3 +50,28 @@ def test_speedups_above_the_ideal_are_flagged_with_the_reason(tmp_path):
     path = write_jsonl(tmp_path / "results.jsonl", [env_record("r1"), *records])
     page = build_report([path], tmp_path / "out").index.read_text()
     assert "above the ideal n/k" in page
+
+
+def test_step_tables_show_the_optimizer_the_phase_split_and_the_amdahl_limit(tmp_path):
+    from meprop.report.frames import bench_frame
+    from meprop.report.tables import speedup_table, step_phases_table
+
+    records = []
+    for optimizer, meprop_s in (("lazy", 7e-3), ("exact", 40e-3)):
+        record = bench_record("r1", hidden=4096, batch=1, k=41, mode="per_example", workload="mlp",
+                              measurement="train_step", dense_s=60e-3, meprop_s=meprop_s, layers=2,
+                              in_features=784)
+        record["case"]["optimizer"] = optimizer
+        record["phases"] = {"dense": {"forward_s": 5e-3, "backward_s": 20e-3, "optimizer_s": 35e-3},
+                            "meprop": {"forward_s": 5e-3, "backward_s": 1e-3, "optimizer_s": 1e-3}}
+        record["amdahl_limit"] = 60e-3 / 6e-3
+        records.append(record)
+    frame = bench_frame(records)
+    table = speedup_table(frame, "train_step")
+    assert sorted(table["meProp optimizer"]) == ["exact", "lazy"]
+    assert list(table["Amdahl limit"]) == [10.0, 10.0] and "ideal n/k" not in table
+    phases = step_phases_table(frame)
+    assert list(phases["meProp backward ms"]) == [1.0, 1.0] and list(phases["dense optimizer ms"]) == [35.0, 35.0]
+    path = write_jsonl(tmp_path / "results.jsonl", [env_record("r1"), *records])
+    page = build_report([path], tmp_path / "out").index.read_text()
+    assert "Training step: where the time goes" in page and "Amdahl limit" in page

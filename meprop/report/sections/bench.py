@@ -21,6 +21,7 @@ from meprop.report.html import figure_html, table_html
 from meprop.report.sections import Section
 from meprop.report.tables import (
     MEASUREMENT_TITLES, MEASUREMENTS, break_even_table, headline_table, memory_table, speedup_table,
+    step_phases_table,
     train_step_headline,
     write_table,
 )
@@ -29,7 +30,8 @@ __all__ = ["PAGE_ROWS", "environment", "headline", "tables", "figures", "memory"
 
 #: Rows of one table shown on the page; the full table is in its CSV / Markdown file.
 PAGE_ROWS = 200
-_FIGURE_TITLES = {"speedup_vs_k": "Speedup vs k/n", "speedup_vs_hidden": "Speedup vs hidden size",
+_FIGURE_TITLES = {"step_vs_k": "Training step: speedup vs k/n, per workload (lazy meprop.optim)",
+                  "speedup_vs_k": "Speedup vs k/n", "speedup_vs_hidden": "Speedup vs hidden size",
                   "time_breakdown": "Forward vs backprop time", "modes": "Selection modes side by side",
                   "devices": "CPU vs GPU"}
 
@@ -142,7 +144,22 @@ def tables(frame: pd.DataFrame, out_dir: Path) -> Section:
                     "5% slower than dense.</p>")
         parts.append(f"<h3>{MEASUREMENT_TITLES[measurement]} ({len(table)} cases)</h3>" + note
                      + long_table_html(table, written, out_dir, slow_below=slow_below))
+        if measurement == "train_step":
+            parts += _step_phases(frame, out_dir, files)
     return Section("tables", "Speedup tables", "\n".join(parts) or '<p class="note">No benchmark rows.</p>', files)
+
+
+def _step_phases(frame: pd.DataFrame, out_dir: Path, files: list[Path]) -> list[str]:
+    phases = step_phases_table(frame)
+    if phases.empty:
+        return []
+    written = write_table(phases, out_dir, "train_step_phases")
+    files += written.values()
+    return ["<h3>Training step: where the time goes (ms)</h3><p>Each side's step split into "
+            "forward (zero_grad, forward, loss), backward and optimizer (clip_grad_norm_ and step), "
+            "medians of steps probed after the timed samples. <b>Amdahl limit</b>: the step speedup "
+            "meProp would reach if its backward cost nothing (dense step / meProp forward + "
+            "optimizer).</p>" + long_table_html(phases, written, out_dir, speedup_column=None)]
 
 
 def figures(frame: pd.DataFrame, out_dir: Path, embed_budget: int) -> Section:

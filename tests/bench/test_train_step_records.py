@@ -1,0 +1,38 @@
+"""Training-step records: the optimizers that ran, the phase split and the Amdahl limit (issue 11)."""
+
+import pytest
+
+from meprop.bench.cases import Case
+from meprop.bench.runner import TimingOptions, case_record, run_case
+from meprop.results import schema
+
+FAST = TimingOptions(budget_s=0.05, warmup_s=0.0, min_samples=3, max_samples=5)
+
+
+@pytest.mark.parametrize("optimizer", ["lazy", "exact"])
+def test_step_record_names_optimizers_and_splits_phases(optimizer):
+    case = Case("mlp", "train_step", 64, 4, 8, mode="per_example", threads=1, in_features=16,
+                optimizer=optimizer)
+    record = case_record("r", case, **run_case(case, FAST, measure_memory=False))
+    assert record["case"]["optimizer"] == optimizer
+    assert record["optimizers"] == {"dense": "torch.optim.Adam",
+                                    "meprop": f"meprop.optim.Adam(lazy={optimizer == 'lazy'})"}
+    for side in ("dense", "meprop"):
+        assert set(record["phases"][side]) == {"forward_s", "backward_s", "optimizer_s"}
+        assert all(v > 0 for v in record["phases"][side].values())
+    meprop = record["phases"]["meprop"]
+    assert record["amdahl_limit"] == pytest.approx(
+        record["dense"]["median_s"] / (meprop["forward_s"] + meprop["optimizer_s"]))
+    assert schema.record_problem(record) is None
+    assert case.key.endswith("/opt-exact") == (optimizer == "exact")
+
+
+def test_other_measurements_carry_no_step_fields():
+    case = Case("linear", "linear_backward", 32, 4, 4, threads=1)
+    record = case_record("r", case, **run_case(case, FAST, measure_memory=False))
+    assert "optimizers" not in record and "phases" not in record and record["case"]["optimizer"] == "lazy"
+
+
+def test_bad_optimizer_mode_is_refused():
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('lazy', 'exact'\)"):
+        Case("mlp", "train_step", 64, 4, 8, optimizer="fast")

@@ -40,7 +40,9 @@ __all__ = [
 #: ``hidden -> classes`` head; dense is ``nn.LSTM``, meProp ``MepropLSTM``.
 #: ``transformer``: one GPT-2-style pre-LN block of width ``hidden`` over sequences of
 #: :data:`meprop.bench.transformer.SEQUENCE` tokens, meProp on its four projections.
-WORKLOADS = ("linear", "mlp", "lstm", "transformer")
+#: ``model``: a user's own model (``meprop bench --model module:factory``,
+#: :mod:`meprop.bench.user_model`); ``hidden`` is its widest linear layer.
+WORKLOADS = ("linear", "mlp", "lstm", "transformer", "model")
 #: Time steps of the ``lstm`` workload (a sentence of the POS corpus: 25 tokens).
 LSTM_STEPS = 25
 #: Default ``in_features`` of the ``lstm`` workload (the tagger's word-embedding size).
@@ -75,6 +77,7 @@ class Case:
     layers: int = 2
     classes: int = 10
     optimizer: str = "lazy"
+    model: str | None = None
 
     def __post_init__(self) -> None:
         check_choice(self.workload, "workload", WORKLOADS)
@@ -89,14 +92,19 @@ class Case:
         check_choice(self.dtype, "dtype", DTYPES)
         check_choice(self.mode, "mode", MODES)
         check_choice(self.optimizer, "optimizer", OPTIMIZER_MODES)
+        if (self.workload == "model") != (self.model is not None):
+            raise ValueError(f"model (a 'module:factory' spec) is given exactly for workload 'model', "
+                             f"got workload={self.workload!r}, model={self.model!r}")
+        if self.model is not None and (not isinstance(self.model, str) or ":" not in self.model):
+            raise ValueError(f"model must be a 'module:factory' string, got {self.model!r}")
         if self.threads is not None:
             check_positive_int(self.threads, "threads")
         if self.in_features is None:
             default = {"linear": self.hidden, "mlp": MLP_IN_FEATURES, "lstm": LSTM_IN_FEATURES,
-                       "transformer": self.hidden}[self.workload]
+                       "transformer": self.hidden, "model": self.hidden}[self.workload]
             object.__setattr__(self, "in_features", default)
         check_positive_int(self.in_features, "in_features")
-        if self.workload in ("linear", "lstm", "transformer"):
+        if self.workload in ("linear", "lstm", "transformer", "model"):
             object.__setattr__(self, "layers", 1)
         check_positive_int(self.layers, "layers")
         check_positive_int(self.classes, "classes")
@@ -120,8 +128,9 @@ class Case:
     def key(self) -> str:
         """A stable string id (all fields; ``threads`` as given, ``auto`` when None)."""
         threads = "auto" if self.threads is None else str(self.threads)
+        workload = self.workload if self.model is None else f"model[{self.model}]"
         return (
-            f"{self.workload}/{self.measurement}/m{self.in_features}-n{self.hidden}"
+            f"{workload}/{self.measurement}/m{self.in_features}-n{self.hidden}"
             f"x{self.layers}-c{self.classes}/k{self.k}/b{self.batch}/{self.mode}/"
             f"{self.device}/{self.dtype}/t{threads}"
             + ("/opt-exact" if self.optimizer == "exact" else "")  # lazy keeps the older keys
@@ -158,6 +167,7 @@ def grid(
     threads: int | None = None,
     layers: int = 2,
     in_features: int | None = None,
+    model: str | None = None,
 ) -> list[Case]:
     """The Cartesian product of the given axes as cases (the CLI's custom grid).
 
@@ -179,7 +189,8 @@ def grid(
         width = 4 * n if w == "lstm" else n  # the LSTM's k counts among its 4n gate entries
         kvals = [resolve_k(None, r, width) for r in ratios] + [resolve_k(v, None, width) for v in ks]
         for kv in kvals:
-            case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers)
+            case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers,
+                        model=model if w == "model" else None)
             if case.key not in seen:
                 seen.add(case.key)
                 cases.append(case)

@@ -92,6 +92,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", type=_list_of(str, "--workload"), action=_Extend,
                         help=f"{', '.join(WORKLOADS)} {lists}")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="replace every case's dtype")
+    parser.add_argument("--model", default=None, metavar="MODULE:FACTORY",
+                        help="your own model: factory() returns (model, inputs); --k / --k-ratio / "
+                             "--mode apply through convert() (k against the widest linear layer); "
+                             "default measurements: train_step and overall_backward")
     parser.add_argument("--optimizer", type=_list_of(str, "--optimizer"), action=_Extend,
                         help=f"the meProp side of train_step cases: lazy (meprop.optim.Adam(lazy=True), "
                              f"default), exact (lazy=False) {lists}")
@@ -158,6 +162,8 @@ def select_cases(args: argparse.Namespace):
     from meprop.bench.profiles import PROFILES
 
     _check_args(args)
+    if getattr(args, "model", None) is not None:
+        return _replace_fields(_model_cases(args), args), None
     if args.profile is None and any(getattr(args, a) for a in _AXES):
         profile = None
         cases = grid(
@@ -175,6 +181,18 @@ def select_cases(args: argparse.Namespace):
                 f"({', '.join(f'--{a.replace(chr(95), chr(45))}' for a in _AXES if getattr(args, a))})"
             )
     return _replace_fields(cases, args), profile
+
+
+def _model_cases(args: argparse.Namespace) -> list:
+    """The cases of ``--model module:factory``: its widest linear layer is the case's hidden."""
+    from meprop.bench.cases import grid
+    from meprop.bench.user_model import widest_linear
+
+    if args.profile is not None or args.workload or args.hidden:
+        raise ValueError("--model measures your model: it takes no --profile, --workload or --hidden")
+    return grid(workload=("model",), measurement=args.measurement or ("train_step", "overall_backward"),
+                hidden=(widest_linear(args.model),), k_ratio=args.k_ratio, k=args.k,
+                batch=(1,), mode=args.mode or ("per_example",), model=args.model)
 
 
 def _replace_fields(cases, args: argparse.Namespace) -> list:

@@ -61,6 +61,7 @@ import meprop.optim
 from meprop.bench.cases import LSTM_STEPS
 from meprop.bench.train_step import make_optimizer, train_step_op
 from meprop.bench.transformer import SEQUENCE, build_transformer, transformer_shapes
+from meprop.bench.user_model import build_model_case
 from meprop.lstm import MepropLSTM
 from meprop.nn import convert
 
@@ -101,6 +102,8 @@ def _layer_shapes(case) -> list[tuple[int, int]]:
         return [(case.hidden, case.in_features)]
     if case.workload == "transformer":
         return transformer_shapes(case.hidden)
+    if case.workload == "model":
+        return []  # unknown before the factory runs: the memory check passes it
     if case.workload == "lstm":
         gates = 4 * case.hidden
         return [(gates, case.in_features), (gates, case.hidden), (case.classes, case.hidden)]
@@ -197,6 +200,10 @@ def build(case, variant: str) -> Callable[[], None]:
     _check_supported(case)
     if case.workload == "lstm":
         return _build_lstm(case, variant)
+    if case.workload == "model":
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        return build_model_case(case, variant, seed=_SEED, unsupported=Unsupported)
     if case.workload == "transformer":
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")

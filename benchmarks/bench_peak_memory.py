@@ -7,6 +7,9 @@ sampled peak RSS delta on CPU (approximate: memory the allocator already holds r
 0). The dense backward allocates a fresh (n, n) weight gradient per hidden layer; meProp
 with ``sparse_grad`` only k rows of it.
 
+malloc serves every block of 128 KiB or more with its own mmap in these processes
+(:func:`meprop.bench.allocator.release_large_blocks`), so a call's buffers show in the resident
+set each time, and the kernel's high-water mark gives the peak without sampling.
 ``launch_method: spawn`` runs every benchmark and parameter combination in a fresh
 process, so the dense and the meProp numbers never share allocator state.
 """
@@ -26,6 +29,7 @@ class PeakMemory:
     timeout = 600
 
     def setup(self, *params):
+        common.release_large_blocks()  # freed blocks go back to the OS: the RSS shows each call's need
         self.case = common.make_case(self.workload, self.measurement, *params)
         self.fns = common.build_pair(self.case)  # NotImplementedError: n/a
 

@@ -49,6 +49,7 @@ __all__ = [
     "measure_grid",
     "build_pair",
     "peak_bytes",
+    "release_large_blocks",
     "lookup",
     "PairSuite",
 ]
@@ -211,6 +212,15 @@ def _fair_allocator() -> None:
     except ImportError:  # a commit before the setting existed
         return
     apply()
+
+
+def release_large_blocks() -> None:
+    """The memory probes' allocator setting (:func:`meprop.bench.allocator.release_large_blocks`)."""
+    try:
+        from meprop.bench.allocator import release_large_blocks as release
+    except ImportError:  # a commit before the setting existed
+        return
+    release()
 
 
 def measure_grid(workload: str, measurement: str, params: list[list] | None = None) -> dict:

@@ -24,7 +24,7 @@ import ctypes.util
 import os
 import warnings
 
-__all__ = ["POLICIES", "FAIR", "DEFAULTS", "apply"]
+__all__ = ["POLICIES", "FAIR", "DEFAULTS", "apply", "release_large_blocks"]
 
 FAIR = "no-page-faults"
 DEFAULTS = "defaults"
@@ -33,6 +33,7 @@ POLICIES = (FAIR, DEFAULTS)
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
+_M_MMAP_THRESHOLD = -3
 _TRIM_THRESHOLD_BYTES = 2**31 - 1
 
 _applied: dict | None = None
@@ -86,3 +87,13 @@ def apply(policy: str = FAIR) -> dict:
         }
     _applied = record
     return dict(record)
+
+
+def release_large_blocks(threshold_bytes: int = 128 << 10) -> bool:
+    """For memory probes: serve every block of ``threshold_bytes`` or more with its own mmap and
+    unmap it on free (a fixed threshold; glibc's dynamic one is switched off), so the resident
+    set grows by what a call really allocates. The opposite of the fair timing setting; used by
+    the asv ``PeakMemory`` benchmarks, which run in processes of their own. False without glibc.
+    """
+    libc = _libc()
+    return libc is not None and bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(threshold_bytes)))

@@ -8,10 +8,10 @@ leaving every finished record on disk.
 Peak memory (the ``peak_memory`` field) is the extra memory one call of the measured
 operation needs on top of what is in use just before it (model, inputs, ``.grad``):
 on CUDA ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the call
-(``kind="cuda_max_allocated"``); on CPU the peak resident set size sampled by a
-background thread during the call minus the RSS before it (``kind="cpu_rss_delta"``;
-approximate: the allocator may reuse memory it already holds, so small transient
-buffers can read as 0).
+(``kind="cuda_max_allocated"``); on CPU the peak resident set size during the call minus
+the RSS before it (``kind="cpu_rss_delta"``): on Linux the kernel's high-water mark (VmHWM,
+reset before the call), elsewhere sampled by a background thread. Approximate: memory the
+allocator already holds is reused and reads as 0.
 """
 
 from __future__ import annotations
@@ -116,6 +116,9 @@ def peak_memory(fn: Callable[[], object], device: str, *, interval_s: float = 2e
         synchronize(dev)
         return int(torch.cuda.max_memory_allocated(dev) - before), "cuda_max_allocated"
     before = _rss()
+    if _reset_peak_rss():  # Linux: the kernel's own high-water mark, nothing to sample
+        fn()
+        return int(max(0, _peak_rss() - before)), "cpu_rss_delta"
     peak = before
     stop = threading.Event()
 
@@ -134,6 +137,28 @@ def peak_memory(fn: Callable[[], object], device: str, *, interval_s: float = 2e
         sampler.join()
     peak = max(peak, _rss())
     return int(max(0, peak - before)), "cpu_rss_delta"
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's resident-set high-water mark (VmHWM); False where Linux does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _peak_rss() > 0
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    """VmHWM of /proc/self/status in bytes (0 when unreadable)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _free(case: Case) -> None:

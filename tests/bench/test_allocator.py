@@ -53,3 +53,14 @@ def test_defaults_after_fair_in_one_process_records_what_holds():
          "print(json.dumps([r['policy'], len(w)]))"],
         capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["no-page-faults", 1]
+
+
+def test_peak_memory_probe_sees_a_fresh_64_mb_buffer_every_time():
+    code = ("import json, torch\nfrom meprop.bench import allocator\nfrom meprop.bench.runner import peak_memory\n"
+            "allocator.release_large_blocks()\n"
+            "fn = lambda: torch.empty(4096, 4096).fill_(1.0)\n"
+            "print(json.dumps([peak_memory(fn, 'cpu')[0] for _ in range(4)]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    sizes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(60 << 20 <= size <= 72 << 20 for size in sizes), sizes  # 64 MiB, give or take pages
+    assert max(sizes[1:]) - min(sizes[1:]) < (2 << 20), "no sampling: the same each call"

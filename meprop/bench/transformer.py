@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop.bench.train_step import make_optimizer, train_step_op
+from meprop.bench.model_ops import model_op
 from meprop.nn import convert
 
 __all__ = ["SEQUENCE", "HEAD_DIM", "TransformerBlock", "build_transformer", "transformer_shapes"]
@@ -81,22 +81,4 @@ def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(case.batch, SEQUENCE, case.hidden, generator=gen).to(case.device, dtype)
 
-    def loss_of():
-        return model(x).float().pow(2).mean()
-
-    if not step:
-        for p in model.parameters():  # the suite's policy for backward measurements
-            p.grad = torch.zeros_like(p)
-    if case.measurement == "forward":
-        def op() -> None:
-            model(x)
-    elif case.measurement == "overall_backward":
-        loss = loss_of()
-
-        def op() -> None:
-            loss.backward(retain_graph=True)
-    else:
-        op = train_step_op(model, loss_of, make_optimizer(model, variant, case.optimizer), case.device)
-    op.__name__ = case.measurement
-    op.model, op.inputs = model, []
-    return op
+    return model_op(case, variant, model, lambda: model(x), lambda: model(x).float().pow(2).mean())

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from meprop.bench.train_step import make_optimizer, train_step_op
+from meprop.bench.model_ops import model_op
 from meprop.nn import convert
 
 __all__ = ["UserModelError", "load_factory", "build_user_model", "widest_linear", "loss_of_output",
@@ -111,22 +111,4 @@ def build_model_case(case, variant: str, *, seed: int, unsupported: type[Excepti
                         sparse_grad=not step, example_inputs=inputs, inplace=True)
     model.train()
 
-    def loss_fn():
-        return loss_of_output(model(*inputs))
-
-    if case.measurement == "forward":
-        def op() -> None:
-            model(*inputs)
-    elif case.measurement == "overall_backward":
-        for p in model.parameters():  # the suite's policy for backward measurements
-            if p.requires_grad:
-                p.grad = torch.zeros_like(p)
-        loss = loss_fn()
-
-        def op() -> None:
-            loss.backward(retain_graph=True)
-    else:
-        op = train_step_op(model, loss_fn, make_optimizer(model, variant, case.optimizer), case.device)
-    op.__name__ = case.measurement
-    op.model, op.inputs = model, []
-    return op
+    return model_op(case, variant, model, lambda: model(*inputs), lambda: loss_of_output(model(*inputs)))

@@ -57,9 +57,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import meprop.optim
 from meprop.bench.cases import LSTM_STEPS
-from meprop.bench.train_step import make_optimizer, train_step_op
+from meprop.bench.model_ops import model_op, named_op, preallocate_grads
 from meprop.bench.transformer import SEQUENCE, build_transformer, transformer_shapes
 from meprop.bench.user_model import build_model_case
 from meprop.lstm import MepropLSTM
@@ -184,11 +183,6 @@ def _randn(*shape, case, generator) -> torch.Tensor:
     return torch.randn(*shape, generator=generator).to(device=case.device, dtype=_dtype(case))
 
 
-def _preallocate_grads(model: nn.Module) -> None:
-    for p in model.parameters():
-        p.grad = torch.zeros_like(p)
-
-
 def build(case, variant: str) -> Callable[[], None]:
     """A zero-argument callable doing exactly one measured operation of ``case``.
 
@@ -197,20 +191,16 @@ def build(case, variant: str) -> Callable[[], None]:
     the layer inputs of ``linear_backward``, else empty). Raises :class:`Unsupported`
     when the case cannot run here.
     """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     _check_supported(case)
     if case.workload == "lstm":
         return _build_lstm(case, variant)
     if case.workload == "model":
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         return build_model_case(case, variant, seed=_SEED, unsupported=Unsupported)
     if case.workload == "transformer":
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         return build_transformer(case, variant, dtype=_dtype(case), seed=_SEED, unsupported=Unsupported)
     model = build_model(case, variant)
-    if case.measurement != "train_step":
-        _preallocate_grads(model)
     gen = torch.Generator().manual_seed(_SEED + 1)
     x = _randn(case.batch, case.in_features, case=case, generator=gen)  # (B, m)
     if case.workload == "linear":
@@ -224,23 +214,11 @@ def build(case, variant: str) -> Callable[[], None]:
         def loss_of(out):
             return F.cross_entropy(out, labels)
 
-    inputs: list[torch.Tensor] = []
-    if case.measurement == "forward":
-        def op() -> None:
-            model(x)
-    elif case.measurement == "linear_backward":
+    if case.measurement == "linear_backward":
+        preallocate_grads(model)
         op, inputs = _linear_backward(model, x, case, gen)
-    elif case.measurement == "overall_backward":
-        loss = loss_of(model(x))
-
-        def op() -> None:
-            loss.backward(retain_graph=True)
-    else:
-        optimizer = make_optimizer(model, variant, case.optimizer)
-        op = train_step_op(model, lambda: loss_of(model(x)), optimizer, case.device)
-    op.__name__ = case.measurement
-    op.model, op.inputs = model, inputs
-    return op
+        return named_op(op, case, model, inputs)
+    return model_op(case, variant, model, lambda: model(x), lambda: loss_of(model(x)))
 
 
 def _linear_backward(model: nn.Module, x: torch.Tensor, case, gen):
@@ -282,11 +260,7 @@ class _Tagger(nn.Module):
         return self.head(output)  # (B, T, classes)
 
 
-
-
 def _build_lstm(case, variant: str) -> Callable[[], None]:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     step = case.measurement == "train_step"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_SEED)
@@ -301,28 +275,15 @@ def _build_lstm(case, variant: str) -> Callable[[], None]:
     x = _randn(case.batch, LSTM_STEPS, case.in_features, case=case, generator=gen)  # (B, T, in)
     labels = torch.randint(case.classes, (case.batch * LSTM_STEPS,), generator=gen).to(case.device)
 
-    def loss_of(model):
+    def loss_of():
         return F.cross_entropy(model(x).reshape(-1, case.classes), labels)
 
-    if not step:
-        _preallocate_grads(model)
-    if case.measurement == "forward":
-        def op() -> None:
-            model.lstm(x)
-    elif case.measurement == "linear_backward":
-        output, _ = model.lstm(x)
-        dy = _randn(*output.shape, case=case, generator=gen)  # fixed output gradient
+    if case.measurement != "linear_backward":  # the forward times the LSTM alone (the head is dense)
+        return model_op(case, variant, model, lambda: model.lstm(x), loss_of)
+    preallocate_grads(model)
+    output, _ = model.lstm(x)
+    dy = _randn(*output.shape, case=case, generator=gen)  # fixed output gradient
 
-        def op() -> None:
-            torch.autograd.backward([output], [dy], retain_graph=True)
-    elif case.measurement == "overall_backward":
-        loss = loss_of(model)
-
-        def op() -> None:
-            loss.backward(retain_graph=True)
-    else:
-        optimizer = make_optimizer(model, variant, case.optimizer)
-        op = train_step_op(model, lambda: loss_of(model), optimizer, case.device)
-    op.__name__ = case.measurement
-    op.model, op.inputs = model, []
-    return op
+    def op() -> None:
+        torch.autograd.backward([output], [dy], retain_graph=True)
+    return named_op(op, case, model)

@@ -3,7 +3,6 @@
 import textwrap
 
 import pytest
-import torch
 
 import meprop
 from meprop.bench import workloads

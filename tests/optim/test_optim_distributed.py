@@ -7,7 +7,6 @@ identical to each other but differ from the single process.
 
 from __future__ import annotations
 
-import copy
 import os
 import socket
 

@@ -34,6 +34,7 @@ __all__ = [
     "weight_grad_from_rows",
     "record_touched_rows",
     "take_touched_rows",
+    "clear_touched_rows",
     "distributed_world_size",
     "coalesced",
 ]

@@ -122,10 +122,53 @@ def test_time_pair_interleaves_abba():
     dense = clock.op([0.04], log, "d")
     meprop = clock.op([0.01], log, "m")
     d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
-                     min_sample_s=0)
+                     min_sample_s=0, rewarm_below_s=0)
     assert log[:2] == ["d", "m"]  # warm-up
     assert log[2:] == ["d", "m", "m", "d", "d", "m", "m", "d"]
     assert d.median / m.median == pytest.approx(4.0)
+
+
+def _cache_sharing_ops(clock, warm_s, cold_factor, log):
+    """Two ops whose call costs ``cold_factor`` times more right after the other op ran."""
+    last = {"name": None}
+
+    def make(name, cost):
+        def fn():
+            cold = last["name"] not in (None, name)
+            clock.now += cost * (cold_factor if cold else 1.0)
+            last["name"] = name
+            log.append(name)
+        return fn
+    return make("d", warm_s[0]), make("m", warm_s[1])
+
+
+def test_short_calls_are_timed_warm_after_switching_sides():
+    clock = FakeClock()
+    log = []
+    dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
+                     min_sample_s=0)
+    # each sample follows one untimed call of its own side: the steady state of a loop
+    assert (d.median, m.median) == (pytest.approx(0.004), pytest.approx(0.002))
+    assert d.rewarm == m.rewarm == 1 and d.to_dict()["rewarm"] == 1
+    assert log[2:6] == ["d", "d", "m", "m"]
+    # without the lead-in the same ops measure cold: the state the lead-in removes
+    clock, log = FakeClock(), []
+    dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
+                     min_sample_s=0, rewarm_below_s=0)
+    assert m.median > 1.3 * 0.002 and m.rewarm == 0  # ABBA: half its samples follow the other side
+
+
+def test_long_calls_and_single_ops_get_no_lead_in():
+    clock = FakeClock()
+    log = []
+    dense, meprop = _cache_sharing_ops(clock, (0.5, 0.1), 1.1, log)
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=3, warmup_s=0,
+                     min_sample_s=0)
+    assert d.rewarm == m.rewarm == 0 and len(log) == 2 + 6
+    single = time_one(clock.op([1e-3]), clock=clock, min_samples=3, max_samples=3, warmup_s=0)
+    assert single.rewarm == 0
 
 
 def test_time_pair_is_adaptive_for_both_sides():
@@ -141,6 +184,7 @@ def test_time_pair_is_adaptive_for_both_sides():
     (dict(min_samples=0), "min_samples"),
     (dict(min_samples=5, max_samples=2), "max_samples"),
     (dict(budget_s=-1), "budget_s"),
+    (dict(rewarm_below_s=-0.5), "rewarm_below_s"),
     (dict(threads=0), "threads"),
 ])
 def test_bad_timing_arguments(kwargs, match):

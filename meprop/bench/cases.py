@@ -29,6 +29,7 @@ __all__ = [
     "LSTM_STEPS",
     "LSTM_IN_FEATURES",
     "OPTIMIZER_MODES",
+    "ADAM_IMPLS",
     "grid",
     "check_device",
 ]
@@ -51,6 +52,11 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 #: The meProp side's optimizer in a ``train_step``: ``lazy`` (meprop.optim.Adam(lazy=True),
 #: the fast path) or ``exact`` (meprop.optim.Adam(lazy=False), torch.optim's algorithm).
 OPTIMIZER_MODES = ("lazy", "exact")
+#: torch's Adam implementation on both sides of a ``train_step``: ``default`` (the
+#: constructor's defaults, what most loops write) or ``fused`` (``fused=True``: one kernel
+#: for all parameters, torch's fastest Adam and so the strongest dense baseline; meProp's
+#: lazy optimizer runs it on the parameters that are not meProp weights).
+ADAM_IMPLS = ("default", "fused")
 #: MNIST's 28 x 28 input: the MLP's default ``in_features``.
 MLP_IN_FEATURES = 784
 
@@ -78,6 +84,7 @@ class Case:
     classes: int = 10
     optimizer: str = "lazy"
     model: str | None = None
+    adam: str = "default"
 
     def __post_init__(self) -> None:
         check_choice(self.workload, "workload", WORKLOADS)
@@ -92,6 +99,7 @@ class Case:
         check_choice(self.dtype, "dtype", DTYPES)
         check_choice(self.mode, "mode", MODES)
         check_choice(self.optimizer, "optimizer", OPTIMIZER_MODES)
+        check_choice(self.adam, "adam", ADAM_IMPLS)
         if (self.workload == "model") != (self.model is not None):
             raise ValueError(f"model (a 'module:factory' spec) is given exactly for workload 'model', "
                              f"got workload={self.workload!r}, model={self.model!r}")
@@ -134,6 +142,7 @@ class Case:
             f"x{self.layers}-c{self.classes}/k{self.k}/b{self.batch}/{self.mode}/"
             f"{self.device}/{self.dtype}/t{threads}"
             + ("/opt-exact" if self.optimizer == "exact" else "")  # lazy keeps the older keys
+            + ("/adam-fused" if self.adam == "fused" else "")
         )
 
     def resolved(self, threads: int) -> "Case":

@@ -18,6 +18,7 @@ which skips the cases already recorded and appends the rest as a new run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -99,6 +100,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--optimizer", type=_list_of(str, "--optimizer"), action=_Extend,
                         help=f"the meProp side of train_step cases: lazy (meprop.optim.Adam(lazy=True), "
                              f"default), exact (lazy=False) {lists}")
+    parser.add_argument("--adam", type=_list_of(str, "--adam"), action=_Extend,
+                        help=f"torch's Adam on both sides of train_step cases: default (the "
+                             f"constructor's defaults), fused (fused=True: the fastest torch Adam, "
+                             f"the strongest dense baseline) {lists}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every case (default: the profile's, else torch's)")
     parser.add_argument("--out", default=None,
@@ -121,7 +126,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse bad option values with a message naming the option."""
     from meprop._checks import check_choice, check_k, check_k_ratio
-    from meprop.bench.cases import DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
+    from meprop.bench.cases import ADAM_IMPLS, DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
     from meprop.selection import MODES
 
     for value in args.mode or ():
@@ -132,6 +137,8 @@ def _check_args(args: argparse.Namespace) -> None:
         check_choice(value, "--workload", WORKLOADS)
     for value in args.optimizer or ():
         check_choice(value, "--optimizer", OPTIMIZER_MODES)
+    for value in args.adam or ():
+        check_choice(value, "--adam", ADAM_IMPLS)
     for value in args.device or ():
         check_device(value, "--device")
     for name in ("hidden", "batch"):
@@ -197,23 +204,23 @@ def _model_cases(args: argparse.Namespace) -> list:
 
 def _replace_fields(cases, args: argparse.Namespace) -> list:
     """``--device`` (one case per device), ``--threads`` and ``--dtype`` replace those fields;
-    ``--optimizer`` gives each training-step case one case per optimizer mode."""
+    ``--optimizer`` and ``--adam`` give each training-step case one case per value."""
     replaced = []
     seen = set()
     for case in cases:
-        optimizers = (args.optimizer or (case.optimizer,)) if case.measurement == "train_step" \
-            else (case.optimizer,)
-        for device in args.device or (case.device,):
-            for optimizer in optimizers:
-                changes = {"device": device, "optimizer": optimizer}
-                if args.threads is not None:
-                    changes["threads"] = args.threads
-                if args.dtype is not None:
-                    changes["dtype"] = args.dtype
-                new = case.replace(**changes)
-                if new.key not in seen:
-                    seen.add(new.key)
-                    replaced.append(new)
+        step = case.measurement == "train_step"
+        optimizers = (args.optimizer or (case.optimizer,)) if step else (case.optimizer,)
+        adams = (args.adam or (case.adam,)) if step else (case.adam,)
+        for device, optimizer, adam in itertools.product(args.device or (case.device,), optimizers, adams):
+            changes = {"device": device, "optimizer": optimizer, "adam": adam}
+            if args.threads is not None:
+                changes["threads"] = args.threads
+            if args.dtype is not None:
+                changes["dtype"] = args.dtype
+            new = case.replace(**changes)
+            if new.key not in seen:
+                seen.add(new.key)
+                replaced.append(new)
     return replaced
 
 

@@ -46,7 +46,7 @@ def model_op(case, variant: str, model: nn.Module, forward: Callable[[], object]
     overall backprop; rebuilt every step by the training step).
     """
     if case.measurement == "train_step":
-        optimizer = make_optimizer(model, variant, case.optimizer)
+        optimizer = make_optimizer(model, variant, case.optimizer, case.adam)
         return named_op(train_step_op(model, loss_fn, optimizer, case.device), case, model)
     preallocate_grads(model)
     if case.measurement == "forward":

@@ -91,6 +91,8 @@ def _quick_training_steps() -> list[Case]:
                  hidden=(500, 4096), batch=(1, 64), mode=("per_example",))
     # lazy next to exact (torch.optim's algorithm on meProp's gradients), k = 1%
     cases += [c.replace(optimizer="exact") for c in cases if c.k_ratio < 0.02]
+    # and against the strongest dense baseline: fused Adam on both sides, k = 1%
+    cases += [c.replace(adam="fused") for c in cases if c.k_ratio < 0.02 and c.optimizer == "lazy"]
     cases += grid(workload=("linear",), measurement=("train_step",), k_ratio=(0.01, 0.1),
                   hidden=(1024, 4096), batch=(64,), mode=("unified", "per_example"))
     cases += grid(workload=("lstm",), measurement=("linear_backward", "train_step"), k=(5, 20),

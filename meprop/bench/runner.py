@@ -187,7 +187,7 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
             after = kernels.formulation_counts()
             extra = {}
             if case.measurement == "train_step":  # after the timed samples: timing undisturbed
-                extra = dict(optimizers=optimizer_names(case.optimizer),
+                extra = dict(optimizers=optimizer_names(case.optimizer, case.adam),
                              phases=probe_phases(dense_fn, meprop_fn))
         ran = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
         return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None, **extra)

@@ -60,7 +60,8 @@ RECORD_TYPES = ("env", "bench", "train")
 REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train": ()}
 #: The ``case`` object of a ``bench`` record.
 CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
-               "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer", "model")
+               "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer", "model",
+               "adam")
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step.
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
@@ -79,7 +80,7 @@ ABOVE_IDEAL_NOTE = "above the ideal n/k: the dense baseline is broken (e.g. page
 NOISE_THRESHOLD = 0.10
 
 _INT_CASE_FIELDS = ("hidden", "in_features", "layers", "classes", "k", "batch", "threads")
-_STR_CASE_FIELDS = ("workload", "measurement", "device", "dtype", "mode", "optimizer", "model")
+_STR_CASE_FIELDS = ("workload", "measurement", "device", "dtype", "mode", "optimizer", "model", "adam")
 _NUMBER_FIELDS = ("speedup", "ideal", "efficiency", "wall_s")
 
 

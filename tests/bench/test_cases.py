@@ -170,9 +170,13 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
     assert [t.cases() for t in TARGETS if t.kind == "review"] == [(), ()]
-    # issue 5's 32 cases, issue 9's four training-step rows, then issue 10's six
-    assert len(perf) == 32 + 4 + 6
-    assert [c.measurement for c in profile_cases("perf")][32:36] == ["train_step"] * 4
+    # issue 5's 32 cases, issue 9's four training-step rows (each with the torch.optim.Adam
+    # defaults of its target and with fused Adam, the strongest dense baseline), issue 10's six
+    assert len(perf) == 32 + 4 * 2 + 6
+    steps = profile_cases("perf")[32:40]
+    assert [c.measurement for c in steps] == ["train_step"] * 8
+    assert [c.adam for c in steps] == ["default", "fused"] * 4
+    assert all(c.optimizer == "lazy" for c in steps)
 
 
 def test_single_case_targets_derive_their_case_from_their_fields():

@@ -89,6 +89,16 @@ def test_custom_grid_and_profile_filters():
     assert profile.name == "quick"
 
 
+def test_optimizer_and_adam_options_multiply_training_steps_only():
+    cases, _ = select_cases(_args("--workload", "mlp", "--measurement", "train_step,overall_backward",
+                                  "--hidden", "64", "--k", "4", "--batch", "2",
+                                  "--optimizer", "lazy,exact", "--adam", "default", "fused"))
+    steps = [(c.optimizer, c.adam) for c in cases if c.measurement == "train_step"]
+    assert steps == [("lazy", "default"), ("lazy", "fused"), ("exact", "default"), ("exact", "fused")]
+    assert [(c.optimizer, c.adam) for c in cases if c.measurement != "train_step"] == [("lazy", "default")]
+    assert len({c.key for c in cases}) == len(cases) == 5
+
+
 def test_list_prints_keys(capsys):
     assert main(["bench", "--profile", "perf", "--list"]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -117,6 +127,7 @@ def test_unparsable_arguments_are_refused_by_argparse(capsys, argv, message):
     (["--k", "0"], "--k must be a positive int (>= 1), got 0"),
     (["--hidden", "64", "--k", "65"], "k must be at most out_features=64"),
     (["--measurement", "backward"], "--measurement must be one of"),
+    (["--adam", "foreach"], "--adam must be one of ('default', 'fused'), got 'foreach'"),
     (["--threads", "0"], "--threads must be an int from 1 to"),
     (["--profile", "smoke", "--hidden", "12345"], "no case of profile 'smoke' matches"),
 ])

@@ -1,8 +1,13 @@
 """Training-step records: the optimizers that ran, the phase split and the Amdahl limit (issue 11)."""
 
-import pytest
+import inspect
 
+import pytest
+import torch
+
+import meprop.optim as meprop_optim
 from meprop.bench.cases import Case
+from meprop.bench.workloads import build
 from meprop.bench.runner import TimingOptions, case_record, run_case
 from meprop.results import schema
 
@@ -36,3 +41,29 @@ def test_other_measurements_carry_no_step_fields():
 def test_bad_optimizer_mode_is_refused():
     with pytest.raises(ValueError, match=r"optimizer must be one of \('lazy', 'exact'\)"):
         Case("mlp", "train_step", 64, 4, 8, optimizer="fast")
+
+
+@pytest.mark.parametrize("optimizer", ["lazy", "exact"])
+def test_fused_adam_runs_on_both_sides_and_is_recorded(optimizer):
+    case = Case("mlp", "train_step", 64, 4, 8, mode="per_example", threads=1, in_features=16,
+                optimizer=optimizer, adam="fused")
+    dense, meprop = (build(case, side) for side in ("dense", "meprop"))
+    for op in (dense, meprop):
+        op()
+    opts = [inspect.getclosurevars(op).nonlocals["optimizer"] for op in (dense, meprop)]
+    assert type(opts[0]) is torch.optim.Adam and isinstance(opts[1], meprop_optim.Adam)
+    assert all(group["fused"] for opt in opts for group in opt.param_groups)
+    assert opts[1].param_groups[0]["lazy"] == (optimizer == "lazy")
+    record = case_record("r", case, **run_case(case, FAST, measure_memory=False))
+    assert record["case"]["adam"] == "fused" and case.key.endswith("/adam-fused")
+    assert record["optimizers"] == {
+        "dense": "torch.optim.Adam(fused=True)",
+        "meprop": f"meprop.optim.Adam(lazy={optimizer == 'lazy'}, fused=True)"}
+    assert schema.record_problem(record) is None
+    # the default keeps the older keys and names
+    assert not Case("mlp", "train_step", 64, 4, 8).key.endswith("fused")
+
+
+def test_bad_adam_impl_is_refused():
+    with pytest.raises(ValueError, match=r"adam must be one of \('default', 'fused'\), got 'foreach'"):
+        Case("mlp", "train_step", 64, 4, 8, adam="foreach")

@@ -24,6 +24,8 @@ EXACT_CASES = [
     ("Adam", dict(lr=1e-2)),
     ("Adam", dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
     ("AdamW", dict(lr=1e-2, weight_decay=0.1)),
+    ("Adam", dict(lr=1e-2, fused=True)),  # torch's fastest Adam: one kernel for all parameters
+    ("AdamW", dict(lr=1e-2, weight_decay=0.1, fused=True)),
     ("SGD", dict(lr=0.1)),
     ("SGD", dict(lr=0.1, momentum=0.9, weight_decay=0.01)),
     ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
@@ -46,18 +48,18 @@ def test_exact_mode_equals_torch_optim(mode, sparse_grad, name, kwargs):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("maximize", [False, True])
-def test_lazy_adam_equals_sparse_adam_plus_adam(mode, maximize, adam_rows_path):
+@pytest.mark.parametrize("maximize, fused", [(False, False), (True, False), (False, True)])
+def test_lazy_adam_equals_sparse_adam_plus_adam(mode, maximize, fused, adam_rows_path):
     ours, theirs = converted_twins(2, mode=mode)
     for module in theirs.modules():
         if isinstance(module, meprop.MepropLinear):
             module.sparse_grad = True  # SparseAdam needs COO gradients
     data = batches(6)
-    opt = meprop.optim.Adam(ours.parameters(), lr=1e-2, lazy=True, maximize=maximize)
+    opt = meprop.optim.Adam(ours.parameters(), lr=1e-2, lazy=True, maximize=maximize, fused=fused)
     train(ours, opt, data)
     reference = [
         torch.optim.SparseAdam(meprop_weights(theirs), lr=1e-2, maximize=maximize),
-        torch.optim.Adam(other_params(theirs), lr=1e-2, maximize=maximize),
+        torch.optim.Adam(other_params(theirs), lr=1e-2, maximize=maximize, fused=fused),
     ]
     train(theirs, reference, data)
     assert_same_params(ours, theirs, rtol=1e-12, atol=1e-14)

@@ -35,7 +35,7 @@ def bench_record(run_id: str, *, hidden: int, batch: int, k: int, mode: str = "u
                  meprop_s: float | None = 1e-4, iqr_frac: float = 0.02, device: str = "cpu",
                  workload: str = "linear", layers: int = 1, in_features: int | None = None,
                  status: str = "ok", reason: str | None = None, peak: dict | None = None,
-                 threads: int = 2, classes: int = 10) -> dict:
+                 threads: int = 2, classes: int = 10, **case_fields) -> dict:
     def side(median):
         if median is None:
             return None
@@ -45,7 +45,7 @@ def bench_record(run_id: str, *, hidden: int, batch: int, k: int, mode: str = "u
     in_features = hidden if in_features is None else in_features
     case = {"workload": workload, "measurement": measurement, "hidden": hidden, "in_features": in_features,
             "layers": layers, "k": k, "k_ratio": k / hidden, "batch": batch, "device": device,
-            "dtype": "float32", "mode": mode, "threads": threads, "classes": classes}
+            "dtype": "float32", "mode": mode, "threads": threads, "classes": classes, **case_fields}
     speedup = dense_s / meprop_s if (status == "ok" and dense_s and meprop_s) else None
     return {
         "schema": SCHEMA, "type": "bench", "run_id": run_id, "case": case,

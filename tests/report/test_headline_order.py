@@ -32,6 +32,25 @@ def test_headline_cards_lead_with_the_training_step_per_workload(tmp_path):
     assert row["best train step speedup"] == 8.0 and "mlp n=4096" in row["train step at"]
 
 
+def test_fused_adam_steps_get_their_own_card(tmp_path):
+    step = dict(hidden=4096, batch=1, k=41, mode="per_example", workload="mlp",
+                measurement="train_step", layers=2, in_features=784)
+    path = write_jsonl(tmp_path / "results.jsonl", [
+        env_record("r1"),
+        bench_record("r1", **step, dense_s=60e-3, meprop_s=6e-3),
+        bench_record("r1", **step, dense_s=30e-3, meprop_s=6e-3, adam="fused"),
+    ])
+    report = build_report([path], tmp_path / "out")
+    cards = report.index.read_text()
+    cards = cards[cards.index('class="headline"'):]
+    plain = cards[cards.index("best training step, mlp ·"):]
+    fused = cards[cards.index("best training step, mlp vs fused Adam ·"):]
+    assert plain.index("10.0x") < plain.index("</div></div>")  # the default loop's 10x card
+    assert fused.index("5.0x") < fused.index("</div></div>")  # the strongest baseline's 5x card
+    table = (tmp_path / "out" / "tables" / "speedup_train_step.csv").read_text()
+    assert "meProp optimizer,Adam" in table and ",fused," in table
+
+
 def test_speedups_above_the_ideal_are_flagged_with_the_reason(tmp_path):
     from meprop.report.frames import bench_frame
     from meprop.report.tables import speedup_table

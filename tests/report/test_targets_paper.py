@@ -109,6 +109,21 @@ def test_perf_profile_cases_measure_every_timing_target():
     assert row["met"] == "yes" and row["achieved"] == pytest.approx(math.ceil(0.2 * 4096) / 4096)
 
 
+def test_step_targets_select_the_lazy_optimizer_with_default_adam_only():
+    # issue 9's targets are defined with torch.optim.Adam's defaults and the lazy optimizer;
+    # the same case with fused Adam or the exact optimizer is another row, never the target's
+    step = dict(hidden=4096, batch=1, k=41, mode="per_example", measurement="train_step",
+                workload="mlp", layers=2, in_features=784)
+    recs = [fx.env_record("r"),
+            fx.bench_record("r", **step, dense_s=60e-3, meprop_s=6e-3),  # no fields: an older record
+            fx.bench_record("r", **step, dense_s=30e-3, meprop_s=6e-3, adam="fused"),
+            fx.bench_record("r", **step, dense_s=60e-3, meprop_s=50e-3, optimizer="exact"),
+            fx.bench_record("r", **step, dense_s=60e-3, meprop_s=5e-3, optimizer="lazy", adam="default")]
+    frame = bench_frame(recs)
+    target = next(t for t in TARGETS if t.measurement == "train_step" and t.batch == 1)
+    assert target.selects(frame).tolist() == [True, False, False, True]
+
+
 def test_review_target_selects_nothing():
     frame = _perf_profile_frame()
     reviews = [target for target in TARGETS if target.kind == "review"]

@@ -83,13 +83,20 @@ def train_step_op(model: nn.Module, loss_fn: Callable[[], torch.Tensor],
     return op
 
 
-def probe_phases(dense_fn, meprop_fn, repeats: int = 5) -> dict | None:
-    """Median phase split of ``repeats`` steps per side, interleaved; None for other ops."""
+def probe_phases(dense_fn, meprop_fn, repeats: int = 5, rewarm: tuple[int, int] = (0, 0)) -> dict | None:
+    """Median phase split of ``repeats`` steps per side, interleaved; None for other ops.
+
+    ``rewarm``: untimed steps of the same side before each probed one, as the timer gave
+    each sample (:class:`meprop.bench.timer.Measurement.rewarm`), so that the split
+    describes the same steady state as the timed medians.
+    """
     if not (hasattr(dense_fn, "phases") and hasattr(meprop_fn, "phases")):
         return None
     samples = {"dense": [], "meprop": []}
     for _ in range(repeats):
-        samples["dense"].append(dense_fn.phases())
-        samples["meprop"].append(meprop_fn.phases())
+        for side, fn, lead_in in (("dense", dense_fn, rewarm[0]), ("meprop", meprop_fn, rewarm[1])):
+            for _ in range(lead_in):
+                fn()
+            samples[side].append(fn.phases())
     return {side: {name: statistics.median(s[name] for s in runs) for name in _PHASES}
             for side, runs in samples.items()}

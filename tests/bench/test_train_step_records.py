@@ -67,3 +67,20 @@ def test_fused_adam_runs_on_both_sides_and_is_recorded(optimizer):
 def test_bad_adam_impl_is_refused():
     with pytest.raises(ValueError, match=r"adam must be one of \('default', 'fused'\), got 'foreach'"):
         Case("mlp", "train_step", 64, 4, 8, adam="foreach")
+
+
+def test_phase_probe_gives_each_side_its_lead_in_steps():
+    from meprop.bench.train_step import probe_phases
+
+    log = []
+
+    def side(name):
+        def fn():
+            log.append(name)
+        fn.phases = lambda: log.append(name.upper()) or {"forward_s": 1.0, "backward_s": 2.0, "optimizer_s": 3.0}
+        return fn
+
+    split = probe_phases(side("d"), side("m"), repeats=2, rewarm=(1, 0))
+    assert log == ["d", "D", "M", "d", "D", "M"]  # an untimed dense step before each probed one
+    assert split["dense"] == split["meprop"] == {"forward_s": 1.0, "backward_s": 2.0, "optimizer_s": 3.0}
+    assert probe_phases(lambda: None, side("m")) is None  # not a training step: no split

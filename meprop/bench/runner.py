@@ -188,7 +188,8 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
             extra = {}
             if case.measurement == "train_step":  # after the timed samples: timing undisturbed
                 extra = dict(optimizers=optimizer_names(case.optimizer, case.adam),
-                             phases=probe_phases(dense_fn, meprop_fn, rewarm=(dense.rewarm, meprop.rewarm)))
+                             phases=probe_phases(dense_fn, meprop_fn, rewarm=(
+                                 dense.rewarm * dense.number, meprop.rewarm * meprop.number)))
         ran = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
         return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None, **extra)
     except Unsupported as error:

@@ -86,9 +86,10 @@ def train_step_op(model: nn.Module, loss_fn: Callable[[], torch.Tensor],
 def probe_phases(dense_fn, meprop_fn, repeats: int = 5, rewarm: tuple[int, int] = (0, 0)) -> dict | None:
     """Median phase split of ``repeats`` steps per side, interleaved; None for other ops.
 
-    ``rewarm``: untimed steps of the same side before each probed one, as the timer gave
-    each sample (:class:`meprop.bench.timer.Measurement.rewarm`), so that the split
-    describes the same steady state as the timed medians.
+    ``rewarm``: untimed steps of the same side before each probed one (the runner passes
+    a timed block's length where the timer used lead-in blocks, see
+    :mod:`meprop.bench.timer`), so that the split describes the same steady state as the
+    timed medians.
     """
     if not (hasattr(dense_fn, "phases") and hasattr(meprop_fn, "phases")):
         return None

@@ -148,10 +148,13 @@ def test_short_calls_are_timed_warm_after_switching_sides():
     dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
     d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
                      min_sample_s=0)
-    # each sample follows one untimed call of its own side: the steady state of a loop
+    # each sample is a block of >= 20 ms of consecutive calls after one untimed call of
+    # its own side: the steady state of a loop
     assert (d.median, m.median) == (pytest.approx(0.004), pytest.approx(0.002))
+    # (calibrated on the one warm-up call each: meProp's came right after dense's, cold)
+    assert (d.number, m.number) == (5, 6)
     assert d.rewarm == m.rewarm == 1 and d.to_dict()["rewarm"] == 1
-    assert log[2:6] == ["d", "d", "m", "m"]
+    assert log[2:15] == ["d"] * 6 + ["m"] * 7
     # without the lead-in the same ops measure cold: the state the lead-in removes
     clock, log = FakeClock(), []
     dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
@@ -176,7 +179,7 @@ def test_time_pair_is_adaptive_for_both_sides():
     dense = clock.op([0.04])
     meprop = clock.op([0.01, 0.02, 0.015])  # noisy: sampling goes on for both
     d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=40, warmup_s=0,
-                     budget_s=1e9, min_sample_s=0)
+                     budget_s=1e9, min_sample_s=0, rewarm_below_s=0)
     assert d.n_samples == m.n_samples == 40
 
 

@@ -155,12 +155,17 @@ SETUP_CACHE_TIMEOUT = 3600
 
 
 def make_case(workload: str, measurement: str, hidden: int, k_ratio: float, batch: int,
-              mode: str, device: str) -> _cases.Case:
+              mode: str, device: str, **fields) -> _cases.Case:
     """The engine's Case for one asv parameter combination (k = round(k_ratio * width), the
-    width being hidden, or the LSTM's 4 * hidden gate entries)."""
+    width being hidden, or the LSTM's 4 * hidden gate entries). ``fields``: further Case
+    fields (a suite's ``case_fields``); NotImplementedError (asv: n/a) on a commit whose
+    Case lacks one."""
     k = resolve_k(None, k_ratio, 4 * hidden if workload == "lstm" else hidden)
-    return _cases.Case(workload, measurement, hidden, k, batch, device=device, mode=mode,
-                       threads=THREADS)
+    try:
+        return _cases.Case(workload, measurement, hidden, k, batch, device=device, mode=mode,
+                           threads=THREADS, **fields)
+    except TypeError as exc:  # an older commit: its Case has no such field
+        raise NotImplementedError(f"this commit's cases have no field among {sorted(fields)}: {exc}") from exc
 
 
 def check_possible(case: _cases.Case) -> None:
@@ -223,16 +228,22 @@ def release_large_blocks() -> None:
     release()
 
 
-def measure_grid(workload: str, measurement: str, params: list[list] | None = None) -> dict:
+def measure_grid(workload: str, measurement: str, params: list[list] | None = None,
+                 **fields) -> dict:
     """Measure every combination of ``params`` (default :data:`PARAMS`) for one measurement.
 
     Returns ``{param tuple: result dict}`` (see :func:`lookup`); called from each class's
-    ``setup_cache``, so each case is timed once per commit and environment.
+    ``setup_cache``, so each case is timed once per commit and environment. ``fields``:
+    further Case fields for every combination (a suite's ``case_fields``).
     """
     params = PARAMS if params is None else params
     results = {}
     for combo in itertools.product(*params):
-        case = make_case(workload, measurement, *combo)
+        try:
+            case = make_case(workload, measurement, *combo, **fields)
+        except NotImplementedError as exc:
+            results[combo] = {"skipped": str(exc)}
+            continue
         results[combo] = _measure(case)
     return results
 
@@ -257,9 +268,9 @@ def peak_bytes(fn, case: _cases.Case) -> int:
     return nbytes
 
 
-def lookup(results: dict, workload: str, measurement: str, params: tuple) -> dict:
+def lookup(results: dict, workload: str, measurement: str, params: tuple, **fields) -> dict:
     """The measured entry for ``params``; NotImplementedError (asv: n/a) when skipped."""
-    case = make_case(workload, measurement, *params)
+    case = make_case(workload, measurement, *params, **fields)
     check_possible(case)
     entry = results.get(tuple(params))
     if entry is None:
@@ -282,6 +293,7 @@ class PairSuite(abc.ABC):
 
     workload = "linear"
     measurement = "forward"
+    case_fields: dict = {}  # further Case fields of every case (e.g. {"adam": "fused"})
     params = PARAMS
     param_names = PARAM_NAMES
     timeout = 600
@@ -291,7 +303,7 @@ class PairSuite(abc.ABC):
         """``return measure_grid(self.workload, self.measurement)``, defined in each suite's own file."""
 
     def setup(self, results, *params):
-        self.entry = lookup(results, self.workload, self.measurement, params)
+        self.entry = lookup(results, self.workload, self.measurement, params, **self.case_fields)
 
     def track_dense(self, results, *params):
         return self.entry["dense"]

@@ -72,7 +72,7 @@ def test_asv_check_finds_no_problems():
 def test_every_class_covers_the_grid_and_names_its_params():
     classes = list(_suite_classes())
     assert {c.__name__ for c in classes} == {
-        "Forward", "LinearBackward", "OverallBackward", "TrainStep", "PeakMemory"}
+        "Forward", "LinearBackward", "OverallBackward", "TrainStep", "TrainStepFusedAdam", "PeakMemory"}
     common = _load_suite()["common"]
     for cls in classes:
         assert cls.param_names == ["hidden", "k_ratio", "batch", "mode", "device"]
@@ -90,7 +90,7 @@ def test_setup_raises_not_implemented_for_cuda_without_gpu():
     checked = 0
     for cls in _suite_classes():
         if hasattr(cls, "setup_cache"):  # the cache asv would pass: cuda entries skipped
-            results = common.measure_grid(cls.workload, cls.measurement, grid)
+            results = common.measure_grid(cls.workload, cls.measurement, grid, **cls.case_fields)
         for params in itertools.product(*grid):
             bench = cls()
             if hasattr(cls, "setup_cache"):
@@ -101,8 +101,27 @@ def test_setup_raises_not_implemented_for_cuda_without_gpu():
             with pytest.raises(NotImplementedError, match="cuda not available"):
                 bench.setup(*args)
             checked += 1
-    assert checked == 10
+    assert checked == 12
     assert not torch.cuda.is_initialized()
+
+
+def test_fused_adam_suite_runs_fused_cases_and_is_na_where_the_field_is_missing(monkeypatch):
+    suite = _load_suite()
+    common = suite["common"]
+    monkeypatch.setattr(common, "BUDGET_S", 0.01)
+    cls = suite["bench_train_step"].TrainStepFusedAdam
+    params = (32, 0.125, 4, "per_example", "cpu")
+    assert common.make_case("mlp", "train_step", *params, **cls.case_fields).adam == "fused"
+    results = common.measure_grid(cls.workload, cls.measurement, [[v] for v in params], **cls.case_fields)
+    bench = cls()
+    bench.setup(results, *params)
+    assert bench.track_dense(results, *params) > 0 and bench.track_meprop(results, *params) > 0
+    # an older commit, whose Case has no 'adam' field: n/a, not a crash
+    missing = {"fused_everything": True}
+    skipped = common.measure_grid(cls.workload, cls.measurement, [[v] for v in params], **missing)
+    assert "no field" in skipped[params]["skipped"]
+    with pytest.raises(NotImplementedError, match="no field"):
+        common.lookup(skipped, cls.workload, cls.measurement, params, **missing)
 
 
 def test_a_case_too_large_for_memory_is_not_applicable_not_a_crash():

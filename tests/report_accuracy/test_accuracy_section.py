@@ -47,6 +47,20 @@ def test_paper_numbers_beside_ours_and_latest_run_wins(records):
     assert (row["paper test"], row["paper iterations"]) == (97.82, 17)
 
 
+def test_lazy_and_exact_optimizer_modes_are_rows_side_by_side(records):
+    frame = pd.json_normalize([r for r in records if r["label"] == "top-k k=4"])
+    assert set(frame["config.optimizer_mode"]) == {"exact"}
+    lazy = frame.assign(**{"config.optimizer_mode": "lazy", "label": "top-k k=4 (lazy)",
+                           "run_key": frame["run_key"] + "-lazy", "test_score": 33.0})
+    older = frame.drop(columns=["config.optimizer_mode"]).assign(  # a record from before the option
+        label="top-k k=4 (old)", run_key=frame["run_key"] + "-old")
+    table = summary_table(runs_frame(pd.concat([frame, lazy, older]))).set_index("run")
+    assert table.loc["top-k k=4", "optimizer mode"] == "exact"
+    assert table.loc["top-k k=4 (lazy)", "optimizer mode"] == "lazy"
+    assert table.loc["top-k k=4 (lazy)", "test at best"] == 33.0
+    assert table.loc["top-k k=4 (old)", "optimizer mode"] == "exact"
+
+
 def test_two_seeds_are_two_rows(records):
     frame = pd.json_normalize([r for r in records if r["label"] == "dense"])
     seed2 = frame.assign(**{"config.seed": 2, "run_key": frame["run_key"] + "-seed2",

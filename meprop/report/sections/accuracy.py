@@ -43,7 +43,7 @@ def _column(frame: pd.DataFrame, flat: str, nested: str, key: str, default=None)
 
 def runs_frame(train_records: pd.DataFrame) -> pd.DataFrame:
     """One row per epoch with plain columns: preset, label, seed, task, k, mode, optimizer,
-    hidden, epoch, dev_score, test_score, train_loss, forward_s, backward_s, update_s;
+    optimizer_mode, hidden, epoch, dev_score, test_score, train_loss, forward_s, backward_s, update_s;
     only the latest ``run_id`` of each (preset, label, config) is kept."""
     if not isinstance(train_records, pd.DataFrame):
         raise TypeError(f"train_records must be a pandas.DataFrame, got {type(train_records).__name__}")
@@ -59,6 +59,9 @@ def runs_frame(train_records: pd.DataFrame) -> pd.DataFrame:
         "k": _column(f, "config.k", "config", "k"),
         "mode": _column(f, "config.mode", "config", "mode"),
         "optimizer": _column(f, "config.optimizer", "config", "optimizer"),
+        # lazy (meprop.optim's row update) or exact (torch.optim's); records before the
+        # option ran the exact optimizer
+        "optimizer_mode": _column(f, "config.optimizer_mode", "config", "optimizer_mode").fillna("exact"),
         "hidden": _column(f, "config.hidden", "config", "hidden"),
         "epochs": _column(f, "config.epochs", "config", "epochs"),
         "seed": _column(f, "config.seed", "config", "seed"),
@@ -94,6 +97,7 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "preset": preset, "run": label, "seed": None if pd.isna(seed) else int(seed),
             "task": best["task"], "optimizer": best["optimizer"],
+            "optimizer mode": best["optimizer_mode"],
             "hidden": best["hidden"], "k": "dense" if pd.isna(best["k"]) else int(best["k"]),
             "epochs run": int(group["epoch"].max()), "best epoch": int(best["epoch"]),
             "dev at best": round(float(best["dev_score"]), 2), "test at best": round(float(best["test_score"]), 2),

@@ -194,13 +194,20 @@ def _train_step_target(label, minimum, mode, hidden, batch, k, threads, note):
 #: both with the constructor's defaults.
 _TRAIN_STEP_TARGETS = (
     _train_step_target("train step, MLP 784-4096-4096-10, batch 1024, unified, k=41", 2.8,
-                       "unified", 4096, 1024, 41, 2, "Amdahl limit about 3.1x (the forward)"),
+                       "unified", 4096, 1024, 41, 2,
+                       "Amdahl limit 2.9-3.1x as measured (issue 9 estimated 3.1x): the forward is "
+                       "~237 of ~258 ms"),
     _train_step_target("train step, MLP 784-4096-4096-10, batch 64, per-example, k=41", 4.5,
-                       "per_example", 4096, 64, 41, 2, "Amdahl limit about 5.6x"),
+                       "per_example", 4096, 64, 41, 2,
+                       "Amdahl limit ~3.7x as measured with a dense baseline that does not page-fault "
+                       "(issue 9 estimated 5.6x against one that did)"),
     _train_step_target("train step, MLP 784-4096-4096-10, batch 1, per-example, k=41", 12,
-                       "per_example", 4096, 1, 41, 2, "Amdahl limit about 12-15x"),
+                       "per_example", 4096, 1, 41, 2,
+                       "Amdahl limit 8-11x as measured (issue 9 estimated 12-15x): the forward is ~5 ms"),
     _train_step_target("train step, MLP 784-500-500-10, batch 10, per-example, k=20 (1 thread)", 1.5,
-                       "per_example", 500, 10, 20, 1, "the paper's MNIST setting; Amdahl limit about 5x"),
+                       "per_example", 500, 10, 20, 1,
+                       "the paper's MNIST setting; Amdahl limit 2.3-2.5x as measured (issue 9 "
+                       "estimated 5x)"),
 )
 
 #: Issue 5's table (linear-only backprop: out = in = n; MLP rows: overall backprop).

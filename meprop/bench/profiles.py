@@ -99,6 +99,10 @@ def _quick_training_steps() -> list[Case]:
                   hidden=(500,), batch=(1,), mode=("per_example",), threads=1)
     cases += grid(workload=("transformer",), measurement=("overall_backward", "train_step"),
                   k_ratio=(0.04, 0.1), hidden=(512,), batch=(8,), mode=("unified", "per_example"))
+    # every other workload's step against fused Adam too, at its smallest k (the MLP's above)
+    cases += [c.replace(adam="fused") for c in cases
+              if c.measurement == "train_step" and c.workload != "mlp"
+              and c.k == min(d.k for d in cases if d.workload == c.workload and d.hidden == c.hidden)]
     return cases
 
 

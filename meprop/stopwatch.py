@@ -1,4 +1,5 @@
-"""Device-synchronised wall-clock intervals: :func:`synchronize` and :class:`Stopwatch`.
+"""Device-synchronised wall-clock intervals: :func:`synchronize` and :class:`Stopwatch`;
+:func:`num_threads`, the thread count a timed block runs with.
 
 CUDA is asynchronous (DESIGN.md, "Measurement rules"): a clock read while kernels are
 queued measures the launch, not the work. Both the measurement engine
@@ -9,12 +10,15 @@ Imports only torch; CUDA is touched only when a CUDA device is passed.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
-__all__ = ["Clock", "synchronize", "Stopwatch"]
+from meprop._checks import check_positive_int
+
+__all__ = ["Clock", "synchronize", "Stopwatch", "num_threads"]
 
 Clock = Callable[[], float]
 
@@ -62,3 +66,15 @@ class Stopwatch:
 
     def reset(self) -> None:
         self.elapsed, self.laps, self._start = 0.0, 0, None
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Set torch's intra-op thread count for the block (None: leave it); yields the count used."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)

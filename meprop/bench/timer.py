@@ -5,7 +5,8 @@ The measurement rules of DESIGN.md ("What the numbers mean", "Measurement rules"
 - CUDA is asynchronous, so every interval is bracketed by :func:`synchronize`
   (:mod:`meprop.stopwatch`, re-exported here with :class:`Stopwatch`).
 - The thread count is set explicitly around the measurement and restored after
-  (``torch.utils.benchmark.Timer`` would silently default to 1 thread).
+  (:func:`num_threads`, from :mod:`meprop.stopwatch`, as the paper's training loop does;
+  ``torch.utils.benchmark.Timer`` would silently default to 1 thread).
 - :func:`time_pair` interleaves dense and meProp samples (ABBA order), so that
   drift on a shared machine hits both sides equally; speedup = ratio of medians.
 - Repeats are adaptive: sampling stops once the median is known to ``rel_precision``
@@ -27,18 +28,17 @@ The clock is injectable (``clock=``) so the logic is tested with a fake clock.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from meprop._checks import check_positive_int, check_real
 from meprop.results import schema
-from meprop.stopwatch import Clock, Stopwatch, synchronize
+from meprop.stopwatch import Clock, Stopwatch, num_threads, synchronize
 
 __all__ = [
     "NOISE_THRESHOLD",
@@ -115,18 +115,6 @@ class Measurement:
             "number": self.number,
             "rewarm": self.rewarm,
         }
-
-
-@contextlib.contextmanager
-def num_threads(threads: int | None) -> Iterator[int]:
-    """Set torch's intra-op thread count for the block (None: leave it); yields the count used."""
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(check_positive_int(threads, "threads"))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(previous)
 
 
 def time_one(

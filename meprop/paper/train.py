@@ -19,7 +19,6 @@ row-sparse gradients into the existing ``.grad`` in place.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -37,7 +36,7 @@ from meprop.paper.models import INITS, check_dropout
 from meprop.results import schema
 from meprop.results.store import new_run_id
 from meprop.selection import MODES
-from meprop.stopwatch import Stopwatch
+from meprop.stopwatch import Stopwatch, num_threads
 
 __all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
            "check_device", "check_device_available"]
@@ -273,16 +272,6 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return cls(model.parameters(), lr=config.learning_rate)
 
 
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- the loop
 def train(
     config: TrainConfig,
@@ -313,7 +302,7 @@ def train(
     run = _Run(config, device, run_id or new_run_id(), preset,
                label or ("dense" if config.k is None else f"meProp k={config.k}"), progress)
     result = TrainResult(config)
-    with _threads(config.threads):
+    with num_threads(config.threads):
         torch.manual_seed(config.seed)
         model, splits, batches, score = _build(config, data)
         model.to(device)

@@ -142,12 +142,17 @@ def _cache_sharing_ops(clock, warm_s, cold_factor, log):
     return make("d", warm_s[0]), make("m", warm_s[1])
 
 
+def _time_cache_sharing_pair(warm_s, cold_factor, samples, **timing):
+    """time_pair of :func:`_cache_sharing_ops` on a fake clock: ``(dense, meprop, call log)``."""
+    clock, log = FakeClock(), []
+    dense, meprop = _cache_sharing_ops(clock, warm_s, cold_factor, log)
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=samples, max_samples=samples,
+                     warmup_s=0, min_sample_s=0, **timing)
+    return d, m, log
+
+
 def test_short_calls_are_timed_warm_after_switching_sides():
-    clock = FakeClock()
-    log = []
-    dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
-    d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
-                     min_sample_s=0)
+    d, m, log = _time_cache_sharing_pair((0.004, 0.002), 1.7, samples=4)
     # each sample is a block of >= 20 ms of consecutive calls after one untimed call of
     # its own side: the steady state of a loop
     assert (d.median, m.median) == (pytest.approx(0.004), pytest.approx(0.002))
@@ -156,20 +161,14 @@ def test_short_calls_are_timed_warm_after_switching_sides():
     assert d.rewarm == m.rewarm == 1 and d.to_dict()["rewarm"] == 1
     assert log[2:15] == ["d"] * 6 + ["m"] * 7
     # without the lead-in the same ops measure cold: the state the lead-in removes
-    clock, log = FakeClock(), []
-    dense, meprop = _cache_sharing_ops(clock, (0.004, 0.002), 1.7, log)
-    d, m = time_pair(dense, meprop, clock=clock, min_samples=4, max_samples=4, warmup_s=0,
-                     min_sample_s=0, rewarm_below_s=0)
+    d, m, log = _time_cache_sharing_pair((0.004, 0.002), 1.7, samples=4, rewarm_below_s=0)
     assert m.median > 1.3 * 0.002 and m.rewarm == 0  # ABBA: half its samples follow the other side
 
 
 def test_long_calls_and_single_ops_get_no_lead_in():
-    clock = FakeClock()
-    log = []
-    dense, meprop = _cache_sharing_ops(clock, (0.5, 0.1), 1.1, log)
-    d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=3, warmup_s=0,
-                     min_sample_s=0)
+    d, m, log = _time_cache_sharing_pair((0.5, 0.1), 1.1, samples=3)
     assert d.rewarm == m.rewarm == 0 and len(log) == 2 + 6
+    clock = FakeClock()
     single = time_one(clock.op([1e-3]), clock=clock, min_samples=3, max_samples=3, warmup_s=0)
     assert single.rewarm == 0
 

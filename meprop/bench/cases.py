@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from meprop._checks import check_choice, check_device, check_k, check_k_ratio, check_positive_int, resolve_k
-from meprop.results.schema import CASE_FIELDS, MEASUREMENTS
+from meprop.results.schema import CASE_FIELD_DEFAULTS, CASE_FIELDS, MEASUREMENTS
 from meprop.selection import MODES
 
 __all__ = [
@@ -82,9 +82,9 @@ class Case:
     in_features: int | None = None
     layers: int = 2
     classes: int = 10
-    optimizer: str = "lazy"
+    optimizer: str = CASE_FIELD_DEFAULTS["optimizer"]
     model: str | None = None
-    adam: str = "default"
+    adam: str = CASE_FIELD_DEFAULTS["adam"]
 
     def __post_init__(self) -> None:
         check_choice(self.workload, "workload", WORKLOADS)

@@ -138,15 +138,11 @@ class Target:
         if self.kind == "review":
             return pd.Series(False, index=frame.index)
         mask = frame["measurement"] == self.measurement
-        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers", "threads", "classes"):
+        for name in ("workload", "mode", "hidden", "batch", "in_features", "layers", "threads", "classes",
+                     "optimizer", "adam"):  # the frame fills optimizer/adam where old records lack them
             value = getattr(self, name)
             if value is not None and name in frame.columns:
                 mask &= frame[name] == value
-        for name, default in (("optimizer", "lazy"), ("adam", "default")):  # absent in older records
-            value = getattr(self, name)
-            if value is not None:
-                column = frame[name] if name in frame.columns else pd.Series(None, index=frame.index)
-                mask &= column.fillna(default) == value
         if self.min_hidden is not None:
             mask &= frame["hidden"] >= self.min_hidden
         if self.min_batch is not None:

@@ -69,6 +69,9 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
     dense, meprop = r.get("dense") or {}, r.get("meprop") or {}
     machine = str(env.get("machine") or "unknown") if env is not None else f"unknown (run {r.get('run_id')})"
     row = {"machine": machine, "run_id": r.get("run_id"), **{f: case.get(f) for f in schema.CASE_FIELDS}}
+    for name, default in schema.CASE_FIELD_DEFAULTS.items():  # older records lack the field
+        if row[name] is None:
+            row[name] = default
     if row.get("workload") == "model" and isinstance(case.get("model"), str):
         row["workload"] = case["model"]  # a user's model is named by its module:factory
     for side, stats in (("dense", dense), ("meprop", meprop)):

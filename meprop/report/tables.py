@@ -71,9 +71,8 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
                      rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
                      ["amdahl_limit"].round(2).to_numpy())
         ordered = rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
-        table.insert(table.columns.get_loc("mode") + 1, "meProp optimizer",
-                     ordered["optimizer"].fillna("lazy").to_numpy())
-        table.insert(table.columns.get_loc("meProp optimizer") + 1, "Adam", _adam_of(ordered).to_numpy())
+        table.insert(table.columns.get_loc("mode") + 1, "meProp optimizer", ordered["optimizer"].to_numpy())
+        table.insert(table.columns.get_loc("meProp optimizer") + 1, "Adam", ordered["adam"].to_numpy())
     if (table["status"] == "ok").all():
         table = table.drop(columns=["status"])
     if (table["note"] == "").all():
@@ -100,7 +99,7 @@ def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
                for name in phases},
             "speedup": "speedup", "amdahl_limit": "Amdahl limit"}
     table = ok.sort_values(["machine", "device", "workload", "hidden", "batch", "k", "mode"])
-    table = table.assign(adam=_adam_of(table))[list(cols)].rename(columns=cols).reset_index(drop=True)
+    table = table[list(cols)].rename(columns=cols).reset_index(drop=True)
     return table.round({name: 3 for name in table.columns if name.endswith(" ms")} | {"Amdahl limit": 2})
 
 
@@ -126,22 +125,12 @@ def train_step_headline(frame: pd.DataFrame) -> pd.DataFrame:
     """The best training-step speedup of each workload and Adam implementation, per machine,
     device and mode (``adam``: ``default``, or ``fused``, the strongest dense baseline)."""
     ok = _ok(frame, "train_step")
-    if ok.empty:
-        return pd.DataFrame()
-    ok = ok.assign(adam=_adam_of(ok))
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "adam"], sort=True):
         best = group.loc[group["speedup"].idxmax()]
         out.append({**dict(zip([*_GROUP, "workload", "adam"], keys)), "speedup": best["speedup"],
                     "at": _case_label(best)})
     return pd.DataFrame(out)
-
-
-def _adam_of(rows: pd.DataFrame) -> pd.Series:
-    """Each row's Adam implementation; ``default`` where the record predates the field."""
-    if "adam" not in rows:
-        return pd.Series("default", index=rows.index)
-    return rows["adam"].fillna("default")
 
 
 def _case_label(row: pd.Series) -> str:

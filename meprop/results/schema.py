@@ -29,6 +29,7 @@ __all__ = [
     "RECORD_TYPES",
     "REQUIRED_FIELDS",
     "CASE_FIELDS",
+    "CASE_FIELD_DEFAULTS",
     "MEASUREMENTS",
     "MEASUREMENT_TITLES",
     "STAT_FIELDS",
@@ -62,6 +63,9 @@ REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train":
 CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
                "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer", "model",
                "adam")
+#: What a ``case`` lacking one of these fields ran: they were added after the format's first
+#: version (the meProp side's optimizer mode; torch's Adam implementation on both sides).
+CASE_FIELD_DEFAULTS = {"optimizer": "lazy", "adam": "default"}
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step.
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from meprop.report.frames import ok_rows
+
 __all__ = [
     "FigureFile",
     "save_figure",
@@ -104,11 +106,6 @@ def _style():
     import seaborn as sns
 
     return sns.axes_style("whitegrid")
-
-
-def _ok(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
-    return frame[(frame["status"] == "ok") & frame["speedup"].notna()
-                 & (frame["measurement"] == measurement)]
 
 
 def _speedup_yaxis(ax) -> None:
@@ -201,7 +198,7 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
     from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
-    ok = _ok(frame, measurement)
+    ok = ok_rows(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
         if len(files) >= MAX_FIGURES_PER_KIND:
             break
@@ -235,7 +232,7 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
     from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
-    ok = _ok(frame, measurement)
+    ok = ok_rows(frame, measurement)
     for (machine, device, mode, workload), group in ok.groupby(_FIGURE_GROUP, sort=True):
         if len(files) >= MAX_FIGURES_PER_KIND:
             break
@@ -328,7 +325,7 @@ def _facet_compare(frame: pd.DataFrame, out_dir: Path, hue: str, groups: list[st
     from meprop.results.schema import MEASUREMENT_TITLES
 
     files = []
-    ok = _ok(frame, measurement)
+    ok = ok_rows(frame, measurement)
     for keys, group in ok.groupby(groups, sort=True):
         if len(files) >= MAX_FIGURES_PER_KIND:
             break
@@ -369,7 +366,7 @@ def modes_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
 
 def devices_side_by_side(frame: pd.DataFrame, out_dir: Path, measurement: str = "linear_backward") -> list[FigureFile]:
     """CPU vs GPU (and machines) on the same cases, per mode; drawn when both device kinds exist."""
-    ok = _ok(frame, measurement)
+    ok = ok_rows(frame, measurement)
     if ok.empty:
         return []
     kinds = {str(device).split(":")[0] for device in ok["device"]}

@@ -27,7 +27,8 @@ import pandas as pd
 from meprop.results import schema
 from meprop.results.store import ResultsError, load_records, results_paths
 
-__all__ = ["bench_frame", "env_frame", "train_frame", "results_frame", "envs_frame", "nominal_k_ratio"]
+__all__ = ["bench_frame", "ok_rows", "env_frame", "train_frame", "results_frame", "envs_frame",
+           "nominal_k_ratio"]
 
 _MB = 1024 * 1024
 _ENV_COLUMNS = ("cpu_model", "git_commit", "timestamp", "profile", "torch_version")
@@ -123,6 +124,14 @@ def bench_frame(records: Iterable[dict]) -> pd.DataFrame:
     frame["device"] = frame["device"].fillna("unknown device")  # a foreign file may not say
     return frame
 
+
+
+def ok_rows(frame: pd.DataFrame, measurement: str | None = None) -> pd.DataFrame:
+    """The rows of a bench frame with a speedup (status ok), of ``measurement`` if given."""
+    ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()]
+    if measurement is not None:
+        ok = ok[ok["measurement"] == measurement]
+    return ok
 
 def results_frame(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> pd.DataFrame:
     """:func:`bench_frame` of our results files (or run directories), read strictly.

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from meprop.report.frames import ok_rows
 from meprop.results.schema import ABOVE_IDEAL_NOTE, MEASUREMENT_TITLES, MEASUREMENTS
 
 __all__ = [
@@ -30,13 +31,6 @@ __all__ = [
 ]
 
 _GROUP = ["machine", "device", "mode"]  # rows of different machines/devices/modes never mix
-
-
-def _ok(frame: pd.DataFrame, measurement: str | None = None) -> pd.DataFrame:
-    ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()]
-    if measurement is not None:
-        ok = ok[ok["measurement"] == measurement]
-    return ok
 
 
 def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
@@ -89,7 +83,7 @@ HEADLINE_MEASUREMENTS = (("train_step", "train step"), ("overall_backward", "ove
 def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Where each training step's time goes, both sides: forward (zero_grad, forward, loss),
     backward, optimizer (clip and step), in ms, with the Amdahl limit (a free meProp backward)."""
-    ok = _ok(frame, "train_step")
+    ok = ok_rows(frame, "train_step")
     phases = [f"{side}_{phase}_ms" for side in ("dense", "meprop") for phase in ("forward", "backward", "optimizer")]
     if ok.empty or ok[phases].isna().all().all():
         return pd.DataFrame()
@@ -109,7 +103,7 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
     for keys, group in frame.groupby(_GROUP, sort=True):
         row = dict(zip(_GROUP, keys))
         for measurement, label in HEADLINE_MEASUREMENTS:
-            ok = _ok(group, measurement)
+            ok = ok_rows(group, measurement)
             if ok.empty:
                 row[f"best {label} speedup"], row[f"{label} at"] = np.nan, "not measured"
                 continue
@@ -124,7 +118,7 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
 def train_step_headline(frame: pd.DataFrame) -> pd.DataFrame:
     """The best training-step speedup of each workload and Adam implementation, per machine,
     device and mode (``adam``: ``default``, or ``fused``, the strongest dense baseline)."""
-    ok = _ok(frame, "train_step")
+    ok = ok_rows(frame, "train_step")
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "adam"], sort=True):
         best = group.loc[group["speedup"].idxmax()]
@@ -148,7 +142,7 @@ def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") 
     above it where meProp is not faster (NaN when it is faster at every larger ratio), so
     the true crossing lies between the two columns.
     """
-    ok = _ok(frame, measurement)
+    ok = ok_rows(frame, measurement)
     ok = ok[ok["k_ratio"].notna()]  # a foreign record without k has no place on the k/n axis
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "hidden", "batch"], sort=True):

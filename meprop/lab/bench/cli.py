@@ -242,7 +242,7 @@ def _matches(case, args) -> bool:
     if any(values and value not in values for values, value in checks):
         return False
     if args.k or args.k_ratio:
-        ks = set(args.k or ()) | {resolve_k(None, r, case.hidden) for r in args.k_ratio or ()}
+        ks = set(args.k or ()) | {resolve_k(None, r, case.out_features) for r in args.k_ratio or ()}
         return case.k in ks
     return True
 

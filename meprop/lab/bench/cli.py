@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from meprop.lab.bench.runner import TimingOptions, run_cases
+    from meprop.lab.bench.runner import run_cases
+    from meprop.lab.bench.timer import TimingOptions
     from meprop.lab.results.store import RESULTS_FILENAME, ResultsWriter, new_run_id
 
     cases, profile = select_cases(args)
@@ -268,13 +269,9 @@ def _run(args: argparse.Namespace) -> int:
             print(case.key)
         print(f"{len(cases)} case(s)", file=sys.stderr)
         return 0
-    base = profile
-    options = TimingOptions(
-        budget_s=args.budget if args.budget is not None else (base.budget_s if base else 1.0),
-        warmup_s=base.warmup_s if base else 0.05,
-        min_samples=args.min_samples or (base.min_samples if base else 5),
-        max_samples=max(args.min_samples or 0, base.max_samples if base else 100),
-    )
+    base = profile.timing if profile is not None else TimingOptions()
+    options = base.replace(budget_s=args.budget, min_samples=args.min_samples,
+                           max_samples=max(args.min_samples or 0, base.max_samples))
     out = Path(args.out if args.out is not None else f"results/{profile_name}")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {str(out)!r}")

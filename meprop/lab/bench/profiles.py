@@ -20,25 +20,19 @@ from typing import Callable
 from meprop.checks import check_choice
 from meprop.lab.bench.cases import Case, grid
 from meprop.lab.bench.targets import Target, perf_cases
+from meprop.lab.bench.timer import TimingOptions
 
 __all__ = ["Profile", "PROFILES", "profile_cases"]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A named grid and the timing budget that fits it.
-
-    ``budget_s`` is the per-case time budget (dense and meProp together, warm-up
-    excluded), ``min_samples`` / ``max_samples`` bound the samples per side.
-    """
+    """A named grid and the timing options that fit it (``timing.budget_s`` per case)."""
 
     name: str
     description: str
     build: Callable[[], list[Case]] = field(repr=False)
-    budget_s: float = 1.0
-    warmup_s: float = 0.1
-    min_samples: int = 5
-    max_samples: int = 200
+    timing: TimingOptions = TimingOptions()
     uses_targets: bool = False  # the cases are those of a targets file
 
     def cases(self, targets: tuple[Target, ...] | None = None) -> list[Case]:
@@ -154,15 +148,15 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
-                budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10),
+                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10)),
         Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
-                _quick, budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100),
+                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100)),
         Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
-                _paper, budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200),
+                _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200)),
         Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
-                _full, budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200),
+                _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200)),
         Profile("perf", "every case of a targets file (default benchmarks/targets.toml)", list,
-                budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300, uses_targets=True),
+                TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300), uses_targets=True),
     )
 }
 

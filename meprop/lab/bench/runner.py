@@ -27,7 +27,7 @@ import torch
 
 from meprop import kernels
 from meprop.lab.bench.cases import Case
-from meprop.lab.bench.timer import Measurement, num_threads, synchronize, time_pair
+from meprop.lab.bench.timer import Measurement, TimingOptions, num_threads, synchronize, time_pair
 from meprop.lab.bench.train_step import optimizer_names, probe_phases
 from meprop.lab.bench.workloads import ALLOCATION_POLICY, Unsupported, build, estimate_bytes
 from meprop.lab.results import schema
@@ -35,21 +35,6 @@ from meprop.lab.results.env import snapshot
 from meprop.lab.results.store import ResultsWriter
 
 __all__ = ["TimingOptions", "RunSummary", "case_record", "run_case", "run_cases", "peak_memory"]
-
-
-@dataclass(frozen=True)
-class TimingOptions:
-    """Per-case timing settings (see :func:`meprop.lab.bench.timer.time_pair`)."""
-
-    budget_s: float = 1.0
-    warmup_s: float = 0.05
-    min_samples: int = 5
-    max_samples: int = 100
-    rel_precision: float = 0.01
-
-    def as_kwargs(self) -> dict:
-        return dict(budget_s=self.budget_s, warmup_s=self.warmup_s, min_samples=self.min_samples,
-                    max_samples=self.max_samples, rel_precision=self.rel_precision)
 
 
 @dataclass
@@ -183,7 +168,7 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
                 memory = {"dense_bytes": dense_bytes, "meprop_bytes": meprop_bytes, "kind": kind}
             before = kernels.formulation_counts()
             dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
-                                      threads=case.threads, **options.as_kwargs())
+                                      threads=case.threads, options=options)
             after = kernels.formulation_counts()
             extra = {}
             if case.measurement == "train_step":  # after the timed samples: timing undisturbed

@@ -28,6 +28,7 @@ The clock is injectable (``clock=``) so the logic is tested with a fake clock.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from meprop.lab.stopwatch import Clock, Stopwatch, num_threads, synchronize
 
 __all__ = [
     "NOISE_THRESHOLD",
+    "TimingOptions",
     "synchronize",
     "Stopwatch",
     "Measurement",
@@ -52,6 +54,46 @@ __all__ = [
 
 #: A measurement whose IQR / median exceeds this is flagged ``noisy`` (the schema's number).
 NOISE_THRESHOLD = schema.NOISE_THRESHOLD
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How long and how often to sample: the one place the timing settings and their defaults live.
+
+    ``budget_s`` bounds the sampling time of all sides together (warm-up excluded);
+    ``warmup_s`` of calls before sampling (at least one each); at least ``min_samples`` and at
+    most ``max_samples`` samples per side, stopping early once every median is known to
+    ``rel_precision``; a sample lasts at least ``min_sample_s``; calls shorter than
+    ``rewarm_below_s`` are timed in steady-state blocks when sides alternate. The CLI, the
+    profiles, the asv suite and the pytest-benchmark cases all build one of these.
+    """
+
+    budget_s: float = 1.0
+    warmup_s: float = 0.05
+    min_samples: int = 5
+    max_samples: int = 100
+    rel_precision: float = 0.01
+    min_sample_s: float = 1e-3
+    rewarm_below_s: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("budget_s", "warmup_s", "min_sample_s", "rel_precision", "rewarm_below_s"):
+            value = getattr(self, name)
+            if not check_real(value, name, "a non-negative number") >= 0:
+                raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+        check_positive_int(self.min_samples, "min_samples")
+        check_positive_int(self.max_samples, "max_samples")
+        if self.max_samples < self.min_samples:
+            raise ValueError(f"max_samples must be >= min_samples={self.min_samples}, "
+                             f"got max_samples={self.max_samples}")
+
+    def replace(self, **changes) -> "TimingOptions":
+        """These options with ``changes`` (field names); None values leave a field as it is."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - fields
+        if unknown:
+            raise TypeError(f"unknown timing option(s) {sorted(unknown)}; accepted: {sorted(fields)}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -122,21 +164,17 @@ def time_one(
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
-    budget_s: float = 1.0,
-    warmup_s: float = 0.05,
-    min_samples: int = 5,
-    max_samples: int = 100,
-    rel_precision: float = 0.01,
-    min_sample_s: float = 1e-3,
-    rewarm_below_s: float = 0.02,
+    options: TimingOptions | None = None,
     clock: Clock = time.perf_counter,
+    **overrides,
 ) -> Measurement:
-    """Time ``fn()`` (see the module docstring for the rules). Returns per-call times."""
-    return _time_interleaved(
-        [fn], device=device, threads=threads, budget_s=budget_s, warmup_s=warmup_s,
-        min_samples=min_samples, max_samples=max_samples, rel_precision=rel_precision,
-        min_sample_s=min_sample_s, rewarm_below_s=rewarm_below_s, clock=clock,
-    )[0]
+    """Time ``fn()`` (see the module docstring for the rules). Returns per-call times.
+
+    ``options`` (default :class:`TimingOptions`) with ``overrides`` (its field names) applied.
+    """
+    (measurement,) = _time_interleaved([fn], device=device, threads=threads,
+                                       options=(options or TimingOptions()).replace(**overrides), clock=clock)
+    return measurement
 
 
 def time_pair(
@@ -145,42 +183,18 @@ def time_pair(
     *,
     device: str | torch.device = "cpu",
     threads: int | None = None,
-    budget_s: float = 1.0,
-    warmup_s: float = 0.05,
-    min_samples: int = 5,
-    max_samples: int = 100,
-    rel_precision: float = 0.01,
-    min_sample_s: float = 1e-3,
-    rewarm_below_s: float = 0.02,
+    options: TimingOptions | None = None,
     clock: Clock = time.perf_counter,
+    **overrides,
 ) -> tuple[Measurement, Measurement]:
     """Time dense and meProp interleaved (ABBA); returns ``(dense, meprop)`` measurements.
 
-    ``budget_s`` bounds the sampling time of both together (warm-up excluded);
+    ``options`` (default :class:`TimingOptions`) with ``overrides`` (its field names) applied;
     ``min_samples`` are always taken, even past the budget.
     """
-    dense, meprop = _time_interleaved(
-        [dense_fn, meprop_fn], device=device, threads=threads, budget_s=budget_s,
-        warmup_s=warmup_s, min_samples=min_samples, max_samples=max_samples,
-        rel_precision=rel_precision, min_sample_s=min_sample_s, rewarm_below_s=rewarm_below_s,
-        clock=clock,
-    )
+    dense, meprop = _time_interleaved([dense_fn, meprop_fn], device=device, threads=threads,
+                                      options=(options or TimingOptions()).replace(**overrides), clock=clock)
     return dense, meprop
-
-
-def _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s,
-                       rewarm_below_s):
-    for name, value in (("budget_s", budget_s), ("warmup_s", warmup_s),
-                        ("min_sample_s", min_sample_s), ("rel_precision", rel_precision),
-                        ("rewarm_below_s", rewarm_below_s)):
-        if not check_real(value, name, "a non-negative number") >= 0:
-            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    for name, value in (("min_samples", min_samples), ("max_samples", max_samples)):
-        check_positive_int(value, name)
-    if max_samples < min_samples:
-        raise ValueError(
-            f"max_samples must be >= min_samples={min_samples}, got max_samples={max_samples}"
-        )
 
 
 def _time_interleaved(
@@ -188,17 +202,10 @@ def _time_interleaved(
     *,
     device,
     threads,
-    budget_s,
-    warmup_s,
-    min_samples,
-    max_samples,
-    rel_precision,
-    min_sample_s,
-    rewarm_below_s,
+    options: TimingOptions,
     clock: Clock,
 ) -> list[Measurement]:
-    _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s,
-                       rewarm_below_s)
+    o = options
     device = torch.device(device)
 
     def run(fn, number: int) -> float:
@@ -216,12 +223,12 @@ def _time_interleaved(
         for fn in fns:
             first = best = run(fn, 1)
             spent = first
-            while spent < warmup_s:
+            while spent < o.warmup_s:
                 t = run(fn, 1)
                 spent += t
                 best = min(best, t)
-            steady = len(fns) > 1 and best < rewarm_below_s
-            block_s = max(min_sample_s, rewarm_below_s) if steady else min_sample_s
+            steady = len(fns) > 1 and best < o.rewarm_below_s
+            block_s = max(o.min_sample_s, o.rewarm_below_s) if steady else o.min_sample_s
             numbers.append(max(1, math.ceil(block_s / best)) if best > 0 else 1)
             rewarms.append(1 if steady else 0)
 
@@ -235,12 +242,12 @@ def _time_interleaved(
                     fns[i]()
                 samples[i].append(run(fns[i], numbers[i]) / numbers[i])
             rounds += 1
-            if rounds < min_samples:
+            if rounds < o.min_samples:
                 continue
-            if rounds >= max_samples or clock() - start >= budget_s:
+            if rounds >= o.max_samples or clock() - start >= o.budget_s:
                 break
             if all(
-                Measurement(tuple(s), n).rel_standard_error() <= rel_precision
+                Measurement(tuple(s), n).rel_standard_error() <= o.rel_precision
                 for s, n in zip(samples, numbers)
             ):
                 break

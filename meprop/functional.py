@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from meprop import kernels
-from meprop._grad_layout import choose_layout, weight_grad_from_rows
+from meprop._grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
+from meprop._masked_backward import masked_linear_backward
 from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
@@ -107,6 +108,17 @@ def meprop_linear(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         check_same_dtype(input, weight, bias)
+    if _functorch_active():
+        # torch.func (grad, vmap, jacrev, functional_call under grad): the differentiable,
+        # vmappable backward; the weight gradient is dense there (no COO under transforms).
+        if sparse_grad:
+            raise ValueError(
+                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
+                "(they do not carry COO gradients); use sparse_grad=False there"
+            )
+        return _MepropLinearTransformFunction.apply(
+            input, weight, bias, k, mode, bias_grad, generator, compute_dtype
+        )
     layout = choose_layout(weight, sparse_grad)
     if (
         compute_dtype is None and mode == "per_example" and layout != "dense_tracked"
@@ -131,11 +143,20 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
+def _functorch_active() -> bool:
+    """True inside a torch.func transform (grad, vmap, jacrev, ...)."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active and active())
+
+
 class _MepropLinearFunction(torch.autograd.Function):
     """Forward ``F.linear``; backward from k kept entries per example.
 
     ``layout`` is the weight gradient's layout (:mod:`meprop._grad_layout`);
-    ``compute_dtype`` is autocast's dtype (None outside autocast).
+    ``compute_dtype`` is autocast's dtype (None outside autocast). Twice differentiable:
+    under ``create_graph=True`` (and on meta tensors) the backward runs
+    :func:`meprop._masked_backward.masked_linear_backward`, the same kept entries in
+    differentiable ops.
     """
 
     @staticmethod
@@ -154,7 +175,6 @@ class _MepropLinearFunction(torch.autograd.Function):
             return F.linear(input, weight, bias)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
@@ -163,9 +183,22 @@ class _MepropLinearFunction(torch.autograd.Function):
         dy = grad_output.to(weight.dtype).reshape(batch, n)  # (N, n)
         x = input.reshape(batch, m)  # (N, m)
 
-        if ctx.k >= n or batch == 0:
+        if torch.is_grad_enabled() or dy.device.type == "meta":
+            # create_graph=True: the result must be differentiable again; meta: shapes only
+            grad_input, grad_weight, grad_bias = masked_linear_backward(
+                dy, x, weight, ctx.k, ctx.mode, ctx.generator, ctx.needs_input_grad[:3], ctx.bias_grad
+            )
+            if grad_weight is not None:
+                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
+            grads = grad_input, grad_weight, grad_bias
+        elif ctx.k >= n or batch == 0:
             kernels.record_formulation("dense")
-            grads = _dense_backward(dy, x, weight, need_input, need_weight, need_bias)
+            grad_input, grad_weight, grad_bias = _dense_backward(
+                dy, x, weight, need_input, need_weight, need_bias
+            )
+            if grad_weight is not None:  # sparse_grad=True asks for COO at every k
+                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
+            grads = grad_input, grad_weight, grad_bias
         elif ctx.mode == "unified":
             kernels.record_formulation("unified")
             grads = _unified_backward(
@@ -190,6 +223,53 @@ class _MepropLinearFunction(torch.autograd.Function):
             grad_weight = grad_weight.to(ctx.param.dtype)
         grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+class _MepropLinearTransformFunction(torch.autograd.Function):
+    """The same layer under torch.func transforms: forward without ctx, ``setup_context``,
+    and the differentiable, vmappable backward (:func:`meprop._masked_backward.masked_linear_backward`).
+
+    Gradients come back dense, in the dtypes of the operands. Per-sample gradients
+    (``vmap(grad(loss))``) select the k entries of each sample's own output gradient.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype):
+        if compute_dtype is None:
+            return F.linear(input, weight, bias)
+        bias = None if bias is None else bias.to(compute_dtype)
+        with torch.autocast(input.device.type, enabled=False):
+            return F.linear(input.to(compute_dtype), weight.to(compute_dtype), bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, k, mode, bias_grad, generator, compute_dtype = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.has_bias, ctx.bias_dtype = bias is not None, None if bias is None else bias.dtype
+        ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
+        ctx.generator, ctx.compute_dtype = generator, compute_dtype
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        dtype = ctx.compute_dtype or weight.dtype
+        n, m = weight.shape
+        batch = math.prod(input.shape[:-1])
+        dy = grad_output.to(dtype).reshape(batch, n)  # (N, n)
+        x = input.to(dtype).reshape(batch, m)  # (N, m)
+        needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
+        grad_input, grad_weight, grad_bias = masked_linear_backward(
+            dy, x, weight.to(dtype), ctx.k, ctx.mode, ctx.generator, needs, ctx.bias_grad
+        )
+        if grad_input is not None:
+            grad_input = grad_input.reshape(input.shape).to(input.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None
 
 
 def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):

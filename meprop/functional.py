@@ -71,8 +71,10 @@ def meprop_linear(
             entry no example kept gets exactly zero); ``"dense"``: it sums the full
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
-            (``sparse_dim=1``) instead of a dense one. Applies when ``k < out_features``.
-            A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
+            (``sparse_dim=1``) instead of a dense one, at every k (``k >= out_features``
+            gives all rows), as torch.optim.SparseAdam needs. A lazy :mod:`meprop.optim`
+            optimizer gets row-sparse gradients without it. Refused under torch.func
+            transforms, whose gradients are dense.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
 

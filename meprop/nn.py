@@ -39,9 +39,14 @@ class MepropLinear(nn.Linear):
     gradient nor the update costs O(out_features * in_features). With any other
     optimizer the weight gradient is dense (zero outside the touched rows).
 
-    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient for other consumers
-    (SGD and Adagrad without weight decay, SparseAdam, or a dense ``.grad`` kept
-    allocated, into which autograd adds the touched rows in place).
+    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient, at every k (also
+    ``k = out_features``), for other consumers (SGD and Adagrad without weight decay,
+    SparseAdam, or a dense ``.grad`` kept allocated, into which autograd adds the touched
+    rows in place).
+
+    Twice differentiable (``create_graph=True``, gradient penalties) on every path, and
+    usable under ``torch.func`` (grad, vmap, functional_call): see
+    :func:`meprop.meprop_linear`.
     """
 
     def __init__(

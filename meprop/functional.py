@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from meprop import kernels
 from meprop._grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
-from meprop._masked_backward import masked_linear_backward
+from meprop._masked_backward import functorch_active, masked_linear_backward
 from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
@@ -110,7 +110,7 @@ def meprop_linear(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         check_same_dtype(input, weight, bias)
-    if _functorch_active():
+    if functorch_active():
         # torch.func (grad, vmap, jacrev, functional_call under grad): the differentiable,
         # vmappable backward; the weight gradient is dense there (no COO under transforms).
         if sparse_grad:
@@ -143,12 +143,6 @@ def _autocast_enabled(device_type: str) -> bool:
         return device_type == "cuda" and torch.is_autocast_enabled()
     except RuntimeError:  # a device type autocast does not know (meta, ...): never enabled
         return False
-
-
-def _functorch_active() -> bool:
-    """True inside a torch.func transform (grad, vmap, jacrev, ...)."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
 
 
 class _MepropLinearFunction(torch.autograd.Function):

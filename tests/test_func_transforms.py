@@ -74,3 +74,13 @@ def test_sparse_grad_under_a_transform_is_refused_naming_meprop():
     params = {name: p.detach() for name, p in model.named_parameters()}
     with pytest.raises(ValueError, match="meprop_linear: sparse_grad=True.*torch.func"):
         grad(lambda p: _loss(model, p, x, y))(params)
+
+
+def test_func_grad_through_meprop_lstm_equals_eager_backward():
+    torch.manual_seed(0)
+    lstm = meprop.MepropLSTM(3, 4, k=5).double()
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    params = {name: p.detach() for name, p in lstm.named_parameters()}
+    grads = grad(lambda p: functional_call(lstm, p, (x,))[0].square().sum())(params)
+    lstm(x)[0].square().sum().backward()
+    torch.testing.assert_close(grads, {name: p.grad for name, p in lstm.named_parameters()})

@@ -23,7 +23,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 CORE = ("meprop.functional", "meprop.selection", "meprop.nn", "meprop.lstm", "meprop.optim",
         "meprop.kernels", "meprop._checks", "meprop.stopwatch", "meprop._grad_layout", "meprop._layer_probe",
-        "meprop._sparse_grad_ops")
+        "meprop._sparse_grad_ops", "meprop._masked_backward")
 #: layer -> the layers it must not import
 FORBIDDEN = {
     **{core: ("meprop.results", "meprop.bench", "meprop.paper", "meprop.report") for core in CORE},

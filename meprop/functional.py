@@ -71,10 +71,9 @@ def meprop_linear(
             entry no example kept gets exactly zero); ``"dense"``: it sums the full
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
-            (``sparse_dim=1``) instead of a dense one, at every k (``k >= out_features``
-            gives all rows), as torch.optim.SparseAdam needs. A lazy :mod:`meprop.optim`
-            optimizer gets row-sparse gradients without it. Refused under torch.func
-            transforms, whose gradients are dense.
+            (``sparse_dim=1``) at every k (all rows at ``k >= out_features``), as SparseAdam
+            needs; refused under torch.func transforms. A lazy :mod:`meprop.optim`
+            optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
 
@@ -110,16 +109,9 @@ def meprop_linear(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         check_same_dtype(input, weight, bias)
-    if functorch_active():
-        # torch.func (grad, vmap, jacrev, functional_call under grad): the differentiable,
-        # vmappable backward; the weight gradient is dense there (no COO under transforms).
-        if sparse_grad:
-            raise ValueError(
-                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
-                "(they do not carry COO gradients); use sparse_grad=False there"
-            )
+    if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
         return _MepropLinearTransformFunction.apply(
-            input, weight, bias, k, mode, bias_grad, generator, compute_dtype
+            input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad
         )
     layout = choose_layout(weight, sparse_grad)
     if (
@@ -225,14 +217,20 @@ class _MepropLinearTransformFunction(torch.autograd.Function):
     """The same layer under torch.func transforms: forward without ctx, ``setup_context``,
     and the differentiable, vmappable backward (:func:`meprop._masked_backward.masked_linear_backward`).
 
-    Gradients come back dense, in the dtypes of the operands. Per-sample gradients
-    (``vmap(grad(loss))``) select the k entries of each sample's own output gradient.
+    Gradients come back dense, in the dtypes of the operands (``sparse_grad=True`` is
+    refused: transforms carry no COO gradients). Per-sample gradients (``vmap(grad(loss))``)
+    select the k entries of each sample's own output gradient.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype):
+    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad):
+        if sparse_grad:
+            raise ValueError(
+                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
+                "(they do not carry COO gradients); use sparse_grad=False there"
+            )
         if compute_dtype is None:
             return F.linear(input, weight, bias)
         bias = None if bias is None else bias.to(compute_dtype)
@@ -241,7 +239,7 @@ class _MepropLinearTransformFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        input, weight, bias, k, mode, bias_grad, generator, compute_dtype = inputs
+        input, weight, bias, k, mode, bias_grad, generator, compute_dtype, _ = inputs
         ctx.save_for_backward(input, weight)
         ctx.has_bias, ctx.bias_dtype = bias is not None, None if bias is None else bias.dtype
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
@@ -265,7 +263,7 @@ class _MepropLinearTransformFunction(torch.autograd.Function):
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):

@@ -195,6 +195,11 @@ def convert(
         except ValueError as error:
             raise ValueError(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
         converted.update({name: replacement for name in names})
+    return _replaced(model, converted)
+
+
+def _replaced(model: nn.Module, converted: dict[str, nn.Module]) -> nn.Module:
+    """``model`` with the modules at the names of ``converted`` replaced."""
     if "" in converted:  # the model is itself a Linear
         return converted[""]
     for name, replacement in converted.items():

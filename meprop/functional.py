@@ -20,6 +20,10 @@ asks for it (``sparse_grad=True``) or a lazy :mod:`meprop.optim` optimizer updat
 weight. Under ``torch.autocast`` the Function casts its operands itself and returns
 each gradient in its parameter's own dtype and layout.
 
+Double backward (``create_graph=True``, gradient penalties), torch.func transforms (grad,
+vmap, functional_call) and meta tensors run :mod:`meprop._masked_backward`: the same kept
+entries in differentiable, vmappable dense ops (``(dy * mask) @ W``), at nn.Linear's cost.
+
 :func:`masked_dense_linear_backward` is the plain reference (mask ``dy``, run the
 dense backward) used by the tests; it is never on a fast path.
 """

@@ -164,7 +164,7 @@ def convert(
         (their computation is theirs, not ``F.linear``). Refused with a ``ValueError``
         naming the layer: an uninitialised ``nn.LazyLinear`` (run one forward first), a
         parametrized weight (``torch.nn.utils.parametrize``, ``parametrizations.weight_norm``)
-        and a layer with forward hooks (``torch.nn.utils.prune``, the old ``weight_norm``):
+        and a layer with module hooks (``torch.nn.utils.prune``, the old ``weight_norm``, yours):
         a MepropLinear would drop them; remove them or ``skip`` the layer.
         :func:`sparsified_layers` lists what was converted.
     """
@@ -245,9 +245,10 @@ def _refuse_unconvertible(name: str, module: nn.Linear) -> None:
         )
     elif not isinstance(module.weight, nn.Parameter):
         reason = "its weight is not a Parameter but computed before each forward (torch.nn.utils.prune?)"
-    elif module._forward_pre_hooks or module._forward_hooks:
-        hooks = [type(h).__name__ for h in (*module._forward_pre_hooks.values(), *module._forward_hooks.values())]
-        reason = f"it has forward hooks ({', '.join(hooks)}: torch.nn.utils.prune, weight_norm or your own)"
+    elif hooks := [*module._forward_pre_hooks.values(), *module._forward_hooks.values(),
+                   *module._backward_pre_hooks.values(), *module._backward_hooks.values()]:
+        names = ", ".join(getattr(h, "__name__", type(h).__name__) for h in hooks)
+        reason = f"it has module hooks ({names}: torch.nn.utils.prune, weight_norm or your own)"
     if reason:
         raise ValueError(
             f"cannot convert layer {name or '<model>'!r}: {reason}, which a MepropLinear would "

@@ -126,3 +126,11 @@ def test_probe_leaves_the_global_rng_untouched():
     torch.manual_seed(123)
     torch.randn(3, 4)
     assert torch.equal(after_convert, torch.rand(3))
+
+
+@pytest.mark.parametrize("register", ["register_forward_hook", "register_full_backward_hook"])
+def test_layer_with_module_hooks_is_refused_rather_than_losing_them(register):
+    model = _mlp()
+    getattr(model[0], register)(lambda *args: None)
+    with pytest.raises(ValueError, match=r"layer '0'.*module hooks.*skip=\['0'\]"):
+        meprop.convert(model, k=2)

@@ -8,8 +8,9 @@ backward pass, keep only the top-k entries of each linear layer's output gradien
 from meprop._impl import sparse_grad_ops  # noqa: F401  (registers sparse-gradient kernels)
 from meprop import optim
 from meprop.functional import meprop_linear
+from meprop.lstm import MepropLSTM
 from meprop.nn import MepropLinear, convert, sparsified_layers
 from meprop.selection import MODES
 
 __version__ = "0.1.0"
-__all__ = ["meprop_linear", "MepropLinear", "convert", "sparsified_layers", "optim", "MODES", "__version__"]
+__all__ = ["meprop_linear", "MepropLinear", "MepropLSTM", "convert", "sparsified_layers", "optim", "MODES", "__version__"]

@@ -20,6 +20,10 @@ asks for it (``sparse_grad=True``) or a lazy :mod:`meprop.optim` optimizer updat
 weight. Under ``torch.autocast`` the Function casts its operands itself and returns
 each gradient in its parameter's own dtype and layout.
 
+Double backward (``create_graph=True``, gradient penalties), torch.func transforms (grad,
+vmap, functional_call) and meta tensors run :mod:`meprop._impl.masked_backward`: the same kept
+entries in differentiable, vmappable dense ops (``(dy * mask) @ W``), at nn.Linear's cost.
+
 :func:`masked_dense_linear_backward` is the plain reference (mask ``dy``, run the
 dense backward) used by the tests; it is never on a fast path.
 """
@@ -33,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from meprop import kernels
-from meprop._impl.grad_layout import choose_layout, weight_grad_from_rows
+from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
+from meprop._impl.masked_backward import functorch_active, masked_linear_backward
 from meprop.checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
@@ -70,8 +75,9 @@ def meprop_linear(
             entry no example kept gets exactly zero); ``"dense"``: it sums the full
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
-            (``sparse_dim=1``) instead of a dense one. Applies when ``k < out_features``.
-            A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
+            (``sparse_dim=1``) at every k (all rows at ``k >= out_features``), as SparseAdam
+            needs; refused under torch.func transforms. A lazy :mod:`meprop.optim`
+            optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
 
@@ -107,6 +113,10 @@ def meprop_linear(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         check_same_dtype(input, weight, bias)
+    if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
+        return _MepropLinearTransformFunction.apply(
+            input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad
+        )
     layout = choose_layout(weight, sparse_grad)
     if (
         compute_dtype is None and mode == "per_example" and layout != "dense_tracked"
@@ -135,7 +145,10 @@ class _MepropLinearFunction(torch.autograd.Function):
     """Forward ``F.linear``; backward from k kept entries per example.
 
     ``layout`` is the weight gradient's layout (:mod:`meprop._impl.grad_layout`);
-    ``compute_dtype`` is autocast's dtype (None outside autocast).
+    ``compute_dtype`` is autocast's dtype (None outside autocast). Twice differentiable:
+    under ``create_graph=True`` (and on meta tensors) the backward runs
+    :func:`meprop._impl.masked_backward.masked_linear_backward`, the same kept entries in
+    differentiable ops.
     """
 
     @staticmethod
@@ -154,7 +167,6 @@ class _MepropLinearFunction(torch.autograd.Function):
             return F.linear(input, weight, bias)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
@@ -163,9 +175,22 @@ class _MepropLinearFunction(torch.autograd.Function):
         dy = grad_output.to(weight.dtype).reshape(batch, n)  # (N, n)
         x = input.reshape(batch, m)  # (N, m)
 
-        if ctx.k >= n or batch == 0:
+        if torch.is_grad_enabled() or dy.device.type == "meta":
+            # create_graph=True: the result must be differentiable again; meta: shapes only
+            grad_input, grad_weight, grad_bias = masked_linear_backward(
+                dy, x, weight, ctx.k, ctx.mode, ctx.generator, ctx.needs_input_grad[:3], ctx.bias_grad
+            )
+            if grad_weight is not None:
+                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
+            grads = grad_input, grad_weight, grad_bias
+        elif ctx.k >= n or batch == 0:
             kernels.record_formulation("dense")
-            grads = _dense_backward(dy, x, weight, need_input, need_weight, need_bias)
+            grad_input, grad_weight, grad_bias = _dense_backward(
+                dy, x, weight, need_input, need_weight, need_bias
+            )
+            if grad_weight is not None:  # sparse_grad=True asks for COO at every k
+                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
+            grads = grad_input, grad_weight, grad_bias
         elif ctx.mode == "unified":
             kernels.record_formulation("unified")
             grads = _unified_backward(
@@ -189,6 +214,59 @@ class _MepropLinearFunction(torch.autograd.Function):
         if grad_weight is not None and ctx.layout != "row_sparse":  # dense layouts (no .layout: compile)
             grad_weight = grad_weight.to(ctx.param.dtype)
         grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+class _MepropLinearTransformFunction(torch.autograd.Function):
+    """The same layer under torch.func transforms: forward without ctx, ``setup_context``,
+    and the differentiable, vmappable backward (:func:`meprop._impl.masked_backward.masked_linear_backward`).
+
+    Gradients come back dense, in the dtypes of the operands (``sparse_grad=True`` is
+    refused: transforms carry no COO gradients). Per-sample gradients (``vmap(grad(loss))``)
+    select the k entries of each sample's own output gradient.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad):
+        if sparse_grad:
+            raise ValueError(
+                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
+                "(they do not carry COO gradients); use sparse_grad=False there"
+            )
+        if compute_dtype is None:
+            return F.linear(input, weight, bias)
+        bias = None if bias is None else bias.to(compute_dtype)
+        with torch.autocast(input.device.type, enabled=False):
+            return F.linear(input.to(compute_dtype), weight.to(compute_dtype), bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, k, mode, bias_grad, generator, compute_dtype, _ = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.has_bias, ctx.bias_dtype = bias is not None, None if bias is None else bias.dtype
+        ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
+        ctx.generator, ctx.compute_dtype = generator, compute_dtype
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        dtype = ctx.compute_dtype or weight.dtype
+        n, m = weight.shape
+        batch = math.prod(input.shape[:-1])
+        dy = grad_output.to(dtype).reshape(batch, n)  # (N, n)
+        x = input.to(dtype).reshape(batch, m)  # (N, m)
+        needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
+        grad_input, grad_weight, grad_bias = masked_linear_backward(
+            dy, x, weight.to(dtype), ctx.k, ctx.mode, ctx.generator, needs, ctx.bias_grad
+        )
+        if grad_input is not None:
+            grad_input = grad_input.reshape(input.shape).to(input.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from meprop import kernels
 from meprop.checks import check_bool, check_choice, check_k, resolve_k
 from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
+from meprop._impl.masked_backward import functorch_active
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
@@ -189,8 +190,8 @@ class MepropLSTM(nn.Module):
         return output, (h, c)  # (B, T, h), ((B, h), (B, h))
 
     def _use_kernels(self, input, h, c) -> bool:
-        if torch.compiler.is_compiling() or _autocast_on(input.device.type):
-            return False
+        if torch.compiler.is_compiling() or _autocast_on(input.device.type) or functorch_active():
+            return False  # torch.func: the PyTorch path, whose meprop_linear supports transforms
         grad = torch.is_grad_enabled()
         if grad and self.training and self.mode != "per_example":
             return False  # unified / random: the PyTorch path

@@ -13,6 +13,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from meprop.checks import check_bool, check_choice, resolve_k
 from meprop._impl.grad_layout import mark_meprop_weight
@@ -38,9 +39,14 @@ class MepropLinear(nn.Linear):
     gradient nor the update costs O(out_features * in_features). With any other
     optimizer the weight gradient is dense (zero outside the touched rows).
 
-    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient for other consumers
-    (SGD and Adagrad without weight decay, SparseAdam, or a dense ``.grad`` kept
-    allocated, into which autograd adds the touched rows in place).
+    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient, at every k (also
+    ``k = out_features``), for other consumers (SGD and Adagrad without weight decay,
+    SparseAdam, or a dense ``.grad`` kept allocated, into which autograd adds the touched
+    rows in place).
+
+    Twice differentiable (``create_graph=True``, gradient penalties) on every path, and
+    usable under ``torch.func`` (grad, vmap, functional_call): see
+    :func:`meprop.meprop_linear`.
     """
 
     def __init__(
@@ -139,48 +145,61 @@ def convert(
             order** (``model.named_modules()``): check that this is your model's head, or
             name the head in ``skip`` and pass ``keep_output_layer=False``. Set False to
             convert it too.
-        example_inputs: a tensor or tuple of inputs for one forward. When given, the model
-            runs once on them (no_grad, buffers restored) to find the linear layers it
-            really calls: the output layer is then the last one *called*, and layers
-            never called are left dense (with a warning).
+        example_inputs: the inputs of one forward: a tensor (``model(x)``), a tuple
+            (``model(*args)``) or a dict (``model(**kwargs)``). When given, the model runs
+            once on them (no_grad, buffers and the random number generators restored) to
+            find the linear layers it really calls: the output layer is then the last one
+            *called*, and layers never called are left dense (with a warning).
         inplace: modify ``model`` itself. Otherwise the module tree is copied and the
             copy shares its parameter and buffer tensors with ``model`` (training one
             trains the other; ``copy.deepcopy`` the model first for independent weights).
 
     Returns:
-        The converted model. Layers that already are MepropLinear are left as they are.
-        Linear layers inside ``nn.MultiheadAttention`` are left dense with a warning: it
-        uses their weights directly and never calls their forward, so meProp could not
-        apply (build attention from ``nn.Linear`` projections to sparsify it).
+        The converted model. Layers that already are MepropLinear are left as they are. A
+        linear module registered under several names (shared) becomes one MepropLinear
+        registered under all of them, or stays dense under all of them. Left dense, with
+        a warning naming them: linear layers inside ``nn.MultiheadAttention`` (it uses their
+        weights directly and never calls their forward; build attention from ``nn.Linear``
+        projections to sparsify it) and ``nn.Linear`` subclasses that override ``forward``
+        (their computation is theirs, not ``F.linear``). Refused with a ``ValueError``
+        naming the layer: an uninitialised ``nn.LazyLinear`` (run one forward first), a
+        parametrized weight (``torch.nn.utils.parametrize``, ``parametrizations.weight_norm``)
+        and a layer with module hooks (``torch.nn.utils.prune``, the old ``weight_norm``, yours):
+        a MepropLinear would drop them; remove them or ``skip`` the layer.
         :func:`sparsified_layers` lists what was converted.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     should_skip = _skip_predicate(skip, model)
-    if not inplace:
-        model = _copy_sharing_tensors(model)
-    linears = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not isinstance(module, MepropLinear)
-    ]
+    linears = _linear_modules(model)
+    skipped = {names[0] for names, module in linears if any(should_skip(name, module) for name in names)}
+    _refuse_uninitialised([(names, module) for names, module in linears if names[0] not in skipped])
     call_order = None if example_inputs is None else linear_call_order(model, example_inputs)
     left_dense = _left_dense_with_reasons(model, linears, call_order)
-    linears = [(name, module) for name, module in linears if name not in left_dense]
+    linears = [(names, module) for names, module in linears if names[0] not in left_dense]
     if keep_output_layer and linears:
-        output_name = _output_layer_name(linears, call_order)
-        linears = [(name, module) for name, module in linears if name != output_name]
+        output = _output_layer_name([(names[0], module) for names, module in linears], call_order)
+        linears = [(names, module) for names, module in linears if names[0] != output]
+    linears = [(names, module) for names, module in linears if names[0] not in skipped]
+    for names, module in linears:
+        _refuse_unconvertible(names[0], module)
+    if not inplace:
+        model = _copy_sharing_tensors(model)
     converted = {}
-    for name, module in linears:
-        if should_skip(name, module):
-            continue
+    for names, module in linears:
+        module = model.get_submodule(names[0]) if names[0] else model
         try:
-            converted[name] = MepropLinear.from_linear(
-                module, k=k, k_ratio=k_ratio, mode=mode, bias_grad=bias_grad,
-                sparse_grad=sparse_grad,
+            replacement = MepropLinear.from_linear(
+                module, k=k, k_ratio=k_ratio, mode=mode, bias_grad=bias_grad, sparse_grad=sparse_grad,
             )
         except ValueError as error:
-            raise ValueError(f"cannot convert layer {name or '<model>'!r}: {error}") from None
+            raise ValueError(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
+        converted.update({name: replacement for name in names})
+    return _replaced(model, converted)
+
+
+def _replaced(model: nn.Module, converted: dict[str, nn.Module]) -> nn.Module:
+    """``model`` with the modules at the names of ``converted`` replaced."""
     if "" in converted:  # the model is itself a Linear
         return converted[""]
     for name, replacement in converted.items():
@@ -190,20 +209,66 @@ def convert(
 
 
 def sparsified_layers(model: nn.Module) -> list[str]:
-    """Qualified names of the modules of ``model`` whose backward is meProp's."""
-    return [name for name, module in model.named_modules() if isinstance(module, MepropLinear)]
+    """Qualified names of the modules of ``model`` whose backward is meProp's (every name of a shared one)."""
+    return [
+        name for name, module in model.named_modules(remove_duplicate=False)
+        if isinstance(module, MepropLinear)
+    ]
+
+
+def _linear_modules(model: nn.Module) -> list[tuple[list[str], nn.Linear]]:
+    """Each nn.Linear (not yet MepropLinear) of ``model`` once, with every name it is registered under."""
+    found: dict[int, tuple[list[str], nn.Linear]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, nn.Linear) and not isinstance(module, MepropLinear):
+            found.setdefault(id(module), ([], module))[0].append(name)
+    return list(found.values())
+
+
+def _refuse_uninitialised(linears) -> None:
+    for names, module in linears:
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"cannot convert layer {names[0] or '<model>'!r}: it is an uninitialised "
+                f"{type(module).__name__} (in_features unknown until its first forward); run one "
+                f"forward of the model on an example batch before convert(), or skip the layer"
+            )
+
+
+def _refuse_unconvertible(name: str, module: nn.Linear) -> None:
+    """A layer whose weight or forward a MepropLinear would not reproduce exactly."""
+    reason = None
+    if parametrize.is_parametrized(module):
+        reason = (
+            f"its parameters are parametrized ({', '.join(module.parametrizations.keys())}: "
+            f"torch.nn.utils.parametrize / parametrizations.weight_norm)"
+        )
+    elif not isinstance(module.weight, nn.Parameter):
+        reason = "its weight is not a Parameter but computed before each forward (torch.nn.utils.prune?)"
+    elif hooks := [*module._forward_pre_hooks.values(), *module._forward_hooks.values(),
+                   *module._backward_pre_hooks.values(), *module._backward_hooks.values()]:
+        names = ", ".join(getattr(h, "__name__", type(h).__name__) for h in hooks)
+        reason = f"it has module hooks ({names}: torch.nn.utils.prune, weight_norm or your own)"
+    if reason:
+        raise ValueError(
+            f"cannot convert layer {name or '<model>'!r}: {reason}, which a MepropLinear would "
+            f"drop; remove them first (parametrize.remove_parametrizations, prune.remove, "
+            f"remove_weight_norm) or leave the layer dense with skip=[{name!r}]"
+        )
 
 
 def _left_dense_with_reasons(model, linears, call_order) -> dict[str, str]:
-    """Linear layers convert() must leave dense, each with its reason (warned about)."""
-    names = {name for name, _ in linears}
-    reasons = {
-        name: "nn.MultiheadAttention uses its weight directly, never its forward"
-        for name in bypassed_linears(model) & names
-    }
-    if call_order is not None:
-        for name in sorted(names - set(call_order) - set(reasons)):
-            reasons[name] = "not called by the forward on example_inputs"
+    """Linear layers convert() must leave dense (by first name), each with its reason (warned about)."""
+    bypassed = bypassed_linears(model)
+    called = None if call_order is None else set(call_order)
+    reasons = {}
+    for names, module in linears:
+        if bypassed & set(names):
+            reasons[names[0]] = "nn.MultiheadAttention uses its weight directly, never its forward"
+        elif type(module).forward is not nn.Linear.forward:
+            reasons[names[0]] = f"{type(module).__name__} overrides forward"
+        elif called is not None and names[0] not in called:
+            reasons[names[0]] = "not called by the forward on example_inputs"
     if reasons:
         listed = "; ".join(f"{name!r} ({why})" for name, why in sorted(reasons.items()))
         warnings.warn(
@@ -233,14 +298,17 @@ def _skip_predicate(skip: SkipSpec, model: nn.Module) -> Callable[[str, nn.Modul
             f"(wrap a single name in a list)"
         )
     names = set(skip)
-    unknown = names - {name for name, _ in model.named_modules()}
+    unknown = names - {name for name, _ in model.named_modules(remove_duplicate=False)}
     if unknown:
         raise ValueError(f"skip names modules that the model does not have: {sorted(unknown)}")
     return lambda name, module: name in names
 
 
 def _copy_sharing_tensors(model: nn.Module) -> nn.Module:
-    """Deep-copy the module tree but keep the same Parameter and buffer objects."""
+    """Deep-copy the module tree but keep the same Parameter, buffer and tensor-attribute objects
+    (a pruned layer's weight is a computed tensor attribute, which deepcopy would refuse)."""
     memo = {id(t): t for t in model.parameters()}
     memo.update({id(t): t for t in model.buffers()})
+    for module in model.modules():
+        memo.update({id(v): v for v in vars(module).values() if isinstance(v, torch.Tensor)})
     return copy.deepcopy(model, memo)

@@ -38,12 +38,19 @@ def bypassed_linears(model: nn.Module) -> set[str]:
 def linear_call_order(model: nn.Module, example_inputs) -> list[str]:
     """Names of the nn.Linear modules of ``model`` in the order one forward calls them.
 
-    ``example_inputs``: a tensor or a tuple of positional inputs. The forward runs under
-    ``torch.no_grad()`` in the model's current train/eval mode; buffers (e.g. BatchNorm
-    running statistics) are restored afterwards, so the probe leaves no trace. A layer
-    called several times is listed at its last call.
+    ``example_inputs``: a tuple of positional inputs (``model(*example_inputs)``), a dict
+    of keyword inputs (``model(**example_inputs)``) or one input (``model(example_inputs)``).
+    The forward runs under ``torch.no_grad()`` in the model's current train/eval mode;
+    buffers (e.g. BatchNorm running statistics) and the random number generators (CPU and
+    initialised CUDA devices: dropout draws) are restored afterwards, so the probe leaves
+    no trace. A layer called several times is listed at its last call.
     """
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+    if isinstance(example_inputs, dict):
+        args, kwargs = (), example_inputs
+    elif isinstance(example_inputs, tuple):
+        args, kwargs = example_inputs, {}
+    else:
+        args, kwargs = (example_inputs,), {}
     order: list[str] = []
     handles = []
     for name, module in model.named_modules():
@@ -54,9 +61,16 @@ def linear_call_order(model: nn.Module, example_inputs) -> list[str]:
                 order.append(name)
             handles.append(module.register_forward_hook(record))
     saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
-        with torch.no_grad():
-            model(*inputs)
+        with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
+            model(*args, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise type(error)(
+            f"convert(example_inputs=...): the model's forward failed on them ({error}); "
+            f"example_inputs is passed as model(*example_inputs) for a tuple, "
+            f"model(**example_inputs) for a dict and model(example_inputs) otherwise"
+        ) from error
     finally:
         for handle in handles:
             handle.remove()

@@ -12,6 +12,12 @@ param group (so it travels through ``state_dict`` and can differ per group):
   the gradient, ``zero_grad()`` and the update all cost O(rows touched * in_features).
   Every other parameter goes through the torch.optim algorithm as it is.
 
+The request belongs to the optimizer: it is kept in a process-local registry keyed
+weakly by the optimizer, never on the parameters. Once the optimizer is gone (or a group
+is made ``lazy=False`` through ``load_state_dict``), the layers give ordinary dense
+gradients again, so ``torch.optim`` works on the same model, and a pickled model carries
+nothing of it.
+
 How a step runs (:meth:`LazyRowsMixin.step`): the lazy parameters' gradients are taken
 out of ``.grad`` for the duration of torch's own ``step()`` (which therefore updates the
 rest exactly as torch.optim does), put back, then each lazy parameter gets its row update
@@ -38,6 +44,7 @@ from meprop._impl.grad_layout import (
     is_meprop_weight,
     request_row_sparse,
     take_touched_rows,
+    withdraw_row_sparse,
 )
 
 __all__ = ["LazyRowsMixin"]
@@ -54,12 +61,14 @@ class LazyRowsMixin:
         self.defaults["lazy"] = check_bool(lazy, "lazy")
         for group in self.param_groups:
             self._configure_group(group)
+        self._request_rows()
         self._checked_meprop_weights = False
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
         if "lazy" in self.defaults:  # not during torch's __init__, which adds groups first
             self._configure_group(self.param_groups[-1])
+            self._request_rows()
 
     def _configure_group(self, group: dict) -> None:
         lazy = check_bool(group.setdefault("lazy", self.defaults["lazy"]), "lazy")
@@ -68,14 +77,21 @@ class LazyRowsMixin:
                 f"{type(self).__name__}: lazy=True cannot be combined with differentiable=True "
                 f"(the row update is not differentiable); use lazy=False"
             )
-        for param in group["params"]:
-            request_row_sparse(param, lazy)
+
+    def _request_rows(self) -> None:
+        """Ask (for as long as this optimizer lives) for row-sparse gradients of the lazy groups."""
+        lazy = [param for group in self.param_groups if group["lazy"] for param in group["params"]]
+        if lazy:
+            request_row_sparse(self, lazy)
+        else:
+            withdraw_row_sparse(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             group.setdefault("lazy", self.defaults["lazy"])
             self._configure_group(group)
+        self._request_rows()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -182,6 +198,11 @@ class LazyRowsMixin:
         state = super().__getstate__()
         state.pop("_row_view_cache", None)  # views are rebuilt on demand; never pickled
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "lazy" in self.defaults:  # an unpickled or deep-copied optimizer asks again
+            self._request_rows()
 
 
 def _param_name(group: dict, group_index: int, param_index: int, param) -> str:

@@ -53,3 +53,12 @@ def test_train_step_runs_for_both_variants_and_linear_backward_is_unsupported():
         workloads.build(_case("linear_backward"), "meprop")
     with pytest.raises(workloads.Unsupported, match="multiple of 64"):
         workloads.build(_case("forward", hidden=100), "dense")
+
+
+@pytest.mark.parametrize("hidden", [32, 48])
+def test_small_d_model_gets_one_head_of_its_width_and_trains(hidden):
+    assert TransformerBlock(hidden).heads == 1
+    op = workloads.build(_case("train_step", hidden=hidden, k=4), "meprop")
+    before = [p.detach().clone() for p in op.model.parameters()]
+    op()
+    assert any(not torch.equal(a, p) for a, p in zip(before, op.model.parameters()))

@@ -521,10 +521,24 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     at::Tensor dy = grads[0].reshape({batch, n});
     at::Tensor x = input.reshape({batch, m});
     at::Tensor gi, gw, gb;
+    if (at::GradMode::is_enabled()) {
+      // create_graph=True: the kernel's results would be constants (second-order terms dropped).
+      // The same backward in differentiable ATen ops: dy masked to its top-k per row, then the
+      // dense backward (as meprop/_impl/masked_backward.py does for the Python paths).
+      at::Tensor kept = dy;
+      if (k < n && batch > 0) {
+        at::Tensor idx = std::get<1>(dy.detach().abs().topk(k, 1, true, false));
+        kept = dy * at::zeros_like(dy).scatter_(1, idx, 1.0);
+      }
+      if (need_input) gi = kept.mm(weight).reshape(input.sizes());
+      if (need_weight) gw = sparse_grad ? kept.t().mm(x).to_sparse(1) : kept.t().mm(x);
+      if (need_bias) gb = (dense_bias ? dy : kept).sum(0);
+      return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     if (k >= n) {
       note_formulation(kDense);
       if (need_input) gi = dy.mm(weight).reshape(input.sizes());
-      if (need_weight) gw = dy.t().mm(x);
+      if (need_weight) gw = sparse_grad ? dy.t().mm(x).to_sparse(1) : dy.t().mm(x);  // COO whenever asked
       if (need_bias) gb = dy.sum(0);
     } else if (need_input || need_weight || need_bias) {
       auto out = per_example_backward(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias, dense_bias,

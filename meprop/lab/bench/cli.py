@@ -248,13 +248,16 @@ def _matches(case, args) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meprop.lab.results.store import ResultsLockedError
+    from meprop.lab.results.store import ResultsLockedError, ResultsWriteError
 
     try:
         return _run(args)
     except (ValueError, TypeError, FileExistsError, ResultsLockedError) as error:
         print(f"meprop bench: error: {error}", file=sys.stderr)
         return 2
+    except ResultsWriteError as error:  # disk full, I/O error: what was written stays
+        print(f"meprop bench: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 The block (``x: (B, T, d)``): ``x + proj(attn(qkv(ln_1(x))))`` then ``x + out(gelu(fc(ln_2(x))))``,
 causal multi-head attention through ``F.scaled_dot_product_attention`` with heads of
-:data:`HEAD_DIM`, an MLP ``d -> 4d -> d``. The four projections (``qkv: d -> 3d``,
+:data:`HEAD_DIM` (:func:`head_dim_for`: a d below 64, e.g. 32 or 48, gets one head of width
+d), an MLP ``d -> 4d -> d``. The four projections (``qkv: d -> 3d``,
 ``proj: d -> d``, ``fc: d -> 4d``, ``out: 4d -> d``) are ``nn.Linear`` layers called through
 their forward, so :func:`meprop.convert` really sparsifies them (``nn.MultiheadAttention``
 would not let it). The case's ``hidden`` is d, ``batch`` counts sequences of
@@ -24,19 +25,27 @@ from meprop.lab.bench.model_ops import SEED, Unsupported, case_dtype, model_op
 from meprop.lab.workloads import REGISTRY
 from meprop.nn import convert
 
-__all__ = ["SEQUENCE", "HEAD_DIM", "TransformerBlock", "build_transformer", "build_transformer_case"]
+__all__ = ["SEQUENCE", "HEAD_DIM", "head_dim_for", "TransformerBlock", "build_transformer",
+           "build_transformer_case"]
 
 #: Tokens per sequence of the ``transformer`` workload.
 SEQUENCE = REGISTRY["transformer"].sequence
-#: Width of one attention head (GPT-2's); d must be a multiple of it.
+#: Width of one attention head (GPT-2's), for every d it divides.
 HEAD_DIM = 64
+
+
+def head_dim_for(d_model: int) -> int:
+    """The head width of a block of width ``d_model``: ``min(HEAD_DIM, d_model)`` (32 -> one
+    head of 32, 48 -> one of 48, 128 -> two of 64). ``d_model`` must be a multiple of it."""
+    return min(HEAD_DIM, d_model)
 
 
 class TransformerBlock(nn.Module):
     """Pre-LN block of width ``d_model`` with ``d_model // head_dim`` causal attention heads."""
 
-    def __init__(self, d_model: int, head_dim: int = HEAD_DIM) -> None:
+    def __init__(self, d_model: int, head_dim: int | None = None) -> None:
         super().__init__()
+        head_dim = head_dim_for(d_model) if head_dim is None else head_dim
         if d_model % head_dim:
             raise ValueError(f"d_model must be a multiple of head_dim={head_dim}, got {d_model}")
         self.heads = d_model // head_dim
@@ -67,9 +76,10 @@ def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
     if case.measurement == "linear_backward":
         raise unsupported("linear_backward is not defined for the transformer workload (attention "
                           "sits between its projections): measure overall_backward or train_step")
-    if case.hidden % HEAD_DIM:
-        raise unsupported(f"the transformer workload needs hidden (d_model) a multiple of {HEAD_DIM}, "
-                          f"got {case.hidden}")
+    head_dim = head_dim_for(case.hidden)
+    if case.hidden % head_dim:
+        raise unsupported(f"the transformer workload needs hidden (d_model) at most {HEAD_DIM} or a "
+                          f"multiple of {HEAD_DIM} (heads of min({HEAD_DIM}, d)), got {case.hidden}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model: nn.Module = TransformerBlock(case.hidden)

@@ -136,7 +136,7 @@ def _finished_runs(records) -> set[str]:
 
 def run(args: argparse.Namespace) -> int:
     from meprop.lab.paper.data import DataCorruptError, DataMissingError
-    from meprop.lab.results.store import ResultsLockedError
+    from meprop.lab.results.store import ResultsLockedError, ResultsWriteError
 
     if args.list_presets:
         for name, preset in PRESETS.items():
@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
             DataCorruptError) as error:
         print(f"meprop train: error: {error}", file=sys.stderr)
         return 2
+    except ResultsWriteError as error:  # disk full, I/O error: what was written stays
+        print(f"meprop train: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _run(args: argparse.Namespace) -> int:

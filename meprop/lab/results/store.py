@@ -40,6 +40,7 @@ __all__ = [
     "RESULTS_FILENAME",
     "ResultsError",
     "ResultsLockedError",
+    "ResultsWriteError",
     "new_run_id",
     "ResultsWriter",
     "read_lines",
@@ -58,6 +59,10 @@ class ResultsError(ValueError):
 
 class ResultsLockedError(RuntimeError):
     """Another process is writing to this results file (it holds the advisory lock); not a format problem."""
+
+
+class ResultsWriteError(RuntimeError):
+    """A record could not be written (disk full, I/O error); the file keeps every earlier record."""
 
 
 def new_run_id() -> str:
@@ -140,10 +145,29 @@ class ResultsWriter:
                 fh.flush()
 
     def write(self, record: dict) -> None:
+        """Append ``record`` as one line, on disk when this returns.
+
+        A write that fails (``ENOSPC``, ``EIO``, ...) is undone (the file is cut back to
+        its earlier records, so it stays readable and ``--resume`` continues from them)
+        and raises :class:`ResultsWriteError` naming the file and the error.
+        """
         line = json.dumps(record, allow_nan=False, separators=(",", ":"))
-        self._fh.write(line.encode("utf-8") + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        data = memoryview(line.encode("utf-8") + b"\n")
+        fd = self._fh.fileno()  # the file object's buffer is empty: every write goes here
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as error:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass  # the reader drops a last line cut short, with a warning
+            raise ResultsWriteError(
+                f"cannot write results to {str(self.path)!r}: {error.strerror or error}; the "
+                f"records written before are kept: free space and rerun with --resume"
+            ) from None
         if record.get("type") == "bench":
             if record.get("status") == "ok":
                 self.done.add(record["key"])

@@ -33,6 +33,9 @@ import weakref
 
 import torch
 
+from meprop._impl import sparse_grad_ops
+from meprop._impl.coo import coalesced
+
 __all__ = [
     "LAYOUTS",
     "mark_meprop_weight",
@@ -47,7 +50,6 @@ __all__ = [
     "take_touched_rows",
     "clear_touched_rows",
     "distributed_world_size",
-    "coalesced",
 ]
 
 LAYOUTS = ("dense", "row_sparse", "dense_tracked")
@@ -120,11 +122,12 @@ def distributed_world_size() -> int:
 
 def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     """The layout of ``weight``'s gradient for one forward: see the module docstring."""
-    if sparse_grad:
-        return "row_sparse"
-    if not wants_row_sparse_grad(weight):
+    if not sparse_grad and not wants_row_sparse_grad(weight):
         return "dense"
-    return "dense_tracked" if distributed_world_size() > 1 else "row_sparse"
+    if not sparse_grad and distributed_world_size() > 1:
+        return "dense_tracked"
+    sparse_grad_ops.register()  # clip_grad_norm_ & co. will meet this COO gradient
+    return "row_sparse"
 
 
 def weight_grad_from_rows(
@@ -185,18 +188,3 @@ def clear_touched_rows(weight: torch.Tensor) -> None:
     """Forget the recorded rows (the gradient they describe was discarded)."""
     _touched.pop(id(weight), None)
 
-
-def coalesced(grad: torch.Tensor) -> torch.Tensor:
-    """``grad`` (COO) coalesced, cheaply when its row indices already are sorted and unique.
-
-    meProp layers emit coalesced row-sparse gradients, but autograd's gradient
-    accumulation rebuilds the tensor without the flag; re-checking the ``(U,)`` row
-    indices costs O(U) where :meth:`torch.Tensor.coalesce` would sort the ``(U, m)`` values.
-    """
-    if grad.is_coalesced():
-        return grad
-    if grad.sparse_dim() == 1:
-        rows = grad._indices()[0]  # (U,)
-        if rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all()):
-            return grad._coalesced_(True)
-    return grad.coalesce()

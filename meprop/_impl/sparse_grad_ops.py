@@ -12,23 +12,27 @@ where they would matter (a norm over some dims, a negative order, bounds that ex
 0) raise a clear error instead of returning a wrong number.
 
 Nothing else changes: dense tensors never reach these kernels, and an op torch already
-implements for sparse tensors is not touched. Imported by ``meprop`` itself.
+implements for sparse tensors is not touched. :func:`register` runs when a meProp layer
+first chooses a row-sparse gradient, not at ``import meprop``: a process that never makes
+one keeps torch's sparse dispatch as torch ships it.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
-from meprop._impl.grad_layout import coalesced
+from meprop._impl.coo import coalesced
 
-__all__ = ["SPARSE_KEYS"]
+__all__ = ["SPARSE_KEYS", "register", "registered"]
 
 #: The dispatch keys these kernels are registered for.
 SPARSE_KEYS = ("SparseCPU", "SparseCUDA")
 
-_LIBRARY = torch.library.Library("aten", "IMPL")  # kept alive for the registrations' lifetime
+_LIBRARY: torch.library.Library | None = None  # kept alive for the registrations' lifetime
+_LOCK = threading.Lock()
 
 
 def _coalesced_values(tensor: torch.Tensor) -> torch.Tensor:
@@ -90,8 +94,23 @@ def _sparse_clamp_max_(self, max):
     return _clamp_values_(self, None, max)
 
 
-for _key in SPARSE_KEYS:
-    _LIBRARY.impl("linalg_vector_norm", _sparse_vector_norm, _key)
-    _LIBRARY.impl("clamp_", _sparse_clamp_, _key)
-    _LIBRARY.impl("clamp_min_", _sparse_clamp_min_, _key)
-    _LIBRARY.impl("clamp_max_", _sparse_clamp_max_, _key)
+def registered() -> bool:
+    """Whether the kernels are registered in this process."""
+    return _LIBRARY is not None
+
+
+def register() -> None:
+    """Register the kernels (once per process; later calls do nothing)."""
+    global _LIBRARY
+    if _LIBRARY is not None:
+        return
+    with _LOCK:
+        if _LIBRARY is not None:
+            return
+        library = torch.library.Library("aten", "IMPL")
+        for key in SPARSE_KEYS:
+            library.impl("linalg_vector_norm", _sparse_vector_norm, key)
+            library.impl("clamp_", _sparse_clamp_, key)
+            library.impl("clamp_min_", _sparse_clamp_min_, key)
+            library.impl("clamp_max_", _sparse_clamp_max_, key)
+        _LIBRARY = library

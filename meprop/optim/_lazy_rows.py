@@ -37,9 +37,9 @@ import warnings
 import torch
 
 from meprop.checks import check_bool
+from meprop._impl.coo import coalesced
 from meprop._impl.grad_layout import (
     clear_touched_rows,
-    coalesced,
     distributed_world_size,
     is_meprop_weight,
     request_row_sparse,

@@ -13,7 +13,9 @@ layouts, chosen in the forward from the weight Parameter's markings:
   (:func:`take_touched_rows`). Chosen instead of ``"row_sparse"`` for a lazy optimizer
   when a process group of more than one rank is initialised: DistributedDataParallel
   all-reduces dense gradients only, and the lazy optimizer all-reduces the recorded
-  rows so that every rank updates the same rows.
+  rows so that every rank updates the same rows. Also chosen, under such a process
+  group, when a communication hook (:mod:`meprop.distributed`) asked for the touched
+  rows of this weight (:func:`request_touched_rows`), whatever the optimizer.
 
 Markings are plain attributes on the Parameter object (they survive ``convert()``'s
 shared parameters and ``torch.save``; a ``copy.deepcopy`` drops them, and the layer
@@ -29,6 +31,7 @@ __all__ = [
     "mark_meprop_weight",
     "is_meprop_weight",
     "request_row_sparse",
+    "request_touched_rows",
     "wants_row_sparse_grad",
     "choose_layout",
     "weight_grad_from_rows",
@@ -44,6 +47,7 @@ LAYOUTS = ("dense", "row_sparse", "dense_tracked")
 _MEPROP_WEIGHT = "_meprop_weight"
 _ROW_SPARSE_REQUESTED = "_meprop_row_sparse_requested"
 _TOUCHED_ROWS = "_meprop_touched_rows"
+_TOUCHED_ROWS_REQUESTED = "_meprop_touched_rows_requested"
 
 
 def mark_meprop_weight(weight: torch.Tensor) -> None:
@@ -60,6 +64,12 @@ def is_meprop_weight(param: torch.Tensor) -> bool:
 def request_row_sparse(param: torch.Tensor, requested: bool = True) -> None:
     """Ask meProp layers to return ``param``'s gradient row-sparse (a lazy optimizer does this)."""
     setattr(param, _ROW_SPARSE_REQUESTED, bool(requested))
+
+
+def request_touched_rows(param: torch.Tensor, requested: bool = True) -> None:
+    """Ask meProp layers to record ``param``'s touched rows under a multi-rank process group
+    (dense gradient + :func:`record_touched_rows`; a DDP communication hook does this)."""
+    setattr(param, _TOUCHED_ROWS_REQUESTED, bool(requested))
 
 
 def wants_row_sparse_grad(weight: torch.Tensor) -> bool:
@@ -80,6 +90,8 @@ def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     if sparse_grad:
         return "row_sparse"
     if not wants_row_sparse_grad(weight):
+        if getattr(weight, _TOUCHED_ROWS_REQUESTED, False) and distributed_world_size() > 1:
+            return "dense_tracked"
         return "dense"
     return "dense_tracked" if distributed_world_size() > 1 else "row_sparse"
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from meprop import kernels
 from meprop._grad_layout import choose_layout, weight_grad_from_rows
 from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
-from meprop.selection import MODES, select
+from meprop.selection import MODES, select, topk_unified_synchronized
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
 
@@ -53,6 +53,7 @@ def meprop_linear(
     bias_grad: str = "sparse",
     sparse_grad: bool = False,
     generator: torch.Generator | None = None,
+    sync_selection: bool = False,
 ) -> torch.Tensor:
     """``F.linear(input, weight, bias)`` whose backward keeps k output-gradient entries per example.
 
@@ -74,6 +75,12 @@ def meprop_linear(
             A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
+        sync_selection: with ``mode="unified"``, agree on one column set across the ranks
+            of the default process group: the column sums of ``|dy|`` are all-reduced
+            before the top-k (:func:`meprop.selection.topk_unified_synchronized`; one
+            blocking all-reduce of ``out_features`` floats per backward). Distributed
+            training then equals one process on the ranks' concatenated batch, and each
+            weight gradient has the same k rows on every rank.
 
     Returns:
         ``(..., out_features)``, equal to ``F.linear(input, weight, bias)``.
@@ -86,6 +93,12 @@ def meprop_linear(
     check_choice(mode, "mode", MODES)
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     check_bool(sparse_grad, "sparse_grad")
+    check_bool(sync_selection, "sync_selection")
+    if sync_selection and mode != "unified":
+        raise ValueError(
+            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
+            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
+        )
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -116,7 +129,7 @@ def meprop_linear(
         # the same two layouts as weight_grad_from_rows ("dense" or "row_sparse").
         return torch.ops.meprop.linear(input, weight, bias, k, bias_grad == "dense", layout == "row_sparse")
     return _MepropLinearFunction.apply(
-        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype
+        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
     )
 
 
@@ -135,11 +148,13 @@ class _MepropLinearFunction(torch.autograd.Function):
     """Forward ``F.linear``; backward from k kept entries per example.
 
     ``layout`` is the weight gradient's layout (:mod:`meprop._grad_layout`);
-    ``compute_dtype`` is autocast's dtype (None outside autocast).
+    ``compute_dtype`` is autocast's dtype (None outside autocast); ``sync_selection``:
+    unified selection agreed across ranks.
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype):
+    def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype,
+                sync_selection=False):
         ctx.input_dtype = input.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.param = weight  # the gradient is emitted in its dtype; rows may be recorded on it
@@ -150,6 +165,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
         ctx.layout, ctx.generator = layout, generator
+        ctx.sync_selection = sync_selection
         with torch.autocast(input.device.type, enabled=False) if compute_dtype else nullcontext():
             return F.linear(input, weight, bias)
 
@@ -170,7 +186,7 @@ class _MepropLinearFunction(torch.autograd.Function):
             kernels.record_formulation("unified")
             grads = _unified_backward(
                 dy, x, weight, ctx.k, need_input, need_weight, need_bias, ctx.bias_grad,
-                ctx.param, ctx.layout,
+                ctx.param, ctx.layout, ctx.sync_selection,
             )
         elif kernels.supports(dy, x, weight):
             grads = _per_example_backward_kernel(
@@ -189,7 +205,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         if grad_weight is not None and ctx.layout != "row_sparse":  # dense layouts (no .layout: compile)
             grad_weight = grad_weight.to(ctx.param.dtype)
         grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
 def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
@@ -201,14 +217,14 @@ def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
 
 
 def _unified_backward(
-    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout
+    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout, sync=False
 ):
     """One column set for the batch: two (N, k) GEMMs. dy: (N, n), x: (N, m), weight: (n, m)."""
     if not (need_input or need_weight or need_bias):
         return None, None, None
     n = weight.shape[0]
     # Sorted indices make the row-sparse weight gradient coalesced for free.
-    idx = select(dy, k, "unified").sort().values  # (k,)
+    idx = (topk_unified_synchronized(dy, k) if sync else select(dy, k, "unified")).sort().values  # (k,)
     dy_k = dy.index_select(1, idx)  # (N, k)
     grad_input = dy_k @ weight.index_select(0, idx) if need_input else None  # (N, m)
     grad_weight = None

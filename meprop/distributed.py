@@ -97,14 +97,17 @@ def form_costs(n: int, row_bytes: int, rows_per_rank, world_size: int) -> dict[s
 class CommCounter:
     """What the hook handed to collectives since the last :meth:`reset`, in bytes per rank.
 
-    ``all_reduce_payload`` / ``all_gather_payload``: sizes of the tensors this rank handed
-    to all-reduce / all-gather; :meth:`sent_bytes`: what that costs each rank on the wire
-    under the ring model. ``forms``: how many weight gradients went in each form.
+    ``all_reduce_payload`` / ``all_gather_payload`` / ``flag_payload``: sizes of the tensors
+    this rank handed to all-reduce / all-gather (values; one byte per row); :meth:`sent_bytes`:
+    what that costs each rank on the wire under the ring model. ``planned_payload``: the same
+    total computed from the parameters' shapes and the exchanged row counts (a check of the
+    former). ``forms``: how many weight gradients went in each form; ``rows_sent``: their rows.
     """
 
     all_reduce_payload: int = 0
     all_gather_payload: int = 0
     flag_payload: int = 0
+    planned_payload: int = 0
     calls: int = 0
 
     def __post_init__(self) -> None:
@@ -112,7 +115,8 @@ class CommCounter:
         self.rows_sent = 0
 
     def reset(self) -> None:
-        self.all_reduce_payload = self.all_gather_payload = self.flag_payload = self.calls = 0
+        self.all_reduce_payload = self.all_gather_payload = self.flag_payload = 0
+        self.planned_payload = self.calls = 0
         self.__post_init__()
 
     def sent_bytes(self, world_size: int) -> float:
@@ -123,6 +127,7 @@ class CommCounter:
     def to_dict(self, world_size: int) -> dict:
         return {"all_reduce_payload": self.all_reduce_payload,
                 "all_gather_payload": self.all_gather_payload, "flag_payload": self.flag_payload,
+                "planned_payload": self.planned_payload,
                 "collectives": self.calls, "sent_bytes": self.sent_bytes(world_size),
                 "forms": dict(self.forms), "rows_sent": self.rows_sent}
 
@@ -190,6 +195,7 @@ def _hand_back_rows(weight: torch.Tensor, union: torch.Tensor) -> None:
 def allreduce_hook(state, bucket):  # no annotations: DDP checks them literally
     """torch's default all-reduce hook (mean over ranks), counting the bytes it sends."""
     buffer = bucket.buffer()
+    state.counter.planned_payload += sum(p.numel() for p in bucket.parameters()) * buffer.element_size()
     return _all_reduce_mean(state, buffer).then(lambda fut: fut.value()[0])
 
 
@@ -216,12 +222,23 @@ def row_sparse_hook(state, bucket):  # no annotations: DDP checks them literally
         return allreduce_hook(state, bucket)
     masks = _exchange_rows(state, [params[i] for i in candidates], [views[i] for i in candidates])
     plan = {i: _choose_form(mask, views[i]) for i, mask in zip(candidates, masks)}
+    _count_plan(state.counter, views, plan)
     for i, (form, mask) in plan.items():
-        state.counter.forms[form] += 1
-        state.counter.rows_sent += int(mask.sum()) if form == "gather" else (
-            int(mask.any(0).sum()) if form == "union" else views[i].shape[0])
         _hand_back_rows(params[i], mask.any(0))
     return _send(state, buffer, views, plan, world)
+
+
+def _count_plan(counter: CommCounter, views: list, plan: dict) -> None:
+    """What the plan sends, from the shapes and the row counts: forms, rows, planned payload."""
+    for i, view in enumerate(views):
+        form, mask = plan.get(i, ("dense", None))
+        n = view.shape[0] if view.dim() else 1
+        rows = n if form == "dense" else int(mask.any(0).sum() if form == "union" else mask.sum(1).max())
+        if i in plan:
+            counter.forms[form] += 1
+            counter.rows_sent += rows
+            counter.planned_payload += n  # one flag byte per row
+        counter.planned_payload += rows * (view.numel() // max(n, 1)) * view.element_size()
 
 
 def _param_views(buffer: torch.Tensor, params: list) -> list[torch.Tensor]:

@@ -57,6 +57,7 @@ def _smoke() -> list[Case]:
     ]
     cases += [Case("lstm", m, hidden=16, k=8, batch=1, threads=1, mode="per_example", in_features=8)
               for m in ("linear_backward", "train_step")]
+    cases += [Case("mlp", "ddp_step", k=4, mode="per_example", in_features=16, world_size=2, **tiny)]
     cases += [Case("transformer", m, hidden=64, k=4, batch=1, threads=1, mode=md)
               for m, md in (("overall_backward", "per_example"), ("train_step", "unified"))]
     return cases

@@ -113,6 +113,7 @@ class CommCounter:
     def __post_init__(self) -> None:
         self.forms = {form: 0 for form in FORMS}
         self.rows_sent = 0
+        self.weights: list[dict] = []  # per meProp weight: n, m, rows_max, rows_union, form
 
     def reset(self) -> None:
         self.all_reduce_payload = self.all_gather_payload = self.flag_payload = 0
@@ -129,7 +130,8 @@ class CommCounter:
                 "all_gather_payload": self.all_gather_payload, "flag_payload": self.flag_payload,
                 "planned_payload": self.planned_payload,
                 "collectives": self.calls, "sent_bytes": self.sent_bytes(world_size),
-                "forms": dict(self.forms), "rows_sent": self.rows_sent}
+                "forms": dict(self.forms), "rows_sent": self.rows_sent,
+                "weights": [dict(w) for w in self.weights]}
 
 
 class RowSparseState:
@@ -238,6 +240,8 @@ def _count_plan(counter: CommCounter, views: list, plan: dict) -> None:
             counter.forms[form] += 1
             counter.rows_sent += rows
             counter.planned_payload += n  # one flag byte per row
+            counter.weights.append({"n": n, "m": view.numel() // max(n, 1), "form": form,
+                                    "rows_max": int(mask.sum(1).max()), "rows_union": int(mask.any(0).sum())})
         counter.planned_payload += rows * (view.numel() // max(n, 1)) * view.element_size()
 
 
@@ -350,30 +354,38 @@ def _unpack_reduced(flat: torch.Tensor, scatter: list) -> None:
 
 def _gather_rows(state: RowSparseState, gathered: list, rank: int, world: int):
     """All-gather each rank's touched rows (padded to the largest count); the combine step."""
-    pieces, layout = [], []
+    layout, total = [], 0
     for view, mask in gathered:
-        counts = mask.sum(dim=1)  # (W,)
-        u_max = int(counts.max())
-        rows = mask[rank].nonzero().squeeze(1)  # (U_r,)
-        padded = view.new_zeros((u_max,) + tuple(view.shape[1:]))
-        padded[: rows.numel()] = view.index_select(0, rows)
-        pieces.append(padded.reshape(-1))
-        layout.append((view, mask, rows, u_max))
-    local = torch.cat(pieces).div_(world)
+        u_max = int(mask.sum(dim=1).max())
+        layout.append((view, mask, mask[rank].nonzero().squeeze(1), u_max, total))
+        total += u_max * view[0].numel()
+    local = gathered[0][0].new_empty(total)  # each weight's own rows / W, zero padding
+    for view, mask, own_rows, u_max, offset in layout:
+        piece = local.narrow(0, offset, u_max * view[0].numel()).view(u_max, *view.shape[1:])
+        torch.index_select(view, 0, own_rows, out=piece[: own_rows.numel()])
+        piece[own_rows.numel():].zero_()
+        piece[: own_rows.numel()].div_(world)
     received = [torch.empty_like(local) for _ in range(world)]
     state.counter.all_gather_payload += local.numel() * local.element_size()
     state.counter.calls += 1
     future = dist.all_gather(received, local, group=state.group, async_op=True).get_future()
 
     def combine() -> None:
-        offset = 0
-        for view, mask, own_rows, u_max in layout:
-            size = u_max * view[0].numel()
-            view.index_fill_(0, own_rows, 0)
-            for source in range(world):  # rank order: the same sum on every rank
+        for view, mask, own_rows, u_max, offset in layout:
+            row = view[0].numel()
+            # Sources summed in rank order give the same sum on every rank. With two ranks
+            # an own-first sum is that sum (a + b == b + a): copy the own rows / W in, then
+            # add the other rank's; with more, zero the own rows and add every source.
+            if world == 2:
+                own = received[rank].narrow(0, offset, own_rows.numel() * row)
+                view.index_copy_(0, own_rows, own.view(-1, *view.shape[1:]))
+            else:
+                view.index_fill_(0, own_rows, 0)
+            for source in range(world):
+                if world == 2 and source == rank:
+                    continue
                 rows = mask[source].nonzero().squeeze(1)
-                values = received[source].narrow(0, offset, rows.numel() * view[0].numel())
+                values = received[source].narrow(0, offset, rows.numel() * row)
                 view.index_add_(0, rows, values.view(rows.numel(), *view.shape[1:]))
-            offset += size
 
     return future, combine

@@ -109,6 +109,7 @@ def _side_summary(side: str, data: dict, param_bytes: int, extra: dict, world: i
         "sent_bytes_total": None if median_sent is None else median_sent + outside,
         "payload_ok": payload_ok,
         "forms": counters[-1]["forms"] if counters else None,
+        "weights": counters[-1]["weights"] if counters else None,
         "rows_sent": statistics.median([c["rows_sent"] for c in counters]) if counters else None,
     }
 

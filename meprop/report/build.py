@@ -27,7 +27,7 @@ from meprop.report.diagnose import input_problems, latest_per_case, problems_sec
 from meprop.report.frames import bench_frame, env_frame, train_frame
 from meprop.report.html import render_page
 from meprop.report.ingest import LoadedResults, load_results
-from meprop.report.sections import Section, bench, paper, targets
+from meprop.report.sections import Section, bench, ddp, paper, targets
 from meprop.results.store import ResultsError
 
 __all__ = ["Report", "build_report", "DEFAULT_TITLE", "EMBED_BUDGET"]
@@ -115,6 +115,7 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
         bench.tables(frame, out_dir),
         bench.figures(frame, out_dir, EMBED_BUDGET),
         paper.section(frame, out_dir),
+        ddp.section(loaded.records, out_dir),
         bench.memory(frame, out_dir),
         _accuracy(train_frame(loaded.records), out_dir, problems),
     ]

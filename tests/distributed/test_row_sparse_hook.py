@@ -49,6 +49,12 @@ def runs(tmp_path_factory):
             for name in SCENARIOS}
 
 
+def _payload_as_planned(counter):
+    """The tensors handed to collectives add up to what the shapes and row counts say."""
+    sent = counter["all_reduce_payload"] + counter["all_gather_payload"] + counter["flag_payload"]
+    assert sent == counter["planned_payload"]
+
+
 def _same_on_both_ranks(results):
     rank0, rank1 = results
     assert "error" not in rank0, rank0.get("error")
@@ -83,6 +89,7 @@ def test_synchronized_unified_sends_exactly_k_rows_per_layer(runs):
     counter = runs["hook-sync-unified"][0]["counter"]
     assert counter["forms"] == {"dense": 0, "union": 2, "gather": 0}
     assert counter["rows_sent"] == 2 * K
+    _payload_as_planned(counter)
     rows_elements = sum(K * m for _, m in MEPROP_SHAPES)
     rest = PARAM_ELEMENTS - sum(n * m for n, m in MEPROP_SHAPES)
     assert counter["all_reduce_payload"] == 8 * (rows_elements + rest)
@@ -103,6 +110,7 @@ def test_per_example_byte_counts_match_the_touched_rows(runs):
     assert payload["gather"] > 0, "per-example rows differ between ranks: gathered"
     rest = 8 * (PARAM_ELEMENTS - sum(n * m for n, m in MEPROP_SHAPES))
     assert counter["all_gather_payload"] == payload["gather"]
+    _payload_as_planned(counter)
     assert counter["all_reduce_payload"] == rest + payload["dense"] + payload["union"]
     dense_bytes = md.all_reduce_bytes(8 * PARAM_ELEMENTS, WORLD)
     assert counter["sent_bytes"] < dense_bytes / 2
@@ -113,6 +121,7 @@ def test_falls_back_to_all_reduce_when_every_row_is_touched(runs):
     assert counter["forms"] == {"dense": 2, "union": 0, "gather": 0}
     assert counter["all_reduce_payload"] == 8 * PARAM_ELEMENTS and counter["all_gather_payload"] == 0
     flags = 2 * HIDDEN
+    _payload_as_planned(counter)
     assert counter["sent_bytes"] == md.all_reduce_bytes(8 * PARAM_ELEMENTS, WORLD) + flags
 
 

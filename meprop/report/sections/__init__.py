@@ -4,7 +4,8 @@
   figures, peak memory (the benchmark results);
 - :mod:`~meprop.report.sections.targets`: issue 5's performance targets vs achieved;
 - :mod:`~meprop.report.sections.paper`: our rows beside the paper's Tables 1, 2, 7, 8;
-- :mod:`~meprop.report.sections.accuracy`: training runs beside the paper's accuracies.
+- :mod:`~meprop.report.sections.accuracy`: training runs beside the paper's accuracies;
+- :mod:`~meprop.report.sections.ddp`: DDP steps, bytes per rank, and their projections.
 
 Each section function returns a :class:`Section`: its HTML and the files it wrote
 (tables, figures), which the page lists. This module imports none of them.

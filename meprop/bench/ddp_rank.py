@@ -31,7 +31,7 @@ import torch.nn as nn
 import meprop
 import meprop.distributed as md
 
-__all__ = ["SIDES", "rank_main", "extra_bytes"]
+__all__ = ["SIDES", "DdpSide", "rank_main", "lockstep_partner", "extra_bytes"]
 
 SIDES = ("dense", "meprop_allreduce", "meprop_hook")
 _SEED = 0
@@ -56,7 +56,7 @@ def _model(case: dict, side: str) -> nn.Module:
     return model
 
 
-class _Side:
+class DdpSide:
     """One side's model, DDP wrapper, optimizer, hook state and data; :meth:`step` is one step."""
 
     def __init__(self, case: dict, side: str, rank: int) -> None:
@@ -144,7 +144,7 @@ def rank_main(rank: int, world: int, port: int, case: dict, timing: dict, out_pa
     dist.init_process_group("gloo", rank=rank, world_size=world,
                             timeout=timedelta(seconds=collective_timeout_s))
     try:
-        sides = {name: _Side(case, name, rank) for name in SIDES}
+        sides = {name: DdpSide(case, name, rank) for name in SIDES}
         for _ in range(2):  # warm-up: DDP builds its buckets, the hook learns the rows
             for side in sides.values():
                 side.step()
@@ -160,6 +160,19 @@ def rank_main(rank: int, world: int, port: int, case: dict, timing: dict, out_pa
                       "extra_bytes": extra_bytes(case, meprop_rows, world)}
             with open(out_path, "w") as handle:
                 json.dump(result, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def lockstep_partner(rank: int, world: int, port: int, case: dict, side: str, steps: int) -> None:
+    """A rank that runs exactly ``steps`` steps of ``side`` (rank 0 being timed elsewhere)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(case["threads"])
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    try:
+        partner = DdpSide(case, side, rank)
+        for _ in range(steps):
+            partner.step()
     finally:
         dist.destroy_process_group()
 

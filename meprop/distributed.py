@@ -27,6 +27,9 @@ Bytes each rank sends (ring algorithms, :func:`all_reduce_bytes` / :func:`all_ga
   hook falls back to dense only when every row is touched (union and some rank's own
   rows); gather wins over union while ``(W-1)·U_max < 2(W-1)/W · U`` (ranks touching
   different rows); union wins as ranks grow or agree on rows. Ties go to dense.
+- After a weight falls back to dense, its rows are not exchanged again (so the fallback
+  costs exactly what DDP costs) until a quarter of the rows of its averaged gradient are
+  zero (:data:`REPROBE_ZERO_ROWS`); the lazy optimizer then all-reduces the rows itself.
 
 Exactness: the result equals DDP's all-reduce mean (the ranks' rows are divided by W
 before they are summed, as torch's default hook does), and is bitwise identical on every
@@ -46,13 +49,13 @@ comparisons.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from meprop import _grad_layout
 from meprop._checks import check_bool
+from meprop._comm_bytes import FORMS, CommCounter, all_gather_bytes, all_reduce_bytes, form_costs
 
 __all__ = [
     "FORMS",
@@ -64,75 +67,6 @@ __all__ = [
     "all_gather_bytes",
     "form_costs",
 ]
-
-#: How a meProp weight's gradient can go over the wire (see the module docstring).
-FORMS = ("dense", "union", "gather")
-
-
-def all_reduce_bytes(nbytes: float, world_size: int) -> float:
-    """Bytes each rank sends to all-reduce ``nbytes`` (ring: reduce-scatter + all-gather)."""
-    return 2.0 * (world_size - 1) / world_size * nbytes
-
-
-def all_gather_bytes(nbytes: float, world_size: int) -> float:
-    """Bytes each rank sends to all-gather its ``nbytes`` (ring: W-1 hops)."""
-    return float(world_size - 1) * nbytes
-
-
-def form_costs(n: int, row_bytes: int, rows_per_rank, world_size: int) -> dict[str, float]:
-    """Bytes each rank sends for a ``(n, m)`` weight gradient in each of :data:`FORMS`.
-
-    ``row_bytes``: ``m`` times the element size; ``rows_per_rank``: ``(U_max, U_union)``,
-    the most rows one rank touched and the rows any rank touched.
-    """
-    u_max, u_union = rows_per_rank
-    return {
-        "dense": all_reduce_bytes(n * row_bytes, world_size),
-        "union": all_reduce_bytes(u_union * row_bytes, world_size),
-        "gather": all_gather_bytes(u_max * row_bytes, world_size),
-    }
-
-
-@dataclass
-class CommCounter:
-    """What the hook handed to collectives since the last :meth:`reset`, in bytes per rank.
-
-    ``all_reduce_payload`` / ``all_gather_payload`` / ``flag_payload``: sizes of the tensors
-    this rank handed to all-reduce / all-gather (values; one byte per row); :meth:`sent_bytes`:
-    what that costs each rank on the wire under the ring model. ``planned_payload``: the same
-    total computed from the parameters' shapes and the exchanged row counts (a check of the
-    former). ``forms``: how many weight gradients went in each form; ``rows_sent``: their rows.
-    """
-
-    all_reduce_payload: int = 0
-    all_gather_payload: int = 0
-    flag_payload: int = 0
-    planned_payload: int = 0
-    calls: int = 0
-
-    def __post_init__(self) -> None:
-        self.forms = {form: 0 for form in FORMS}
-        self.rows_sent = 0
-        self.weights: list[dict] = []  # per meProp weight: n, m, rows_max, rows_union, form
-
-    def reset(self) -> None:
-        self.all_reduce_payload = self.all_gather_payload = self.flag_payload = 0
-        self.planned_payload = self.calls = 0
-        self.__post_init__()
-
-    def sent_bytes(self, world_size: int) -> float:
-        """Bytes this rank sent (ring model) for what was counted."""
-        return (all_reduce_bytes(self.all_reduce_payload, world_size)
-                + all_gather_bytes(self.all_gather_payload + self.flag_payload, world_size))
-
-    def to_dict(self, world_size: int) -> dict:
-        return {"all_reduce_payload": self.all_reduce_payload,
-                "all_gather_payload": self.all_gather_payload, "flag_payload": self.flag_payload,
-                "planned_payload": self.planned_payload,
-                "collectives": self.calls, "sent_bytes": self.sent_bytes(world_size),
-                "forms": dict(self.forms), "rows_sent": self.rows_sent,
-                "weights": [dict(w) for w in self.weights]}
-
 
 class RowSparseState:
     """The state of :func:`row_sparse_hook` (and of :func:`allreduce_hook`): group and counters.
@@ -153,6 +87,7 @@ class RowSparseState:
         self.counter = CommCounter()
         self._warned = False
         self._saw_meprop = False
+        self._dense_until_sparse: set[int] = set()  # ids of weights whose last probe said dense
         if module is not None:
             weights = [p for p in module.parameters() if _grad_layout.is_meprop_weight(p)]
             for weight in weights:
@@ -222,16 +157,59 @@ def row_sparse_hook(state, bucket):  # no annotations: DDP checks them literally
     world = dist.get_world_size(state.group)
     if not candidates or world == 1:
         return allreduce_hook(state, bucket)
-    masks = _exchange_rows(state, [params[i] for i in candidates], [views[i] for i in candidates])
-    plan = {i: _choose_form(mask, views[i]) for i, mask in zip(candidates, masks)}
-    _count_plan(state.counter, views, plan)
+    # A weight whose last exchange chose dense is all-reduced without exchanging rows (so a
+    # fallback costs exactly what DDP costs) until its averaged gradient shows a zero row.
+    skipped = [i for i in candidates if id(params[i]) in state._dense_until_sparse]
+    probed = [i for i in candidates if i not in skipped]
+    for i in skipped:
+        _pass_rows_on(state, params[i], views[i])
+    masks = _exchange_rows(state, [params[i] for i in probed], [views[i] for i in probed]) if probed else []
+    plan = {i: _choose_form(mask, views[i]) for i, mask in zip(probed, masks)}
+    _count_plan(state.counter, views, plan, skipped)
     for i, (form, mask) in plan.items():
         _hand_back_rows(params[i], mask.any(0))
-    return _send(state, buffer, views, plan, world)
+        if form == "dense":
+            state._dense_until_sparse.add(id(params[i]))
+    future = _send(state, buffer, views, plan, world)
+    if not skipped:
+        return future
+    watched = [(params[i], views[i]) for i in skipped]
+    return future.then(lambda fut: _watch_zero_rows(state, watched, fut.value()))
 
 
-def _count_plan(counter: CommCounter, views: list, plan: dict) -> None:
+def _pass_rows_on(state: RowSparseState, weight, grad) -> None:
+    """A weight all-reduced without a row exchange: the lazy optimizer gets this rank's rows
+    (it all-reduces them itself, as without the hook)."""
+    mask = _take_rows(weight)
+    if mask is not None:
+        if state.verify:
+            _verify_rows(weight, grad, mask)
+        _hand_back_rows(weight, mask)
+
+
+#: A weight left dense is probed again when at least this share of its averaged gradient's
+#: rows is zero (a touched row can have a zero gradient, so a few zero rows prove nothing).
+REPROBE_ZERO_ROWS = 0.25
+
+
+def _watch_zero_rows(state: RowSparseState, watched: list, buffer: torch.Tensor) -> torch.Tensor:
+    """After a dense all-reduce: a weight whose averaged gradient has enough zero rows is probed
+    again (the same decision on every rank: the averaged gradient is the same)."""
+    for weight, grad in watched:
+        zero_rows = int((~grad.ne(0).any(dim=1)).sum())
+        if zero_rows >= REPROBE_ZERO_ROWS * grad.shape[0]:
+            state._dense_until_sparse.discard(id(weight))
+    return buffer
+
+
+def _count_plan(counter: CommCounter, views: list, plan: dict, skipped: list) -> None:
     """What the plan sends, from the shapes and the row counts: forms, rows, planned payload."""
+    for i in skipped:
+        n = views[i].shape[0]
+        counter.forms["dense"] += 1
+        counter.rows_sent += n
+        counter.weights.append({"n": n, "m": views[i].numel() // max(n, 1), "form": "dense",
+                                "rows_max": n, "rows_union": n})
     for i, view in enumerate(views):
         form, mask = plan.get(i, ("dense", None))
         n = view.shape[0] if view.dim() else 1

@@ -75,12 +75,9 @@ def meprop_linear(
             A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
-        sync_selection: with ``mode="unified"``, agree on one column set across the ranks
-            of the default process group: the column sums of ``|dy|`` are all-reduced
-            before the top-k (:func:`meprop.selection.topk_unified_synchronized`; one
-            blocking all-reduce of ``out_features`` floats per backward). Distributed
-            training then equals one process on the ranks' concatenated batch, and each
-            weight gradient has the same k rows on every rank.
+        sync_selection: with ``mode="unified"``, one column set for the ranks of the default
+            process group (:func:`meprop.selection.topk_unified_synchronized`): DDP then
+            equals one process on the ranks' concatenated batch.
 
     Returns:
         ``(..., out_features)``, equal to ``F.linear(input, weight, bias)``.
@@ -93,12 +90,7 @@ def meprop_linear(
     check_choice(mode, "mode", MODES)
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     check_bool(sparse_grad, "sparse_grad")
-    check_bool(sync_selection, "sync_selection")
-    if sync_selection and mode != "unified":
-        raise ValueError(
-            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
-            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
-        )
+    _check_sync_selection(sync_selection, mode)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -131,6 +123,15 @@ def meprop_linear(
     return _MepropLinearFunction.apply(
         input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
     )
+
+
+def _check_sync_selection(sync_selection, mode: str) -> None:
+    check_bool(sync_selection, "sync_selection")
+    if sync_selection and mode != "unified":
+        raise ValueError(
+            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
+            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
+        )
 
 
 def _autocast_enabled(device_type: str) -> bool:

@@ -84,9 +84,11 @@ def train(spec: dict, rank: int, world: int) -> dict:
             ddp.register_comm_hook(state, md.allreduce_hook)
         opt = meprop.optim.Adam(ddp.parameters(), lr=1e-2, lazy=spec.get("lazy", False))
         out = {"touched": None}
-        for micro_batches in global_batches(spec["batch"] * world, spec.get("micro", 1)):
+        for step, micro_batches in enumerate(global_batches(spec["batch"] * world, spec.get("micro", 1))):
             opt.zero_grad()
             if state is not None:
+                if step:
+                    out[f"counter_step{step - 1}"] = state.counter.to_dict(world)
                 state.counter.reset()
             for index, (x, y) in enumerate(micro_batches):
                 shard = slice(rank * spec["batch"], (rank + 1) * spec["batch"])
@@ -101,7 +103,7 @@ def train(spec: dict, rank: int, world: int) -> dict:
     out["params"] = [p.detach().clone() for p in model.parameters()]
     out["warnings"] = [str(w.message) for w in caught]
     if state is not None:
-        out["counter"] = state.counter.to_dict(world)
+        out["counter"] = out[f"counter_step{STEPS - 1}"] = state.counter.to_dict(world)
     return out
 
 

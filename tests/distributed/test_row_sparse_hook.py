@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import meprop.distributed as md
-from ddp_scenarios import HIDDEN, IN, OUT, free_port, single_process, worker
+from ddp_scenarios import HIDDEN, IN, OUT, STEPS, free_port, single_process, worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -30,7 +30,8 @@ SCENARIOS = {
     "plain-accumulate": dict(_PER_EXAMPLE, lazy=True, micro=2),
     "hook-accumulate": dict(_PER_EXAMPLE, lazy=True, micro=2, hook="row"),
     "hook-sync-unified": dict(k=K, batch=4, mode="unified", sync=True, hook="row", lazy=True),
-    "hook-fallback": dict(k=HIDDEN - 1, batch=4, hook="row"),
+    "plain-fallback": dict(k=HIDDEN - 1, batch=4, lazy=True),
+    "hook-fallback": dict(k=HIDDEN - 1, batch=4, lazy=True, hook="row"),
     "plain-dense-model": dict(batch=BATCH),
     "hook-dense-model": dict(batch=BATCH, hook="row"),
     "hook-penalty-verify": dict(_PER_EXAMPLE, hook="row", verify=True, penalty=1e-3),
@@ -68,7 +69,7 @@ def _assert_equal_params(actual, expected):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("which", ["exact", "lazy", "accumulate", "dense-model"])
+@pytest.mark.parametrize("which", ["exact", "lazy", "accumulate", "fallback", "dense-model"])
 def test_hook_equals_plain_ddp(runs, which):
     hooked = _same_on_both_ranks(runs[f"hook-{which}"])
     _assert_equal_params(hooked, _same_on_both_ranks(runs[f"plain-{which}"]))
@@ -117,12 +118,14 @@ def test_per_example_byte_counts_match_the_touched_rows(runs):
 
 
 def test_falls_back_to_all_reduce_when_every_row_is_touched(runs):
-    counter = runs["hook-fallback"][0]["counter"]
-    assert counter["forms"] == {"dense": 2, "union": 0, "gather": 0}
-    assert counter["all_reduce_payload"] == 8 * PARAM_ELEMENTS and counter["all_gather_payload"] == 0
-    flags = 2 * HIDDEN
-    _payload_as_planned(counter)
-    assert counter["sent_bytes"] == md.all_reduce_bytes(8 * PARAM_ELEMENTS, WORLD) + flags
+    first, last = (runs["hook-fallback"][0][f"counter_step{s}"] for s in (0, STEPS - 1))
+    dense = md.all_reduce_bytes(8 * PARAM_ELEMENTS, WORLD)
+    for counter in (first, last):
+        assert counter["forms"] == {"dense": 2, "union": 0, "gather": 0}
+        assert counter["all_reduce_payload"] == 8 * PARAM_ELEMENTS and counter["all_gather_payload"] == 0
+        _payload_as_planned(counter)
+    assert first["sent_bytes"] == dense + 2 * HIDDEN  # the first step exchanges the row flags
+    assert last["sent_bytes"] == dense  # then plain all-reduce: never more than DDP
 
 
 def test_model_without_meprop_layers_warns_then_all_reduces(runs):

@@ -57,6 +57,20 @@ def test_projection_over_ranks_reproduces_the_measured_bytes_and_the_hand_count(
     assert table.loc[0, "2 ranks"] == all_reduce_bytes(PARAM_BYTES, 2) / measured
 
 
+def test_per_example_union_grows_as_fitted_from_the_measured_union():
+    record = _record(2)
+    record["case"]["mode"] = "per_example"
+    for weight in record["ddp"]["sides"]["meprop_hook"]["weights"]:
+        weight.update(rows_max=100, rows_union=150, form="gather")  # union 1.5x at 2 ranks
+    union4 = 100 * 1.5 ** 2  # 4 ranks: U * 4^log2(1.5)
+    rest = PARAM_BYTES - 4 * MEPROP_ELEMENTS
+    expected = all_reduce_bytes(rest, 4) + all_reduce_bytes(2 * N, 4)  # + the lazy row flags
+    for m in (M_IN, N):
+        expected += min(all_reduce_bytes(N * m * 4, 4), all_reduce_bytes(union4 * m * 4, 4),
+                        all_gather_bytes(100 * m * 4, 4)) + all_gather_bytes(N, 4)
+    assert abs(ddp.projected_hook_bytes(record, 4) - expected) < 1e-6 * expected
+
+
 def test_bandwidth_projection_is_bytes_over_link_speed():
     record = _record(2)
     table = ddp.bandwidth_projection([record])

@@ -10,12 +10,15 @@ loopback gloo is no network):
 - the byte saving as the number of ranks grows: dense sends ``2(W-1)/W`` x the model;
   the hook sends, per meProp weight, the cheapest of dense / union / gather
   (:func:`meprop.distributed.form_costs`) plus one flag byte per row and rank, with each
-  rank touching as many rows as measured and, for per-example selection, ranks touching
-  rows independently (union ``n·(1-(1-U/n)^W)``); synchronized unified ranks share their k rows.
+  rank touching as many rows as measured (``U``, the most one rank touched) and the ranks'
+  union growing as a power law fitted to the measured one: ``union(W) = min(n, U·W^a)``
+  with ``a = log(union_measured / U) / log(W_measured)`` (per-example ranks mostly touch the
+  same rows: the large-gradient units); synchronized unified ranks share their k rows (a = 0).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -96,7 +99,7 @@ def projected_hook_bytes(record: dict, world: int) -> float | None:
     synchronized = case["mode"] == "unified"
     for w in weights:
         n, per_rank = w["n"], min(w["rows_max"], w["n"])
-        union = per_rank if synchronized else n * (1 - (1 - per_rank / n) ** world)
+        union = min(n, per_rank * world ** _union_exponent(w, d["world_size"], synchronized))
         costs = md.form_costs(n, w["m"] * element, (per_rank, union), world)
         total += min(costs.values()) + md.all_gather_bytes(n, world)
     rows = sum(w["n"] for w in weights)
@@ -105,6 +108,14 @@ def projected_hook_bytes(record: dict, world: int) -> float | None:
     if case.get("optimizer") == "lazy":
         total += md.all_reduce_bytes(rows, world)
     return total
+
+
+def _union_exponent(weight: dict, measured_world: int, synchronized: bool) -> float:
+    """``a`` of ``union(W) = U·W^a``, from the union measured at ``measured_world`` ranks."""
+    per_rank, union = weight["rows_max"], weight["rows_union"]
+    if synchronized or measured_world < 2 or not per_rank or union <= per_rank:
+        return 0.0
+    return math.log(union / per_rank) / math.log(measured_world)
 
 
 def ranks_projection(records: list[dict]) -> pd.DataFrame:
@@ -142,8 +153,10 @@ def section(records, out_dir: Path) -> Section:
         "<p>bytes x 8 / link speed; latency and overlap with the backward are ignored.</p>"
         + table_html(tables["ddp_projection_bandwidth"], speedup_column=None)
         + "<h3>Projection (a model, not a measurement): fewer bytes than dense DDP as ranks grow</h3>"
-        "<p>Each rank touches as many rows as measured; per-example ranks touch rows "
-        "independently; synchronized unified ranks share their k rows.</p>"
+        "<p>Each rank touches as many rows as measured; the ranks' union of rows grows as a power "
+        "law fitted to the measured union (per-example ranks mostly touch the same rows); "
+        "synchronized unified ranks share their k rows. The row flags (one byte per row and rank) "
+        "grow with the ranks.</p>"
         + table_html(tables["ddp_projection_ranks"], speedup_column=None)
     )
     return Section("ddp", "Distributed data parallel", html, files)

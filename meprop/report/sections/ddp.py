@@ -39,9 +39,15 @@ _MB = 1e6
 
 
 def ddp_records(records) -> list[dict]:
-    """The ``ddp_step`` records that were measured (status ok, with their ``ddp`` object)."""
-    return [r for r in records if r.get("type") == "bench" and r.get("status") == "ok"
-            and (r.get("case") or {}).get("measurement") == "ddp_step" and isinstance(r.get("ddp"), dict)]
+    """The ``ddp_step`` records that were measured (status ok, with their ``ddp`` object); of a
+    case measured several times, the last one read (the latest run)."""
+    latest = {}
+    for r in records:
+        if (r.get("type") == "bench" and r.get("status") == "ok" and isinstance(r.get("ddp"), dict)
+                and (r.get("case") or {}).get("measurement") == "ddp_step"):
+            latest.pop(r.get("key"), None)
+            latest[r.get("key")] = r
+    return list(latest.values())
 
 
 def _label(case: dict) -> str:

@@ -83,6 +83,15 @@ def test_more_ranks_than_cores_is_allowed_with_a_note(monkeypatch):
     assert "4 ranks x 1 thread(s) on 2 CPU core(s)" in note
 
 
+def test_paired_ratio_of_rounds():
+    from meprop.bench.ddp import paired_ratio
+
+    out = paired_ratio([2.0, 3.0, 4.0, 6.0], [1.0, 1.5, 2.0, 3.0])
+    assert out["median"] == 2.0 and out["iqr"] == 0.0 and out["ci95"] == [2.0, 2.0] and out["n"] == 4
+    assert paired_ratio([], []) is None and paired_ratio([1.0], [1.0, 2.0]) is None
+    assert summarize(_fake_result(2), 2, 1)["ddp"]["hook_vs_allreduce_paired"]["median"] == 1.0
+
+
 def test_a_miscounted_payload_is_flagged():
     result = _fake_result(2)
     bad = dict(result["samples"]["meprop_hook"]["counters"][0], all_reduce_payload=396)

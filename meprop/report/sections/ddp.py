@@ -61,6 +61,13 @@ def _ms(side: dict) -> float | None:
     return None if timing.get("median_s") is None else 1e3 * timing["median_s"]
 
 
+def _interval(paired: dict | None) -> str:
+    if not paired or not paired.get("ci95"):
+        return ""
+    low, high = paired["ci95"]
+    return f"{paired['median']:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def measured_table(records: list[dict]) -> pd.DataFrame:
     rows = []
     for r in records:
@@ -70,6 +77,7 @@ def measured_table(records: list[dict]) -> pd.DataFrame:
             "ranks": d["world_size"], "case": _label(r["case"]),
             "dense ms": _ms(sides["dense"]), "meProp+all-reduce ms": _ms(sides["meprop_allreduce"]),
             "meProp+hook ms": _ms(hook), "hook vs all-reduce": d.get("hook_vs_allreduce_speedup"),
+            "paired 95% CI": _interval(d.get("hook_vs_allreduce_paired")),
             "dense MB/rank": sides["dense"]["sent_bytes_total"] / _MB,
             "hook MB/rank": hook["sent_bytes_total"] / _MB,
             "fewer bytes": (d.get("bytes_ratio") or {}).get("meprop_hook"),

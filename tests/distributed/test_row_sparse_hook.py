@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import meprop.distributed as md
-from ddp_scenarios import HIDDEN, IN, OUT, STEPS, free_port, single_process, worker
+from ddp_scenarios import HIDDEN, IN, OUT, STEPS, free_port, mlp, single_process, worker
 
 pytestmark = [
     pytest.mark.slow,
@@ -73,7 +73,8 @@ def _assert_equal_params(actual, expected):
 def test_hook_equals_plain_ddp(runs, which):
     hooked = _same_on_both_ranks(runs[f"hook-{which}"])
     _assert_equal_params(hooked, _same_on_both_ranks(runs[f"plain-{which}"]))
-    initial = single_process(dict(batch=BATCH), world=0)  # no step: the initial parameters
+    initial = [p.detach() for p in mlp().parameters()]
+    assert len(initial) == len(hooked) == 6
     assert all(not torch.equal(a, b) for a, b in zip(hooked, initial)), "every parameter trained"
 
 

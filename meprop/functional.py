@@ -38,9 +38,9 @@ import torch.nn.functional as F
 
 from meprop import kernels
 from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
-from meprop._impl.masked_backward import functorch_active, masked_linear_backward
+from meprop._impl.masked_backward import TransformFunction, functorch_active, masked_linear_backward
 from meprop.checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
-from meprop.selection import MODES, select
+from meprop.selection import MODES, select, topk_unified_synchronized
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
 
@@ -58,6 +58,7 @@ def meprop_linear(
     bias_grad: str = "sparse",
     sparse_grad: bool = False,
     generator: torch.Generator | None = None,
+    sync_selection: bool = False,
 ) -> torch.Tensor:
     """``F.linear(input, weight, bias)`` whose backward keeps k output-gradient entries per example.
 
@@ -80,6 +81,9 @@ def meprop_linear(
             optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
+        sync_selection: with ``mode="unified"``, one column set for the ranks of the default
+            process group (:func:`meprop.selection.topk_unified_synchronized`): DDP then
+            equals one process on the ranks' concatenated batch.
 
     Returns:
         ``(..., out_features)``, equal to ``F.linear(input, weight, bias)``.
@@ -88,20 +92,7 @@ def meprop_linear(
     the tied entries is kept; always exactly k). NaN/inf in the output gradient are
     kept first and propagate, as in ``nn.Linear``.
     """
-    k = check_k(k)
-    check_choice(mode, "mode", MODES)
-    check_choice(bias_grad, "bias_grad", BIAS_GRADS)
-    check_bool(sparse_grad, "sparse_grad")
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
-        if mode != "random":
-            raise ValueError(
-                f"generator is used only by mode='random' (per_example and unified selection "
-                f"are deterministic), got generator with mode={mode!r}"
-            )
+    k = _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
     check_linear_operands(input, weight, bias)
 
     device_type = input.device.type
@@ -114,7 +105,7 @@ def meprop_linear(
     else:
         check_same_dtype(input, weight, bias)
     if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
-        return _MepropLinearTransformFunction.apply(
+        return TransformFunction.apply(
             input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad
         )
     layout = choose_layout(weight, sparse_grad)
@@ -126,8 +117,37 @@ def meprop_linear(
         # the same two layouts as weight_grad_from_rows ("dense" or "row_sparse").
         return torch.ops.meprop.linear(input, weight, bias, k, bias_grad == "dense", layout == "row_sparse")
     return _MepropLinearFunction.apply(
-        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype
+        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
     )
+
+
+def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection) -> int:
+    """meprop_linear's keyword arguments checked (errors name the argument); returns k."""
+    k = check_k(k)
+    check_choice(mode, "mode", MODES)
+    check_choice(bias_grad, "bias_grad", BIAS_GRADS)
+    check_bool(sparse_grad, "sparse_grad")
+    _check_sync_selection(sync_selection, mode)
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
+            )
+        if mode != "random":
+            raise ValueError(
+                f"generator is used only by mode='random' (per_example and unified selection "
+                f"are deterministic), got generator with mode={mode!r}"
+            )
+    return k
+
+
+def _check_sync_selection(sync_selection, mode: str) -> None:
+    check_bool(sync_selection, "sync_selection")
+    if sync_selection and mode != "unified":
+        raise ValueError(
+            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
+            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
+        )
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -148,11 +168,12 @@ class _MepropLinearFunction(torch.autograd.Function):
     ``compute_dtype`` is autocast's dtype (None outside autocast). Twice differentiable:
     under ``create_graph=True`` (and on meta tensors) the backward runs
     :func:`meprop._impl.masked_backward.masked_linear_backward`, the same kept entries in
-    differentiable ops.
+    differentiable ops. ``sync_selection``: unified selection agreed across ranks.
     """
 
     @staticmethod
-    def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype):
+    def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype,
+                sync_selection=False):
         ctx.input_dtype = input.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.param = weight  # the gradient is emitted in its dtype; rows may be recorded on it
@@ -163,6 +184,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
         ctx.layout, ctx.generator = layout, generator
+        ctx.sync_selection = sync_selection
         with torch.autocast(input.device.type, enabled=False) if compute_dtype else nullcontext():
             return F.linear(input, weight, bias)
 
@@ -195,7 +217,7 @@ class _MepropLinearFunction(torch.autograd.Function):
             kernels.record_formulation("unified")
             grads = _unified_backward(
                 dy, x, weight, ctx.k, need_input, need_weight, need_bias, ctx.bias_grad,
-                ctx.param, ctx.layout,
+                ctx.param, ctx.layout, ctx.sync_selection,
             )
         elif kernels.supports(dy, x, weight):
             grads = _per_example_backward_kernel(
@@ -214,60 +236,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         if grad_weight is not None and ctx.layout != "row_sparse":  # dense layouts (no .layout: compile)
             grad_weight = grad_weight.to(ctx.param.dtype)
         grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
-
-
-class _MepropLinearTransformFunction(torch.autograd.Function):
-    """The same layer under torch.func transforms: forward without ctx, ``setup_context``,
-    and the differentiable, vmappable backward (:func:`meprop._impl.masked_backward.masked_linear_backward`).
-
-    Gradients come back dense, in the dtypes of the operands (``sparse_grad=True`` is
-    refused: transforms carry no COO gradients). Per-sample gradients (``vmap(grad(loss))``)
-    select the k entries of each sample's own output gradient.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad):
-        if sparse_grad:
-            raise ValueError(
-                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
-                "(they do not carry COO gradients); use sparse_grad=False there"
-            )
-        if compute_dtype is None:
-            return F.linear(input, weight, bias)
-        bias = None if bias is None else bias.to(compute_dtype)
-        with torch.autocast(input.device.type, enabled=False):
-            return F.linear(input.to(compute_dtype), weight.to(compute_dtype), bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, weight, bias, k, mode, bias_grad, generator, compute_dtype, _ = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.has_bias, ctx.bias_dtype = bias is not None, None if bias is None else bias.dtype
-        ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
-        ctx.generator, ctx.compute_dtype = generator, compute_dtype
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        dtype = ctx.compute_dtype or weight.dtype
-        n, m = weight.shape
-        batch = math.prod(input.shape[:-1])
-        dy = grad_output.to(dtype).reshape(batch, n)  # (N, n)
-        x = input.to(dtype).reshape(batch, m)  # (N, m)
-        needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
-        grad_input, grad_weight, grad_bias = masked_linear_backward(
-            dy, x, weight.to(dtype), ctx.k, ctx.mode, ctx.generator, needs, ctx.bias_grad
-        )
-        if grad_input is not None:
-            grad_input = grad_input.reshape(input.shape).to(input.dtype)
-        if grad_weight is not None:
-            grad_weight = grad_weight.to(weight.dtype)
-        if grad_bias is not None:
-            grad_bias = grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
 def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
@@ -279,14 +248,14 @@ def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
 
 
 def _unified_backward(
-    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout
+    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout, sync=False
 ):
     """One column set for the batch: two (N, k) GEMMs. dy: (N, n), x: (N, m), weight: (n, m)."""
     if not (need_input or need_weight or need_bias):
         return None, None, None
     n = weight.shape[0]
     # Sorted indices make the row-sparse weight gradient coalesced for free.
-    idx = select(dy, k, "unified").sort().values  # (k,)
+    idx = (topk_unified_synchronized(dy, k) if sync else select(dy, k, "unified")).sort().values  # (k,)
     dy_k = dy.index_select(1, idx)  # (N, k)
     grad_input = dy_k @ weight.index_select(0, idx) if need_input else None  # (N, m)
     grad_weight = None

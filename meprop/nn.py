@@ -47,6 +47,14 @@ class MepropLinear(nn.Linear):
     Twice differentiable (``create_graph=True``, gradient penalties) on every path, and
     usable under ``torch.func`` (grad, vmap, functional_call): see
     :func:`meprop.meprop_linear`.
+    ``sparse_grad=True`` forces a row-sparse (COO) weight gradient for other consumers
+    (SGD and Adagrad without weight decay, SparseAdam, or a dense ``.grad`` kept
+    allocated, into which autograd adds the touched rows in place).
+
+    ``sync_selection=True`` (with ``mode="unified"``): under DistributedDataParallel the
+    ranks agree on one column set per backward (column sums all-reduced before the top-k),
+    so training equals one process on the ranks' concatenated batch
+    (:func:`meprop.meprop_linear`; see :mod:`meprop.distributed`).
     """
 
     def __init__(
@@ -60,19 +68,23 @@ class MepropLinear(nn.Linear):
         mode: str = "per_example",
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
+        sync_selection: bool = False,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        self._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection)
         mark_meprop_weight(self.weight)
 
-    def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad) -> None:
+    def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad, sync_selection=False) -> None:
         self.k = resolve_k(k, k_ratio, self.out_features)
         self.k_ratio = k_ratio
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
         self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
+        self.sync_selection = check_bool(sync_selection, "sync_selection")
+        if self.sync_selection and self.mode != "unified":
+            raise ValueError(f"sync_selection=True applies to mode='unified', got mode={self.mode!r}")
 
     @classmethod
     def from_linear(
@@ -84,6 +96,7 @@ class MepropLinear(nn.Linear):
         mode: str = "per_example",
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
+        sync_selection: bool = False,
     ) -> "MepropLinear":
         """A MepropLinear that shares ``linear``'s weight and bias (the same Parameter objects)."""
         if not isinstance(linear, nn.Linear):
@@ -93,7 +106,7 @@ class MepropLinear(nn.Linear):
         module.in_features, module.out_features = linear.in_features, linear.out_features
         module.weight = linear.weight
         module.bias = linear.bias  # a Parameter, or None (registered as such)
-        module._configure(k, k_ratio, mode, bias_grad, sparse_grad)
+        module._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection)
         mark_meprop_weight(module.weight)
         module.train(linear.training)
         return module
@@ -105,11 +118,13 @@ class MepropLinear(nn.Linear):
         return meprop_linear(
             input, self.weight, self.bias, k=self.k, mode=self.mode,
             bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,
+            sync_selection=getattr(self, "sync_selection", False),
         )
 
     def extra_repr(self) -> str:
         ratio = "" if self.k_ratio is None else f", k_ratio={self.k_ratio}"
         sparse = ", sparse_grad=True" if self.sparse_grad else ""
+        sparse += ", sync_selection=True" if getattr(self, "sync_selection", False) else ""
         return (
             f"{super().extra_repr()}, k={self.k}{ratio}, mode={self.mode}, "
             f"bias_grad={self.bias_grad}{sparse}"
@@ -127,6 +142,7 @@ def convert(
     mode: str = "per_example",
     bias_grad: str = "sparse",
     sparse_grad: bool = False,
+    sync_selection: bool = False,
     skip: SkipSpec = None,
     keep_output_layer: bool = True,
     example_inputs=None,
@@ -137,7 +153,7 @@ def convert(
     Args:
         model: any module; ``model`` itself may be an ``nn.Linear``.
         k, k_ratio: exactly one; ``k`` must not exceed any converted layer's out_features.
-        mode, bias_grad, sparse_grad: passed to every :class:`MepropLinear`.
+        mode, bias_grad, sparse_grad, sync_selection: passed to every :class:`MepropLinear`.
         skip: qualified module names (as in ``model.named_modules()``) or a predicate
             ``(name, module) -> bool`` naming linear layers to leave dense.
         keep_output_layer: leave the output layer dense (the paper's setting). Without
@@ -191,6 +207,7 @@ def convert(
         try:
             replacement = MepropLinear.from_linear(
                 module, k=k, k_ratio=k_ratio, mode=mode, bias_grad=bias_grad, sparse_grad=sparse_grad,
+                sync_selection=sync_selection,
             )
         except ValueError as error:
             raise ValueError(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None

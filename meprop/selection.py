@@ -10,6 +10,9 @@ of the entries that are kept.
   the column sums of ``|dy|`` (the paper's GPU variant). Returns ``(k,)``.
 - :func:`random_per_example`: k uniformly random entries per row (the paper's
   ablation). Returns ``(N, k)``.
+- :func:`topk_unified_synchronized`: :func:`topk_unified` over the batches of all ranks
+  of the default process group (the column sums are all-reduced first), so that every
+  rank keeps the same k columns. Returns ``(k,)``.
 
 Tie-breaking: selection uses :func:`torch.topk`, which does not specify which of
 several equal magnitudes is kept; exactly k distinct indices are always returned.
@@ -25,6 +28,7 @@ __all__ = [
     "MODES",
     "topk_per_example",
     "topk_unified",
+    "topk_unified_synchronized",
     "column_abs_sum",
     "random_per_example",
     "select",
@@ -60,6 +64,20 @@ def column_abs_sum(dy: torch.Tensor) -> torch.Tensor:
 def topk_unified(dy: torch.Tensor, k: int) -> torch.Tensor:
     """Indices ``(k,)`` of the k columns of ``dy: (N, n)`` with the largest sum of ``|dy|``."""
     return column_abs_sum(dy).topk(k, sorted=False).indices
+
+
+def topk_unified_synchronized(dy: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`topk_unified` of the ranks' batches concatenated: the same ``(k,)`` on every rank.
+
+    Costs one blocking all-reduce of the ``(n,)`` column sums (float32 or wider) on the
+    default process group, inside the backward; without a group of several ranks it is
+    :func:`topk_unified`.
+    """
+    scores = column_abs_sum(dy)  # (n,)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(scores)
+    return scores.topk(k, sorted=False).indices
 
 
 def random_per_example(

@@ -13,7 +13,9 @@ layouts, chosen in the forward:
   (:func:`take_touched_rows`). Chosen instead of ``"row_sparse"`` for a lazy optimizer
   when a process group of more than one rank is initialised: DistributedDataParallel
   all-reduces dense gradients only, and the lazy optimizer all-reduces the recorded
-  rows so that every rank updates the same rows.
+  rows so that every rank updates the same rows. Also chosen, under such a process
+  group, for a weight whose touched rows a DDP communication hook asked for
+  (:func:`request_touched_rows`, :mod:`meprop.distributed`), whatever the optimizer.
 
 The protocol between layers and optimizers lives here, in process-local registries, and
 never on the model: nothing is set on a Parameter, so nothing travels in a pickled model.
@@ -42,6 +44,8 @@ __all__ = [
     "is_meprop_weight",
     "request_row_sparse",
     "withdraw_row_sparse",
+    "request_touched_rows",
+    "withdraw_touched_rows",
     "wants_row_sparse_grad",
     "choose_layout",
     "weight_grad_from_rows",
@@ -60,6 +64,9 @@ _meprop_weights: dict[int, weakref.ref] = {}
 # the owner holds its parameters, so their ids stay valid while its entry lives
 _requests: dict[weakref.ref, frozenset[int]] = {}
 _wanted: set[int] = set()  # the union of _requests' values (read in every forward)
+# the same for owners (DDP communication hooks' states) that asked for touched rows
+_row_requests: dict[weakref.ref, frozenset[int]] = {}
+_tracked: set[int] = set()
 _touched: dict[int, torch.Tensor] = {}  # id(weight) -> bool (n,) rows touched since the last take
 
 
@@ -98,12 +105,34 @@ def withdraw_row_sparse(owner: object) -> None:
         _drop_request(ref)
 
 
+def request_touched_rows(owner: object, params) -> None:
+    """``owner`` (a DDP communication hook's state) asks meProp layers to record the touched rows
+    of ``params`` under a multi-rank process group (dense gradient + rows), adding to its earlier
+    request. The request lives as long as ``owner`` does."""
+    previous = frozenset()
+    for ref in [ref for ref in _row_requests if ref() is owner]:
+        previous |= _row_requests.pop(ref)
+    ids = previous | frozenset(id(p) for p in params)
+    if ids:
+        _row_requests[weakref.ref(owner, _drop_request)] = ids
+        _tracked.update(ids)
+
+
+def withdraw_touched_rows(owner: object) -> None:
+    """Forget ``owner``'s touched-row request."""
+    for ref in [ref for ref in _row_requests if ref() is owner]:
+        _drop_request(ref)
+
+
 def _drop_request(ref: weakref.ref) -> None:
-    ids = _requests.pop(ref, frozenset())
+    ids = _requests.pop(ref, frozenset()) | _row_requests.pop(ref, frozenset())
     _wanted.clear()
     for other in _requests.values():
         _wanted.update(other)
-    for key in ids - _wanted:
+    _tracked.clear()
+    for other in _row_requests.values():
+        _tracked.update(other)
+    for key in ids - _wanted - _tracked:
         _touched.pop(key, None)
 
 
@@ -123,7 +152,7 @@ def distributed_world_size() -> int:
 def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     """The layout of ``weight``'s gradient for one forward: see the module docstring."""
     if not sparse_grad and not wants_row_sparse_grad(weight):
-        return "dense"
+        return "dense_tracked" if id(weight) in _tracked and distributed_world_size() > 1 else "dense"
     if not sparse_grad and distributed_world_size() > 1:
         return "dense_tracked"
     sparse_grad_ops.register()  # clip_grad_norm_ & co. will meet this COO gradient

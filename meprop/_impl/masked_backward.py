@@ -19,11 +19,14 @@ three paths, never on a fast one.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from meprop.selection import select
 
-__all__ = ["masked_linear_backward", "functorch_active"]
+__all__ = ["masked_linear_backward", "functorch_active", "TransformFunction"]
 
 
 def functorch_active() -> bool:
@@ -64,3 +67,56 @@ def masked_linear_backward(
     if need_bias:
         grad_bias = (dy if bias_grad == "dense" else kept).sum(0)  # (n,)
     return grad_input, grad_weight, grad_bias
+
+
+class TransformFunction(torch.autograd.Function):
+    """meprop_linear under torch.func transforms: forward without ctx, ``setup_context``,
+    and the differentiable, vmappable backward (:func:`masked_linear_backward`).
+
+    Gradients come back dense, in the dtypes of the operands (``sparse_grad=True`` is
+    refused: transforms carry no COO gradients). Per-sample gradients (``vmap(grad(loss))``)
+    select the k entries of each sample's own output gradient.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad):
+        if sparse_grad:
+            raise ValueError(
+                "meprop_linear: sparse_grad=True cannot be used under torch.func transforms "
+                "(they do not carry COO gradients); use sparse_grad=False there"
+            )
+        if compute_dtype is None:
+            return F.linear(input, weight, bias)
+        bias = None if bias is None else bias.to(compute_dtype)
+        with torch.autocast(input.device.type, enabled=False):
+            return F.linear(input.to(compute_dtype), weight.to(compute_dtype), bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, k, mode, bias_grad, generator, compute_dtype, _ = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.has_bias, ctx.bias_dtype = bias is not None, None if bias is None else bias.dtype
+        ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
+        ctx.generator, ctx.compute_dtype = generator, compute_dtype
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        dtype = ctx.compute_dtype or weight.dtype
+        n, m = weight.shape
+        batch = math.prod(input.shape[:-1])
+        dy = grad_output.to(dtype).reshape(batch, n)  # (N, n)
+        x = input.to(dtype).reshape(batch, m)  # (N, m)
+        needs = ctx.needs_input_grad[:2] + (ctx.needs_input_grad[2] and ctx.has_bias,)
+        grad_input, grad_weight, grad_bias = masked_linear_backward(
+            dy, x, weight.to(dtype), ctx.k, ctx.mode, ctx.generator, needs, ctx.bias_grad
+        )
+        if grad_input is not None:
+            grad_input = grad_input.reshape(input.shape).to(input.dtype)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        if grad_bias is not None:
+            grad_bias = grad_bias.to(ctx.bias_dtype)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None

@@ -30,17 +30,20 @@ def test_smoke_profile_end_to_end(tmp_path, capsys):
     assert env["profile"] == "smoke" and env["threads"] == 1
     assert "grads preallocated" in env["allocator"]
     bench = [r for r in records if r["type"] == "bench"]
-    assert len(bench) == len(profile_cases("smoke")) == 15 and all(r["status"] == "ok" for r in bench)
+    assert len(bench) == len(profile_cases("smoke")) == 16 and all(r["status"] == "ok" for r in bench)
     assert all(r["dense"]["n_samples"] >= 3 and r["meprop"]["median_s"] > 0 for r in bench)
-    assert all(r["peak_memory"]["kind"] == "cpu_rss_delta" for r in bench)
+    ddp = [r for r in bench if r["case"]["measurement"] == "ddp_step"]
+    assert len(ddp) == 1 and all(side["payload_ok"] for side in ddp[0]["ddp"]["sides"].values())
+    assert ddp[0]["peak_memory"] is None  # its processes are not this one
+    assert all(r["peak_memory"]["kind"] == "cpu_rss_delta" for r in bench if r not in ddp)
     assert all(r["wall_s"] > 0 for r in bench)
     df = results_frame(out)
     assert set(df["measurement"]) == {"forward", "linear_backward", "overall_backward",
-                                      "train_step"}
+                                      "train_step", "ddp_step"}
     assert (df["speedup"] > 0).all()
     assert env["malloc_policy"] == "no-page-faults"
     assert {r["case"]["workload"] for r in bench} == {"linear", "mlp", "lstm", "transformer"}
-    assert "15 measured" in capsys.readouterr().out
+    assert "16 measured" in capsys.readouterr().out
 
 
 def test_refuses_to_overwrite_then_resumes(tmp_path, capsys):

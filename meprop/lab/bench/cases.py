@@ -84,6 +84,7 @@ class Case:
     optimizer: str = CASE_FIELD_DEFAULTS["optimizer"]
     model: str | None = None
     adam: str = CASE_FIELD_DEFAULTS["adam"]
+    world_size: int = CASE_FIELD_DEFAULTS["world_size"]
 
     def __post_init__(self) -> None:
         spec = workload_spec(self.workload)
@@ -113,6 +114,11 @@ class Case:
             object.__setattr__(self, "layers", 1)
         check_positive_int(self.layers, "layers")
         check_positive_int(self.classes, "classes")
+        check_positive_int(self.world_size, "world_size")
+        if (self.measurement == "ddp_step") != (self.world_size > 1):
+            raise ValueError(f"world_size > 1 goes with measurement 'ddp_step' (and 'ddp_step' needs "
+                             f"world_size > 1), got measurement={self.measurement!r}, "
+                             f"world_size={self.world_size}")
 
     @property
     def out_features(self) -> int:
@@ -140,6 +146,7 @@ class Case:
             f"{self.device}/{self.dtype}/t{threads}"
             + ("/opt-exact" if self.optimizer == "exact" else "")  # lazy keeps the older keys
             + ("/adam-fused" if self.adam == "fused" else "")
+            + (f"/w{self.world_size}" if self.world_size > 1 else "")
         )
 
     def resolved(self, threads: int) -> "Case":
@@ -174,8 +181,11 @@ def grid(
     layers: int = 2,
     in_features: int | None = None,
     model: str | None = None,
+    world_size: Iterable[int] = (2,),
 ) -> list[Case]:
     """The Cartesian product of the given axes as cases (the CLI's custom grid).
+
+    ``world_size`` applies to ``ddp_step`` cases only (the others run in one process).
 
     Give ``k_ratio`` (resolved per hidden size to ``max(1, round(ratio * hidden))``)
     or ``k`` (absolute), or both; with neither, k ratio 0.1. Absolute k larger than a
@@ -194,9 +204,10 @@ def grid(
         n = check_positive_int(n, "hidden")
         width = workload_spec(w).k_width(n)  # the LSTM's k counts among its 4n gate entries
         kvals = [resolve_k(None, r, width) for r in ratios] + [resolve_k(v, None, width) for v in ks]
-        for kv in kvals:
+        worlds = world_size if meas == "ddp_step" else (1,)
+        for kv, world in itertools.product(kvals, worlds):
             case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers,
-                        model=model if workload_spec(w).needs_model_spec else None)
+                        model=model if workload_spec(w).needs_model_spec else None, world_size=world)
             if case.key not in seen:
                 seen.add(case.key)
                 cases.append(case)

@@ -9,7 +9,8 @@ Which cases:
   defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
   With ``--profile`` they *filter* that profile's cases.
 - ``--device``, ``--threads`` and ``--dtype`` *replace* those fields in every case (run
-  the quick profile on cuda, or single-threaded).
+  the quick profile on cuda, or single-threaded); ``--world-size`` gives each ``ddp_step``
+  case one case per number of processes (default 2; ``--threads``: per process, default 1).
 
 Results are never lost: an existing results file is only added to with ``--resume``,
 which skips the cases already recorded and appends the rest as a new run.
@@ -104,6 +105,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"torch's Adam on both sides of train_step cases: default (the "
                              f"constructor's defaults), fused (fused=True: the fastest torch Adam, "
                              f"the strongest dense baseline) {lists}")
+    parser.add_argument("--world-size", type=_list_of(int, "--world-size"), action=_Extend,
+                        help=f"processes of each ddp_step case (gloo on 127.0.0.1, started by the "
+                             f"suite; default 2) {lists}")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for every case (default: the profile's, else torch's)")
     parser.add_argument("--out", default=None,
@@ -150,6 +154,10 @@ def _check_args(args: argparse.Namespace) -> None:
                 raise ValueError(f"--{name} must be positive integers, got {value}")
     for value in args.k or ():
         check_k(value, "--k")
+    for value in getattr(args, "world_size", None) or ():
+        if value < 2:
+            raise ValueError(f"--world-size must be integers >= 2 (ddp_step runs that many "
+                             f"processes), got {value}")
     for value in args.k_ratio or ():
         check_k_ratio(value, "--k-ratio")
     check_threads(args.threads, "--threads")
@@ -181,6 +189,7 @@ def select_cases(args: argparse.Namespace):
             measurement=args.measurement or ("linear_backward",),
             hidden=args.hidden or (1024,), k_ratio=args.k_ratio, k=args.k,
             batch=args.batch or (64,), mode=args.mode or ("unified",),
+            world_size=getattr(args, "world_size", None) or (2,),
         )
     else:
         profile = PROFILES[args.profile or _DEFAULT_PROFILE]
@@ -219,8 +228,13 @@ def _replace_fields(cases, args: argparse.Namespace) -> list:
         step = case.measurement == "train_step"
         optimizers = (args.optimizer or (case.optimizer,)) if step else (case.optimizer,)
         adams = (args.adam or (case.adam,)) if step else (case.adam,)
-        for device, optimizer, adam in itertools.product(args.device or (case.device,), optimizers, adams):
-            changes = {"device": device, "optimizer": optimizer, "adam": adam}
+        ddp = case.world_size > 1
+        if ddp:
+            optimizers = args.optimizer or (case.optimizer,)
+        worlds = (getattr(args, "world_size", None) or (case.world_size,)) if ddp else (1,)
+        for device, optimizer, adam, world in itertools.product(
+                args.device or (case.device,), optimizers, adams, worlds):
+            changes = {"device": device, "optimizer": optimizer, "adam": adam, "world_size": world}
             if args.threads is not None:
                 changes["threads"] = args.threads
             if args.dtype is not None:

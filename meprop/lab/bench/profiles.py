@@ -3,7 +3,7 @@
 - ``smoke``: a handful of tiny cases, seconds in all (CI runs it end to end).
 - ``quick``: the default job (a few minutes on 2 CPU cores): hidden {500, 1024, 4096},
   k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu; and the training step of every
-  workload (MLP, linear, the POS LSTM, a transformer block).
+  workload (MLP, linear, the POS LSTM, a transformer block); the MLP's step under DDP.
 - ``paper``: the paper's shapes (h=500, k 5/10/20/80, batch 1/10/50; Table 7's
   h=8192, batch 1024, k 8..512; Table 8's MLP h=8192), the MNIST training step and the
   POS LSTM (Tables 1-2).
@@ -59,6 +59,7 @@ def _smoke() -> list[Case]:
     ]
     cases += [Case("lstm", m, hidden=16, k=8, batch=1, threads=1, mode="per_example", in_features=8)
               for m in ("linear_backward", "train_step")]
+    cases += [Case("mlp", "ddp_step", k=4, mode="per_example", in_features=16, world_size=2, **tiny)]
     cases += [Case("transformer", m, hidden=64, k=4, batch=1, threads=1, mode=md)
               for m, md in (("overall_backward", "per_example"), ("train_step", "unified"))]
     return cases
@@ -81,6 +82,9 @@ def _quick() -> list[Case]:
                   hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
     cases += grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.04,),
                   hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified",))
+    # the MLP's step under DDP on 2 local processes (1 thread each), both selection modes
+    cases += grid(workload=("mlp",), measurement=("ddp_step",), k_ratio=(0.04,), hidden=(1024,),
+                  batch=(64,), mode=("unified", "per_example"), threads=1, world_size=(2,))
     return cases + _quick_training_steps()
 
 

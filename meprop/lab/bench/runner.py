@@ -58,6 +58,7 @@ def case_record(
     formulations: dict | None = None,
     optimizers: dict | None = None,
     phases: dict | None = None,
+    ddp: dict | None = None,
 ) -> dict:
     """The ``bench`` record of a resolved ``case`` (:func:`meprop.lab.results.schema.bench_record`).
 
@@ -71,7 +72,7 @@ def case_record(
         dense=None if dense is None else dense.to_dict(),
         meprop=None if meprop is None else meprop.to_dict(),
         peak_memory=peak_memory, wall_s=wall_s, noisy=noisy, formulations=formulations,
-        optimizers=optimizers, phases=phases,
+        optimizers=optimizers, phases=phases, ddp=ddp,
     )
 
 
@@ -157,6 +158,10 @@ def _free(case: Case) -> None:
 
 def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True) -> dict:
     """Measure one resolved case; returns the fields of its bench record (no run id)."""
+    if case.world_size > 1:  # its own processes: meprop.lab.bench.ddp
+        from meprop.lab.bench.ddp import run_ddp_case
+
+        return run_ddp_case(case, options)
     try:
         with num_threads(case.threads):
             dense_fn = build(case, "dense")

@@ -157,6 +157,9 @@ def build(case, variant: str) -> Callable[[], None]:
     """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if case.world_size > 1:
+        raise Unsupported(f"ddp_step runs on {case.world_size} processes of its own "
+                          f"(meprop.lab.bench.ddp.run_ddp_case), not as one callable")
     _check_supported(case)
     return workload(case.workload).build(case, variant)
 

@@ -27,7 +27,7 @@ from meprop.lab.report.diagnose import input_problems, latest_per_case, problems
 from meprop.lab.report.frames import bench_frame, env_frame, train_frame
 from meprop.lab.report.html import render_page
 from meprop.lab.report.ingest import LoadedResults, load_results
-from meprop.lab.report.sections import Section, bench, paper
+from meprop.lab.report.sections import Section, bench, ddp, paper
 from meprop.lab.report.sections import targets as targets_section
 from meprop.lab.results.store import ResultsError
 
@@ -124,6 +124,7 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
         bench.tables(frame, out_dir),
         bench.figures(frame, out_dir, EMBED_BUDGET),
         paper.section(frame, out_dir),
+        ddp.section(loaded.records, out_dir),
         bench.memory(frame, out_dir),
         _accuracy(train_frame(loaded.records), out_dir, problems),
     ]

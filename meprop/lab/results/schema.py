@@ -65,18 +65,21 @@ REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train":
 #: The ``case`` object of a ``bench`` record.
 CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
                "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer", "model",
-               "adam")
+               "adam", "world_size")
 #: What a ``case`` lacking one of these fields ran: they were added after the format's first
-#: version (the meProp side's optimizer mode; torch's Adam implementation on both sides).
-CASE_FIELD_DEFAULTS = {"optimizer": "lazy", "adam": "default"}
+#: version (the meProp side's optimizer mode; torch's Adam implementation on both sides;
+#: the number of processes, 1 except for ``ddp_step``).
+CASE_FIELD_DEFAULTS = {"optimizer": "lazy", "adam": "default", "world_size": 1}
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
-#: the whole ``loss.backward()``; forward + backward + optimizer step.
-MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
+#: the whole ``loss.backward()``; forward + backward + optimizer step; that step under
+#: DistributedDataParallel on ``world_size`` local processes (:mod:`meprop.lab.bench.ddp`).
+MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step", "ddp_step")
 MEASUREMENT_TITLES = {
     "forward": "Forward",
     "linear_backward": "Linear-only backprop",
     "overall_backward": "Overall backprop",
     "train_step": "Training step",
+    "ddp_step": "DDP training step",
 }
 #: The statistics of a timing object (``dense`` / ``meprop``), seconds per call.
 STAT_FIELDS = ("median_s", "iqr_s", "n_samples", "min_s", "mean_s")
@@ -86,7 +89,7 @@ ABOVE_IDEAL_NOTE = "above the ideal n/k: the dense baseline is broken (e.g. page
 #: A timing whose IQR / median exceeds this is flagged ``noisy``.
 NOISE_THRESHOLD = 0.10
 
-_INT_CASE_FIELDS = ("hidden", "in_features", "layers", "classes", "k", "batch", "threads")
+_INT_CASE_FIELDS = ("hidden", "in_features", "layers", "classes", "k", "batch", "threads", "world_size")
 _STR_CASE_FIELDS = ("workload", "measurement", "device", "dtype", "mode", "optimizer", "model", "adam")
 _NUMBER_FIELDS = ("speedup", "ideal", "efficiency", "wall_s")
 
@@ -161,7 +164,8 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
                  meprop: dict | None = None, status: str = "ok", reason: str | None = None,
                  peak_memory: dict | None = None, wall_s: float | None = None,
                  noisy: bool | None = None, formulations: dict | None = None,
-                 optimizers: dict | None = None, phases: dict | None = None) -> dict:
+                 optimizers: dict | None = None, phases: dict | None = None,
+                 ddp: dict | None = None) -> dict:
     """A ``bench`` record; speedup, ideal and efficiency are derived here from the timings.
 
     ``case`` is the case object (:data:`CASE_FIELDS`), ``dense`` / ``meprop`` timing
@@ -171,6 +175,8 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
     Training steps also carry ``optimizers`` (``{"dense": name, "meprop": name}``) and
     ``phases`` (``{"dense"|"meprop": {"forward_s", "backward_s", "optimizer_s"}}``, medians of
     separately probed steps), from which ``amdahl_limit`` is derived (:func:`amdahl_limit_of`).
+    ``ddp_step`` records also carry ``ddp``: the three sides' timings and bytes sent per rank
+    (:mod:`meprop.lab.bench.ddp`; docs/results_schema.md).
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
@@ -188,6 +194,7 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
         **({"optimizers": optimizers} if optimizers is not None else {}),
         **({"phases": phases, "amdahl_limit": amdahl_limit_of(dense, phases)}
            if phases is not None else {}),
+        **({"ddp": ddp} if ddp is not None else {}),
     }
 
 

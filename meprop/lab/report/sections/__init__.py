@@ -5,6 +5,7 @@
 - :mod:`~meprop.lab.report.sections.targets`: the performance targets vs achieved;
 - :mod:`~meprop.lab.report.sections.paper`: our rows beside the paper's Tables 1, 2, 7, 8;
 - :mod:`~meprop.lab.report.sections.accuracy`: training runs beside the paper's accuracies.
+- :mod:`~meprop.lab.report.sections.ddp`: DDP steps, bytes per rank, and their projections.
 
 Each section function returns a :class:`Section`: its HTML and the files it wrote
 (tables, figures), which the page lists. This module imports none of them.

@@ -122,7 +122,7 @@ def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     """The layout of ``weight``'s gradient for one forward: see the module docstring."""
     if sparse_grad:
         return "row_sparse"
-    if not wants_row_sparse_grad(weight):
+    if id(weight) not in _wanted:  # wants_row_sparse_grad, inlined: this runs in every forward
         return "dense"
     return "dense_tracked" if distributed_world_size() > 1 else "row_sparse"
 

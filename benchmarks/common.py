@@ -1,8 +1,8 @@
-"""Shared plumbing of the asv suite: the parameter grid and a thin layer over meprop.bench.
+"""Shared plumbing of the asv suite: the parameter grid and a thin layer over meprop.lab.bench.
 
-The suite measures what ``meprop bench`` measures (DESIGN.md, "What the numbers mean"),
-with the same code: :func:`meprop.bench.workloads.build` makes the operation and
-:func:`meprop.bench.timer.time_pair` times dense and meProp interleaved in one process.
+The suite measures what ``meprop bench`` measures (docs/design.md, "What the numbers mean"),
+with the same code: :func:`meprop.lab.bench.workloads.build` makes the operation and
+:func:`meprop.lab.bench.timer.time_pair` times dense and meProp interleaved in one process.
 asv_runner >= 0.3 re-runs ``setup`` before every timed call, so the suite does not use
 asv's own ``time_`` benchmarks; each class measures its whole grid once in
 ``setup_cache`` and reports ``track_`` values (seconds, and meProp's time relative to
@@ -27,14 +27,31 @@ prefixes (``time_``, ``track_``, ``mem_``, ``peakmem_``) so discovery ignores th
 from __future__ import annotations
 
 import abc
+import importlib
+import importlib.util
 import itertools
 import os
 
-from meprop._checks import check_k_ratio, resolve_k
-from meprop.bench import cases as _cases
-from meprop.bench import timer as _timer
-from meprop.bench import workloads as _workloads
 from meprop.selection import MODES
+
+
+def _first_module(*names: str):
+    """The first of ``names`` that imports: asv installs older commits, whose modules had other paths."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise ModuleNotFoundError(f"none of {names} can be imported")
+
+
+#: ``meprop.lab.bench`` since the library/lab split; ``meprop.bench`` on earlier commits
+_ENGINE = "meprop.lab.bench" if importlib.util.find_spec("meprop.lab") else "meprop.bench"
+_checks = _first_module("meprop.checks", "meprop._checks")
+check_k_ratio = _checks.check_k_ratio
+_cases = importlib.import_module(f"{_ENGINE}.cases")
+_timer = importlib.import_module(f"{_ENGINE}.timer")
+_workloads = importlib.import_module(f"{_ENGINE}.workloads")
 
 __all__ = [
     "GRIDS",
@@ -160,10 +177,11 @@ def make_case(workload: str, measurement: str, hidden: int, k_ratio: float, batc
     width being hidden, or the LSTM's 4 * hidden gate entries). ``fields``: further Case
     fields (a suite's ``case_fields``); NotImplementedError (asv: n/a) on a commit whose
     Case lacks one."""
-    k = resolve_k(None, k_ratio, 4 * hidden if workload == "lstm" else hidden)
     try:
-        return _cases.Case(workload, measurement, hidden, k, batch, device=device, mode=mode,
-                           threads=THREADS, **fields)
+        (case,) = _cases.grid(workload=(workload,), measurement=(measurement,), hidden=(hidden,),
+                              k_ratio=(k_ratio,), batch=(batch,), device=(device,), mode=(mode,),
+                              threads=THREADS)  # grid() resolves k against the workload's width
+        return case.replace(**fields) if fields else case
     except TypeError as exc:  # an older commit: its Case has no such field
         raise NotImplementedError(f"this commit's cases have no field among {sorted(fields)}: {exc}") from exc
 
@@ -184,7 +202,7 @@ def check_possible(case: _cases.Case) -> None:
 def _measure(case: _cases.Case) -> dict:
     """Dense and meProp timed interleaved: a dict of floats, or ``{"skipped": reason}``.
 
-    Uses the engine's per-case step (:func:`meprop.bench.runner.run_case`), so a case is
+    Uses the engine's per-case step (:func:`meprop.lab.bench.runner.run_case`), so a case is
     built, timed, skipped (no CUDA, too large, out of memory) and freed exactly as
     ``meprop bench`` does it. Imported here: the suite still imports on a commit without it.
     """
@@ -192,7 +210,7 @@ def _measure(case: _cases.Case) -> dict:
         check_possible(case)
     except NotImplementedError as exc:
         return {"skipped": str(exc)}
-    from meprop.bench import runner
+    runner = importlib.import_module(f"{_ENGINE}.runner")
 
     _fair_allocator()
     fields = runner.run_case(case, runner.TimingOptions(budget_s=BUDGET_S), measure_memory=False)
@@ -213,16 +231,16 @@ def _measure(case: _cases.Case) -> dict:
 def _fair_allocator() -> None:
     """The suite's default allocator setting (``meprop bench --malloc``), where the commit has it."""
     try:
-        from meprop.bench.allocator import apply
+        from meprop.lab.bench.allocator import apply
     except ImportError:  # a commit before the setting existed
         return
     apply()
 
 
 def release_large_blocks() -> None:
-    """The memory probes' allocator setting (:func:`meprop.bench.allocator.release_large_blocks`)."""
+    """The memory probes' allocator setting (:func:`meprop.lab.bench.allocator.release_large_blocks`)."""
     try:
-        from meprop.bench.allocator import release_large_blocks as release
+        from meprop.lab.bench.allocator import release_large_blocks as release
     except ImportError:  # a commit before the setting existed
         return
     release()
@@ -257,10 +275,10 @@ def build_pair(case: _cases.Case) -> dict:
 def peak_bytes(fn, case: _cases.Case) -> int:
     """Extra bytes one ``fn()`` needs beyond what is allocated before it (after a warm-up call).
 
-    The engine's :func:`meprop.bench.runner.peak_memory` (imported here, so a commit
+    The engine's :func:`meprop.lab.bench.runner.peak_memory` (imported here, so a commit
     without it fails only this measurement).
     """
-    from meprop.bench.runner import peak_memory
+    peak_memory = importlib.import_module(f"{_ENGINE}.runner").peak_memory
 
     with _timer.num_threads(case.threads):
         fn()  # warm-up: lazily created buffers are not part of the steady state

@@ -5,7 +5,6 @@ backward pass, keep only the top-k entries of each linear layer's output gradien
 ``convert(model)`` applies it to the hidden layers of an existing model.
 """
 
-from meprop import _sparse_grad_ops  # noqa: F401  (registers sparse-gradient kernels)
 from meprop import optim
 from meprop.functional import meprop_linear
 from meprop.lstm import MepropLSTM

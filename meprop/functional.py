@@ -13,7 +13,7 @@ grad_weight and grad_bias are computed from those entries alone, at O(k) cost:
   ``grad_weight`` is the transposed bag: for each touched output row j, the sum of
   ``vals[b, j] * x[b]`` over the examples that kept j.
 
-The weight gradient's layout is chosen in the forward (:mod:`meprop._grad_layout`):
+The weight gradient's layout is chosen in the forward (:mod:`meprop._impl.grad_layout`):
 dense ``(n, m)``, zero outside the touched rows (the default; works with every
 optimizer), or a row-sparse COO tensor of the ``(U, m)`` touched rows, when the layer
 asks for it (``sparse_grad=True``) or a lazy :mod:`meprop.optim` optimizer updates the
@@ -21,7 +21,7 @@ weight. Under ``torch.autocast`` the Function casts its operands itself and retu
 each gradient in its parameter's own dtype and layout.
 
 Double backward (``create_graph=True``, gradient penalties), torch.func transforms (grad,
-vmap, functional_call) and meta tensors run :mod:`meprop._masked_backward`: the same kept
+vmap, functional_call) and meta tensors run :mod:`meprop._impl.masked_backward`: the same kept
 entries in differentiable, vmappable dense ops (``(dy * mask) @ W``), at nn.Linear's cost.
 
 :func:`masked_dense_linear_backward` is the plain reference (mask ``dy``, run the
@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from meprop import kernels
-from meprop._grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
-from meprop._masked_backward import functorch_active, masked_linear_backward
-from meprop._checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
+from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
+from meprop._impl.masked_backward import functorch_active, masked_linear_backward
+from meprop.checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
 from meprop.selection import MODES, select
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
@@ -144,10 +144,10 @@ def _autocast_enabled(device_type: str) -> bool:
 class _MepropLinearFunction(torch.autograd.Function):
     """Forward ``F.linear``; backward from k kept entries per example.
 
-    ``layout`` is the weight gradient's layout (:mod:`meprop._grad_layout`);
+    ``layout`` is the weight gradient's layout (:mod:`meprop._impl.grad_layout`);
     ``compute_dtype`` is autocast's dtype (None outside autocast). Twice differentiable:
     under ``create_graph=True`` (and on meta tensors) the backward runs
-    :func:`meprop._masked_backward.masked_linear_backward`, the same kept entries in
+    :func:`meprop._impl.masked_backward.masked_linear_backward`, the same kept entries in
     differentiable ops.
     """
 
@@ -219,7 +219,7 @@ class _MepropLinearFunction(torch.autograd.Function):
 
 class _MepropLinearTransformFunction(torch.autograd.Function):
     """The same layer under torch.func transforms: forward without ctx, ``setup_context``,
-    and the differentiable, vmappable backward (:func:`meprop._masked_backward.masked_linear_backward`).
+    and the differentiable, vmappable backward (:func:`meprop._impl.masked_backward.masked_linear_backward`).
 
     Gradients come back dense, in the dtypes of the operands (``sparse_grad=True`` is
     refused: transforms carry no COO gradients). Per-sample gradients (``vmap(grad(loss))``)
@@ -358,7 +358,7 @@ def _per_example_backward_kernel(
     formulation (row gathers or masked dense GEMMs) from the shape and records it
     (:func:`meprop.kernels.last_formulation`). For the plain dense layout it writes the
     touched rows straight into an ``(n, m)`` zero tensor; otherwise it returns the
-    ``(U, m)`` rows for :func:`meprop._grad_layout.weight_grad_from_rows`.
+    ``(U, m)`` rows for :func:`meprop._impl.grad_layout.weight_grad_from_rows`.
     """
     if not (need_input or need_weight or need_bias):
         return None, None, None

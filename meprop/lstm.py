@@ -39,9 +39,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meprop import kernels
-from meprop._checks import check_bool, check_choice, check_k, resolve_k
-from meprop._grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
-from meprop._masked_backward import functorch_active
+from meprop.checks import check_bool, check_choice, check_k, resolve_k
+from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
+from meprop._impl.masked_backward import functorch_active
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 

@@ -15,9 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from meprop._checks import check_bool, check_choice, resolve_k
-from meprop._grad_layout import mark_meprop_weight
-from meprop._layer_probe import bypassed_linears, linear_call_order
+from meprop.checks import check_bool, check_choice, resolve_k
+from meprop._impl.grad_layout import mark_meprop_weight
+from meprop._impl.layer_probe import bypassed_linears, linear_call_order
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 

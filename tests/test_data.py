@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from meprop.paper import data
+from meprop.lab.paper import data
 
 _mnist_installed = True
 try:
@@ -154,7 +154,7 @@ def test_synthetic_tasks_are_deterministic_and_well_formed():
 
 def test_default_data_dir_is_beside_the_package(monkeypatch):
     import meprop
-    from meprop.paper.data import data_dir
+    from meprop.lab.paper.data import data_dir
 
     monkeypatch.delenv("MEPROP_DATA_DIR", raising=False)
     assert data_dir() == Path(meprop.__file__).resolve().parents[1] / "data"  # where setup_data.sh writes

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from meprop.cli import main
-from meprop.results.store import RESULTS_FILENAME, read_records
+from meprop.lab.cli import main
+from meprop.lab.results.store import RESULTS_FILENAME, read_records
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 

@@ -1,18 +1,23 @@
-"""The package's structure (issue 13), checked from the source with ``ast``; nothing is imported.
+"""The package's structure, checked from the source with ``ast``; nothing is imported.
 
+- the library (``meprop`` minus ``meprop.lab``) imports nothing of the lab, and nothing
+  outside the standard library but torch;
+- the lab (``meprop.lab``) and the front doors (benchmarks/, tests/benchmarks/) use the
+  library's public modules only, never ``meprop._impl`` or a private module of a package;
+- inside the lab: results/ imports nothing of bench/, paper/, report/; paper/ nothing of
+  bench/ or report/; bench/ nothing of report/;
 - no import cycle among meprop's modules;
-- the core (functional, selection, nn, lstm, optim, kernels, _checks, stopwatch and the
-  private helpers of nn/optim) imports
-  nothing from results/, bench/, paper/ or report/; results/ nothing from bench/, paper/,
-  report/; paper/ nothing from bench/; bench/ nothing from report/;
 - no private name (``_name``) is imported from another module;
 - the schema string ``"meprop.results/1"`` is written once;
+- meprop/ speaks of the product: no issue numbers, no reference to a file outside the repository;
 - no module is longer than 400 lines, no function longer than 80.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,15 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "meprop"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
-CORE = ("meprop.functional", "meprop.selection", "meprop.nn", "meprop.lstm", "meprop.optim",
-        "meprop.kernels", "meprop._checks", "meprop.stopwatch", "meprop._grad_layout", "meprop._layer_probe",
-        "meprop._sparse_grad_ops", "meprop._masked_backward")
+LAB = "meprop.lab"
+#: what the library may import besides the standard library and itself
+LIBRARY_DEPENDENCIES = ("torch",)
+#: imported when installed, never required (the ninja wheel's binary speeds up kernel builds)
+LIBRARY_OPTIONAL = ("ninja",)
 #: layer -> the layers it must not import
 FORBIDDEN = {
-    **{core: ("meprop.results", "meprop.bench", "meprop.paper", "meprop.report") for core in CORE},
-    "meprop.results": ("meprop.bench", "meprop.paper", "meprop.report"),
-    "meprop.paper": ("meprop.bench", "meprop.report"),
-    "meprop.bench": ("meprop.report",),
+    "meprop.lab.results": ("meprop.lab.bench", "meprop.lab.paper", "meprop.lab.report"),
+    "meprop.lab.paper": ("meprop.lab.bench", "meprop.lab.report"),
+    "meprop.lab.bench": ("meprop.lab.report",),
 }
 
 
@@ -66,7 +72,7 @@ def _imports(module: str) -> list[tuple[str, list[str], int]]:
         elif isinstance(node, ast.ImportFrom):
             target = _resolve(module, node)
             names = [alias.name for alias in node.names]
-            # ``from meprop.report import figures``: the submodule is the dependency
+            # ``from meprop.lab.report import figures``: the submodule is the dependency
             subs = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
             out += [(s, [], node.lineno) for s in subs]
             if len(subs) < len(names):
@@ -87,15 +93,97 @@ def _in(module: str, layer: str) -> bool:
 
 
 def test_the_layout_exists():
-    for name in ("meprop.results.schema", "meprop.results.store", "meprop.results.env",
-                 "meprop.bench.cases", "meprop.bench.profiles", "meprop.bench.targets",
-                 "meprop.bench.workloads", "meprop.bench.timer", "meprop.bench.runner", "meprop.bench.cli",
-                 "meprop.paper.data", "meprop.paper.models", "meprop.paper.train", "meprop.paper.presets",
-                 "meprop.paper.cli", "meprop.report.ingest", "meprop.report.frames",
-                 "meprop.report.sections.bench", "meprop.report.sections.targets",
-                 "meprop.report.sections.paper", "meprop.report.sections.accuracy", "meprop.report.tables",
-                 "meprop.report.figures", "meprop.report.html", "meprop.report.build", "meprop.report.cli"):
+    for name in ("meprop.lab.results.schema", "meprop.lab.results.store", "meprop.lab.results.env",
+                 "meprop.lab.bench.cases", "meprop.lab.bench.profiles", "meprop.lab.bench.targets",
+                 "meprop.lab.bench.workloads", "meprop.lab.bench.timer", "meprop.lab.bench.runner", "meprop.lab.bench.cli",
+                 "meprop.lab.paper.data", "meprop.lab.paper.models", "meprop.lab.paper.train", "meprop.lab.paper.presets",
+                 "meprop.lab.paper.cli", "meprop.lab.report.ingest", "meprop.lab.report.frames",
+                 "meprop.lab.report.sections.bench", "meprop.lab.report.sections.targets",
+                 "meprop.lab.report.sections.paper", "meprop.lab.report.sections.accuracy", "meprop.lab.report.tables",
+                 "meprop.lab.report.figures", "meprop.lab.report.html", "meprop.lab.report.build", "meprop.lab.report.cli"):
         assert name in MODULES, f"{name} is missing"
+
+
+#: ``python -m meprop`` is the lab's command line, reached through the library's package
+ENTRY_POINTS = ("meprop.__main__",)
+
+
+def _library_modules() -> list[str]:
+    return [m for m in MODULES if not _in(m, LAB) and m not in ENTRY_POINTS]
+
+
+def test_the_library_imports_none_of_the_lab():
+    bad = [f"{module}:{line} imports {target}" for module in _library_modules()
+           for target, _, line in _imports(module) if _in(target, LAB)]
+    assert not bad, "the library must not import the lab:\n" + "\n".join(bad)
+
+
+def test_the_library_depends_on_torch_only():
+    allowed = set(sys.stdlib_module_names) | {"meprop", *LIBRARY_DEPENDENCIES, *LIBRARY_OPTIONAL}
+    bad = [f"{module}:{line} imports {target}" for module in _library_modules()
+           for target, _, line in _imports(module) if target and target.split(".")[0] not in allowed]
+    assert not bad, "the library's dependencies are torch only:\n" + "\n".join(bad)
+
+
+def _is_private_module(target: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in target.split("."))
+
+
+def _front_door_files() -> list[Path]:
+    return sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "tests" / "benchmarks").glob("*.py"))
+
+
+def test_the_lab_and_front_doors_use_the_public_api():
+    bad = [f"{module}:{line} imports {target}" for module in MODULES if _in(module, LAB)
+           for target, _, line in _imports(module)
+           if target.startswith("meprop") and not _in(target, LAB) and _is_private_module(target)]
+    for path in _front_door_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                       else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {t}" for t in targets
+                    if t.startswith("meprop") and _is_private_module(t)]
+    assert not bad, "private library modules used outside the library:\n" + "\n".join(bad)
+
+
+def test_the_code_speaks_of_the_product():
+    pattern = re.compile(r"\b[Ii]ssues? \d+\b|(?<![\w/])DESIGN\.md")
+    bad = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+           for path in sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.cpp")) + sorted(PACKAGE.rglob("*.h"))
+           for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not bad, "issue numbers or files outside the repository named in meprop/:\n" + "\n".join(bad)
+
+
+#: the one module that may compare workload names: the registry
+WORKLOAD_REGISTRY = "meprop.lab.workloads"
+
+
+def _workload_names() -> set[str]:
+    tree = MODULES[WORKLOAD_REGISTRY][1]
+    return {node.value for cls in ast.walk(tree) if isinstance(cls, ast.ClassDef)
+            for stmt in cls.body if isinstance(stmt, ast.Assign)
+            and any(isinstance(t, ast.Tuple) and isinstance(t.elts[0], ast.Name) and t.elts[0].id == "name"
+                    for t in stmt.targets)
+            for node in [stmt.value.elts[0]] if isinstance(node, ast.Constant)}
+
+
+def _compared_strings(node: ast.Compare) -> set[str]:
+    found = set()
+    for part in [node.left, *node.comparators]:
+        elements = part.elts if isinstance(part, (ast.Tuple, ast.List, ast.Set)) else [part]
+        found |= {e.value for e in elements if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+    return found
+
+
+def test_no_workload_name_comparisons_outside_the_registry():
+    names = _workload_names()
+    assert {"linear", "mlp", "lstm", "transformer", "model"} <= names
+    trees = [(name, tree) for name, (_, tree) in MODULES.items() if name != WORKLOAD_REGISTRY]
+    trees += [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in _front_door_files()]
+    bad = [f"{where}:{node.lineno} compares {sorted(_compared_strings(node) & names)}"
+           for where, tree in trees for node in ast.walk(tree)
+           if isinstance(node, ast.Compare) and _compared_strings(node) & names]
+    assert not bad, "ask meprop.lab.workloads instead of comparing workload names:\n" + "\n".join(bad)
 
 
 def test_no_import_cycle():
@@ -142,7 +230,7 @@ def test_no_private_name_imported_from_another_module():
         for target, names, line in _imports(module):
             if target.startswith("meprop") and target != module:
                 bad += [f"{module}:{line} imports {target}.{n}" for n in names if _private(n)]
-    for path in sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "tests" / "benchmarks").glob("*.py")):
+    for path in _front_door_files():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module != "__future__":
                 bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {a.name}"
@@ -154,7 +242,7 @@ def test_schema_string_written_once():
     where = [name for name, (_, tree) in MODULES.items() for node in ast.walk(tree)
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and "meprop.results/1" in node.value
              and not _is_docstring(tree, node)]
-    assert where == ["meprop.results.schema"], where
+    assert where == ["meprop.lab.results.schema"], where
 
 
 def _is_docstring(tree: ast.Module, constant: ast.Constant) -> bool:
@@ -173,7 +261,7 @@ def test_one_load_results_and_one_results_error():
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in (
                     "load_results", "ResultsError", "ResultsFormatError"):
                 defined.setdefault(node.name, []).append(name)
-    assert defined == {"load_results": ["meprop.report.ingest"], "ResultsError": ["meprop.results.store"]}
+    assert defined == {"load_results": ["meprop.lab.report.ingest"], "ResultsError": ["meprop.lab.results.store"]}
 
 
 def test_module_and_function_sizes():

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from meprop.lstm import MepropLSTM
-from meprop.paper.models import MLP, PosTagger
+from meprop.lab.paper.models import MLP, PosTagger
 from meprop.nn import MepropLinear
 
 

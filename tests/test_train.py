@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from meprop.paper import data
-from meprop.cli import main
-from meprop.paper.presets import PRESETS, preset_runs
-from meprop.paper.train import TrainConfig, run_key, train
+from meprop.lab.paper import data
+from meprop.lab.cli import main
+from meprop.lab.paper.presets import PRESETS, preset_runs
+from meprop.lab.paper.train import TrainConfig, run_key, train
 
 
 class _Collect:

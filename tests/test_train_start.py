@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from meprop.results.schema import env_record
-from meprop.results.store import ResultsWriter
-from meprop.cli import main
-from meprop.paper.train import TrainConfig, train
+from meprop.lab.results.schema import env_record
+from meprop.lab.results.store import ResultsWriter
+from meprop.lab.cli import main
+from meprop.lab.paper.train import TrainConfig, train
 
 QUICK = ["--preset", "synthetic", "--quick", "--only", "dense", "--epochs", "1", "--limit", "100",
          "--no-progress"]

@@ -90,6 +90,26 @@ def _ensure_ninja_on_path() -> None:
             return
 
 
+def _compile_directly(folder: Path, verbose: bool) -> None:
+    """One compiler call with torch's include and library paths (what load() has ninja run)."""
+    import subprocess  # noqa: PLC0415
+
+    from torch.utils import cpp_extension  # noqa: PLC0415
+
+    compiler = os.environ.get("CXX", "c++")
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    command = [compiler, "-shared", "-fPIC", *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+               *(f"-I{p}" for p in cpp_extension.include_paths()), *(str(s) for s in SOURCES),
+               *(f"-L{p}" for p in cpp_extension.library_paths()), "-lc10", "-ltorch", "-ltorch_cpu",
+               *LDFLAGS, "-o", str(folder / f"{library_name()}.so.tmp")]
+    if verbose:
+        print(" ".join(command))
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{compiler} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    os.replace(folder / f"{library_name()}.so.tmp", library_path())  # atomic: no half-written library
+
+
 def build(verbose: bool = False) -> Path:
     """Compile (if needed) and load the library; returns its path. Raises on any failure."""
     from torch.utils import cpp_extension  # noqa: PLC0415 - heavy, only when building
@@ -100,15 +120,18 @@ def build(verbose: bool = False) -> Path:
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cpp_extension.load(
-        name=library_name(),
-        sources=[str(s) for s in SOURCES],
-        extra_cflags=list(CFLAGS),
-        extra_ldflags=list(LDFLAGS),
-        build_directory=str(folder),
-        is_python_module=False,
-        verbose=verbose,
-    )
+    if shutil.which("ninja") is None:  # torch's load() needs ninja; the library does not require it
+        _compile_directly(folder, verbose)
+    else:
+        cpp_extension.load(
+            name=library_name(),
+            sources=[str(s) for s in SOURCES],
+            extra_cflags=list(CFLAGS),
+            extra_ldflags=list(LDFLAGS),
+            build_directory=str(folder),
+            is_python_module=False,
+            verbose=verbose,
+        )
     path = library_path()
     if not path.exists():
         raise RuntimeError(f"the build finished but {path} is missing")

@@ -8,7 +8,7 @@ param group (so it travels through ``state_dict`` and can differ per group):
 - ``lazy=True``: the weights of meProp layers are updated only in the rows that received
   a gradient this step, together with their optimizer state (torch.optim.SparseAdam's
   semantics, extended to weight decay, momentum and amsgrad). The optimizer asks the
-  layers for row-sparse gradients (:func:`meprop._grad_layout.request_row_sparse`), so
+  layers for row-sparse gradients (:func:`meprop._impl.grad_layout.request_row_sparse`), so
   the gradient, ``zero_grad()`` and the update all cost O(rows touched * in_features).
   Every other parameter goes through the torch.optim algorithm as it is.
 
@@ -36,10 +36,10 @@ import warnings
 
 import torch
 
-from meprop._checks import check_bool
-from meprop._grad_layout import (
+from meprop.checks import check_bool
+from meprop._impl.coo import coalesced
+from meprop._impl.grad_layout import (
     clear_touched_rows,
-    coalesced,
     distributed_world_size,
     is_meprop_weight,
     request_row_sparse,

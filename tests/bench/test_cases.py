@@ -2,11 +2,17 @@
 
 import math
 import pytest
+from pathlib import Path
 
-import meprop.bench
-from meprop.bench.cases import WORKLOADS, MEASUREMENTS, Case, grid
-from meprop.bench.profiles import PROFILES, profile_cases
-from meprop.bench.targets import TARGETS, Target
+import meprop.lab.bench
+from meprop.lab.bench.cases import WORKLOADS, MEASUREMENTS, Case, grid
+from meprop.lab.bench.profiles import PROFILES, profile_cases
+from meprop.lab.bench.target_file import load_targets
+from meprop.lab.bench.targets import Target
+
+ROOT = Path(__file__).resolve().parents[2]
+#: the project's own targets file
+TARGETS = load_targets(ROOT / "benchmarks" / "targets.toml")
 
 
 def test_case_defaults_and_derived_fields():
@@ -120,12 +126,12 @@ def test_full_profile_spans_devices_and_ratios():
 
 
 def test_perf_covers_every_issue5_row():
-    keys = {c.key for c in profile_cases("perf")}
-    assert all(c.dtype == "float32" for c in profile_cases("perf"))
+    keys = {c.key for c in profile_cases("perf", TARGETS)}
+    assert all(c.dtype == "float32" for c in profile_cases("perf", TARGETS))
     # issue 5's rows run on 2 threads; issue 9's training-step rows on the thread count they name
     assert all(c.threads == (t.threads or 2) for t in TARGETS for c in t.cases())
     assert all(c.threads == 2 for t in TARGETS
-               if t.measurement != "train_step" and not t.note.startswith("issue 10") for c in t.cases())
+               if t.measurement != "train_step" and t.threads is None for c in t.cases())
     for target in TARGETS:
         assert {c.key for c in target.cases()} <= keys, target.label
     rows = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode)
@@ -154,7 +160,7 @@ def test_perf_covers_every_issue5_row():
 def test_perf_profile_is_the_targets_cases_in_table_order():
     # one definition: the profile is built from the targets, nothing added or dropped
     from_targets = [c.key for t in TARGETS for c in t.cases()]
-    perf = [c.key for c in profile_cases("perf")]
+    perf = [c.key for c in profile_cases("perf", TARGETS)]
     assert perf == list(dict.fromkeys(from_targets))
     # issue 5's break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%,
     # with k/n never below the nominal ratio
@@ -173,7 +179,7 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     # issue 5's 32 cases, issue 9's four training-step rows (each with the torch.optim.Adam
     # defaults of its target and with fused Adam, the strongest dense baseline), issue 10's six
     assert len(perf) == 32 + 4 * 2 + 6
-    steps = profile_cases("perf")[32:40]
+    steps = profile_cases("perf", TARGETS)[32:40]
     assert [c.measurement for c in steps] == ["train_step"] * 8
     assert [c.adam for c in steps] == ["default", "fused"] * 4
     assert all(c.optimizer == "lazy" for c in steps)
@@ -205,14 +211,13 @@ def test_target_bad_input(kwargs, error, match):
         Target(**kwargs)
 
 
-def test_bench_package_exports_the_single_target_table():
-    assert meprop.bench.TARGETS is TARGETS and meprop.bench.Target is Target
-    assert meprop.bench.PERF_TARGETS is TARGETS  # the former name still works
+def test_bench_package_exports_the_targets_api():
+    assert meprop.lab.bench.Target is Target and meprop.lab.bench.load_targets is load_targets
 
 
 def test_perf_covers_issue10_rows():
     rows = {(c.workload, c.measurement, c.hidden, c.in_features, c.batch, c.k, c.threads)
-            for c in profile_cases("perf") if c.mode == "per_example"}
+            for c in profile_cases("perf", TARGETS) if c.mode == "per_example"}
     assert {
         ("linear", "linear_backward", 500, 784, 10, 20, 1),
         ("linear", "linear_backward", 500, 784, 1, 20, 1),

@@ -1,17 +1,17 @@
-"""``meprop bench`` and ``meprop info`` end to end, through ``meprop.cli.main``."""
+"""``meprop bench`` and ``meprop info`` end to end, through ``meprop.lab.cli.main``."""
 
 import json
 import os
 
 import pytest
 
-from meprop.bench.profiles import profile_cases
+from meprop.lab.bench.profiles import profile_cases
 import torch
 
-from meprop.bench.cli import select_cases
-from meprop.report.frames import results_frame
-from meprop.results.store import read_records
-from meprop.cli import build_parser, main
+from meprop.lab.bench.cli import select_cases
+from meprop.lab.report.frames import results_frame
+from meprop.lab.results.store import read_records
+from meprop.lab.cli import build_parser, main
 
 FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
 

@@ -4,12 +4,12 @@ import json
 
 import pytest
 
-from meprop.bench.cases import Case
-from meprop.bench.runner import case_record
-from meprop.bench.timer import Measurement
-from meprop.report.frames import envs_frame, results_frame
-from meprop.results.schema import SCHEMA, env_record
-from meprop.results.store import ResultsError, ResultsWriter, read_records
+from meprop.lab.bench.cases import Case
+from meprop.lab.bench.runner import case_record
+from meprop.lab.bench.timer import Measurement
+from meprop.lab.report.frames import envs_frame, results_frame
+from meprop.lab.results.schema import SCHEMA, env_record
+from meprop.lab.results.store import ResultsError, ResultsWriter, read_records
 
 CASE = Case("linear", "linear_backward", 1024, 10, 64, threads=2)
 

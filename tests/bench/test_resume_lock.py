@@ -9,13 +9,13 @@ import warnings
 import pytest
 import torch
 
-from meprop.bench.cases import Case
-from meprop.bench.runner import case_record
-from meprop.results.schema import env_record
-from meprop.results.store import ResultsLockedError, ResultsWriter, read_records
-from meprop.bench.timer import Measurement
-from meprop.cli import main
-from meprop.report.ingest import load_results as report_load
+from meprop.lab.bench.cases import Case
+from meprop.lab.bench.runner import case_record
+from meprop.lab.results.schema import env_record
+from meprop.lab.results.store import ResultsLockedError, ResultsWriter, read_records
+from meprop.lab.bench.timer import Measurement
+from meprop.lab.cli import main
+from meprop.lab.report.ingest import load_results as report_load
 
 CASE = Case("linear", "linear_backward", 64, 8, 4, threads=1)
 FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
@@ -96,7 +96,7 @@ def test_report_cli_and_resume_agree_on_an_incomplete_tail(tmp_path, capsys):
 # --------------------------------------------------------------------------- item 4: one writer at a time
 _HOLDER = (
     "import sys\n"
-    "from meprop.results.store import ResultsWriter\n"
+    "from meprop.lab.results.store import ResultsWriter\n"
     "writer = ResultsWriter(sys.argv[1], resume=True)\n"
     "print('locked', flush=True)\n"
     "sys.stdin.read()\n"

@@ -4,10 +4,10 @@ finished records, and the peak-memory probe sees a large allocation."""
 import pytest
 import torch
 
-import meprop.bench.runner as runner
-from meprop.report.frames import results_frame
-from meprop.results.store import read_records
-from meprop.cli import main
+import meprop.lab.bench.runner as runner
+from meprop.lab.report.frames import results_frame
+from meprop.lab.results.store import read_records
+from meprop.lab.cli import main
 
 ARGS = ["bench", "--hidden", "32", "--k", "4", "--batch", "2,4,8", "--no-progress", "--no-memory",
         "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
@@ -80,7 +80,7 @@ def test_peak_memory_sees_a_large_transient_allocation():
 
 
 def test_run_case_measures_both_variants():
-    from meprop.bench.cases import Case
+    from meprop.lab.bench.cases import Case
 
     case = Case("linear", "linear_backward", 64, 4, 8, threads=1)
     fields = runner.run_case(case, runner.TimingOptions(budget_s=0.01, warmup_s=0, min_samples=2))

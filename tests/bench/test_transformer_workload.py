@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import meprop
-from meprop.bench import workloads
-from meprop.bench.cases import Case
-from meprop.bench.transformer import SEQUENCE, TransformerBlock
+from meprop.lab.bench import workloads
+from meprop.lab.bench.cases import Case
+from meprop.lab.bench.transformer import SEQUENCE, TransformerBlock
 
 
 def _case(measurement, **kw):

@@ -5,12 +5,12 @@ import textwrap
 import pytest
 
 import meprop
-from meprop.bench import workloads
-from meprop.bench.cases import Case
-from meprop.bench.user_model import UserModelError, build_user_model, widest_linear
-from meprop.cli import main
-from meprop.report.build import build_report
-from meprop.results.store import read_records
+from meprop.lab.bench import workloads
+from meprop.lab.bench.cases import Case
+from meprop.lab.bench.user_model import UserModelError, build_user_model, widest_linear
+from meprop.lab.cli import main
+from meprop.lab.report.build import build_report
+from meprop.lab.results.store import read_records
 
 FAST = ["--budget", "0.05", "--min-samples", "3", "--threads", "1", "--no-progress", "--no-memory"]
 

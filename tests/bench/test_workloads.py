@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from meprop.bench.cases import Case
-from meprop.bench.workloads import Unsupported, build, build_model, estimate_bytes
+from meprop.lab.bench.cases import Case
+from meprop.lab.bench.workloads import Unsupported, build, build_model, estimate_bytes
 from meprop.nn import MepropLinear
 
 

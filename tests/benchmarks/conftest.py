@@ -1,6 +1,6 @@
 """Grid selection for the pytest-benchmark cases (``pytest tests/benchmarks --benchmark-only``).
 
-The cases are a profile of :mod:`meprop.bench.cases`, chosen by ``--meprop-profile``
+The cases are a profile of :mod:`meprop.lab.bench.cases`, chosen by ``--meprop-profile``
 (or the ``MEPROP_BENCH_PROFILE`` environment variable). Default: ``quick`` with
 ``--benchmark-only``, else ``smoke``, so a plain ``pytest`` run spends seconds here.
 """
@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from meprop.bench.profiles import PROFILES, profile_cases
-from meprop.bench.workloads import VARIANTS
+from meprop.lab.bench.profiles import PROFILES, profile_cases
+from meprop.lab.bench.workloads import VARIANTS
 
 ENV_VAR = "MEPROP_BENCH_PROFILE"
 
@@ -57,8 +57,8 @@ def pytest_report_header(config):
 def bench_env() -> dict:
     """The environment snapshot, attached to every benchmark's extra_info; the fair allocator
     setting of ``meprop bench`` (``--malloc no-page-faults``) is applied first."""
-    from meprop.bench.allocator import apply
-    from meprop.bench.workloads import ALLOCATION_POLICY
-    from meprop.results.env import snapshot
+    from meprop.lab.bench.allocator import apply
+    from meprop.lab.bench.workloads import ALLOCATION_POLICY
+    from meprop.lab.results.env import snapshot
 
     return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[], malloc=apply())

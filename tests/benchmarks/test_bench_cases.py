@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meprop.bench.timer import num_threads, synchronize
-from meprop.bench.workloads import Unsupported, build
+from meprop.lab.bench.timer import num_threads, synchronize
+from meprop.lab.bench.workloads import Unsupported, build
 
 
 def test_case(benchmark, request, bench_case, variant, bench_env):

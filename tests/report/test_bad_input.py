@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import report_fixtures as fx
 
-from meprop.cli import main
-from meprop.report import ResultsError, build_report
+from meprop.lab.cli import main
+from meprop.lab.report import ResultsError, build_report
 
 
 def _report(capsys, *args):

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from meprop.bench.timer import num_threads
-from meprop.cli import main
+from meprop.lab.bench.timer import num_threads
+from meprop.lab.cli import main
 
 
 @pytest.mark.slow

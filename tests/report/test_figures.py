@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.report import figures as F
-from meprop.report.frames import bench_frame
+from meprop.lab.report import figures as F
+from meprop.lab.report.frames import bench_frame
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The headline leads with the training step per workload, then overall, then linear-only
 backprop labelled as the kernel-level figure (issue 11)."""
 
-from meprop.report.build import build_report
+from meprop.lab.report.build import build_report
 
 from report_fixtures import bench_record, env_record, write_jsonl
 
@@ -52,8 +52,8 @@ def test_fused_adam_steps_get_their_own_card(tmp_path):
 
 
 def test_speedups_above_the_ideal_are_flagged_with_the_reason(tmp_path):
-    from meprop.report.frames import bench_frame
-    from meprop.report.tables import speedup_table
+    from meprop.lab.report.frames import bench_frame
+    from meprop.lab.report.tables import speedup_table
 
     records = [
         bench_record("r1", hidden=4096, batch=1, k=41, mode="per_example", dense_s=33.5e-3,
@@ -72,8 +72,8 @@ def test_speedups_above_the_ideal_are_flagged_with_the_reason(tmp_path):
 
 
 def test_step_tables_show_the_optimizer_the_phase_split_and_the_amdahl_limit(tmp_path):
-    from meprop.report.frames import bench_frame
-    from meprop.report.tables import speedup_table, step_phases_table
+    from meprop.lab.report.frames import bench_frame
+    from meprop.lab.report.tables import speedup_table, step_phases_table
 
     records = []
     for optimizer, meprop_s in (("lazy", 7e-3), ("exact", 40e-3)):

@@ -1,10 +1,10 @@
 """The report keeps the latest outcome of a case measured more than once (issue 12, item 7):
 a case skipped in one run and measured by a ``--resume`` that retried it shows as measured."""
 
-from meprop.report.build import build_report
-from meprop.report.diagnose import latest_per_case
-from meprop.report.frames import bench_frame
-from meprop.report.ingest import load_results
+from meprop.lab.report.build import build_report
+from meprop.lab.report.diagnose import latest_per_case
+from meprop.lab.report.frames import bench_frame
+from meprop.lab.report.ingest import load_results
 
 from report_fixtures import bench_record, env_record, write_jsonl
 
@@ -69,6 +69,6 @@ def test_other_machines_and_cases_are_kept():
 
 
 def load_results_from(records):
-    from meprop.report.ingest import LoadedResults
+    from meprop.lab.report.ingest import LoadedResults
 
     return LoadedResults(records=[dict(r) for r in records])

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import report_fixtures as fx
 
-from meprop.report.frames import bench_frame
-from meprop.report.ingest import detect_format, load_results
+from meprop.lab.report.frames import bench_frame
+from meprop.lab.report.ingest import detect_format, load_results
 
 DATA = Path(__file__).parent / "data"
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.report import build_report
+from meprop.lab.report import build_report
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +53,14 @@ def test_page_contents(report):
     assert "median of 7 samples" in page
     assert "⚠ noisy" in page
     assert "No training results in the inputs" in page
-    assert "Performance targets (issue 5)" in page
+    assert "Performance targets: " in page
     assert page.count('src="data:image/png;base64,') == len(list((report.index.parent / "figures").glob("*.png")))
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page)
     assert "@import" not in page and "<link" not in page
 
 
 def test_accuracy_section_gets_train_records(tmp_path, monkeypatch):
-    from meprop.report.sections import Section, accuracy
+    from meprop.lab.report.sections import Section, accuracy
 
     seen = {}
 
@@ -116,7 +116,7 @@ def test_page_renders_offline_in_headless_chromium(report, tmp_path):
 @pytest.mark.slow
 def test_import_stays_cheap():
     """matplotlib and seaborn are imported only by the functions that draw."""
-    code = ("import sys, meprop.report, meprop.report.cli; "
+    code = ("import sys, meprop.lab.report, meprop.lab.report.cli; "
             "print(sorted(m for m in ('matplotlib', 'seaborn') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,6 @@
 """Issue 12, item 8: a report of 20,000 records keeps a small page; the full tables are in CSV.
 
-Times are never asserted (DESIGN.md); ``make`` users see the build time when they run it.
+Times are never asserted (docs/design.md); ``make`` users see the build time when they run it.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.report import build_report
+from meprop.lab.report import build_report
 
 pytestmark = pytest.mark.slow
 

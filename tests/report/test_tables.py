@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.report.frames import bench_frame, env_frame, nominal_k_ratio
-from meprop.report.tables import (
+from meprop.lab.report.frames import bench_frame, env_frame, nominal_k_ratio
+from meprop.lab.report.tables import (
     break_even_table,
     headline_table,
     memory_table,

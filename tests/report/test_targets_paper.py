@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.bench.profiles import profile_cases
-from meprop.report.frames import bench_frame
-from meprop.report.sections import paper
-from meprop.report.sections.targets import TARGETS, match_targets, targets_display
+from meprop.lab.bench.profiles import profile_cases
+from meprop.lab.report.frames import bench_frame
+from meprop.lab.report.sections import paper
+from meprop.lab.bench.target_file import load_targets
+from meprop.lab.report.sections.targets import match_targets, targets_display
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGETS = load_targets(ROOT / "benchmarks" / "targets.toml")
 
 
 def _by_target(matched):
@@ -32,7 +37,7 @@ def test_targets_met_missed_and_not_measured():
             fx.bench_record("r", hidden=500, batch=1024, k=20, dense_s=1e-3, meprop_s=1e-3),
             # forward 3% slower -> within 5%
             fx.bench_record("r", hidden=4096, batch=64, k=41, measurement="forward", dense_s=1e-3, meprop_s=1.03e-3)]
-    t = _by_target(match_targets(bench_frame(recs)))
+    t = _by_target(match_targets(bench_frame(recs), TARGETS))
     assert len(t) == len(TARGETS)
     row = t.loc["unified, n=8192, batch 1024, k=128 (1.6%)"]
     assert (row["met"], row["achieved"]) == ("yes", pytest.approx(32.0))
@@ -50,13 +55,13 @@ def test_forward_target_fails_beyond_five_percent():
     recs = [fx.env_record("r"),
             fx.bench_record("r", hidden=1024, batch=64, k=10, measurement="forward", dense_s=1e-3, meprop_s=1.02e-3),
             fx.bench_record("r", hidden=4096, batch=64, k=41, measurement="forward", dense_s=1e-3, meprop_s=1.08e-3)]
-    row = _by_target(match_targets(bench_frame(recs))).loc["forward with meProp layers within 5% of dense (worst case)"]
+    row = _by_target(match_targets(bench_frame(recs), TARGETS)).loc["forward with meProp layers within 5% of dense (worst case)"]
     assert row["met"] == "NO" and row["achieved"] == pytest.approx(1 / 1.08)
 
 
 def test_break_even_target_uses_the_worst_group(quick_records):
     # per_example, n >= 1024, batch >= 64 in the fixture: break-even 0.0996, 0.04, 0.1, 0.1 -> worst 0.04
-    t = match_targets(bench_frame(quick_records))
+    t = match_targets(bench_frame(quick_records), TARGETS)
     row = _by_target(t).loc["per-example break-even k ratio, n >= 1024, batch >= 64"]
     assert row["met"] == "NO" and row["achieved"] == pytest.approx(41 / 1024)
     shown = targets_display(t).set_index("target")
@@ -68,14 +73,14 @@ def test_k_ratio_target_matches_rounded_k_only():
     recs = [fx.env_record("r"),
             fx.bench_record("r", hidden=4096, batch=1024, k=41, dense_s=4e-2, meprop_s=1e-3),   # 1%: 40x
             fx.bench_record("r", hidden=4096, batch=1024, k=164, dense_s=4e-2, meprop_s=4e-3)]  # 4%
-    row = _by_target(match_targets(bench_frame(recs))).loc["unified, n=4096, batch 1024, k=1%"]
+    row = _by_target(match_targets(bench_frame(recs), TARGETS)).loc["unified, n=4096, batch 1024, k=1%"]
     assert row["achieved"] == pytest.approx(40.0) and "k=41" in row["at"]
 
 
 def _perf_profile_frame():
     """A result frame with one ok row per case of the ``perf`` profile (speedup falls with k/n)."""
     recs = [fx.env_record("r", profile="perf")]
-    for c in profile_cases("perf"):
+    for c in profile_cases("perf", TARGETS):
         recs.append(fx.bench_record("r", hidden=c.hidden, batch=c.batch, k=c.k, mode=c.mode,
                                     measurement=c.measurement, workload=c.workload, layers=c.layers,
                                     in_features=c.in_features, threads=c.threads, classes=c.classes,
@@ -90,7 +95,7 @@ def _row_id(row):
 
 def test_perf_profile_cases_measure_every_timing_target():
     frame = _perf_profile_frame()
-    t = _by_target(match_targets(frame))
+    t = _by_target(match_targets(frame, TARGETS))
     timing = [target for target in TARGETS if target.kind != "review"]
     assert timing and all(target.cases() for target in timing)
     for target in timing:

@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from meprop.paper.train import TrainConfig, train
-from meprop.report.sections.accuracy import build_accuracy_section, runs_frame, summary_table
+from meprop.lab.paper.train import TrainConfig, train
+from meprop.lab.report.sections.accuracy import build_accuracy_section, runs_frame, summary_table
 
 pytestmark = pytest.mark.slow  # the module's fixture trains models
 

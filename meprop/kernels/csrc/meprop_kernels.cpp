@@ -524,7 +524,7 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     if (at::GradMode::is_enabled()) {
       // create_graph=True: the kernel's results would be constants (second-order terms dropped).
       // The same backward in differentiable ATen ops: dy masked to its top-k per row, then the
-      // dense backward (as meprop/_masked_backward.py does for the Python paths).
+      // dense backward (as meprop/_impl/masked_backward.py does for the Python paths).
       at::Tensor kept = dy;
       if (k < n && batch > 0) {
         at::Tensor idx = std::get<1>(dy.detach().abs().topk(k, 1, true, false));

@@ -1,0 +1,112 @@
+"""Performance targets judged against measured rows: target vs achieved, and its section.
+
+The targets themselves (numbers, row-matching fields, and the cases the ``perf`` profile
+runs for them) come from a targets file (docs/targets.md; the project's own is
+``benchmarks/targets.toml``, written for its 2-core reference CPU). :func:`match_targets` finds the rows of a
+:func:`bench_frame <meprop.lab.report.frames.bench_frame>` that each target selects and
+reports target vs achieved, per machine and device; :func:`section` is the page's part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from meprop.lab.bench.targets import Target
+from meprop.lab.report.html import table_html
+from meprop.lab.report.sections import Section
+from meprop.lab.report.tables import break_even_table, write_table
+
+__all__ = ["match_targets", "targets_display", "section"]
+
+
+def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...]) -> pd.DataFrame:
+    """Target vs achieved for every machine and device in ``frame``.
+
+    Columns: ``machine, device, target, kind, required, achieved, met, at, noisy, note``
+    (``required``/``achieved``: a speedup, or a k ratio for ``kind == "break_even"``).
+    ``met`` is ``"yes"``, ``"NO"``, ``"not measured"`` or ``"n/a"`` (review items).
+    """
+    ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()] if not frame.empty else frame
+    rows = []
+    groups = list(ok.groupby(["machine", "device"], sort=True)) if not ok.empty else [(("-", "-"), ok)]
+    for (machine, device), group in groups:
+        for target in targets:
+            row = {"machine": machine, "device": device, "target": target.label, "kind": target.kind,
+                   "required": target.minimum, "achieved": np.nan, "met": "not measured",
+                   "at": "", "noisy": "", "note": target.note}
+            if target.kind == "review":
+                row["met"] = "n/a"
+                rows.append(row)
+                continue
+            # the forward target (workload None) selects every forward row
+            sel = group[target.selects(group)]
+            if not sel.empty:
+                _achieve(row, target, sel)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
+    if target.kind == "break_even":
+        be = break_even_table(sel, target.measurement)
+        if be.empty:
+            return
+        worst = be.loc[be["break-even k/n"].fillna(0).idxmin()]
+        row["achieved"] = 0.0 if pd.isna(worst["break-even k/n"]) else worst["break-even k/n"]
+        row["at"] = f"worst of {len(be)}: n={worst['hidden n']}, batch {worst['batch']}"
+        if pd.notna(worst["first slower k/n"]):
+            row["at"] += f" (slower at k/n={worst['first slower k/n']:.3g})"
+    else:
+        pick = sel.loc[sel["speedup"].idxmin()] if target.kind == "forward" else _latest(sel)
+        row["achieved"] = pick["speedup"]
+        row["at"] = f"n={pick['hidden']}, batch {pick['batch']}, k={pick['k']}"
+        if pd.notna(pick["threads"]):
+            row["at"] += f", {int(pick['threads'])} threads"
+        if target.kind == "forward":
+            row["at"] = f"worst of {len(sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
+        row["noisy"] = "yes" if pick["noisy"] == True else ""  # noqa: E712 (None: unknown)
+    row["met"] = "yes" if row["achieved"] >= target.minimum - 1e-12 else "NO"
+
+
+def _latest(sel: pd.DataFrame) -> pd.Series:
+    """Several rows of one case (re-runs): the last one read is the latest run."""
+    return sel.iloc[-1]
+
+
+def targets_display(matched: pd.DataFrame) -> pd.DataFrame:
+    """``match_targets`` output for the page: required/achieved as text with their unit."""
+    def text(value, kind, bound):
+        if pd.isna(value):
+            return "—"
+        number = f"{value:.1%} k/n" if kind == "break_even" else f"{value:.2f}x"
+        return f"≥ {number}" if bound else number
+
+    out = matched.copy()
+    out["required"] = [text(v, k, True) for v, k in zip(matched["required"], matched["kind"])]
+    out["achieved"] = [text(v, k, False) for v, k in zip(matched["achieved"], matched["kind"])]
+    return out.drop(columns=["kind"])
+
+
+def section(frame: pd.DataFrame, out_dir: Path, targets: tuple[Target, ...] = ()) -> tuple[Section, pd.DataFrame]:
+    """The targets section and the matched table (empty when no target case was measured)."""
+    if not targets:
+        html = ('<p class="note">No targets file was given (<code>meprop report --targets FILE</code>, '
+                "docs/targets.md), so no row is judged against a target.</p>")
+        return Section("targets", "Performance targets", html), pd.DataFrame()
+    matched = match_targets(frame, targets) if not frame.empty else pd.DataFrame()
+    if matched.empty or not matched["achieved"].notna().any():
+        html = ('<p class="note">No case of the targets table is in these '
+                "results; <code>meprop bench --profile perf</code> measures them.</p>")
+        return Section("targets", "Performance targets", html), matched
+    files = list(write_table(matched, out_dir, "targets").values())
+    met = matched[matched["met"].isin(["yes", "NO"])]
+    html = (f"<h3>Performance targets: {int((met['met'] == 'yes').sum())} of "
+            f"{len(met)} measured targets met</h3>"
+            "<p>Targets come from the targets file (the project's own are for its 2-core reference CPU, "
+            "float32, 2 threads); "
+            "\"not measured\": the run has no such case (run <code>meprop bench --profile perf"
+            "</code>).</p>" + table_html(targets_display(matched), speedup_column=None))
+    return Section("targets", "Performance targets", html, files), matched

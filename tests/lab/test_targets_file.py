@@ -1,0 +1,126 @@
+"""Targets as data: the file format (docs/targets.md), its errors, and the two commands that read it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meprop.lab.bench.profiles import profile_cases
+from meprop.lab.bench.target_file import TargetsFileError, load_targets
+from meprop.lab.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_SMALL = """
+[case_defaults]
+threads = 1
+
+[[target]]
+label = "tiny unified"
+minimum = 1.5
+mode = "unified"
+hidden = 64
+batch = 8
+k = 4
+
+[[target]]
+label = "tiny grid"
+kind = "break_even"
+minimum = 0.1
+mode = "per_example"
+min_hidden = 64
+[target.grid]
+hidden = [64, 128]
+batch = [8]
+mode = "per_example"
+k_ratio = [0.05, 0.3]
+k_rounding = "ceil"
+
+[[target]]
+label = "tiny steps"
+minimum = 1.2
+measurement = "train_step"
+workload = "mlp"
+mode = "per_example"
+hidden = 32
+in_features = 16
+batch = 4
+k = 4
+also_adam = ["fused"]
+
+[[target]]
+label = "looked at by a person"
+kind = "review"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "targets.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_project_file_loads_and_names_every_kind():
+    targets = load_targets(ROOT / "benchmarks" / "targets.toml")
+    assert {t.kind for t in targets} == {"speedup", "break_even", "forward", "review"}
+    assert all(t.cases() for t in targets if t.kind != "review")
+
+
+def test_grid_cases_and_adam_variants_expand(tmp_path):
+    unified, grid, steps, review = load_targets(_write(tmp_path, _SMALL))
+    (case,) = unified.cases()
+    assert (case.hidden, case.batch, case.k, case.mode, case.threads) == (64, 8, 4, "unified", 1)
+    assert sorted((c.hidden, c.k) for c in grid.cases()) == [(64, 4), (64, 20), (128, 7), (128, 39)]
+    assert [(c.measurement, c.adam) for c in steps.cases()] == [("train_step", "default"), ("train_step", "fused")]
+    assert review.cases() == () and review.minimum is None
+
+
+@pytest.mark.parametrize("text, match", [
+    ("[[target]]\nlabel = 'a'\nminimum = 2\nspeed = 3\n", "unknown key.*'speed'"),
+    ("[[target]]\nlabel = 'a'\nminimum = 2\nkind = 'fastest'\n", "kind must be one of"),
+    ("[[target]]\nlabel = 'a'\n", "minimum must be None exactly for kind='review'"),
+    ("[targets]\nx = 1\n", "unknown table"),
+    ("[[target]\n", "not valid TOML"),
+    ("[case_defaults]\nthreads = 1\n", "no \\[\\[target\\]\\] rows"),
+    ("[[target]]\nlabel = 'g'\nminimum = 1\n[target.grid]\nhidden = [8]\nbatch = [1]\nmode = 'unified'\n"
+     "k = [2]\nwidth = [3]\n", "unknown case field"),
+])
+def test_bad_files_are_refused_naming_the_file_and_row(tmp_path, text, match):
+    path = _write(tmp_path, text)
+    with pytest.raises(TargetsFileError, match=match) as error:
+        load_targets(path)
+    assert str(path) in str(error.value)
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TargetsFileError, match="cannot be read"):
+        load_targets(tmp_path / "nope.toml")
+
+
+def test_bench_runs_the_cases_of_the_given_file(tmp_path, capsys):
+    path = _write(tmp_path, _SMALL)
+    assert main(["bench", "--profile", "perf", "--targets", str(path), "--list"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert listed == [c.key for c in profile_cases("perf", load_targets(path))]
+    assert len(listed) == 1 + 4 + 2
+
+
+def test_bench_refuses_a_bad_targets_file_in_one_line(tmp_path, capsys):
+    path = _write(tmp_path, "[[target]]\nlabel = 'a'\nminimum = 2\nspeed = 3\n")
+    assert main(["bench", "--profile", "perf", "--targets", str(path), "--list"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_report_judges_by_the_given_file(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "report"))
+    import report_fixtures as fx  # tests/report's synthetic records
+
+    records = [fx.env_record("r"), fx.bench_record("r", hidden=64, batch=8, k=4, dense_s=3e-3, meprop_s=1e-3)]
+    results = fx.write_jsonl(tmp_path / "r.jsonl", records)
+    assert main(["report", str(results), "--out", str(tmp_path / "out"),
+                 "--targets", str(_write(tmp_path, _SMALL))]) == 0
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "tiny unified" in page and "Performance targets: 1 of 1 measured targets met" in page

@@ -238,8 +238,13 @@ class _FusedLSTMFunction(torch.autograd.Function):
         return output, h_n, c_n
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output, grad_h_n, grad_c_n):
+        if torch.is_grad_enabled():  # create_graph=True: the kernel's gradients would be constants
+            raise RuntimeError(
+                "MepropLSTM: double backward (create_graph=True) is not supported by its compiled "
+                "path, whose gradients are not differentiable; the PyTorch path is (set "
+                "MEPROP_KERNELS=off, or use mode='unified' or 'random')"
+            )
         input, h0, c0, weight_ih, weight_hh, output, gates, cells = ctx.saved_tensors
         need = ctx.needs_input_grad
         dense_weight = ctx.layouts == ("dense", "dense")

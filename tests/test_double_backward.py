@@ -110,3 +110,22 @@ def test_second_derivative_of_a_k_equal_n_layer_matches_nn_linear():
         (g**2).sum().backward()
         grads.append((module.weight.grad, x.grad))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_meprop_lstm_double_backward_is_exact_or_refused_never_dropped(meprop_path):
+    torch.manual_seed(0)
+    reference = nn.LSTM(3, 4, batch_first=True).double()
+    lstm = meprop.MepropLSTM.from_lstm(reference, k=16)  # k = 4h: nn.LSTM's gradients
+    x0 = torch.randn(2, 5, 3, dtype=torch.float64)
+    if meprop_path == "kernels":  # the compiled path refuses, naming the way out
+        x = x0.clone().requires_grad_()
+        with pytest.raises(RuntimeError, match="MepropLSTM: double backward.*MEPROP_KERNELS=off"):
+            torch.autograd.grad(lstm(x)[0].sum(), x, create_graph=True)
+        return
+    grads = []
+    for module in (reference, lstm):  # the PyTorch path: through meprop_linear, exact
+        x = x0.clone().requires_grad_()
+        (g,) = torch.autograd.grad(module(x)[0].sum(), x, create_graph=True)
+        g.square().sum().backward()
+        grads.append([p.grad for p in module.parameters()])
+    torch.testing.assert_close(grads[0], grads[1])

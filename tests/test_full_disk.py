@@ -11,6 +11,8 @@ import pytest
 from meprop.lab.cli import main
 from meprop.lab.results.store import RESULTS_FILENAME, read_records
 
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+
 FAST = ["--no-progress", "--no-memory", "--budget", "0.01", "--min-samples", "2", "--threads", "1"]
 
 

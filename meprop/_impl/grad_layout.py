@@ -151,7 +151,7 @@ def distributed_world_size() -> int:
 
 def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     """The layout of ``weight``'s gradient for one forward: see the module docstring."""
-    if not sparse_grad and not wants_row_sparse_grad(weight):
+    if not sparse_grad and id(weight) not in _wanted:  # wants_row_sparse_grad, inlined: every forward
         return "dense_tracked" if id(weight) in _tracked and distributed_world_size() > 1 else "dense"
     if not sparse_grad and distributed_world_size() > 1:
         return "dense_tracked"

@@ -29,11 +29,13 @@ from meprop.selection import select
 __all__ = ["masked_linear_backward", "functorch_active", "TransformFunction"]
 
 
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
+
 def functorch_active() -> bool:
     """True inside a torch.func transform (grad, vmap, jacrev, ...): meProp layers take this
     module's backward there (the compiled ops have no batching or functorch rules)."""
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(active and active())
+    return _transforms_active()
 
 
 def masked_linear_backward(

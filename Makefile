@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 
 # The compiled CPU kernels (meprop/kernels): rebuilt when their source changes; a failed
 # build is reported and meprop runs on its PyTorch path (it warns once at first use).
-$(KERNELS): $(STAMP) meprop/kernels/csrc/meprop_kernels.cpp meprop/kernels/_build.py
+$(KERNELS): $(STAMP) $(wildcard meprop/kernels/csrc/*.cpp meprop/kernels/csrc/*.h) meprop/kernels/_build.py
 	$(PY) -m meprop.kernels build --quiet && touch $(KERNELS) || true
 
 kernels: $(KERNELS)

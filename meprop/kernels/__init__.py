@@ -1,6 +1,6 @@
 """Compiled meProp kernels (torch.library custom ops) and the switch to the PyTorch fallback.
 
-The ops (C++, ``csrc/meprop_kernels.cpp``; fake implementations for ``torch.compile`` in
+The ops (C++, one source per op in ``csrc/``; fake implementations for ``torch.compile`` in
 :mod:`meprop.kernels._ops`):
 
 - ``torch.ops.meprop.per_example_backward``: the paper's per-example meProp backward of a
@@ -51,8 +51,9 @@ __all__ = [
 
 #: What can run a per-example meProp backward. ``gather`` and ``masked_gemm`` are the
 #: compiled kernel's formulations; ``dense`` is k >= n (F.linear's own backward);
-#: ``pytorch`` the fallback's gather path; ``unified`` the unified mode's two GEMMs.
-FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified")
+#: ``pytorch`` the fallback's gather path; ``unified`` the unified mode's two GEMMs;
+#: ``masked_dense`` the dense backward on the masked gradient (at most dense + selection).
+FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified", "masked_dense")
 
 _OFF = ("off", "0", "false", "no")
 _ON = ("on", "1", "true", "yes", "required")

@@ -1,6 +1,7 @@
 """Building the compiled kernels: one shared library, keyed by source hash, torch and compiler flags.
 
-``build()`` compiles ``csrc/meprop_kernels.cpp`` with :func:`torch.utils.cpp_extension.load`
+``build()`` compiles the sources of ``csrc/`` (one per op: selection, row gathers, the linear
+backward, the LSTM, the lazy Adam row update) with :func:`torch.utils.cpp_extension.load`
 (ninja + the system C++ compiler; nothing is downloaded) into ``build_dir()``, a folder named
 after a hash of the source, the torch version and the flags, so a changed source or a new torch
 builds a fresh library next to the old one and never loads a stale one. The library holds no
@@ -31,7 +32,11 @@ import torch
 __all__ = ["SOURCES", "CFLAGS", "LDFLAGS", "build_key", "build_dir", "library_path", "build"]
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = (_HERE / "csrc" / "meprop_kernels.cpp", _HERE / "csrc" / "lazy_adam_rows.cpp")
+#: One source per op family (each with its schema, CPU kernel and autograd registration).
+SOURCES = tuple(_HERE / "csrc" / name for name in (
+    "select.cpp", "rows.cpp", "linear_backward.cpp", "lstm.cpp", "lazy_adam_rows.cpp"))
+#: The shared headers (part of the build key: a changed header rebuilds).
+HEADERS = tuple(_HERE / "csrc" / name for name in ("common.h", "select.h", "rows.h"))
 CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
 
@@ -39,7 +44,7 @@ LDFLAGS = ("-fopenmp",)
 def build_key() -> str:
     """A short hash of what the library depends on: sources, torch version, flags, platform."""
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
     digest.update(repr((torch.__version__, torch.version.git_version, CFLAGS, LDFLAGS, sys.platform)).encode())
     return digest.hexdigest()[:16]

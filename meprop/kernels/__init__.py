@@ -29,6 +29,7 @@ call is counted (:func:`formulation_counts`; the benchmark records them).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import warnings
@@ -41,11 +42,13 @@ __all__ = [
     "enabled",
     "unavailable_reason",
     "supports",
+    "build_key",
     "load",
     "choose_formulation",
     "last_formulation",
     "formulation_counts",
     "record_formulation",
+    "unrecorded",
     "KernelsUnavailableWarning",
 ]
 
@@ -151,6 +154,13 @@ def library_path() -> str | None:
     return _state["path"]
 
 
+def build_key() -> str:
+    """A hash of what the compiled library depends on (sources, torch, flags, platform)."""
+    from meprop.kernels import _build  # noqa: PLC0415
+
+    return _build.build_key()
+
+
 def supports(*tensors: torch.Tensor) -> bool:
     """True when the kernels can take these operands: CPU, float32 or float64, one dtype."""
     first = tensors[0]
@@ -173,13 +183,27 @@ def choose_formulation(batch: int, n: int, m: int, k: int) -> str:
     return FORMULATIONS[torch.ops.meprop.choose_formulation(batch, n, m, k)]
 
 
+@contextlib.contextmanager
+def unrecorded():
+    """Runs inside are left out of :func:`formulation_counts` (the tuner's timed candidates)."""
+    before = formulation_counts()
+    _py_stats[2] += 1
+    try:
+        yield
+    finally:
+        _py_stats[2] -= 1
+        after = formulation_counts()
+        for name in after:
+            _py_stats[3][name] += after[name] - before.get(name, 0)
+
+
 def record_formulation(name: str) -> None:
     """Note that ``name`` (one of :data:`FORMULATIONS`) ran a meProp linear backward.
 
     The compiled kernel records its own choice; the Python paths call this. Not recorded
     while ``torch.compile`` traces (it would only count the trace).
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _py_stats[2]:
         return
     if _state["loaded"]:
         torch.ops.meprop.note_formulation(FORMULATIONS.index(name))
@@ -188,7 +212,8 @@ def record_formulation(name: str) -> None:
         _py_stats[1][name] += 1
 
 
-_py_stats: list = [None, collections.Counter()]
+# [last Python-path formulation, its counts, depth of unrecorded(), counts to leave out]
+_py_stats: list = [None, collections.Counter(), 0, collections.Counter()]
 
 
 def formulation_counts() -> dict[str, int]:
@@ -197,7 +222,8 @@ def formulation_counts() -> dict[str, int]:
     if _state["loaded"]:
         for name, count in zip(FORMULATIONS, torch.ops.meprop.formulation_stats()[1:]):
             counts[name] += count
-    return {name: counts[name] for name in FORMULATIONS if counts[name]}
+    counts.subtract(_py_stats[3])
+    return {name: counts[name] for name in FORMULATIONS if counts[name] > 0}
 
 
 def last_formulation() -> str | None:

@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.meprop-setup
-KERNELS := meprop/kernels/_build/.built
+KERNELS := $(VENV)/.meprop-kernels
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
 .PHONY: setup kernels report bench paper asv asv-compare test clean-results
@@ -33,7 +33,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 	bash scripts/setup_data.sh $(PY)
 	touch $(STAMP)
 
-# The compiled CPU kernels (meprop/kernels): rebuilt when their source changes; a failed
+# The compiled CPU kernels (meprop/kernels), built into the user cache (TORCH_EXTENSIONS_DIR,
+# else ~/.cache/meprop/kernels; MEPROP_KERNELS_DIR moves it): rebuilt when their source changes; a failed
 # build is reported and meprop runs on its PyTorch path (it warns once at first use).
 $(KERNELS): $(STAMP) $(wildcard meprop/kernels/csrc/*.cpp meprop/kernels/csrc/*.h) meprop/kernels/_build.py
 	$(PY) -m meprop.kernels build --quiet && touch $(KERNELS) || true

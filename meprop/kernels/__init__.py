@@ -98,7 +98,7 @@ def load() -> bool:
                 if path.exists():
                     torch.ops.load_library(str(path))
                 else:
-                    path = _build.build()
+                    path = _build_at_first_use(_build)
                 from meprop.kernels import _ops  # noqa: F401, PLC0415 - registers the fake impls
 
                 _state["path"] = str(path)
@@ -106,6 +106,24 @@ def load() -> bool:
             except Exception as error:  # noqa: BLE001 - any failure means: use the fallback
                 _state["error"] = _describe(error)
     return _state["loaded"]
+
+
+def _build_at_first_use(build_module) -> str:
+    # One line on stderr: a first backward that stops for half a minute says why.
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    print(f"meprop: compiling the CPU kernels at first use into {build_module.build_dir()} "
+          f"(once per machine; `python -m meprop.kernels build` does it ahead) ...",
+          end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        path = build_module.build()
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    print(f" done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return path
 
 
 def _describe(error: BaseException) -> str:

@@ -7,8 +7,18 @@ after a hash of the source, the torch version and the flags, so a changed source
 builds a fresh library next to the old one and never loads a stale one. The library holds no
 Python bindings (plain ``TORCH_LIBRARY`` ops), so it does not depend on the Python version.
 
-Where: ``$MEPROP_KERNELS_DIR`` if set, else ``meprop/kernels/_build/`` inside the package when
-it is writable (the editable install of ``make setup``), else ``~/.cache/meprop/kernels``.
+Where, as torch's extension tooling does it, and never inside the installed package (a
+leftover folder there would outlive ``pip uninstall``):
+
+- built into :func:`build_root`: ``$MEPROP_KERNELS_DIR`` if set, else
+  ``$TORCH_EXTENSIONS_DIR/meprop`` if set, else ``$XDG_CACHE_HOME/meprop/kernels``
+  (``~/.cache/meprop/kernels``);
+- looked up in that folder and then in ``meprop/kernels/prebuilt/`` (a library shipped with
+  the package; read-only is fine): :func:`library_path` is the first that exists.
+
+Two processes building at once do not corrupt each other: ``cpp_extension.load`` holds
+torch's ``FileBaton`` (a lock file in the build folder) while it compiles, and the other
+waits, then loads the finished library.
 
 Flags: ``-O3`` (auto-vectorisation of the plain loops), ``-fno-math-errno`` (so ``sqrt`` in a
 loop vectorises; nothing reads errno), ``-fopenmp`` (``at::parallel_for`` is
@@ -29,7 +39,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SOURCES", "CFLAGS", "LDFLAGS", "build_key", "build_dir", "library_path", "build"]
+__all__ = ["SOURCES", "HEADERS", "CFLAGS", "LDFLAGS", "PREBUILT", "build_key", "build_root", "build_dir",
+           "built_path", "library_path", "build"]
 
 _HERE = Path(__file__).resolve().parent
 #: One source per op family (each with its schema, CPU kernel and autograd registration).
@@ -50,18 +61,19 @@ def build_key() -> str:
     return digest.hexdigest()[:16]
 
 
-def _root() -> Path:
+#: Where a library shipped with the package is looked for (read only).
+PREBUILT = _HERE / "prebuilt"
+
+
+def build_root() -> Path:
+    """The folder libraries are built into (one sub-folder per build key)."""
     env = os.environ.get("MEPROP_KERNELS_DIR")
     if env:
         return Path(env)
-    local = _HERE / "_build"
-    try:
-        local.mkdir(exist_ok=True)
-        if os.access(local, os.W_OK):
-            return local
-    except OSError:
-        pass
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meprop" / "kernels"
+    torch_dir = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if torch_dir:
+        return Path(torch_dir) / "meprop"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meprop" / "kernels"
 
 
 def library_name() -> str:
@@ -69,12 +81,19 @@ def library_name() -> str:
 
 
 def build_dir() -> Path:
-    return _root() / build_key()
+    return build_root() / build_key()
+
+
+def built_path() -> Path:
+    """Where :func:`build` puts the library."""
+    return build_dir() / f"{library_name()}.so"
 
 
 def library_path() -> Path:
-    """Where the built library is (or will be)."""
-    return build_dir() / f"{library_name()}.so"
+    """The library to load: the built one if it exists, else a prebuilt one, else where it will be built."""
+    built = built_path()
+    prebuilt = PREBUILT / build_key() / built.name
+    return prebuilt if not built.exists() and prebuilt.exists() else built
 
 
 def _ensure_ninja_on_path() -> None:
@@ -114,7 +133,7 @@ def build(verbose: bool = False) -> Path:
         is_python_module=False,
         verbose=verbose,
     )
-    path = library_path()
+    path = built_path()
     if not path.exists():
         raise RuntimeError(f"the build finished but {path} is missing")
     if verbose:

@@ -5,6 +5,7 @@
 #   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
 #   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
 #   make kernels  (re)build the compiled CPU kernels (part of setup)
+#   make gpu-check  CUDA tests, tuning on CUDA, a short CUDA benchmark and its report (< 8 min, one GPU)
 # GPU users: install your own torch into .venv first, then pass CONSTRAINTS= (see README).
 
 PYTHON      ?= python3
@@ -22,7 +23,7 @@ STAMP  := $(VENV)/.meprop-setup
 KERNELS := $(VENV)/.meprop-kernels
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup kernels report bench paper asv asv-compare test clean-results
+.PHONY: setup kernels report bench paper asv asv-compare test gpu-check clean-results
 
 setup: $(STAMP) $(KERNELS)
 
@@ -62,6 +63,9 @@ asv-compare: setup  # BASE=<commit> HEAD=<commit>; the factor suits a shared 2-c
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+gpu-check: setup
+	bash scripts/gpu_check.sh $(PY) cuda
 
 clean-results:
 	rm -rf $(RESULTS) $(REPORT)

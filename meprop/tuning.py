@@ -4,7 +4,8 @@ The first time a meProp linear backward of a new *shape bucket* runs (device, dt
 thread count, batch rounded up to a power of two, ``n``, ``m``, ``k``, weight-gradient
 layout, whether grad_input is needed), :func:`pick` times every candidate formulation on
 the real operands, interleaved round by round (cuDNN's benchmark mode and Triton's
-autotuner do the same), and keeps the one with the lowest median. The winner is cached in
+autotuner do the same), and keeps the one with the lowest time (its fastest round: on a shared machine, other
+processes only ever add time to a sample). The winner is cached in
 memory and on disk, so a later process on the same machine reuses it without measuring.
 
 Environment:
@@ -29,7 +30,6 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import tempfile
 import threading
 import time
@@ -146,7 +146,7 @@ def pick(key: str, candidates: Sequence[str], run: Callable[[str], object],
 
 def measure(candidates: Sequence[str], run: Callable[[str], object],
             sync: Callable[[], None] | None = None) -> dict[str, float]:
-    """Median seconds of each candidate, interleaved round by round after one warm-up."""
+    """Seconds of each candidate (its fastest round), interleaved round by round after one warm-up."""
     sync = sync or (lambda: None)
     samples: dict[str, list[float]] = {name: [] for name in candidates}
     for name in candidates:
@@ -161,7 +161,7 @@ def measure(candidates: Sequence[str], run: Callable[[str], object],
             run(name)
             sync()
             samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: min(values) for name, values in samples.items()}
 
 
 def clear_memory() -> None:

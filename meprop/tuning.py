@@ -4,8 +4,8 @@ The first time a meProp linear backward of a new *shape bucket* runs (device, dt
 thread count, batch rounded up to a power of two, ``n``, ``m``, ``k``, weight-gradient
 layout, whether grad_input is needed), :func:`pick` times every candidate formulation on
 the real operands, interleaved round by round (cuDNN's benchmark mode and Triton's
-autotuner do the same), and keeps the one with the lowest time (its fastest round: on a shared machine, other
-processes only ever add time to a sample). The winner is cached in
+autotuner do the same), and keeps the one with the lowest time (its fastest round: on a
+shared machine, other processes only ever add time to a sample). The winner is cached in
 memory and on disk, so a later process on the same machine reuses it without measuring.
 
 Environment:

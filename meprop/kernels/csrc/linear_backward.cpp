@@ -152,32 +152,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
       std::copy(tr.touched.begin(), tr.touched.end(), row_index.data_ptr<int64_t>());
       rows = at::empty({U, m}, opts);
     }
-    if (masked_dense) {
-      // Dense backward on the masked gradient: dense's own GEMM shapes, plus the selection.
+    if (masked || masked_dense) {
+      // Kept entries in a zero (B, n) matrix; grad_input and the weight rows are GEMMs:
+      // masked_gemm over the touched rows only, masked_dense with dense's own shapes.
       at::Tensor kept = at::zeros({R, n}, opts);
       T* kp = kept.data_ptr<T>();
       for (int64_t r = 0; r < R; ++r)
         for (int64_t t = 0; t < k; ++t) kp[r * n + idx[r * k + t]] = val[r * k + t];
       if (need_input) at::mm_out(grad_input, kept, weight);
       if (need_weight) {
-        if (dense_weight) at::mm_out(rows, kept.t(), x);
-        else rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of the (n, m) product
-      }
-      if (need_bias && !dense_bias) grad_bias = kept.sum(0);
-      return;
-    }
-    if (masked) {
-      // Kept entries in a zero (B, n) matrix; grad_input and the touched rows are GEMMs.
-      at::Tensor kept = at::zeros({R, n}, opts);
-      T* kp = kept.data_ptr<T>();
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t t = 0; t < k; ++t) kp[r * n + idx[r * k + t]] = val[r * k + t];
-      if (need_input) at::mm_out(grad_input, kept, weight);
-      if (need_weight) {
-        if (dense_weight) at::mm_out(rows, kept.t(), x);
-        else if (U == n) at::mm_out(rows, kept.t(), x);
+        if (dense_weight || U == n) at::mm_out(rows, kept.t(), x);
+        else if (masked_dense) rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of (n, m)
         else at::mm_out(rows, kept.index_select(1, row_index).t(), x);  // (U, B) x (B, m)
       }
+      if (masked_dense && need_bias && !dense_bias) grad_bias = kept.sum(0);
       return;
     }
     if (need_input) {

@@ -66,7 +66,7 @@ def main() -> None:
     got = (x.grad.clone(), w.grad.clone(), b.grad.clone())
     theirs()
     for a, c in zip(got, (x.grad, w.grad, b.grad)):
-        torch.testing.assert_close(a, c)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-3)  # float32: GEMMs sum in another order
     with num_threads(args.threads):
         t_theirs, t_ours = time_pair(theirs, ours, threads=args.threads, budget_s=args.budget, min_samples=10)
     for name, t in (("lancopku", t_theirs), ("meprop", t_ours)):

@@ -5,6 +5,7 @@
 #   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
 #   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
 #   make kernels  (re)build the compiled CPU kernels (part of setup)
+#   make gpu-check  CUDA tests, tuning on CUDA, a short CUDA benchmark and its report (< 8 min, one GPU)
 # GPU users: install your own torch into .venv first, then pass CONSTRAINTS= (see README).
 
 PYTHON      ?= python3
@@ -19,10 +20,10 @@ PYTEST_ARGS ?=
 
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.meprop-setup
-KERNELS := meprop/kernels/_build/.built
+KERNELS := $(VENV)/.meprop-kernels
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup kernels report bench paper asv asv-compare test clean-results
+.PHONY: setup kernels report bench paper asv asv-compare test gpu-check clean-results
 
 setup: $(STAMP) $(KERNELS)
 
@@ -33,9 +34,10 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) scripts/setup_data.sh
 	bash scripts/setup_data.sh $(PY)
 	touch $(STAMP)
 
-# The compiled CPU kernels (meprop/kernels): rebuilt when their source changes; a failed
+# The compiled CPU kernels (meprop/kernels), built into the user cache (TORCH_EXTENSIONS_DIR,
+# else ~/.cache/meprop/kernels; MEPROP_KERNELS_DIR moves it): rebuilt when their source changes; a failed
 # build is reported and meprop runs on its PyTorch path (it warns once at first use).
-$(KERNELS): $(STAMP) meprop/kernels/csrc/meprop_kernels.cpp meprop/kernels/_build.py
+$(KERNELS): $(STAMP) $(wildcard meprop/kernels/csrc/*.cpp meprop/kernels/csrc/*.h) meprop/kernels/_build.py
 	$(PY) -m meprop.kernels build --quiet && touch $(KERNELS) || true
 
 kernels: $(KERNELS)
@@ -61,6 +63,9 @@ asv-compare: setup  # BASE=<commit> HEAD=<commit>; the factor suits a shared 2-c
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+gpu-check: setup
+	bash scripts/gpu_check.sh $(PY) cuda
 
 clean-results:
 	rm -rf $(RESULTS) $(REPORT)

@@ -36,7 +36,7 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from meprop import kernels
+from meprop import dispatch, kernels
 from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
 from meprop._impl.masked_backward import TransformFunction, functorch_active, masked_linear_backward
 from meprop.checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
@@ -95,27 +95,22 @@ def meprop_linear(
     k = _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
     check_linear_operands(input, weight, bias)
 
-    device_type = input.device.type
-    compute_dtype = None
-    if _autocast_enabled(device_type):
-        # Autocast runs F.linear in its lower precision; the Function does the same casts
-        # itself so that the gradients come back in the parameters' own dtypes and layouts
-        # (a differentiable .to() outside would refuse a row-sparse gradient).
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
+    # Autocast runs F.linear in its lower precision; the Function does the same casts
+    # itself so that the gradients come back in the parameters' own dtypes and layouts
+    # (a differentiable .to() outside would refuse a row-sparse gradient).
+    compute_dtype = dispatch.autocast_dtype(input.device.type)
+    if compute_dtype is None:
         check_same_dtype(input, weight, bias)
     if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
-        return TransformFunction.apply(
-            input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad
-        )
+        return TransformFunction.apply(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad)
     layout = choose_layout(weight, sparse_grad)
-    if (
-        compute_dtype is None and mode == "per_example" and layout != "dense_tracked"
-        and not torch.compiler.is_compiling() and kernels.supports(input, weight)
-    ):
+    code = dispatch.linear_forward_formulation(input, weight, k, mode, layout, compute_dtype)
+    if code is not None:
         # The compiled op with a C++ autograd backward (no Python in the backward); it emits
         # the same two layouts as weight_grad_from_rows ("dense" or "row_sparse").
-        return torch.ops.meprop.linear(input, weight, bias, k, bias_grad == "dense", layout == "row_sparse")
+        return torch.ops.meprop.linear(
+            input, weight, bias, k, bias_grad == "dense", layout == "row_sparse", code
+        )
     return _MepropLinearFunction.apply(
         input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
     )
@@ -150,17 +145,6 @@ def _check_sync_selection(sync_selection, mode: str) -> None:
         )
 
 
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device argument
-        if device_type == "cpu":
-            return torch.is_autocast_cpu_enabled()
-        return device_type == "cuda" and torch.is_autocast_enabled()
-    except RuntimeError:  # a device type autocast does not know (meta, ...): never enabled
-        return False
-
-
 class _MepropLinearFunction(torch.autograd.Function):
     """Forward ``F.linear``; backward from k kept entries per example.
 
@@ -183,8 +167,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         ctx.save_for_backward(input, weight)
         ctx.has_bias = bias is not None
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
-        ctx.layout, ctx.generator = layout, generator
-        ctx.sync_selection = sync_selection
+        ctx.layout, ctx.generator, ctx.sync_selection = layout, generator, sync_selection
         with torch.autocast(input.device.type, enabled=False) if compute_dtype else nullcontext():
             return F.linear(input, weight, bias)
 
@@ -204,33 +187,13 @@ class _MepropLinearFunction(torch.autograd.Function):
             )
             if grad_weight is not None:
                 grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
-            grads = grad_input, grad_weight, grad_bias
-        elif ctx.k >= n or batch == 0:
-            kernels.record_formulation("dense")
-            grad_input, grad_weight, grad_bias = _dense_backward(
-                dy, x, weight, need_input, need_weight, need_bias
-            )
-            if grad_weight is not None:  # sparse_grad=True asks for COO at every k
-                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
-            grads = grad_input, grad_weight, grad_bias
-        elif ctx.mode == "unified":
-            kernels.record_formulation("unified")
-            grads = _unified_backward(
-                dy, x, weight, ctx.k, need_input, need_weight, need_bias, ctx.bias_grad,
-                ctx.param, ctx.layout, ctx.sync_selection,
-            )
-        elif kernels.supports(dy, x, weight):
-            grads = _per_example_backward_kernel(
-                dy, x, weight, ctx.k, ctx.mode, ctx.generator, need_input, need_weight,
-                need_bias, ctx.bias_grad, ctx.param, ctx.layout,
-            )
         else:
-            kernels.record_formulation("pytorch")
-            grads = _per_example_backward(
-                dy, x, weight, ctx.k, ctx.mode, ctx.generator, need_input, need_weight,
-                need_bias, ctx.bias_grad, ctx.param, ctx.layout,
+            call = dispatch.LinearBackward(
+                dy, x, weight, ctx.param, ctx.k, ctx.mode, ctx.bias_grad, ctx.layout, ctx.generator,
+                need_input, need_weight, need_bias, ctx.sync_selection,
             )
-        grad_input, grad_weight, grad_bias = grads
+            formulation = dispatch.linear_backward_formulation(call, run_formulation)
+            grad_input, grad_weight, grad_bias = run_formulation(call, formulation)
         if grad_input is not None:
             grad_input = grad_input.reshape(input.shape).to(ctx.input_dtype)
         if grad_weight is not None and ctx.layout != "row_sparse":  # dense layouts (no .layout: compile)
@@ -239,23 +202,45 @@ class _MepropLinearFunction(torch.autograd.Function):
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
 
 
-def _dense_backward(dy, x, weight, need_input, need_weight, need_bias):
+def run_formulation(call: dispatch.LinearBackward, formulation: str):
+    """``(grad_input, grad_weight, grad_bias)`` of ``call`` computed by ``formulation``.
+
+    The compiled kernel records the formulations it runs itself; the Python paths here.
+    """
+    if not (call.need_input or call.need_weight or call.need_bias):
+        return None, None, None
+    if formulation in dispatch.KERNEL_CODES:
+        return _per_example_backward_kernel(call, formulation)
+    kernels.record_formulation(formulation)
+    if formulation == "dense":
+        return _dense_backward(call)
+    if formulation == "unified":
+        return _unified_backward(call)
+    if formulation == "masked_dense":
+        return _masked_dense_backward(call)
+    return _per_example_backward(call)
+
+
+def _dense_backward(call):
     """``F.linear``'s backward. dy: (N, n), x: (N, m), weight: (n, m)."""
-    grad_input = dy @ weight if need_input else None  # (N, m)
-    grad_weight = dy.t() @ x if need_weight else None  # (n, m)
-    grad_bias = dy.sum(0) if need_bias else None  # (n,)
+    dy, x = call.dy, call.x
+    grad_input = dy @ call.weight if call.need_input else None  # (N, m)
+    grad_weight = None
+    if call.need_weight:  # sparse_grad=True asks for COO at every k
+        grad_weight = weight_grad_from_dense(dy.t() @ x, call.param, call.layout)  # (n, m)
+    grad_bias = dy.sum(0) if call.need_bias else None  # (n,)
     return grad_input, grad_weight, grad_bias
 
 
-def _unified_backward(
-    dy, x, weight, k, need_input, need_weight, need_bias, bias_grad, param, layout, sync=False
-):
+def _unified_backward(call):
     """One column set for the batch: two (N, k) GEMMs. dy: (N, n), x: (N, m), weight: (n, m)."""
-    if not (need_input or need_weight or need_bias):
-        return None, None, None
+    dy, x, weight, k = call.dy, call.x, call.weight, call.k
+    need_input, need_weight, need_bias = call.need_input, call.need_weight, call.need_bias
+    bias_grad, param, layout = call.bias_grad, call.param, call.layout
     n = weight.shape[0]
     # Sorted indices make the row-sparse weight gradient coalesced for free.
-    idx = (topk_unified_synchronized(dy, k) if sync else select(dy, k, "unified")).sort().values  # (k,)
+    chosen = topk_unified_synchronized(dy, k) if call.sync_selection else select(dy, k, "unified")
+    idx = chosen.sort().values  # (k,)
     dy_k = dy.index_select(1, idx)  # (N, k)
     grad_input = dy_k @ weight.index_select(0, idx) if need_input else None  # (N, m)
     grad_weight = None
@@ -271,13 +256,11 @@ def _unified_backward(
     return grad_input, grad_weight, grad_bias
 
 
-def _per_example_backward(
-    dy, x, weight, k, mode, generator, need_input, need_weight, need_bias, bias_grad, param,
-    layout,
-):
+def _per_example_backward(call):
     """k entries per example, gather-based. dy: (N, n), x: (N, m), weight: (n, m)."""
-    if not (need_input or need_weight or need_bias):
-        return None, None, None
+    dy, x, weight, k, mode, generator = call.dy, call.x, call.weight, call.k, call.mode, call.generator
+    need_input, need_weight, need_bias = call.need_input, call.need_weight, call.need_bias
+    bias_grad, param, layout = call.bias_grad, call.param, call.layout
     n, m = weight.shape
     idx = select(dy, k, mode, generator)  # (N, k)
     vals = dy.gather(1, idx)  # (N, k)
@@ -317,30 +300,49 @@ def _per_example_backward(
     return grad_input, grad_weight, grad_bias
 
 
-def _per_example_backward_kernel(
-    dy, x, weight, k, mode, generator, need_input, need_weight, need_bias, bias_grad, param, layout
-):
+def _masked_dense_backward(call):
+    """The dense backward on the masked gradient: dense's GEMMs plus the selection (PyTorch ops)."""
+    dy, layout = call.dy, call.layout
+    idx = select(dy, call.k, call.mode, call.generator)  # (N, k)
+    kept = torch.zeros_like(dy).scatter_(1, idx, dy.gather(1, idx))  # (N, n)
+    grad_input = kept @ call.weight if call.need_input else None  # (N, m)
+    grad_weight = None
+    if call.need_weight:
+        full = kept.t() @ call.x  # (n, m)
+        if layout == "dense":
+            grad_weight = full
+        else:
+            touched = torch.unique(idx)  # (U,) sorted
+            grad_weight = weight_grad_from_rows(touched, full.index_select(0, touched), call.param, layout)
+    grad_bias = None
+    if call.need_bias:
+        grad_bias = (dy if call.bias_grad == "dense" else kept).sum(0)
+    return grad_input, grad_weight, grad_bias
+
+
+def _per_example_backward_kernel(call, formulation):
     """The compiled per-example backward (``torch.ops.meprop.per_example_backward``).
 
     Selection happens inside the kernel for ``per_example``; ``random`` picks its indices
-    here (the generator is PyTorch's) and hands them over. The kernel chooses the
-    formulation (row gathers or masked dense GEMMs) from the shape and records it
-    (:func:`meprop.kernels.last_formulation`). For the plain dense layout it writes the
-    touched rows straight into an ``(n, m)`` zero tensor; otherwise it returns the
-    ``(U, m)`` rows for :func:`meprop._impl.grad_layout.weight_grad_from_rows`.
+    here (the generator is PyTorch's) and hands them over. ``formulation`` is one of
+    :data:`meprop.dispatch.KERNEL_CODES` (``auto``: the kernel's cost model); the kernel
+    records what ran (:func:`meprop.kernels.last_formulation`). For the plain dense layout
+    it writes the touched rows straight into an ``(n, m)`` zero tensor; otherwise it
+    returns the ``(U, m)`` rows for :func:`meprop._impl.grad_layout.weight_grad_from_rows`.
     """
-    if not (need_input or need_weight or need_bias):
-        return None, None, None
-    indices = select(dy, k, mode, generator) if mode == "random" else None  # (N, k)
+    dy, layout = call.dy, call.layout
+    indices = select(dy, call.k, call.mode, call.generator) if call.mode == "random" else None  # (N, k)
     dense_weight = layout == "dense"
     grad_input, row_index, rows, grad_bias = torch.ops.meprop.per_example_backward(
-        dy, x, weight, k, indices, need_input, need_weight, need_bias, bias_grad == "dense",
-        dense_weight, "auto",
+        dy, call.x, call.weight, call.k, indices, call.need_input, call.need_weight, call.need_bias,
+        call.bias_grad == "dense", dense_weight, formulation,
     )
     grad_weight = None
-    if need_weight:
-        grad_weight = rows if dense_weight else weight_grad_from_rows(row_index, rows, param, layout)
-    return (grad_input if need_input else None), grad_weight, (grad_bias if need_bias else None)
+    if call.need_weight:
+        grad_weight = rows if dense_weight else weight_grad_from_rows(row_index, rows, call.param, layout)
+    return (
+        grad_input if call.need_input else None, grad_weight, grad_bias if call.need_bias else None
+    )
 
 
 def masked_dense_linear_backward(

@@ -38,10 +38,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop import kernels
+from meprop import dispatch
+from meprop._impl.masked_backward import functorch_active
 from meprop.checks import check_bool, check_choice, check_k, resolve_k
 from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
-from meprop._impl.masked_backward import functorch_active
 from meprop.functional import BIAS_GRADS, meprop_linear
 from meprop.selection import MODES
 
@@ -190,12 +190,9 @@ class MepropLSTM(nn.Module):
         return output, (h, c)  # (B, T, h), ((B, h), (B, h))
 
     def _use_kernels(self, input, h, c) -> bool:
-        if torch.compiler.is_compiling() or _autocast_on(input.device.type) or functorch_active():
+        if functorch_active():
             return False  # torch.func: the PyTorch path, whose meprop_linear supports transforms
-        grad = torch.is_grad_enabled()
-        if grad and self.training and self.mode != "per_example":
-            return False  # unified / random: the PyTorch path
-        return kernels.supports(input, h, c, *self.parameters())
+        return dispatch.lstm_kernels(self.mode, self.training, input, h, c, *self.parameters())
 
     def _fused(self, input, lengths, h, c):
         lengths = None if lengths is None else lengths.to(device="cpu", dtype=torch.long)
@@ -216,13 +213,6 @@ class MepropLSTM(nn.Module):
             f"{self.input_size}, {self.hidden_size}, k={self.k}, mode={self.mode}, "
             f"bias_grad={self.bias_grad}{', sparse_grad=True' if self.sparse_grad else ''}"
         )
-
-
-def _autocast_on(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except (TypeError, RuntimeError):  # an old torch, or a device autocast does not know
-        return False
 
 
 class _FusedLSTMFunction(torch.autograd.Function):

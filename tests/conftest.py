@@ -1,8 +1,20 @@
-"""Shared fixtures: run a test module's gradient tests on both meprop paths."""
+"""Shared fixtures: run a test module's gradient tests on both meprop paths.
+
+The suite runs with the formulation tuner off (``MEPROP_TUNING=off``: the cost model
+decides, deterministically, and nothing is timed) and its cache in a temporary folder, so
+that no test reads or writes the user's cache; tests/test_tuning.py turns it on where it
+tests it. Subprocesses inherit both settings.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+os.environ["MEPROP_TUNING"] = "off"
+os.environ["MEPROP_TUNING_DIR"] = tempfile.mkdtemp(prefix="meprop-tuning-tests-")
 
 from meprop import kernels
 

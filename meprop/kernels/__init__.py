@@ -1,6 +1,6 @@
 """Compiled meProp kernels (torch.library custom ops) and the switch to the PyTorch fallback.
 
-The ops (C++, ``csrc/meprop_kernels.cpp``; fake implementations for ``torch.compile`` in
+The ops (C++, one source per op in ``csrc/``; fake implementations for ``torch.compile`` in
 :mod:`meprop.kernels._ops`):
 
 - ``torch.ops.meprop.per_example_backward``: the paper's per-example meProp backward of a
@@ -29,6 +29,7 @@ call is counted (:func:`formulation_counts`; the benchmark records them).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import warnings
@@ -41,18 +42,21 @@ __all__ = [
     "enabled",
     "unavailable_reason",
     "supports",
+    "build_key",
     "load",
     "choose_formulation",
     "last_formulation",
     "formulation_counts",
     "record_formulation",
+    "unrecorded",
     "KernelsUnavailableWarning",
 ]
 
 #: What can run a per-example meProp backward. ``gather`` and ``masked_gemm`` are the
 #: compiled kernel's formulations; ``dense`` is k >= n (F.linear's own backward);
-#: ``pytorch`` the fallback's gather path; ``unified`` the unified mode's two GEMMs.
-FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified")
+#: ``pytorch`` the fallback's gather path; ``unified`` the unified mode's two GEMMs;
+#: ``masked_dense`` the dense backward on the masked gradient (at most dense + selection).
+FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified", "masked_dense")
 
 _OFF = ("off", "0", "false", "no")
 _ON = ("on", "1", "true", "yes", "required")
@@ -94,7 +98,7 @@ def load() -> bool:
                 if path.exists():
                     torch.ops.load_library(str(path))
                 else:
-                    path = _build.build()
+                    path = _build_at_first_use(_build)
                 from meprop.kernels import _ops  # noqa: F401, PLC0415 - registers the fake impls
 
                 _state["path"] = str(path)
@@ -102,6 +106,24 @@ def load() -> bool:
             except Exception as error:  # noqa: BLE001 - any failure means: use the fallback
                 _state["error"] = _describe(error)
     return _state["loaded"]
+
+
+def _build_at_first_use(build_module) -> str:
+    # One line on stderr: a first backward that stops for half a minute says why.
+    import sys  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    print(f"meprop: compiling the CPU kernels at first use into {build_module.build_dir()} "
+          f"(once per machine; `python -m meprop.kernels build` does it ahead) ...",
+          end="", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    try:
+        path = build_module.build()
+    except BaseException:
+        print(" failed", file=sys.stderr, flush=True)
+        raise
+    print(f" done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return path
 
 
 def _describe(error: BaseException) -> str:
@@ -150,6 +172,13 @@ def library_path() -> str | None:
     return _state["path"]
 
 
+def build_key() -> str:
+    """A hash of what the compiled library depends on (sources, torch, flags, platform)."""
+    from meprop.kernels import _build  # noqa: PLC0415
+
+    return _build.build_key()
+
+
 def supports(*tensors: torch.Tensor) -> bool:
     """True when the kernels can take these operands: CPU, float32 or float64, one dtype."""
     first = tensors[0]
@@ -172,13 +201,27 @@ def choose_formulation(batch: int, n: int, m: int, k: int) -> str:
     return FORMULATIONS[torch.ops.meprop.choose_formulation(batch, n, m, k)]
 
 
+@contextlib.contextmanager
+def unrecorded():
+    """Runs inside are left out of :func:`formulation_counts` (the tuner's timed candidates)."""
+    before = formulation_counts()
+    _py_stats[2] += 1
+    try:
+        yield
+    finally:
+        _py_stats[2] -= 1
+        after = formulation_counts()
+        for name in after:
+            _py_stats[3][name] += after[name] - before.get(name, 0)
+
+
 def record_formulation(name: str) -> None:
     """Note that ``name`` (one of :data:`FORMULATIONS`) ran a meProp linear backward.
 
     The compiled kernel records its own choice; the Python paths call this. Not recorded
     while ``torch.compile`` traces (it would only count the trace).
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _py_stats[2]:
         return
     if _state["loaded"]:
         torch.ops.meprop.note_formulation(FORMULATIONS.index(name))
@@ -187,7 +230,8 @@ def record_formulation(name: str) -> None:
         _py_stats[1][name] += 1
 
 
-_py_stats: list = [None, collections.Counter()]
+# [last Python-path formulation, its counts, depth of unrecorded(), counts to leave out]
+_py_stats: list = [None, collections.Counter(), 0, collections.Counter()]
 
 
 def formulation_counts() -> dict[str, int]:
@@ -196,7 +240,8 @@ def formulation_counts() -> dict[str, int]:
     if _state["loaded"]:
         for name, count in zip(FORMULATIONS, torch.ops.meprop.formulation_stats()[1:]):
             counts[name] += count
-    return {name: counts[name] for name in FORMULATIONS if counts[name]}
+    counts.subtract(_py_stats[3])
+    return {name: counts[name] for name in FORMULATIONS if counts[name] > 0}
 
 
 def last_formulation() -> str | None:

@@ -1,13 +1,24 @@
 """Building the compiled kernels: one shared library, keyed by source hash, torch and compiler flags.
 
-``build()`` compiles ``csrc/meprop_kernels.cpp`` with :func:`torch.utils.cpp_extension.load`
+``build()`` compiles the sources of ``csrc/`` (one per op: selection, row gathers, the linear
+backward, the LSTM, the lazy Adam row update) with :func:`torch.utils.cpp_extension.load`
 (ninja + the system C++ compiler; nothing is downloaded) into ``build_dir()``, a folder named
 after a hash of the source, the torch version and the flags, so a changed source or a new torch
 builds a fresh library next to the old one and never loads a stale one. The library holds no
 Python bindings (plain ``TORCH_LIBRARY`` ops), so it does not depend on the Python version.
 
-Where: ``$MEPROP_KERNELS_DIR`` if set, else ``meprop/kernels/_build/`` inside the package when
-it is writable (the editable install of ``make setup``), else ``~/.cache/meprop/kernels``.
+Where, as torch's extension tooling does it, and never inside the installed package (a
+leftover folder there would outlive ``pip uninstall``):
+
+- built into :func:`build_root`: ``$MEPROP_KERNELS_DIR`` if set, else
+  ``$TORCH_EXTENSIONS_DIR/meprop`` if set, else ``$XDG_CACHE_HOME/meprop/kernels``
+  (``~/.cache/meprop/kernels``);
+- looked up in that folder and then in ``meprop/kernels/prebuilt/`` (a library shipped with
+  the package; read-only is fine): :func:`library_path` is the first that exists.
+
+Two processes building at once do not corrupt each other: ``cpp_extension.load`` holds
+torch's ``FileBaton`` (a lock file in the build folder) while it compiles, and the other
+waits, then loads the finished library.
 
 Flags: ``-O3`` (auto-vectorisation of the plain loops), ``-fno-math-errno`` (so ``sqrt`` in a
 loop vectorises; nothing reads errno), ``-fopenmp`` (``at::parallel_for`` is
@@ -28,10 +39,15 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SOURCES", "CFLAGS", "LDFLAGS", "build_key", "build_dir", "library_path", "build"]
+__all__ = ["SOURCES", "HEADERS", "CFLAGS", "LDFLAGS", "PREBUILT", "build_key", "build_root", "build_dir",
+           "built_path", "library_path", "build"]
 
 _HERE = Path(__file__).resolve().parent
-SOURCES = (_HERE / "csrc" / "meprop_kernels.cpp", _HERE / "csrc" / "lazy_adam_rows.cpp")
+#: One source per op family (each with its schema, CPU kernel and autograd registration).
+SOURCES = tuple(_HERE / "csrc" / name for name in (
+    "select.cpp", "rows.cpp", "linear_backward.cpp", "lstm.cpp", "lazy_adam_rows.cpp"))
+#: The shared headers (part of the build key: a changed header rebuilds).
+HEADERS = tuple(_HERE / "csrc" / name for name in ("common.h", "select.h", "rows.h"))
 CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
 
@@ -39,24 +55,25 @@ LDFLAGS = ("-fopenmp",)
 def build_key() -> str:
     """A short hash of what the library depends on: sources, torch version, flags, platform."""
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
     digest.update(repr((torch.__version__, torch.version.git_version, CFLAGS, LDFLAGS, sys.platform)).encode())
     return digest.hexdigest()[:16]
 
 
-def _root() -> Path:
+#: Where a library shipped with the package is looked for (read only).
+PREBUILT = _HERE / "prebuilt"
+
+
+def build_root() -> Path:
+    """The folder libraries are built into (one sub-folder per build key)."""
     env = os.environ.get("MEPROP_KERNELS_DIR")
     if env:
         return Path(env)
-    local = _HERE / "_build"
-    try:
-        local.mkdir(exist_ok=True)
-        if os.access(local, os.W_OK):
-            return local
-    except OSError:
-        pass
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "meprop" / "kernels"
+    torch_dir = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if torch_dir:
+        return Path(torch_dir) / "meprop"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "meprop" / "kernels"
 
 
 def library_name() -> str:
@@ -64,12 +81,19 @@ def library_name() -> str:
 
 
 def build_dir() -> Path:
-    return _root() / build_key()
+    return build_root() / build_key()
+
+
+def built_path() -> Path:
+    """Where :func:`build` puts the library."""
+    return build_dir() / f"{library_name()}.so"
 
 
 def library_path() -> Path:
-    """Where the built library is (or will be)."""
-    return build_dir() / f"{library_name()}.so"
+    """The library to load: the built one if it exists, else a prebuilt one, else where it will be built."""
+    built = built_path()
+    prebuilt = PREBUILT / build_key() / built.name
+    return prebuilt if not built.exists() and prebuilt.exists() else built
 
 
 def _ensure_ninja_on_path() -> None:
@@ -97,17 +121,18 @@ def _compile_directly(folder: Path, verbose: bool) -> None:
     from torch.utils import cpp_extension  # noqa: PLC0415
 
     compiler = os.environ.get("CXX", "c++")
+    partial = folder / f"{library_name()}.so.{os.getpid()}.tmp"  # one per process: concurrent builds never mix
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     command = [compiler, "-shared", "-fPIC", *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
                *(f"-I{p}" for p in cpp_extension.include_paths()), *(str(s) for s in SOURCES),
                *(f"-L{p}" for p in cpp_extension.library_paths()), "-lc10", "-ltorch", "-ltorch_cpu",
-               *LDFLAGS, "-o", str(folder / f"{library_name()}.so.tmp")]
+               *LDFLAGS, "-o", str(partial)]
     if verbose:
         print(" ".join(command))
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{compiler} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    os.replace(folder / f"{library_name()}.so.tmp", library_path())  # atomic: no half-written library
+    os.replace(partial, built_path())  # atomic: a reader never sees a half-written library
 
 
 def build(verbose: bool = False) -> Path:
@@ -132,7 +157,7 @@ def build(verbose: bool = False) -> Path:
             is_python_module=False,
             verbose=verbose,
         )
-    path = library_path()
+    path = built_path()
     if not path.exists():
         raise RuntimeError(f"the build finished but {path} is missing")
     if verbose:

@@ -1,6 +1,6 @@
 """Fake (meta) implementations of the meprop ops, so ``torch.compile`` can trace them.
 
-Shapes follow ``csrc/meprop_kernels.cpp``. The number U of touched weight-gradient rows
+Shapes follow the sources in ``csrc/``. The number U of touched weight-gradient rows
 depends on the data: it is an unbacked size (``new_dynamic_size``) unless the op writes the
 dense ``(n, m)`` weight gradient (``dense_weight=True``), whose shape is static.
 """
@@ -14,6 +14,13 @@ __all__: list[str] = []
 
 def _empty(like: torch.Tensor, *shape, dtype=None) -> torch.Tensor:
     return like.new_empty(shape, dtype=dtype or like.dtype)
+
+
+@torch.library.register_fake("meprop::select_rows")
+def _select_rows_fake(dy, k):
+    rows, n = dy.shape
+    kept = min(k, n)
+    return _empty(dy, rows, kept, dtype=torch.long), _empty(dy, rows, kept)
 
 
 @torch.library.register_fake("meprop::per_example_backward")

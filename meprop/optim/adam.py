@@ -23,7 +23,7 @@ import math
 import torch
 from torch.optim.optimizer import _get_scalar_dtype
 
-from meprop import kernels
+from meprop import dispatch
 from meprop.optim._lazy_rows import LazyRowsMixin
 
 __all__ = ["Adam", "AdamW"]
@@ -83,9 +83,8 @@ class _LazyAdamRows(LazyRowsMixin):
 
 
 def _rows_kernel_takes(tensors: list[torch.Tensor], rows: torch.Tensor) -> bool:
-    """True when the compiled row update applies: CPU float32/64, contiguous 2-D state."""
-    return (tensors[0].dim() == 2 and all(t.is_contiguous() for t in tensors)
-            and kernels.supports(*tensors, rows))
+    """True when the compiled row update applies (:func:`meprop.dispatch.row_kernel`)."""
+    return dispatch.row_kernel(tensors, rows)
 
 
 class Adam(_LazyAdamRows, torch.optim.Adam):

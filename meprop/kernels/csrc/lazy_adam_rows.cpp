@@ -10,24 +10,10 @@
 // step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t) comes from the caller (meprop/optim/adam.py),
 // which keeps torch's fused Adam on row views as the fallback. Rows are independent (row_index
 // is unique), so threads split the rows.
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/library.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
+#include "common.h"
 
 namespace meprop {
 namespace {
-
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-// Vector code for AVX-512, AVX2+FMA and baseline x86-64, picked at run time (as in
-// meprop_kernels.cpp); the build's -fno-math-errno lets sqrt vectorise.
-#define MEPROP_ROW_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MEPROP_ROW_CLONES
-#endif
 
 struct RowConstants {
   double sign, b1, b2, shrink, decay, neg_step, eps;
@@ -73,11 +59,11 @@ inline __attribute__((always_inline)) void update_row_any(T* p, T* m, T* v, T* v
   }
 }
 
-MEPROP_ROW_CLONES void update_row(float* p, float* m, float* v, float* vmax, const float* g, int64_t cols,
+MEPROP_CLONES void update_row(float* p, float* m, float* v, float* vmax, const float* g, int64_t cols,
                                   const RowConstants& c, int flags) {
   update_row_any(p, m, v, vmax, g, cols, c, flags);
 }
-MEPROP_ROW_CLONES void update_row(double* p, double* m, double* v, double* vmax, const double* g,
+MEPROP_CLONES void update_row(double* p, double* m, double* v, double* vmax, const double* g,
                                   int64_t cols, const RowConstants& c, int flags) {
   update_row_any(p, m, v, vmax, g, cols, c, flags);
 }

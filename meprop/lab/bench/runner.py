@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from meprop import kernels
+from meprop import dispatch, kernels
 from meprop.lab.bench.cases import Case
 from meprop.lab.bench.timer import Measurement, TimingOptions, num_threads, synchronize, time_pair
 from meprop.lab.bench.train_step import optimizer_names, probe_phases
@@ -56,6 +56,7 @@ def case_record(
     peak_memory: dict | None = None,
     wall_s: float | None = None,
     formulations: dict | None = None,
+    tuning: dict | None = None,
     optimizers: dict | None = None,
     phases: dict | None = None,
     ddp: dict | None = None,
@@ -64,7 +65,8 @@ def case_record(
 
     ``dense`` / ``meprop`` are the timer's measurements, or None (skipped cases).
     ``wall_s``: wall time the case took in all (build, warm-up, probes). ``formulations``:
-    the meProp linear backwards each formulation ran while the case was timed.
+    the meProp linear backwards each formulation ran while the case was timed; ``tuning``:
+    where their formulation choices came from (:func:`meprop.dispatch.choice_counts`).
     """
     noisy = bool((dense is not None and dense.noisy) or (meprop is not None and meprop.noisy))
     return schema.bench_record(
@@ -72,8 +74,12 @@ def case_record(
         dense=None if dense is None else dense.to_dict(),
         meprop=None if meprop is None else meprop.to_dict(),
         peak_memory=peak_memory, wall_s=wall_s, noisy=noisy, formulations=formulations,
-        optimizers=optimizers, phases=phases, ddp=ddp,
+        tuning=tuning, optimizers=optimizers, phases=phases, ddp=ddp,
     )
+
+
+def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -171,16 +177,16 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
                 dense_bytes, kind = peak_memory(dense_fn, case.device)
                 meprop_bytes, _ = peak_memory(meprop_fn, case.device)
                 memory = {"dense_bytes": dense_bytes, "meprop_bytes": meprop_bytes, "kind": kind}
-            before = kernels.formulation_counts()
+            before, choices = kernels.formulation_counts(), dispatch.choice_counts()
             dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device,
                                       threads=case.threads, options=options)
-            after = kernels.formulation_counts()
-            extra = {}
+            after, tuned = kernels.formulation_counts(), _delta(choices, dispatch.choice_counts())
+            extra = {"tuning": tuned} if tuned else {}
             if case.measurement == "train_step":  # after the timed samples: timing undisturbed
                 extra = dict(optimizers=optimizer_names(case.optimizer, case.adam),
                              phases=probe_phases(dense_fn, meprop_fn, rewarm=(
                                  dense.rewarm * dense.number, meprop.rewarm * meprop.number)))
-        ran = {name: after[name] - before.get(name, 0) for name in after if after[name] > before.get(name, 0)}
+        ran = _delta(before, after)
         return dict(dense=dense, meprop=meprop, peak_memory=memory, formulations=ran or None, **extra)
     except Unsupported as error:
         return dict(status="skipped", reason=str(error))

@@ -164,14 +164,16 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
                  meprop: dict | None = None, status: str = "ok", reason: str | None = None,
                  peak_memory: dict | None = None, wall_s: float | None = None,
                  noisy: bool | None = None, formulations: dict | None = None,
-                 optimizers: dict | None = None, phases: dict | None = None,
+                 tuning: dict | None = None, optimizers: dict | None = None, phases: dict | None = None,
                  ddp: dict | None = None) -> dict:
     """A ``bench`` record; speedup, ideal and efficiency are derived here from the timings.
 
     ``case`` is the case object (:data:`CASE_FIELDS`), ``dense`` / ``meprop`` timing
     objects (:func:`timing`) or None (skipped). ``noisy`` None: derived from the timings.
     ``formulations``: how many meProp linear backwards each formulation ran while the case
-    was timed (:func:`meprop.kernels.formulation_counts`; None when none ran).
+    was timed (:func:`meprop.kernels.formulation_counts`; None when none ran). ``tuning``:
+    where those backwards' formulation choices came from, counted by source (``measured``
+    here, ``cached`` from this machine's tuning cache, ``model``: the cost model, tuning off).
     Training steps also carry ``optimizers`` (``{"dense": name, "meprop": name}``) and
     ``phases`` (``{"dense"|"meprop": {"forward_s", "backward_s", "optimizer_s"}}``, medians of
     separately probed steps), from which ``amdahl_limit`` is derived (:func:`amdahl_limit_of`).
@@ -191,6 +193,7 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
         "speedup": speedup, "ideal": ideal, "efficiency": efficiency_of(speedup, ideal),
         "noisy": noisy_of(dense, meprop) if noisy is None else noisy,
         "peak_memory": peak_memory, "wall_s": wall_s, "formulations": formulations,
+        **({"tuning": tuning} if tuning is not None else {}),
         **({"optimizers": optimizers} if optimizers is not None else {}),
         **({"phases": phases, "amdahl_limit": amdahl_limit_of(dense, phases)}
            if phases is not None else {}),

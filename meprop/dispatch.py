@@ -1,0 +1,193 @@
+"""Which path runs a meProp backward: one decision for the linear layer, the LSTM and the optimizer.
+
+A meProp linear backward can run as
+
+- the compiled op ``torch.ops.meprop.linear`` (a C++ autograd function: no Python in the
+  backward), with one of the kernel's formulations ``gather``, ``masked_gemm`` or
+  ``masked_dense`` (see ``meprop/kernels/csrc/linear_backward.cpp``);
+- the Python autograd Function of :mod:`meprop.functional`, whose backward runs one of
+  :data:`meprop.kernels.FORMULATIONS`: the same kernel formulations, the plain PyTorch path
+  (``pytorch``), the dense backward on the masked gradient (``masked_dense``, PyTorch ops
+  where the kernels do not apply), ``unified``, or ``dense`` (k >= n).
+
+:func:`linear_forward_formulation` (asked in the forward) and :func:`linear_backward_formulation`
+(asked in the Python Function's backward) make that choice from the device, dtype, autocast,
+the weight-gradient layout and the mode. Among the per-example formulations the choice is
+measured (:mod:`meprop.tuning`): at the first backward of a shape bucket every candidate is
+timed and the fastest kept, here and on disk. With ``MEPROP_TUNING=off``, or before a bucket
+is measured by the compiled path, the kernel's cost model decides (the cold-start guess).
+``masked_dense`` is always a candidate: it costs what dense costs plus the selection, so the
+measured choice is never much slower than dense.
+
+:func:`lstm_kernels` (MepropLSTM) and :func:`row_kernel` (the lazy optimizers) answer the same
+question for the other compiled ops.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from meprop import kernels, tuning
+
+__all__ = [
+    "LinearBackward",
+    "KERNEL_CODES",
+    "autocast_dtype",
+    "linear_forward_formulation",
+    "linear_backward_formulation",
+    "candidates",
+    "lstm_kernels",
+    "row_kernel",
+    "choice_counts",
+]
+
+#: The compiled op's formulation codes (``torch.ops.meprop.linear``'s last argument).
+KERNEL_CODES = {"auto": -1, "gather": 0, "masked_gemm": 1, "masked_dense": 5}
+_choices: collections.Counter = collections.Counter()
+
+
+@dataclass(frozen=True, eq=False)
+class LinearBackward:
+    """One meProp linear backward: its operands and what the forward decided.
+
+    ``dy: (N, n)``, ``x: (N, m)``, ``weight: (n, m)`` (in the compute dtype), ``param``: the
+    weight Parameter (the gradient comes back in its dtype; rows may be recorded on it).
+    """
+
+    dy: torch.Tensor
+    x: torch.Tensor
+    weight: torch.Tensor
+    param: torch.Tensor
+    k: int
+    mode: str
+    bias_grad: str
+    layout: str
+    generator: torch.Generator | None
+    need_input: bool
+    need_weight: bool
+    need_bias: bool
+    sync_selection: bool = False  # unified: one column set agreed across the ranks
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(N, n, m)``."""
+        return self.dy.shape[0], self.weight.shape[0], self.weight.shape[1]
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """Autocast's dtype on ``device_type`` when autocast is on there, else None."""
+    try:
+        on = torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device argument
+        on = torch.is_autocast_cpu_enabled() if device_type == "cpu" else (
+            device_type == "cuda" and torch.is_autocast_enabled())
+    except RuntimeError:  # a device type autocast does not know (meta, ...): never on
+        return None
+    return torch.get_autocast_dtype(device_type) if on else None
+
+
+def candidates(kernel: bool) -> tuple[str, ...]:
+    """The per-example formulations timed against each other (kernel: the compiled op applies)."""
+    return ("gather", "masked_gemm", "masked_dense", "pytorch") if kernel else ("pytorch", "masked_dense")
+
+
+def _bucket(dy_or_x: torch.Tensor, batch: int, n: int, m: int, k: int, layout: str, need_input: bool) -> str:
+    return tuning.bucket(dy_or_x.device, dy_or_x.dtype, batch, n, m, k, layout, need_input)
+
+
+def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str,
+                               layout: str, compute_dtype: torch.dtype | None) -> int | None:
+    """The formulation code to run ``torch.ops.meprop.linear`` with, or None for the Python Function.
+
+    ``input: (..., m)``, ``weight: (n, m)``. The compiled op takes per-example mode on CPU
+    float32/64 outside autocast and ``torch.compile``, with the dense or row-sparse layout.
+    Under tuning, a bucket not yet measured goes through the Python Function (its backward
+    measures); a bucket whose winner is the PyTorch path stays there.
+    """
+    if (compute_dtype is not None or mode != "per_example" or layout == "dense_tracked"
+            or torch.compiler.is_compiling() or not kernels.supports(input, weight)):
+        return None
+    n, m = weight.shape
+    if k >= n:
+        return KERNEL_CODES["auto"]  # the op runs the dense backward itself
+    if not tuning.enabled():
+        _note_forward("model")
+        return KERNEL_CODES["auto"]
+    batch = math.prod(input.shape[:-1])
+    entry = tuning.lookup(_bucket(input, batch, n, m, k, layout, input.requires_grad))
+    if entry is None or entry["formulation"] not in KERNEL_CODES:
+        return None
+    _note_forward(entry["source"])
+    return KERNEL_CODES[entry["formulation"]]
+
+
+def linear_backward_formulation(call: LinearBackward, run: Callable[[LinearBackward, str], object]) -> str:
+    """The formulation to run ``call`` with: a name of :data:`meprop.kernels.FORMULATIONS`, or
+    ``auto`` (the compiled kernel applies its cost model and records what it ran).
+
+    ``run(call, name)`` runs one formulation; it is what the tuner times when the bucket of
+    ``call`` has not been measured yet. Random mode is never measured (timing would draw
+    from its generator); it, ``MEPROP_TUNING=off`` and a ``torch.compile`` trace take the
+    cost model.
+    """
+    batch, n, m = call.shape
+    if call.k >= n or batch == 0:
+        return "dense"
+    if call.mode == "unified":
+        return "unified"
+    kernel = kernels.supports(call.dy, call.x, call.weight)
+    if call.mode != "per_example" or not tuning.enabled() or torch.compiler.is_compiling():
+        if not torch.compiler.is_compiling():  # a traced backward is not timed nor counted
+            _note("model")
+        return "auto" if kernel else "pytorch"
+    key = _bucket(call.dy, batch, n, m, call.k, call.layout, call.need_input)
+    names = candidates(kernel)
+    entry = tuning.lookup(key)
+    if entry is not None and entry["formulation"] in names:
+        _note(entry["source"])
+        return entry["formulation"]
+    sync = torch.cuda.synchronize if call.dy.is_cuda else None
+    with kernels.unrecorded():  # the timed runs are not backwards the program asked for
+        winner = tuning.pick(key, names, lambda name: run(call, name), sync)
+    _note("measured")
+    return winner
+
+
+def lstm_kernels(mode: str, training: bool, *tensors: torch.Tensor) -> bool:
+    """True when MepropLSTM runs its whole sequence through the compiled ops.
+
+    ``tensors``: the input, the state and the parameters. Unified and random training take
+    the PyTorch path; so do autocast and ``torch.compile``.
+    """
+    if torch.compiler.is_compiling() or autocast_dtype(tensors[0].device.type) is not None:
+        return False
+    if torch.is_grad_enabled() and training and mode != "per_example":
+        return False
+    return kernels.supports(*tensors)
+
+
+def row_kernel(state: list[torch.Tensor], rows: torch.Tensor) -> bool:
+    """True when the compiled lazy-Adam row update applies: CPU float32/64, contiguous 2-D state."""
+    return (state[0].dim() == 2 and all(t.is_contiguous() for t in state)
+            and kernels.supports(*state, rows))
+
+
+def choice_counts() -> dict[str, int]:
+    """How many per-example formulation choices came from each source in this process:
+    ``measured`` (timed here), ``cached`` (a measurement read from the disk cache) or
+    ``model`` (the cost model: tuning off, or random mode)."""
+    return dict(_choices)
+
+
+def _note(source: str) -> None:
+    _choices[source] += 1
+
+
+def _note_forward(source: str) -> None:
+    if torch.is_grad_enabled():  # a forward that will have a backward
+        _choices[source] += 1

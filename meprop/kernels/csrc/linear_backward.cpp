@@ -1,0 +1,300 @@
+// meprop::per_example_backward and meprop::linear: the paper's per-example meProp backward
+// of a linear layer (Sun et al. 2017, Section 2), fused: top-k of |dy| per row, grad_input,
+// the touched weight-gradient rows (sorted unique) and the bias gradient, in two passes.
+// meprop::linear is F.linear whose backward is that op, as a C++ autograd function.
+//
+// Formulations of the per-example backward (the caller names one, or "auto" for the cost
+// model below; meprop/dispatch.py measures them and passes the winner):
+//   "gather"        row gathers: grad_input[b] = sum_t v[b,t] W[j[b,t]]; weight row j =
+//                   sum over the examples b that kept j of v[b,j] x[b] (rows.h).
+//   "masked_gemm"   the kept entries scattered into a zero (B, n) matrix, then GEMMs over the
+//                   touched rows (wins when k/n is high enough that gathers lose to a GEMM).
+//   "masked_dense"  the same zero (B, n) matrix through the full dense backward (two GEMMs of
+//                   dense's own shapes): at most dense's cost plus the selection.
+#include <torch/autograd.h>
+
+#include <atomic>
+
+#include "rows.h"
+#include "select.h"
+
+namespace meprop {
+namespace detail {
+
+namespace {
+std::atomic<int64_t> g_last{-1};
+std::atomic<int64_t> g_counts[kNumFormulations];
+}  // namespace
+
+void note_formulation(int64_t code) {
+  TORCH_CHECK(code >= 0 && code < kNumFormulations, "meprop::note_formulation: unknown code ", code);
+  g_last.store(code, std::memory_order_relaxed);
+  g_counts[code].fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
+
+// [last code (-1: none yet), then the count of each formulation]
+std::vector<int64_t> formulation_stats() {
+  std::vector<int64_t> out{g_last.load()};
+  for (auto& c : g_counts) out.push_back(c.load());
+  return out;
+}
+
+// Relative cost of one gathered multiply-add against one of a dense GEMM (measured on the
+// project's 2-core AMD EPYC, float32; docs/performance.md).
+constexpr double kGatherCost = 4.0;
+
+// Gathers: 2*B*k*m multiply-adds at kGatherCost each. Masked GEMMs: B*n*m (grad_input)
+// plus B*U*m (the touched rows, U <= min(n, B*k)) at GEMM speed. Below 16 rows a GEMM is a
+// GEMV, memory-bound on W, while gathers read only the k rows they need: gathers.
+int64_t choose_formulation(int64_t batch, int64_t n, int64_t m, int64_t k) {
+  if (batch < 16 || k >= n) return kGather;
+  const double touched = (double)std::min(n, batch * k);
+  const double gather = 2.0 * batch * k * m * kGatherCost;
+  const double masked = (double)batch * (n + touched) * m;
+  return masked < gather ? kMaskedGemm : kGather;
+}
+
+
+// The per_example_backward name of a formulation code of meprop::linear (-1: "auto").
+const char* formulation_name(int64_t code) {
+  switch (code) {
+    case -1: return "auto";
+    case kGather: return "gather";
+    case kMaskedGemm: return "masked_gemm";
+    case kMaskedDense: return "masked_dense";
+    default: TORCH_CHECK(false, "meprop::linear: formulation must be -1 (auto), 0 (gather), 1 (masked_gemm) or ",
+                         "5 (masked_dense), got ", code);
+  }
+  return "auto";
+}
+
+// The entries given by `indices` (random mode: chosen outside), with their values.
+template <typename T>
+void take_given(const T* dy, const int64_t* given, int64_t R, int64_t n, int64_t k, int64_t* idx, T* val) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t t = 0; t < k; ++t) {
+      int64_t j = given[r * k + t];
+      TORCH_CHECK(j >= 0 && j < n, "meprop::per_example_backward: index ", j, " out of range [0, ", n, ")");
+      idx[r * k + t] = j;
+      val[r * k + t] = dy[r * n + j];
+    }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
+    const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& weight_in, int64_t k,
+    const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
+    bool dense_bias, bool dense_weight, c10::string_view formulation) {
+  TORCH_CHECK(dy_in.dim() == 2 && x_in.dim() == 2 && weight_in.dim() == 2,
+              "meprop::per_example_backward: dy (B, n), x (B, m), weight (n, m) must be 2-D");
+  TORCH_CHECK(dy_in.device().is_cpu(), "meprop::per_example_backward: CPU tensors only");
+  const int64_t R = dy_in.size(0), n = dy_in.size(1), m = x_in.size(1);
+  TORCH_CHECK(x_in.size(0) == R && weight_in.size(0) == n && weight_in.size(1) == m,
+              "meprop::per_example_backward: shapes do not match: dy ", dy_in.sizes(), ", x ", x_in.sizes(),
+              ", weight ", weight_in.sizes());
+  TORCH_CHECK(dy_in.scalar_type() == x_in.scalar_type() && dy_in.scalar_type() == weight_in.scalar_type(),
+              "meprop::per_example_backward: dy, x and weight must share one dtype");
+  TORCH_CHECK(k >= 1, "meprop::per_example_backward: k must be >= 1, got ", k);
+  TORCH_CHECK(formulation == "auto" || formulation == "gather" || formulation == "masked_gemm" ||
+                  formulation == "masked_dense",
+              "meprop::per_example_backward: formulation must be 'auto', 'gather', 'masked_gemm' or "
+              "'masked_dense', got ", formulation);
+  k = std::min(k, n);
+  const int64_t code = formulation == "auto"           ? choose_formulation(R, n, m, k)
+                       : formulation == "gather"       ? kGather
+                       : formulation == "masked_gemm" ? kMaskedGemm
+                                                       : kMaskedDense;
+  note_formulation(code);
+  const bool masked = code == kMaskedGemm;
+  const bool masked_dense = code == kMaskedDense;
+  auto dy = dy_in.contiguous();
+  auto x = x_in.contiguous();
+  auto weight = weight_in.contiguous();
+  auto opts = dy.options();
+  auto lopts = opts.dtype(at::kLong);
+  at::Tensor grad_input = need_input ? at::empty({R, m}, opts) : at::empty({0}, opts);
+  at::Tensor row_index = at::empty({0}, lopts);
+  at::Tensor rows = need_weight ? (dense_weight ? at::zeros({n, m}, opts) : at::empty({0, m}, opts)) : at::empty({0}, opts);
+  at::Tensor grad_bias = need_bias ? (dense_bias ? dy.sum(0) : at::zeros({n}, opts)) : at::empty({0}, opts);
+  if (!(need_input || need_weight || need_bias) || R == 0 || n == 0) return {grad_input, row_index, rows, grad_bias};
+
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "meprop_per_example_backward", [&] {
+    using T = scalar_t;
+    at::Tensor idx_t = at::empty({R, k}, lopts);
+    at::Tensor val_t = at::empty({R, k}, opts);
+    int64_t* idx = idx_t.data_ptr<int64_t>();
+    T* val = val_t.data_ptr<T>();
+    const T* dyp = dy.data_ptr<T>();
+    if (indices.has_value()) {
+      auto given = indices->contiguous();
+      TORCH_CHECK(given.scalar_type() == at::kLong && given.dim() == 2 && given.size(0) == R && given.size(1) == k,
+                  "meprop::per_example_backward: indices must be int64 (B, k), got ", given.sizes());
+      take_given(dyp, given.data_ptr<int64_t>(), R, n, k, idx, val);
+    } else {
+      select_all_rows(dyp, R, n, k, idx, val);
+    }
+    // masked_dense needs the touched rows only to name them (a row-sparse weight gradient).
+    const bool need_rows = masked_dense ? (need_weight && !dense_weight) : (need_weight || (need_bias && !dense_bias));
+    Transposed<T> tr;
+    if (need_rows) tr = transpose_selection(idx, val, (const int64_t*)nullptr, R, k, n);
+    const int64_t U = (int64_t)tr.touched.size();
+    if (need_bias && !dense_bias && !masked_dense) {
+      T* gb = grad_bias.data_ptr<T>();
+      for (int64_t u = 0; u < U; ++u) {
+        T s = 0;
+        for (int64_t e = tr.offsets[u]; e < tr.offsets[u + 1]; ++e) s += tr.value[e];
+        gb[tr.touched[u]] = s;
+      }
+    }
+    if (need_weight && !dense_weight) {
+      row_index = at::empty({U}, lopts);
+      std::copy(tr.touched.begin(), tr.touched.end(), row_index.data_ptr<int64_t>());
+      rows = at::empty({U, m}, opts);
+    }
+    if (masked || masked_dense) {
+      // Kept entries in a zero (B, n) matrix; grad_input and the weight rows are GEMMs:
+      // masked_gemm over the touched rows only, masked_dense with dense's own shapes.
+      at::Tensor kept = at::zeros({R, n}, opts);
+      T* kp = kept.data_ptr<T>();
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t t = 0; t < k; ++t) kp[r * n + idx[r * k + t]] = val[r * k + t];
+      if (need_input) at::mm_out(grad_input, kept, weight);
+      if (need_weight) {
+        if (dense_weight || U == n) at::mm_out(rows, kept.t(), x);
+        else if (masked_dense) rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of (n, m)
+        else at::mm_out(rows, kept.index_select(1, row_index).t(), x);  // (U, B) x (B, m)
+      }
+      if (masked_dense && need_bias && !dense_bias) grad_bias = kept.sum(0);
+      return;
+    }
+    if (need_input) {
+      T* gi = grad_input.data_ptr<T>();
+      const T* w = weight.data_ptr<T>();
+      for_tiles(m, R, R * k * m, kTile<T>, [&](int64_t r0, int64_t r1, int64_t c0, int64_t len) {
+        gather_rows(idx, val, nullptr, k, r0, r1, w, m, gi, m, c0, len);
+      });
+    }
+    if (need_weight && U > 0) {
+      T* out = rows.data_ptr<T>();
+      const T* xp = x.data_ptr<T>();
+      const int64_t* dest = dense_weight ? tr.touched.data() : nullptr;
+      for_tiles(m, U, R * k * m, kTile<T>, [&](int64_t u0, int64_t u1, int64_t c0, int64_t len) {
+        scatter_rows(tr.offsets.data(), tr.example.data(), tr.value.data(), dest, u0, u1, xp, m, out, m, c0, len);
+      });
+    }
+  });
+  return {grad_input, row_index, rows, grad_bias};
+}
+
+// ------------------------------------------------------------------ meprop::linear
+// F.linear whose backward is the per-example meProp backward above, as a C++ autograd
+// function: the eager backward runs without Python (its fixed cost is what decides the
+// small shapes of the paper: batch 1 and 10 of a 500-wide layer).
+class LinearFunction : public torch::autograd::Function<LinearFunction> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, int64_t k, bool dense_bias, bool sparse_grad,
+                            int64_t formulation) {
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["k"] = k;
+    formulation_name(formulation);  // refuses an unknown code now, not in the backward
+    ctx->saved_data["formulation"] = formulation;
+    ctx->saved_data["dense_bias"] = dense_bias;
+    ctx->saved_data["sparse_grad"] = sparse_grad;
+    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    return at::linear(input, weight, bias);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& input = saved[0];
+    const at::Tensor& weight = saved[1];
+    const int64_t k = ctx->saved_data["k"].toInt();
+    const int64_t formulation = ctx->saved_data["formulation"].toInt();
+    const bool dense_bias = ctx->saved_data["dense_bias"].toBool();
+    const bool sparse_grad = ctx->saved_data["sparse_grad"].toBool();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
+    const bool need_bias = has_bias && ctx->needs_input_grad(2);
+    const int64_t n = weight.size(0), m = weight.size(1);
+    int64_t batch = 1;  // rows of the flattened leading dimensions (m or the batch may be 0)
+    for (int64_t d = 0; d + 1 < input.dim(); ++d) batch *= input.size(d);
+    at::Tensor dy = grads[0].reshape({batch, n});
+    at::Tensor x = input.reshape({batch, m});
+    at::Tensor gi, gw, gb;
+    if (at::GradMode::is_enabled()) {
+      // create_graph=True: the kernel's results would be constants (second-order terms dropped).
+      // The same backward in differentiable ATen ops: dy masked to its top-k per row, then the
+      // dense backward (as meprop/_impl/masked_backward.py does for the Python paths).
+      at::Tensor kept = dy;
+      if (k < n && batch > 0) {
+        at::Tensor idx = std::get<1>(dy.detach().abs().topk(k, 1, true, false));
+        kept = dy * at::zeros_like(dy).scatter_(1, idx, 1.0);
+      }
+      if (need_input) gi = kept.mm(weight).reshape(input.sizes());
+      if (need_weight) gw = sparse_grad ? kept.t().mm(x).to_sparse(1) : kept.t().mm(x);
+      if (need_bias) gb = (dense_bias ? dy : kept).sum(0);
+      return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    }
+    if (k >= n) {
+      note_formulation(kDense);
+      if (need_input) gi = dy.mm(weight).reshape(input.sizes());
+      if (need_weight) gw = sparse_grad ? dy.t().mm(x).to_sparse(1) : dy.t().mm(x);  // COO whenever asked
+      if (need_bias) gb = dy.sum(0);
+    } else if (need_input || need_weight || need_bias) {
+      auto out = per_example_backward(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias, dense_bias,
+                                      !sparse_grad, formulation_name(formulation));
+      if (need_input) gi = std::get<0>(out).reshape(input.sizes());
+      if (need_weight) {
+        const at::Tensor& rows = std::get<2>(out);
+        gw = sparse_grad ? at::_sparse_coo_tensor_unsafe(std::get<1>(out).unsqueeze(0), rows, weight.sizes(),
+                                                         rows.options().layout(at::kSparse), true)
+                         : rows;
+      }
+      if (need_bias) gb = std::get<3>(out);
+    }
+    return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor linear_autograd(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                           int64_t k, bool dense_bias, bool sparse_grad, int64_t formulation) {
+  return LinearFunction::apply(input, weight, bias, k, dense_bias, sparse_grad, formulation);
+}
+
+at::Tensor linear_plain(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                        int64_t k, bool dense_bias, bool sparse_grad, int64_t formulation) {
+  return at::linear(input, weight, bias);
+}
+
+}  // namespace
+}  // namespace detail
+}  // namespace meprop
+
+TORCH_LIBRARY_FRAGMENT(meprop, m) {
+  m.def(
+      "per_example_backward(Tensor dy, Tensor x, Tensor weight, int k, Tensor? indices, bool need_input, "
+      "bool need_weight, bool need_bias, bool dense_bias, bool dense_weight, str formulation) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "linear(Tensor input, Tensor weight, Tensor? bias, int k, bool dense_bias, bool sparse_grad, "
+      "int formulation=-1) -> Tensor");
+  m.def("choose_formulation(int batch, int n, int m, int k) -> int");
+  m.def("note_formulation(int code) -> ()");
+  m.def("formulation_stats() -> int[]");
+}
+
+TORCH_LIBRARY_IMPL(meprop, CPU, m) {
+  m.impl("per_example_backward", &meprop::detail::per_example_backward);
+  m.impl("linear", &meprop::detail::linear_plain);
+}
+
+TORCH_LIBRARY_IMPL(meprop, Autograd, m) { m.impl("linear", &meprop::detail::linear_autograd); }
+
+TORCH_LIBRARY_IMPL(meprop, CompositeExplicitAutograd, m) {
+  m.impl("choose_formulation", &meprop::detail::choose_formulation);
+  m.impl("note_formulation", &meprop::detail::note_formulation);
+  m.impl("formulation_stats", &meprop::detail::formulation_stats);
+}

@@ -1,0 +1,76 @@
+// Top-k selection by magnitude, one row at a time (select.cpp). Shared by the linear
+// backward and the LSTM.
+#pragma once
+
+#include "common.h"
+
+namespace meprop {
+namespace detail {
+
+// ------------------------------------------------------------------ selection
+// |v| as an order-preserving unsigned key: the sign bit cleared. NaN's key is above
+// +inf's, so NaN counts as the largest magnitude (as in torch.topk) and is kept.
+template <typename T> struct Key;
+template <> struct Key<float> {
+  using type = uint32_t;
+  static MEPROP_INLINE uint32_t of(float v) { uint32_t b; std::memcpy(&b, &v, 4); return b & 0x7fffffffu; }
+};
+template <> struct Key<double> {
+  using type = uint64_t;
+  static MEPROP_INLINE uint64_t of(double v) { uint64_t b; std::memcpy(&b, &v, 8); return b & 0x7fffffffffffffffull; }
+};
+
+// Scratch space of one thread for selecting k of n.
+template <typename T>
+struct SelectScratch {
+  using K = typename Key<T>::type;
+  std::vector<K> keys;      // n (quickselect) or k (heap)
+  std::vector<int64_t> pos; // k (heap)
+  SelectScratch(int64_t n, int64_t k) : keys(std::max(n, k)), pos(k) {}
+};
+
+// Number of entries of row[begin:end) whose key exceeds thr (vectorisable).
+template <typename T>
+MEPROP_INLINE int64_t count_above(const T* row, int64_t begin, int64_t end, typename Key<T>::type thr) {
+  int64_t c = 0;
+  for (int64_t i = begin; i < end; ++i) c += Key<T>::of(row[i]) > thr;
+  return c;
+}
+
+template <typename K>
+MEPROP_INLINE void sift_down(K* hk, int64_t* hp, int64_t k, int64_t i) {
+  // min-heap on key
+  K key = hk[i];
+  int64_t p = hp[i];
+  for (;;) {
+    int64_t l = 2 * i + 1;
+    if (l >= k) break;
+    int64_t r = l + 1;
+    int64_t s = (r < k && hk[r] < hk[l]) ? r : l;
+    if (!(hk[s] < key)) break;
+    hk[i] = hk[s]; hp[i] = hp[s];
+    i = s;
+  }
+  hk[i] = key; hp[i] = p;
+}
+
+// The k largest-magnitude entries of row[0:n), written in ascending index order.
+// The k largest-magnitude entries of row[0:n), written in ascending index order.
+// Ties: among equal magnitudes the lower indices are kept; NaN counts as the largest.
+void select_row(const float* row, int64_t n, int64_t k, int64_t* idx, float* val, SelectScratch<float>& s);
+void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* val, SelectScratch<double>& s);
+
+// Every row of dy (R, n): idx, val (R, k), threads over the rows.
+template <typename T>
+void select_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, int64_t* idx, T* val) {
+  auto body = [&](int64_t r0, int64_t r1) {
+    SelectScratch<T> s(n, k);
+    for (int64_t r = r0; r < r1; ++r) select_row(dy + r * n, n, k, idx + r * k, val + r * k, s);
+  };
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  if (R * n < 32768) body(0, R);
+  else at::parallel_for(0, R, grain, body);
+}
+
+}  // namespace detail
+}  // namespace meprop

@@ -1,0 +1,80 @@
+"""Where the compiled kernels are built and found: torch's conventions, never the package,
+a prebuilt library in a read-only location, one line at a first-use build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from meprop import kernels
+from meprop.kernels import _build
+
+PACKAGE = Path(kernels.__file__).resolve().parent
+
+
+def test_build_root_follows_torch_then_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.delenv("MEPROP_KERNELS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    assert _build.build_root() == tmp_path / "ext" / "meprop"
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert _build.build_root() == tmp_path / "cache" / "meprop" / "kernels"
+    monkeypatch.setenv("MEPROP_KERNELS_DIR", str(tmp_path / "mine"))
+    assert _build.build_dir() == tmp_path / "mine" / _build.build_key()
+    assert PACKAGE not in _build.built_path().parents
+
+
+def test_a_prebuilt_library_in_a_read_only_location_is_used(monkeypatch, tmp_path):
+    """A read-only install shipping the library loads it instead of compiling a copy."""
+    source = Path(kernels.library_path() or "")
+    if not kernels.load() or not source.is_file():
+        pytest.skip("meprop kernels not built")
+    prebuilt = tmp_path / "prebuilt"
+    folder = prebuilt / _build.build_key()
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / source.name)
+    for path in (folder / source.name, folder, prebuilt):
+        path.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        script = textwrap.dedent(f"""
+            import torch
+            from meprop.kernels import _build
+            _build.PREBUILT = __import__("pathlib").Path({str(prebuilt)!r})
+            from meprop import kernels
+            assert kernels.load(), kernels.unavailable_reason()
+            print(kernels.library_path())
+            print(sorted(__import__("os").listdir({str(tmp_path / "cache")!r})) if
+                  __import__("os").path.exists({str(tmp_path / "cache")!r}) else [])
+        """)
+        env = dict(os.environ, MEPROP_KERNELS="on", XDG_CACHE_HOME=str(tmp_path / "cache"))
+        env.pop("MEPROP_KERNELS_DIR", None)
+        env.pop("TORCH_EXTENSIONS_DIR", None)
+        result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                                timeout=300, cwd=PACKAGE.parents[1])
+        assert result.returncode == 0, result.stderr[-3000:]
+        loaded, cache = result.stdout.strip().splitlines()[-2:]
+        assert loaded == str(folder / source.name)
+        assert "compiling" not in result.stderr
+        assert cache == "[]"  # nothing compiled into the user cache
+    finally:
+        for path in (prebuilt, folder, folder / source.name):
+            path.chmod(stat.S_IRWXU)
+
+
+def test_a_first_use_build_says_so_in_one_line(monkeypatch, capsys, tmp_path):
+    def fake_build(verbose=False):
+        return tmp_path / "lib.so"
+
+    monkeypatch.setattr(_build, "build", fake_build)
+    path = kernels._build_at_first_use(_build)
+    err = capsys.readouterr().err
+    assert path == tmp_path / "lib.so"
+    assert err.count("\n") == 1 and "compiling the CPU kernels at first use" in err and " s\n" in err
+

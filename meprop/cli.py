@@ -1,4 +1,4 @@
-"""The ``meprop`` command: ``meprop bench | report | train | info``.
+"""The ``meprop`` command: ``meprop bench | report | train | converge | info``.
 
 Each subcommand lives in its own module, which provides ``configure(parser)`` (adds
 its arguments) and ``run(args) -> int`` (does the work, returns the exit status).
@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "bench": ("meprop.bench.cli", "measure dense vs meProp forward/backprop times"),
     "report": ("meprop.report.cli", "build speedup tables, plots and an HTML report from results"),
     "train": ("meprop.paper.cli", "train the paper's models (MNIST MLP, POS LSTM) dense or with meProp"),
+    "converge": ("meprop.paper.conv_cli", "time to accuracy: dense and meProp trained side by side to a target"),
     "info": ("meprop.info", "print the environment snapshot (versions, CPU, GPU)"),
 }
 

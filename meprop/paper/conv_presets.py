@@ -68,7 +68,7 @@ def _paper(name: str, config: TrainConfig, loader: str, quick_limit: int, quick_
 def _lm(quick: bool):
     from meprop.paper.lm import CharLMWorkload
 
-    return CharLMWorkload(quick=quick)
+    return CharLMWorkload(quick=quick, d=64 if quick else 128)
 
 
 def _pair(k: int, lazy: bool = True) -> tuple:
@@ -118,9 +118,9 @@ CONVERGENCE_PRESETS: dict[str, ConvergencePreset] = {
         Plan(Target(fraction=0.99), eval_every=2000, epochs=5),
         Plan(Target(fraction=0.97), eval_every=100, epochs=2)),
     "lm": ConvergencePreset(
-        "Character-level transformer language model (2 pre-LN blocks, d=128) on the POS corpus's text; "
+        "Character-level transformer language model (2 pre-LN blocks, d=128; quick: d=64, k=8) on the POS corpus's text; "
         "meProp on every projection but the output head; target 99% of dense's best next-character "
         "accuracy", _lm, _pair(16),
         Plan(Target(fraction=0.99), eval_every=200, max_steps=4000),
-        Plan(Target(fraction=0.95), eval_every=50, max_steps=300)),
+        Plan(Target(fraction=0.95), eval_every=50, max_steps=300), quick_variants=_pair(8)),
 }

@@ -117,7 +117,10 @@ def format_table(rows) -> str:
              f"{'x steps':>8} {'final':>7} {'best':>7}"]
 
     def fmt(value, spec):
-        return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+        width = int(spec.rstrip("df").split(".")[0])
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-".rjust(width)
+        return format(value, spec)
     for o in rows:
         lines.append(f"{o.label:>30} {o.status:>11} {fmt(o.time_s, '8.2f')} {fmt(o.steps, '7d')} "
                      f"{fmt(o.ratio, '6.2f')} {fmt(o.step_ratio, '7.2f')} {fmt(o.steps_ratio, '8.2f')} "

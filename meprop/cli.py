@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "bench": ("meprop.bench.cli", "measure dense vs meProp forward/backprop times"),
     "report": ("meprop.report.cli", "build speedup tables, plots and an HTML report from results"),
     "train": ("meprop.paper.cli", "train the paper's models (MNIST MLP, POS LSTM) dense or with meProp"),
-    "converge": ("meprop.paper.conv_cli", "time to accuracy: dense and meProp trained side by side to a target"),
+    "converge": ("meprop.bench.converge_cli", "time to accuracy: dense and meProp trained side by side to a target"),
     "info": ("meprop.info", "print the environment snapshot (versions, CPU, GPU)"),
 }
 

@@ -19,11 +19,9 @@ At the end the time-to-target table is printed; ``meprop report OUT`` draws it.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from pathlib import Path
 
-from meprop.paper.conv_presets import CONVERGENCE_PRESETS, Plan, sweep_variants
+from meprop.bench.converge_presets import CONVERGENCE_PRESETS, Plan, sweep_variants
 from meprop.paper.time_to_target import Target
 
 __all__ = ["configure", "run"]
@@ -90,7 +88,7 @@ def _variants(args, preset) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from meprop.bench.user_model import UserModelError
-    from meprop.paper.conv_run import measure
+    from meprop.bench.converge_run import measure
 
     if args.list_presets:
         for name, preset in CONVERGENCE_PRESETS.items():
@@ -109,25 +107,3 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, UserModelError, FileExistsError) as error:
         print(f"meprop converge: {error}", file=sys.stderr)
         return 2
-
-
-def format_table(rows) -> str:
-    """The time-to-target table (one line per variant) of :func:`meprop.paper.time_to_target.outcomes`."""
-    lines = [f"{'variant':>30} {'status':>11} {'time s':>8} {'steps':>7} {'ratio':>6} {'= step':>7} "
-             f"{'x steps':>8} {'final':>7} {'best':>7}"]
-
-    def fmt(value, spec):
-        width = int(spec.rstrip("df").split(".")[0])
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-".rjust(width)
-        return format(value, spec)
-    for o in rows:
-        lines.append(f"{o.label:>30} {o.status:>11} {fmt(o.time_s, '8.2f')} {fmt(o.steps, '7d')} "
-                     f"{fmt(o.ratio, '6.2f')} {fmt(o.step_ratio, '7.2f')} {fmt(o.steps_ratio, '8.2f')} "
-                     f"{fmt(o.final, '7.2f')} {fmt(o.best, '7.2f')}")
-    return "\n".join(lines)
-
-
-def results_file(out: str) -> Path:
-    path = Path(out)
-    return path if path.suffix == ".jsonl" else path / "results.jsonl"

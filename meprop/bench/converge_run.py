@@ -10,6 +10,7 @@ recorded as a ``failed`` record and reported in one line, without a traceback.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from meprop.bench import allocator
 from meprop.bench.user_model import UserModelError
@@ -18,19 +19,18 @@ from meprop.results import schema
 from meprop.results.env import snapshot
 from meprop.results.store import ResultsWriter, new_run_id, read_records
 
-__all__ = ["measure"]
+__all__ = ["measure", "format_table", "results_file"]
 
 
 def _workload(args, preset):
     if preset is not None:
         return preset.make_workload(args.quick)
-    from meprop.paper.conv_workloads import UserWorkload
+    from meprop.bench.converge_user import UserWorkload
 
     return UserWorkload(args.model)
 
 
 def measure(args, preset, plan, variants) -> int:
-    from meprop.paper.conv_cli import format_table, results_file
     from meprop.paper.time_to_target import outcomes, runs_of
 
     malloc = allocator.apply(allocator.FAIR)
@@ -61,3 +61,25 @@ def measure(args, preset, plan, variants) -> int:
     print(f"\ntime to target ({plan.target.describe()}), {name}:")
     print(format_table(outcomes(rows)))
     return 0
+
+
+def format_table(rows) -> str:
+    """The time-to-target table (one line per variant) of :func:`meprop.paper.time_to_target.outcomes`."""
+    lines = [f"{'variant':>30} {'status':>11} {'time s':>8} {'steps':>7} {'ratio':>6} {'= step':>7} "
+             f"{'x steps':>8} {'final':>7} {'best':>7}"]
+
+    def fmt(value, spec):
+        width = int(spec.rstrip("df").split(".")[0])
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-".rjust(width)
+        return format(value, spec)
+    for o in rows:
+        lines.append(f"{o.label:>30} {o.status:>11} {fmt(o.time_s, '8.2f')} {fmt(o.steps, '7d')} "
+                     f"{fmt(o.ratio, '6.2f')} {fmt(o.step_ratio, '7.2f')} {fmt(o.steps_ratio, '8.2f')} "
+                     f"{fmt(o.final, '7.2f')} {fmt(o.best, '7.2f')}")
+    return "\n".join(lines)
+
+
+def results_file(out: str) -> Path:
+    path = Path(out)
+    return path if path.suffix == ".jsonl" else path / "results.jsonl"

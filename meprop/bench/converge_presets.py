@@ -4,7 +4,7 @@ Each :class:`ConvergencePreset` builds its workload (full or ``quick``) and name
 variants (dense first: it is the reference of the ratios). The MNIST presets use the
 paper's Table 1 setting (h=500, 2 hidden layers, batch 10, 1 thread) and the target 97.5%
 dev accuracy; POS (Table 1: LSTM h=500, batch 1 sentence, k=5) and the character language
-model (:mod:`meprop.paper.lm`) take 99% of dense's best dev accuracy in the same run.
+model (:mod:`meprop.bench.lm`) take 99% of dense's best dev accuracy in the same run.
 The ``quick`` variants (a data subset, a few thousand steps at most; all of them together
 run in about two minutes on two cores) feed ``make report``; their targets are lower
 (quick runs stop early) and are said in the report.
@@ -66,7 +66,7 @@ def _paper(name: str, config: TrainConfig, loader: str, quick_limit: int, quick_
 
 
 def _lm(quick: bool):
-    from meprop.paper.lm import CharLMWorkload
+    from meprop.bench.lm import CharLMWorkload
 
     return CharLMWorkload(quick=quick, d=64 if quick else 128)
 

@@ -25,13 +25,16 @@ def test_ratio_splits_into_step_time_and_steps():
     assert mp.steps_ratio == pytest.approx(200 / 300)  # but 1.5x the steps
     assert mp.ratio == pytest.approx(mp.step_ratio * mp.steps_ratio)
     assert (mp.final, mp.best, mp.total_steps) == (92.0, 92.0, 300)
+    assert mp.test_at_best is None  # these records carry no test metric
 
 
 def test_fraction_target_takes_dense_best_of_the_same_run():
     target = Target(fraction=0.9)
     records = [rec("dense", 10, 1.0, 50.0, target=target), rec("dense", 20, 2.0, 100.0, target=target),
                rec("mp", 10, 0.5, 89.0, k=4, target=target), rec("mp", 20, 1.0, 90.0, k=4, target=target)]
+    records[1]["test_metric"], records[3]["test_metric"] = 97.0, 88.0
     dense, mp = outcomes(records)
+    assert (dense.test_at_best, mp.test_at_best) == (97.0, 88.0)
     assert dense.threshold == mp.threshold == pytest.approx(90.0)
     assert (dense.steps, mp.steps) == (20, 20)
     assert mp.ratio == pytest.approx(2.0) and mp.steps_ratio == 1.0

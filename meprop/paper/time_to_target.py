@@ -10,7 +10,8 @@ of dense's best dev metric in the same run (``Target(fraction=0.99)``). For each
   ``step_ratio`` = dense mean step time / the variant's (both up to the target) and
   ``steps_ratio`` = dense steps to target / the variant's: the first is the step speedup
   meProp buys, the second what its convergence costs (below 1: more steps needed);
-- ``final`` and ``best`` dev metric; ``status``: ``reached``, ``not reached``,
+- ``final`` and ``best`` dev metric, ``test_at_best`` (the test metric at the first best-dev
+  evaluation: the paper's protocol, where the workload reports one); ``status``: ``reached``, ``not reached``,
   ``diverged`` or ``failed`` (the reason is kept).
 
 Time to target is resolved to the evaluation interval: the target is counted as reached at
@@ -77,6 +78,7 @@ class Outcome:
     best: float | None
     total_time_s: float
     total_steps: int
+    test_at_best: float | None = None
     ratio: float | None = None
     step_ratio: float | None = None
     steps_ratio: float | None = None
@@ -146,4 +148,5 @@ def _outcome(label: str, rows: list[dict], threshold: float | None) -> Outcome:
         time_s=hit["train_time_s"] if hit else None, steps=hit["step"] if hit else None,
         examples=hit.get("examples") if hit else None, final=scored[-1]["dev_metric"] if scored else None,
         best=_best(rows), total_time_s=last.get("train_time_s") or 0.0, total_steps=last["step"],
+        test_at_best=max(scored, key=lambda r: r["dev_metric"]).get("test_metric") if scored else None,
     )

@@ -73,6 +73,7 @@ def outcome_table(records: list[dict]) -> pd.DataFrame:
                 "steps speedup": o.steps_ratio, "limited by": _limited_by(o),
                 "final": None if o.final is None else round(o.final, 2),
                 "best": None if o.best is None else round(o.best, 2),
+                "test at best dev": None if o.test_at_best is None else round(o.test_at_best, 2),
                 "trained s": round(o.total_time_s, 2), "steps trained": o.total_steps,
                 "note": o.reason or "", "run_key": key,
             })

@@ -45,6 +45,7 @@ def test_not_reached_diverged_and_no_dense():
                rec("bad", 10, 0.5, None, k=8, status="diverged", reason="the training loss became nan")]
     dense, mp, bad = outcomes(records)
     assert dense.status == mp.status == "not reached" and mp.ratio is None
+    assert mp.step_ratio is None and mp.steps_ratio_bound is None  # dense did not reach either
     assert mp.reason == "best 60.0 < target 90"
     assert bad.status == "diverged" and bad.reason.endswith("nan") and bad.final is None
     alone = outcomes([rec("mp", 10, 0.5, 95.0, k=4, target=Target(fraction=0.9))])
@@ -71,3 +72,12 @@ def test_bad_status_is_refused_and_records_validate():
     assert schema.schema_problem(good) is None and schema.record_problem(good) is None
     assert "step" in schema.record_problem({**good, "step": -1})
     assert "dev_metric" in schema.record_problem({**good, "dev_metric": "high"})
+
+
+def test_not_reached_still_gets_its_step_factor_and_a_steps_bound():
+    records = [rec("dense", 100, 4.0, 95.0), rec("dense", 200, 8.0, 96.0),
+               rec("mp", 100, 1.0, 50.0, k=4), rec("mp", 200, 2.0, 60.0, k=4)]
+    _, mp = outcomes(records)
+    assert mp.ratio is None and mp.steps_ratio is None
+    assert mp.step_ratio == pytest.approx((8.0 / 200) / (2.0 / 200))
+    assert mp.steps_ratio_bound == pytest.approx(100 / 200)

@@ -10,6 +10,9 @@ of dense's best dev metric in the same run (``Target(fraction=0.99)``). For each
   ``step_ratio`` = dense mean step time / the variant's (both up to the target) and
   ``steps_ratio`` = dense steps to target / the variant's: the first is the step speedup
   meProp buys, the second what its convergence costs (below 1: more steps needed);
+- for a variant that did not reach the target (dense did): ``step_ratio`` over both whole
+  runs and ``steps_ratio_bound`` = dense steps to target / the variant's steps trained (the
+  steps factor is below it), so the report can still say which factor holds it back;
 - ``final`` and ``best`` dev metric, ``test_at_best`` (the test metric at the first best-dev
   evaluation: the paper's protocol, where the workload reports one); ``status``: ``reached``, ``not reached``,
   ``diverged`` or ``failed`` (the reason is kept).
@@ -82,6 +85,7 @@ class Outcome:
     ratio: float | None = None
     step_ratio: float | None = None
     steps_ratio: float | None = None
+    steps_ratio_bound: float | None = None
 
     @property
     def step_time_s(self) -> float | None:
@@ -120,6 +124,11 @@ def outcomes(records: list[dict], target: Target | None = None) -> list[Outcome]
             outcome.ratio = dense.time_s / outcome.time_s
             outcome.step_ratio = dense.step_time_s / outcome.step_time_s
             outcome.steps_ratio = dense.steps / outcome.steps
+        elif dense is not None and dense.time_s and outcome.total_steps and outcome.total_time_s > 0 \
+                and outcome.status == "not reached":
+            # not reached: the step-time factor over both whole runs, and an upper bound of the steps factor
+            outcome.step_ratio = (dense.total_time_s / dense.total_steps) / (outcome.total_time_s / outcome.total_steps)
+            outcome.steps_ratio_bound = dense.steps / outcome.total_steps
     return result
 
 

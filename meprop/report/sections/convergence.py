@@ -53,6 +53,10 @@ def _run_title(rows: list[dict]) -> str:
 def _limited_by(outcome) -> str:
     if outcome.method == "dense":
         return "reference"
+    if outcome.ratio is None and outcome.steps_ratio_bound is not None:
+        return (f"steps (convergence): not reached in {outcome.total_steps} steps, dense needed "
+                f"{round(outcome.total_steps * outcome.steps_ratio_bound)} (steps speedup < "
+                f"{outcome.steps_ratio_bound:.2f})")
     if outcome.ratio is None:
         return {"reached": "dense did not reach"}.get(outcome.status, outcome.status)
     if outcome.ratio >= BAR:

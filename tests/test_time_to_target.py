@@ -46,7 +46,7 @@ def test_not_reached_diverged_and_no_dense():
     dense, mp, bad = outcomes(records)
     assert dense.status == mp.status == "not reached" and mp.ratio is None
     assert mp.step_ratio is None and mp.steps_ratio_bound is None  # dense did not reach either
-    assert mp.reason == "best 60.0 < target 90"
+    assert mp.reason == "best 60 < target 90"
     assert bad.status == "diverged" and bad.reason.endswith("nan") and bad.final is None
     alone = outcomes([rec("mp", 10, 0.5, 95.0, k=4, target=Target(fraction=0.9))])
     assert alone[0].status == "not reached" and "no dense best" in alone[0].reason

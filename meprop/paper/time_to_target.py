@@ -147,8 +147,9 @@ def _outcome(label: str, rows: list[dict], threshold: float | None) -> Outcome:
         status, reason = stopped["status"], stopped.get("reason")
     else:
         status = "not reached"
+        best = _best(rows)
         reason = ("no dense best to take the fraction of" if threshold is None else
-                  f"best {_best(rows) if scored else 'none'} < target {threshold:.4g}")
+                  f"best {'none' if best is None else format(best, '.4g')} < target {threshold:.4g}")
     last = rows[-1]
     first = rows[0]
     return Outcome(

@@ -3,6 +3,7 @@
 #   make test     set up (first time only), run the test suite
 # More:
 #   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
+#   make converge the quick time-to-accuracy presets (`make report` runs them: "Does it pay off?")
 #   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
 #   make kernels  (re)build the compiled CPU kernels (part of setup)
 #   make gpu-check  CUDA tests, tuning on CUDA, a short CUDA benchmark and its report (< 8 min, one GPU)
@@ -16,6 +17,8 @@ RESULTS     ?= results/$(PROFILE)
 TRAIN_RESULTS ?= results/paper-quick
 REPORT      ?= reports/$(PROFILE)
 PAPER_PRESETS ?= mnist-adam mnist-unified mnist-table3 pos-adam
+CONVERGE_PRESETS ?= mnist-adam pos-adam lm
+CONVERGE_RESULTS ?= results/converge-quick
 PYTEST_ARGS ?=
 
 PY     := $(VENV)/bin/python
@@ -23,7 +26,7 @@ STAMP  := $(VENV)/.meprop-setup
 KERNELS := $(VENV)/.meprop-kernels
 PIP_C  := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: setup kernels report bench paper asv asv-compare test gpu-check clean-results
+.PHONY: setup kernels report bench paper converge asv asv-compare test gpu-check clean-results
 
 setup: $(STAMP) $(KERNELS)
 
@@ -45,8 +48,14 @@ kernels: $(KERNELS)
 bench: setup
 	$(PY) -m meprop bench --profile $(PROFILE) --out $(RESULTS) --resume
 
-report: bench
-	$(PY) -m meprop report $(RESULTS) $(wildcard $(TRAIN_RESULTS)) --out $(REPORT)
+report: bench converge
+	$(PY) -m meprop report $(RESULTS) $(CONVERGE_RESULTS) $(wildcard $(TRAIN_RESULTS)) --out $(REPORT)
+
+# Time to accuracy (docs/time_to_accuracy.md): the quick presets, dense and meProp side by side.
+converge: setup
+	for preset in $(CONVERGE_PRESETS); do \
+		$(PY) -m meprop converge --preset $$preset --quick --quiet --out $(CONVERGE_RESULTS) --resume || exit 1; \
+	done
 
 paper: setup
 	for preset in $(PAPER_PRESETS); do \

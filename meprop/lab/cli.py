@@ -1,4 +1,4 @@
-"""The ``meprop`` command: ``meprop bench | report | train | info``.
+"""The ``meprop`` command: ``meprop bench | report | train | converge | info``.
 
 Each subcommand lives in its own module, which provides ``configure(parser)`` (adds
 its arguments) and ``run(args) -> int`` (does the work, returns the exit status).
@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "bench": ("meprop.lab.bench.cli", "measure dense vs meProp forward/backprop times"),
     "report": ("meprop.lab.report.cli", "build speedup tables, plots and an HTML report from results"),
     "train": ("meprop.lab.paper.cli", "train the paper's models (MNIST MLP, POS LSTM) dense or with meProp"),
+    "converge": ("meprop.lab.bench.converge_cli", "time to accuracy: dense and meProp trained side by side to a target"),
     "info": ("meprop.lab.info", "print the environment snapshot (versions, CPU, GPU)"),
 }
 

@@ -38,7 +38,8 @@ from meprop.lab.results.store import new_run_id
 from meprop.selection import MODES
 from meprop.lab.stopwatch import Stopwatch, num_threads
 
-__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
+__all__ = ["TASKS", "OPTIMIZERS", "DEFAULT_LR", "EVAL_BATCH", "TrainConfig", "TrainResult", "train", "run_key", "check_ready",
+           "build_task", "make_optimizer", "task_loss",
            "check_device", "check_device_available"]
 
 TASKS = ("mnist", "pos", "synthetic")
@@ -48,7 +49,7 @@ OPTIMIZERS = ("adam", "adagrad")
 OPTIMIZER_MODES = ("exact", "lazy")
 #: Learning rates used when ``lr`` is None (torch's defaults).
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 1e-2}
-_EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
+EVAL_BATCH = {"mnist": 1000, "synthetic": 1000, "pos": 256}
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def check_ready(config: TrainConfig) -> None:
         PosTagger(2, 2, embed=config.embed, hidden=config.hidden, k=config.k, mode=config.mode)
 
 
-def _build(config: TrainConfig, data):
+def build_task(config: TrainConfig, data):
     """Model, training examples, a batch iterator factory and a scorer for ``config.task``."""
     from meprop.lab.paper import data as datasets
     from meprop.lab.paper.models import MLP, PosTagger
@@ -236,7 +237,7 @@ def _sequence_batches(sentences, batch: int, generator: torch.Generator | None, 
         yield (words.to(device), lengths.to(device)), tags.to(device), len(lengths)
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def task_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from meprop.lab.paper.data import IGNORE_INDEX
 
     # logits: (B, C) or (B, T, C); target: (B,) or (B, T)
@@ -265,7 +266,7 @@ def _tagging_scores(model, sentences, batch, device) -> float:
     return 100.0 * correct / max(total, 1)
 
 
-def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     if config.optimizer_mode == "lazy":
         return meprop.optim.Adam(model.parameters(), lr=config.learning_rate, lazy=True)
     cls = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[config.optimizer]
@@ -304,17 +305,17 @@ def train(
     result = TrainResult(config)
     with num_threads(config.threads):
         torch.manual_seed(config.seed)
-        model, splits, batches, score = _build(config, data)
+        model, splits, batches, score = build_task(config, data)
         model.to(device)
-        optimizer = _optimizer(config, model)
+        optimizer = make_optimizer(config, model)
         shuffle = torch.Generator().manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
             loss, samples = run.train_epoch(epoch, model, optimizer, batches(splits.train, config.batch, shuffle,
                                                                                device), len(splits.train))
             model.eval()
             with run.watches["eval"]:
-                dev = score(model, splits.dev, _EVAL_BATCH[config.task], device)
-                test = score(model, splits.test, _EVAL_BATCH[config.task], device)
+                dev = score(model, splits.dev, EVAL_BATCH[config.task], device)
+                test = score(model, splits.test, EVAL_BATCH[config.task], device)
             record = run.epoch_record(epoch, loss, samples, dev, test)
             if writer is not None:
                 writer.write(record)
@@ -351,7 +352,7 @@ class _Run:
                    unit="ex", disable=not self.progress, leave=False, mininterval=1.0)
         for inputs, target, count in batches:
             with self.watches["forward"]:
-                loss = _loss(model(*inputs), target)
+                loss = task_loss(model(*inputs), target)
             with self.watches["backward"]:
                 loss.backward()
             with self.watches["update"]:

@@ -81,6 +81,18 @@ def _accuracy(train: pd.DataFrame, out_dir: Path, problems: list[str]) -> Sectio
                        f"{html.escape(str(error))}</p>")
 
 
+def _pays_off(loaded: LoadedResults, out_dir: Path, problems: list[str]) -> Section:
+    """The "Does it pay off?" section (time to accuracy); one failing section must not take the report down."""
+    from meprop.lab.report.sections import convergence
+
+    try:
+        return convergence.section(loaded.of_type("convergence"), out_dir, EMBED_BUDGET)
+    except Exception as error:
+        problems.append(f"time-to-accuracy section failed: {type(error).__name__}: {error}")
+        return Section("pays-off", "Does it pay off?", '<p class="note">The time-to-accuracy section could '
+                       f"not be built: {html.escape(str(error))}</p>")
+
+
 def _files_section(loaded: LoadedResults, out_dir: Path, files: list[Path]) -> Section:
     names = sorted({p.relative_to(out_dir).as_posix() for p in files})
     asv_page = out_dir.parent / "asv" / "index.html"  # scripts/asv_publish.sh writes reports/asv
@@ -119,6 +131,7 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
     headline, head = bench.headline(frame, out_dir)
     target_section, matched = targets_section.section(frame, out_dir, targets)
     sections = [
+        _pays_off(loaded, out_dir, problems),
         bench.environment(env_frame(loaded.records), timings, frame, out_dir),
         headline, target_section,
         bench.tables(frame, out_dir),

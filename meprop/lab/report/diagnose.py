@@ -28,7 +28,8 @@ def input_problems(loaded: LoadedResults, frame: pd.DataFrame) -> tuple[list[str
         problems.append(f"run {run}: no env record, so its machine is unknown")
     if frame.empty:
         problems.append("no benchmark records in the inputs (nothing to time-compare)")
-        return problems, not loaded.of_type("train")  # severe unless there is an accuracy section
+        # severe unless there is an accuracy or a time-to-accuracy section
+        return problems, not (loaded.of_type("train") or loaded.of_type("convergence"))
     skipped = frame[frame["status"] != "ok"]
     if not skipped.empty:
         reasons = skipped["reason"].fillna("no reason given").value_counts()

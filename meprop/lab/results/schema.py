@@ -50,6 +50,8 @@ __all__ = [
     "env_record",
     "bench_record",
     "train_record",
+    "convergence_record",
+    "CONVERGENCE_STATUSES",
     "schema_problem",
     "record_problem",
 ]
@@ -59,9 +61,13 @@ SCHEMA = "meprop.results/1"
 #: ``"meprop.results/"``: what every version of this format starts with.
 SCHEMA_PREFIX = SCHEMA.rsplit("/", 1)[0] + "/"
 _MAJOR = SCHEMA.rsplit("/", 1)[1]
-RECORD_TYPES = ("env", "bench", "train")
+RECORD_TYPES = ("env", "bench", "train", "convergence")
 #: Fields each record type must have (besides ``schema``, ``type`` and ``run_id``).
-REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train": ()}
+REQUIRED_FIELDS = {"env": ("env",), "bench": ("key", "case", "status"), "train": (),
+                   "convergence": ("key", "run_key", "label", "step", "status")}
+#: ``status`` of a ``convergence`` record: an evaluation, or the variant stopped on a
+#: non-finite loss / evaluation (``diverged``) or a failing model (``failed``).
+CONVERGENCE_STATUSES = ("ok", "diverged", "failed")
 #: The ``case`` object of a ``bench`` record.
 CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "classes", "k",
                "k_ratio", "batch", "device", "dtype", "mode", "threads", "optimizer", "model",
@@ -216,6 +222,15 @@ def train_record(run_id: str, **fields) -> dict:
     return {"schema": SCHEMA, "type": "train", "run_id": run_id, **fields}
 
 
+def convergence_record(run_id: str, **fields) -> dict:
+    """A ``convergence`` record (one evaluation of one variant of a time-to-accuracy run);
+    ``fields`` as docs/results_schema.md."""
+    status = fields.get("status")
+    if status not in CONVERGENCE_STATUSES:
+        raise ValueError(f"status must be one of {CONVERGENCE_STATUSES}, got {status!r}")
+    return {"schema": SCHEMA, "type": "convergence", "run_id": run_id, **fields}
+
+
 # ----------------------------------------------------------------------------- checks
 def schema_problem(record: object) -> str | None:
     """Why ``record`` is not a readable record of this schema (None: it is).
@@ -253,6 +268,8 @@ def record_problem(record: dict) -> str | None:
         return None if isinstance(record.get("env"), dict) else "field 'env' must be an object"
     if kind == "train":
         return None
+    if kind == "convergence":
+        return _convergence_problem(record)
     case = record.get("case")
     if not isinstance(case, dict):
         return f"field 'case' must be an object, got {type(case).__name__} {case!r:.60}"
@@ -277,4 +294,16 @@ def record_problem(record: dict) -> str | None:
         for stat in STAT_FIELDS if side != "peak_memory" else ("dense_bytes", "meprop_bytes"):
             if value and value.get(stat) is not None and not _is_number(value[stat]):
                 return f"field {side}.{stat} must be a number, got {value[stat]!r:.60}"
+    return None
+
+
+def _convergence_problem(record: dict) -> str | None:
+    if record.get("status") not in CONVERGENCE_STATUSES:
+        return f"field 'status' must be one of {CONVERGENCE_STATUSES}, got {record.get('status')!r:.60}"
+    step = record.get("step")
+    if not _is_number(step) or step != int(step) or step < 0:
+        return f"field 'step' must be a non-negative integer, got {step!r:.60}"
+    for name in ("train_time_s", "dev_metric", "train_loss", "examples"):
+        if record.get(name) is not None and not _is_number(record[name]):
+            return f"field {name!r} must be a number or null, got {record[name]!r:.60}"
     return None

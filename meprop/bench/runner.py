@@ -46,10 +46,14 @@ class TimingOptions:
     min_samples: int = 5
     max_samples: int = 100
     rel_precision: float = 0.01
+    #: A pair still noisy, or whose speedup interval contains 1.0, when ``budget_s`` is spent
+    #: gets up to ``extend_factor * budget_s`` more seconds of samples.
+    extend_factor: float = 2.0
 
     def as_kwargs(self) -> dict:
         return dict(budget_s=self.budget_s, warmup_s=self.warmup_s, min_samples=self.min_samples,
-                    max_samples=self.max_samples, rel_precision=self.rel_precision)
+                    max_samples=self.max_samples, rel_precision=self.rel_precision,
+                    extend_s=self.extend_factor * self.budget_s)
 
 
 @dataclass

@@ -11,7 +11,10 @@ The measurement rules of DESIGN.md ("What the numbers mean", "Measurement rules"
   drift on a shared machine hits both sides equally; speedup = ratio of medians.
 - Repeats are adaptive: sampling stops once the median is known to ``rel_precision``
   (its standard error, estimated from the IQR, relative to the median), or when the
-  time budget or ``max_samples`` is reached; never before ``min_samples``.
+  time budget or ``max_samples`` is reached; never before ``min_samples``. A pair still
+  unsettled when ``budget_s`` is spent (a side noisy, or the speedup's interval
+  containing 1.0, :mod:`meprop.results.stats`) gets up to ``extend_s`` more seconds of
+  samples before it is given up as it is.
 - A fast operation is called ``number`` times per sample (calibrated during warm-up)
   so a sample lasts at least ``min_sample_s``; samples are reported per call.
 - Steady state, as a loop runs: when sides alternate, a call shorter than
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from meprop._checks import check_positive_int, check_real
-from meprop.results import schema
+from meprop.results import schema, stats
 from meprop.stopwatch import Clock, Stopwatch, num_threads, synchronize
 
 __all__ = [
@@ -114,6 +117,7 @@ class Measurement:
             "mean_s": self.mean,
             "number": self.number,
             "rewarm": self.rewarm,
+            "samples_s": list(self.samples),
         }
 
 
@@ -129,13 +133,14 @@ def time_one(
     rel_precision: float = 0.01,
     min_sample_s: float = 1e-3,
     rewarm_below_s: float = 0.02,
+    extend_s: float = 0.0,
     clock: Clock = time.perf_counter,
 ) -> Measurement:
     """Time ``fn()`` (see the module docstring for the rules). Returns per-call times."""
     return _time_interleaved(
         [fn], device=device, threads=threads, budget_s=budget_s, warmup_s=warmup_s,
         min_samples=min_samples, max_samples=max_samples, rel_precision=rel_precision,
-        min_sample_s=min_sample_s, rewarm_below_s=rewarm_below_s, clock=clock,
+        min_sample_s=min_sample_s, rewarm_below_s=rewarm_below_s, extend_s=extend_s, clock=clock,
     )[0]
 
 
@@ -152,27 +157,29 @@ def time_pair(
     rel_precision: float = 0.01,
     min_sample_s: float = 1e-3,
     rewarm_below_s: float = 0.02,
+    extend_s: float = 0.0,
     clock: Clock = time.perf_counter,
 ) -> tuple[Measurement, Measurement]:
     """Time dense and meProp interleaved (ABBA); returns ``(dense, meprop)`` measurements.
 
     ``budget_s`` bounds the sampling time of both together (warm-up excluded);
-    ``min_samples`` are always taken, even past the budget.
+    ``min_samples`` are always taken, even past the budget. ``extend_s``: further seconds
+    for a pair still noisy, or whose speedup interval contains 1.0, at the budget's end.
     """
     dense, meprop = _time_interleaved(
         [dense_fn, meprop_fn], device=device, threads=threads, budget_s=budget_s,
         warmup_s=warmup_s, min_samples=min_samples, max_samples=max_samples,
         rel_precision=rel_precision, min_sample_s=min_sample_s, rewarm_below_s=rewarm_below_s,
-        clock=clock,
+        extend_s=extend_s, clock=clock,
     )
     return dense, meprop
 
 
 def _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s,
-                       rewarm_below_s):
+                       rewarm_below_s, extend_s=0.0):
     for name, value in (("budget_s", budget_s), ("warmup_s", warmup_s),
                         ("min_sample_s", min_sample_s), ("rel_precision", rel_precision),
-                        ("rewarm_below_s", rewarm_below_s)):
+                        ("rewarm_below_s", rewarm_below_s), ("extend_s", extend_s)):
         if not check_real(value, name, "a non-negative number") >= 0:
             raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     for name, value in (("min_samples", min_samples), ("max_samples", max_samples)):
@@ -196,9 +203,10 @@ def _time_interleaved(
     min_sample_s,
     rewarm_below_s,
     clock: Clock,
+    extend_s: float = 0.0,
 ) -> list[Measurement]:
     _check_timing_args(budget_s, warmup_s, min_samples, max_samples, rel_precision, min_sample_s,
-                       rewarm_below_s)
+                       rewarm_below_s, extend_s)
     device = torch.device(device)
 
     def run(fn, number: int) -> float:
@@ -237,11 +245,28 @@ def _time_interleaved(
             rounds += 1
             if rounds < min_samples:
                 continue
-            if rounds >= max_samples or clock() - start >= budget_s:
+            elapsed = clock() - start
+            if rounds >= max_samples or elapsed >= budget_s + extend_s:
                 break
+            if elapsed >= budget_s:
+                if not _unsettled(samples, numbers):
+                    break
+                continue  # a noisy or undecided pair: more samples while extend_s lasts
             if all(
                 Measurement(tuple(s), n).rel_standard_error() <= rel_precision
                 for s, n in zip(samples, numbers)
             ):
                 break
     return [Measurement(tuple(s), n, r) for s, n, r in zip(samples, numbers, rewarms)]
+
+
+def _unsettled(samples: list[list[float]], numbers: list[int]) -> bool:
+    """A dense/meProp pair still worth sampling: a side noisy, or the speedup's interval
+    (normal approximation from the IQRs, cheap enough for every round) containing 1.0."""
+    if len(samples) != 2:
+        return False
+    measured = [Measurement(tuple(s), n) for s, n in zip(samples, numbers)]
+    if any(m.noisy for m in measured):
+        return True
+    bounds = stats.approx_ratio_interval(*(m.to_dict() for m in measured))
+    return bool(stats.straddles_one(*bounds)) if bounds else False

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from meprop.report.frames import ok_rows
+from meprop.report.headline import HEADLINE_MEASUREMENTS, case_label
 from meprop.results.schema import ABOVE_IDEAL_NOTE, MEASUREMENT_TITLES, MEASUREMENTS
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "speedup_table",
     "headline_table",
     "step_phases_table",
-    "train_step_headline",
     "HEADLINE_MEASUREMENTS",
     "break_even_table",
     "memory_table",
@@ -42,8 +42,9 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
         "machine": "machine", "device": "device", "mode": "mode", "workload": "workload",
         "layers": "layers", "hidden": "hidden n", "batch": "batch", "k": "k", "k_ratio": "k/n",
         "dense_ms": "dense ms", "meprop_ms": "meProp ms", "spread_pct": "spread %",
-        "n_samples": "samples", "speedup": "speedup", "ideal": "ideal n/k",
-        "efficiency": "efficiency", "noisy": "noisy", "status": "status", "reason": "note",
+        "n_samples": "samples", "speedup": "speedup", "speedup_low": "speedup low",
+        "speedup_high": "speedup high", "ideal": "ideal n/k",
+        "efficiency": "efficiency", "noisy": "noisy", "flag": "flag", "status": "status", "reason": "note",
     }
     table = rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
     above = table["above_ideal"].fillna(False).astype(bool).to_numpy()
@@ -74,12 +75,6 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
     return table
 
 
-#: The headline's measurements, most telling first: what a user's loop sees, then the whole
-#: backward, then the linear layers alone (the kernel-level figure).
-HEADLINE_MEASUREMENTS = (("train_step", "train step"), ("overall_backward", "overall"),
-                         ("linear_backward", "linear-only"))
-
-
 def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Where each training step's time goes, both sides: forward (zero_grad, forward, loss),
     backward, optimizer (clip and step), in ms, with the Amdahl limit (a free meProp backward)."""
@@ -98,58 +93,48 @@ def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Best training-step, overall and linear-only backprop speedups per machine, device and mode."""
+    """The best *quotable* training-step, overall and linear-only backprop speedups per machine,
+    device and mode: cells flagged noisy, above the ideal or with an interval containing 1.0
+    never count (:func:`meprop.results.stats.is_headline_worthy`); best by the interval's
+    lower bound, the figure one can sign for. The cards quote representative cells
+    (:func:`meprop.report.headline.representative_table`); this is the table beside them."""
     out = []
     for keys, group in frame.groupby(_GROUP, sort=True):
         row = dict(zip(_GROUP, keys))
-        for measurement, label in HEADLINE_MEASUREMENTS:
-            ok = ok_rows(group, measurement)
+        for measurement, label, _ in HEADLINE_MEASUREMENTS:
+            measured = ok_rows(group, measurement)
+            ok = measured[measured["headline_ok"] == True]  # noqa: E712
             if ok.empty:
-                row[f"best {label} speedup"], row[f"{label} at"] = np.nan, "not measured"
+                row[f"best {label} speedup"] = np.nan
+                row[f"{label} at"] = "no quotable cell" if not measured.empty else "not measured"
+                row[f"{label} speedup low"] = row[f"{label} speedup high"] = np.nan
                 continue
-            best = ok.loc[ok["speedup"].idxmax()]
+            best = ok.loc[ok["speedup_low"].idxmax()]
             row[f"best {label} speedup"] = best["speedup"]
-            row[f"{label} at"] = _case_label(best)
+            row[f"{label} speedup low"], row[f"{label} speedup high"] = best["speedup_low"], best["speedup_high"]
+            row[f"{label} at"] = f"{case_label(best)}, {int(best['n_samples'])} samples" \
+                if pd.notna(best["n_samples"]) else case_label(best)
         if any(isinstance(v, float) and np.isfinite(v) for v in row.values()):
             out.append(row)
     return pd.DataFrame(out)
 
 
-def train_step_headline(frame: pd.DataFrame) -> pd.DataFrame:
-    """The best training-step speedup of each workload and Adam implementation, per machine,
-    device and mode (``adam``: ``default``, or ``fused``, the strongest dense baseline)."""
-    ok = ok_rows(frame, "train_step")
-    out = []
-    for keys, group in ok.groupby([*_GROUP, "workload", "adam"], sort=True):
-        best = group.loc[group["speedup"].idxmax()]
-        out.append({**dict(zip([*_GROUP, "workload", "adam"], keys)), "speedup": best["speedup"],
-                    "at": _case_label(best)})
-    return pd.DataFrame(out)
-
-
-def _case_label(row: pd.Series) -> str:
-    shape = f"{row['workload']} n={row['hidden']}"
-    if row["workload"] == "mlp" and row.get("layers"):
-        shape += f" x{row['layers']}"
-    return f"{shape}, batch {row['batch']}, k={row['k']} ({row['k_ratio']:.2%})"
-
-
 def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") -> pd.DataFrame:
     """The largest measured k/n at which meProp still beats dense, per hidden and batch.
 
-    ``break-even k/n`` is the largest measured k ratio with speedup > 1 (NaN when meProp
-    is slower at every measured k); ``first slower k/n`` is the smallest measured ratio
-    above it where meProp is not faster (NaN when it is faster at every larger ratio), so
-    the true crossing lies between the two columns.
+    ``break-even k/n`` is the largest measured k ratio whose speedup's 95% interval lies
+    wholly above 1 (NaN when no measured k is such a win); ``first slower k/n`` is the
+    smallest measured ratio above it that is no such win (NaN when every larger ratio is
+    one), so the true crossing lies between the two columns.
     """
     ok = ok_rows(frame, measurement)
     ok = ok[ok["k_ratio"].notna()]  # a foreign record without k has no place on the k/n axis
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "hidden", "batch"], sort=True):
         group = group.sort_values("k_ratio")
-        faster = group[group["speedup"] > 1]
+        faster = group[group["speedup_low"] > 1]  # a win: the whole 95% interval above 1
         be = faster["k_ratio"].max() if not faster.empty else np.nan
-        slower = group[(group["speedup"] <= 1) & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
+        slower = group[~(group["speedup_low"] > 1) & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
         row = dict(zip([*_GROUP, "workload", "hidden n", "batch"], keys))
         row.update({
             "break-even k/n": be,

@@ -56,6 +56,9 @@ def _meta(loaded: LoadedResults) -> str:
     parts = [f"built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"]
     if stamps:
         parts.append("measured " + (stamps[0] if len(stamps) == 1 else f"{stamps[0]} … {stamps[-1]}"))
+    dated = sorted(str(e.get("commit_date")) for e in envs if e.get("commit_date"))
+    if dated:  # asv results are dated by their commit, not by when they were measured
+        parts.append("commit dates " + (dated[0] if len(dated) == 1 else f"{dated[0]} … {dated[-1]}"))
     if commits:
         parts.append("git commit " + ", ".join(commits))
     if machines:

@@ -146,19 +146,32 @@ def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") 
     return pd.DataFrame(out)
 
 
-def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory per case where the records carry it (dense MiB, meProp MiB, ratio)."""
+def memory_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Peak memory per case where a side grew by more than 0 bytes; and how many cases read 0 on both.
+
+    Columns: the case fields that tell rows apart (``meProp optimizer`` and ``Adam`` where a
+    training step was measured, ``layers`` for models), dense MiB, meProp MiB, their ratio and
+    the kind of measurement. A case whose two sides both read 0 bytes measured nothing (the
+    allocator reused memory it already held): it is counted, not listed.
+    """
     rows = frame[frame["peak_dense_mb"].notna() | frame["peak_meprop_mb"].notna()]
+    nothing = (rows["peak_dense_mb"].fillna(0) <= 0) & (rows["peak_meprop_mb"].fillna(0) <= 0)
+    rows = rows[~nothing]
     if rows.empty:
-        return pd.DataFrame()
-    table = rows.sort_values(["machine", "device", "mode", "measurement", "hidden", "batch", "k"])[
-        ["machine", "device", "mode", "measurement", "workload", "hidden", "batch", "k",
-         "peak_dense_mb", "peak_meprop_mb", "peak_kind"]
-    ].rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB",
-                      "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
+        return pd.DataFrame(), int(nothing.sum())
+    columns = ["machine", "device", "mode", "measurement", "workload", "layers", "hidden", "batch", "k",
+               "optimizer", "adam", "peak_dense_mb", "peak_meprop_mb", "peak_kind"]
+    table = rows.sort_values(["machine", "device", "mode", "measurement", "workload", "hidden", "batch", "k",
+                              "optimizer", "adam"])[columns]
+    table = table.rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB", "optimizer": "meProp optimizer",
+                                  "adam": "Adam", "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
+    if not (rows["measurement"] == "train_step").any():  # the optimizer runs only in a training step
+        table = table.drop(columns=["meProp optimizer", "Adam"])
+    if (rows["workload"] == "linear").all():
+        table = table.drop(columns=["layers"])
     ratio = table["meProp MiB"] / table["dense MiB"].where(table["dense MiB"] > 0)  # 0 bytes: no ratio
     table.insert(len(table.columns) - 1, "meProp / dense", ratio)
-    return table.reset_index(drop=True)
+    return table.reset_index(drop=True), int(nothing.sum())
 
 
 #: Longer tables are written as CSV only.

@@ -208,12 +208,15 @@ def figures(frame: pd.DataFrame, out_dir: Path, embed_budget: int) -> Section:
 
 
 def memory(frame: pd.DataFrame, out_dir: Path) -> Section:
-    """Peak memory per case, where the records carry it."""
-    table = memory_table(frame) if not frame.empty else pd.DataFrame()
+    """Peak memory per case, where the records carry a measured (non-zero) peak."""
+    table, zero = memory_table(frame) if not frame.empty else (pd.DataFrame(), 0)
+    zeros = (f" {zero} case(s) read 0 bytes on both sides (the allocator reused memory it already "
+             "held, so nothing was measured) and are not listed." if zero else "")
     if table.empty:
-        return Section("memory", "Peak memory", '<p class="note">No peak memory was recorded in these results.</p>')
+        return Section("memory", "Peak memory", '<p class="note">No peak memory was measured in these '
+                       f"results.{zeros}</p>")
     written = write_table(table, out_dir, "peak_memory")
     body = ("<p>Peak memory during the measurement: <code>cuda_max_allocated</code> is "
             "<code>torch.cuda.max_memory_allocated</code>; <code>cpu_rss_delta</code> the growth of the "
-            "process's resident set.</p>" + long_table_html(table, written, out_dir, speedup_column=None))
+            f"process's resident set.{zeros}</p>" + long_table_html(table, written, out_dir, speedup_column=None))
     return Section("memory", "Peak memory", body, list(written.values()))

@@ -4,8 +4,9 @@ Orchestration only: :mod:`~meprop.report.ingest` reads the inputs,
 :mod:`~meprop.report.frames` turns the records into frames, :mod:`~meprop.report.diagnose`
 lists what is missing, and the section modules (:mod:`meprop.report.sections`) write
 their tables and figures and return their HTML, which :mod:`~meprop.report.html`
-assembles. Order of the page (issue 4): problems with the inputs (if any), environment
-per run and how the numbers were measured, headline (best speedups, break-even k/n),
+assembles; :data:`SECTIONS` lists them in page order, one entry per section. Order of the
+page: problems with the inputs (if any), environment
+per run and how the numbers were measured, headline (representative speedups, break-even k/n),
 performance targets vs achieved, speedup tables per measurement, figures, the paper
 side by side, peak memory, accuracy, and the list of files written. Every table is also
 written as CSV and Markdown under ``tables/``, every figure as PNG and SVG under
@@ -19,7 +20,7 @@ import html
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -30,7 +31,7 @@ from meprop.report.ingest import LoadedResults, load_results
 from meprop.report.sections import Section, bench, paper, targets
 from meprop.results.store import ResultsError
 
-__all__ = ["Report", "build_report", "DEFAULT_TITLE", "EMBED_BUDGET"]
+__all__ = ["Report", "ReportInputs", "SECTIONS", "build_report", "DEFAULT_TITLE", "EMBED_BUDGET"]
 
 DEFAULT_TITLE = "meProp benchmark report"
 #: Bytes of PNG embedded in the page (base64 adds a third); later figures are linked.
@@ -94,6 +95,46 @@ def _files_section(loaded: LoadedResults, out_dir: Path, files: list[Path]) -> S
                    + "</ul>")
 
 
+@dataclass
+class ReportInputs:
+    """What every section builder gets: the loaded inputs, the bench frame (latest outcome per
+    case), the output folder, the problems list (a builder may append to it), the other
+    sources' timing notes, and ``results``: named by-products for :class:`Report`."""
+
+    loaded: LoadedResults
+    frame: pd.DataFrame
+    out_dir: Path
+    problems: list[str]
+    timings: list[str]
+    results: dict = field(default_factory=dict)
+
+
+def _headline(inputs: ReportInputs) -> Section:
+    section, inputs.results["headline"] = bench.headline(inputs.frame, inputs.out_dir)
+    return section
+
+
+def _targets(inputs: ReportInputs) -> Section:
+    section, inputs.results["targets"] = targets.section(inputs.frame, inputs.out_dir)
+    return section
+
+
+#: The page's sections, in order: ``(anchor, builder)``, each builder taking the
+#: :class:`ReportInputs` and returning a :class:`~meprop.report.sections.Section`. A new
+#: section is one entry here (``SECTIONS.insert(i, ("anchor", builder))`` places it); the
+#: problems list (first, when there are problems) and the files list (last) are added around them.
+SECTIONS: list[tuple[str, Callable[[ReportInputs], Section]]] = [
+    ("environment", lambda i: bench.environment(env_frame(i.loaded.records), i.timings, i.frame, i.out_dir)),
+    ("headline", _headline),
+    ("targets", _targets),
+    ("tables", lambda i: bench.tables(i.frame, i.out_dir)),
+    ("figures", lambda i: bench.figures(i.frame, i.out_dir, EMBED_BUDGET)),
+    ("paper", lambda i: paper.section(i.frame, i.out_dir)),
+    ("memory", lambda i: bench.memory(i.frame, i.out_dir)),
+    ("accuracy", lambda i: _accuracy(train_frame(i.loaded.records), i.out_dir, i.problems)),
+]
+
+
 def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Path, *,
                  title: str | None = None) -> Report:
     """Load ``paths`` and write the report into ``out_dir``; returns what was written."""
@@ -110,17 +151,8 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
                         "the latest outcome of each is shown")
     timings = sorted({str(e["timing"]) for e in (r.get("env") or {} for r in loaded.of_type("env"))
                       if e.get("timing")})
-    headline, head = bench.headline(frame, out_dir)
-    target_section, matched = targets.section(frame, out_dir)
-    sections = [
-        bench.environment(env_frame(loaded.records), timings, frame, out_dir),
-        headline, target_section,
-        bench.tables(frame, out_dir),
-        bench.figures(frame, out_dir, EMBED_BUDGET),
-        paper.section(frame, out_dir),
-        bench.memory(frame, out_dir),
-        _accuracy(train_frame(loaded.records), out_dir, problems),
-    ]
+    inputs = ReportInputs(loaded, frame, out_dir, problems, timings)
+    sections = [build(inputs) for _, build in SECTIONS]
     if problems:
         sections.insert(0, problems_section(problems, severe))
     written = [f for s in sections for f in s.files]
@@ -128,4 +160,5 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
     page = render_page(title or DEFAULT_TITLE, _meta(loaded), [(s.anchor, s.heading, s.html) for s in sections])
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
-    return Report(index=index, problems=problems, headline=head, targets=matched, files=[index, *written])
+    return Report(index=index, problems=problems, headline=inputs.results.get("headline", pd.DataFrame()),
+                  targets=inputs.results.get("targets", pd.DataFrame()), files=[index, *written])

@@ -22,16 +22,8 @@ import pandas as pd
 
 from meprop.report.frames import ok_rows
 
-__all__ = [
-    "FigureFile",
-    "save_figure",
-    "speedup_vs_k_ratio",
-    "speedup_vs_hidden",
-    "time_breakdown",
-    "modes_side_by_side",
-    "devices_side_by_side",
-    "all_figures",
-]
+__all__ = ["FigureFile", "save_figure", "speedup_vs_k_ratio", "speedup_vs_hidden", "time_breakdown",
+           "modes_side_by_side", "devices_side_by_side", "all_figures"]
 
 _DPI = 110
 #: Figures drawn of each kind, and panels along one axis of a figure: the report's figures

@@ -44,7 +44,8 @@ th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: rig
 th { background:#eef1f5; position: sticky; top: 0; text-align: center; white-space: nowrap; }
 td.text, th.text { text-align: left; }
 td { white-space: nowrap; }
-td.text { white-space: normal; }
+td.text { white-space: nowrap; }
+td.text.long { white-space: normal; }
 td.long { min-width: 22em; }
 td.undecided { color: var(--muted); font-style: italic; }
 td.noisy { white-space: nowrap; }

@@ -68,6 +68,7 @@ def _pair(row: pd.Series, table: str, paper_dense: float, paper_meprop: float, p
         "paper table": table, "machine": row["machine"], "device": row["device"], "mode": row["mode"],
         "hidden n": row["hidden"], "batch": row["batch"], "k": row["k"],
         "our dense ms": row["dense_ms"], "our meProp ms": row["meprop_ms"], "our speedup": row["speedup"],
+        "our speedup low": row["speedup_low"], "our speedup high": row["speedup_high"], "our flag": row["flag"],
         "paper dense ms": paper_dense, "paper meProp ms": paper_meprop, "paper speedup": paper_speedup,
         "ours / paper": row["speedup"] / paper_speedup,
     }

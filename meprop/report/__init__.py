@@ -5,8 +5,10 @@ the tables as CSV/Markdown; ``meprop report`` is its command line. The parts, in
 order data flows: :mod:`~meprop.report.ingest` (read every format into schema records,
 :func:`load_results`), :mod:`~meprop.report.frames` (records -> DataFrames, once),
 :mod:`~meprop.report.tables` and :mod:`~meprop.report.figures` (what is shown),
+:mod:`~meprop.report.headline` (the representative cell per workload that a card quotes),
 :mod:`~meprop.report.sections` (bench, targets, paper, accuracy: each its HTML and
-files), :mod:`~meprop.report.html` (the page), :mod:`~meprop.report.build`.
+files), :mod:`~meprop.report.html` (the page), :mod:`~meprop.report.build` (the ordered
+list of sections, :data:`~meprop.report.build.SECTIONS`).
 Never times anything (DESIGN.md: data flows Case -> ... -> store -> report).
 """
 

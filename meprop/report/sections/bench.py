@@ -92,17 +92,18 @@ def _card(row: pd.Series) -> str:
     if row["quotable"]:
         figure = (f'<div class="big">{row["speedup"]:.1f}x</div><div class="ci">95% CI '
                   f'{_interval(row["speedup low"], row["speedup high"])} · {samples}</div>')
-    else:
-        figure = (f'<div class="big muted">not quotable</div><div class="ci">{html.escape(str(row["flag"]))}: '
-                  f'{row["speedup"]:.2f}x, 95% CI {_interval(row["speedup low"], row["speedup high"])} · '
-                  f"{samples}</div>")
+    else:  # no figure from a flagged cell: the reason (and the interval, where that is the reason)
+        interval = (f", 95% CI {_interval(row['speedup low'], row['speedup high'])}"
+                    if "interval" in str(row["flag"]) else "")
+        figure = (f'<div class="big muted">not quotable</div><div class="ci">{html.escape(str(row["flag"]))}'
+                  f"{interval} · {samples} (see the tables)</div>")
     best = ""
-    if np.isfinite(row["best quotable speedup"]) and row["best quotable at"] != row["at"] or not row["quotable"]:
+    has_best = np.isfinite(row["best quotable speedup"])
+    if (has_best and row["best quotable at"] != row["at"]) or not row["quotable"]:
         best = (f'<div class="small">best quotable cell: {row["best quotable speedup"]:.1f}x '
                 f'({_interval(row["best quotable low"], row["best quotable high"])}) at '
                 f'{html.escape(str(row["best quotable at"]))}</div>'
-                if np.isfinite(row["best quotable speedup"]) else
-                '<div class="small">no quotable cell in this group</div>')
+                if has_best else '<div class="small">no quotable cell in this group</div>')
     return (f'<div class="card"><div class="small"><b>{html.escape(title)}</b> · {where}</div>{figure}'
             f'<div class="small">at {html.escape(str(row["at"]))} (typical: {html.escape(str(row["typical"]))})'
             f"</div>{best}</div>")

@@ -140,7 +140,9 @@ def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") 
             "break-even k/n": be,
             "first slower k/n": slower["k_ratio"].min() if not slower.empty else np.nan,
             "measured k/n": ", ".join(f"{x:.3g}" for x in group["k_ratio"]),
-            "speedup at break-even": faster.loc[faster["k_ratio"].idxmax(), "speedup"] if not faster.empty else np.nan,
+            **{f"speedup at break-even{suffix}": faster.loc[faster["k_ratio"].idxmax(), column]
+               if not faster.empty else np.nan
+               for suffix, column in (("", "speedup"), (" low", "speedup_low"), (" high", "speedup_high"))},
         })
         out.append(row)
     return pd.DataFrame(out)

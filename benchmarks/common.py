@@ -20,6 +20,9 @@ the same for every commit of one ``asv run``:
   the ratios swing by 2x and more; ``all`` uses torch's own count, = cores).
 - ``MEPROP_ASV_BUDGET``: seconds of sampling per case and round, dense and meProp
   together (0.5).
+- ``MEPROP_ASV_CLOCK``: ``cpu`` (default): single-threaded CPU cases are timed in the
+  process's CPU seconds, which other load does not stretch (two runs of identical code
+  on a loaded 2-core machine moved wall-clock medians by 2-4x); ``wall``: wall seconds.
 - ``MEPROP_ASV_ROUNDS``: rounds over the whole grid (3); each case is timed once per
   round, the rounds minutes apart, and a tracked value is the median over the rounds,
   so one burst of load on a shared machine moves one round, not the value.
@@ -53,6 +56,7 @@ __all__ = [
     "THREADS",
     "BUDGET_S",
     "ROUNDS",
+    "CLOCK",
     "SIGNIFICANT",
     "SETUP_CACHE_TIMEOUT",
     "read_grid",
@@ -147,6 +151,13 @@ def _read_threads(environ) -> int | None:
         raise ValueError(f"MEPROP_ASV_THREADS must be a positive int or 'all', got {raw!r}") from None
 
 
+def _read_clock(environ) -> str:
+    raw = environ.get("MEPROP_ASV_CLOCK", "cpu")
+    if raw not in ("cpu", "wall"):
+        raise ValueError(f"MEPROP_ASV_CLOCK must be 'cpu' or 'wall', got {raw!r}")
+    return raw
+
+
 def _read_rounds(environ) -> int:
     raw = environ.get("MEPROP_ASV_ROUNDS", "3")
     try:
@@ -171,6 +182,7 @@ PARAMS: list[list] = [_GRID[name] for name in PARAM_NAMES]
 THREADS: int | None = _read_threads(os.environ)
 BUDGET_S: float = _read_budget(os.environ)
 ROUNDS: int = _read_rounds(os.environ)
+CLOCK: str = _read_clock(os.environ)
 #: Significant digits of a tracked value.
 SIGNIFICANT = 3
 #: asv's limit for one class's setup_cache (the whole grid of one measurement).
@@ -218,7 +230,7 @@ def _measure(case: _cases.Case) -> dict:
     from meprop.bench import runner
 
     _fair_allocator()
-    fields = runner.run_case(case, runner.TimingOptions(budget_s=BUDGET_S), measure_memory=False)
+    fields = runner.run_case(case, _options(runner, case), measure_memory=False)
     if fields.get("status") == "skipped":
         return {"skipped": fields["reason"]}
     dense, meprop = fields["dense"], fields["meprop"]  # timer.Measurement, per call
@@ -253,6 +265,21 @@ def _combine(rounds: list[dict]) -> dict:
     out["speedup"] = _rounded(1 / out["relative_time"]) if out["relative_time"] > 0 else float("inf")
     out.update(ideal=rounds[0]["ideal"], rounds=len(rounds))
     return out
+
+
+def _options(runner, case: _cases.Case):
+    """The engine's timing options: on :data:`CLOCK` ``cpu``, a single-threaded CPU case is timed
+    in the process's CPU seconds (``time.process_time``), which other processes' load on a
+    shared machine does not stretch the way it stretches wall time; commits whose engine
+    has no clock option time in wall seconds."""
+    import time
+
+    if CLOCK == "cpu" and case.device == "cpu" and case.threads == 1:
+        try:
+            return runner.TimingOptions(budget_s=BUDGET_S, clock=time.process_time)
+        except TypeError:  # an older engine
+            pass
+    return runner.TimingOptions(budget_s=BUDGET_S)
 
 
 def _fair_allocator() -> None:
@@ -358,12 +385,12 @@ class PairSuite(abc.ABC):
     def track_dense(self, results, *params):
         return self.entry["dense"]
 
-    track_dense.unit = "seconds"
+    track_dense.unit = "seconds"  # asv formats "seconds" as times; CPU seconds under MEPROP_ASV_CLOCK=cpu
 
     def track_meprop(self, results, *params):
         return self.entry["meprop"]
 
-    track_meprop.unit = "seconds"
+    track_meprop.unit = "seconds"  # asv formats "seconds" as times; CPU seconds under MEPROP_ASV_CLOCK=cpu
 
     def track_relative_time(self, results, *params):
         return self.entry["relative_time"]

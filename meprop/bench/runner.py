@@ -49,11 +49,14 @@ class TimingOptions:
     #: A pair still noisy, or whose speedup interval contains 1.0, when ``budget_s`` is spent
     #: gets up to ``extend_factor * budget_s`` more seconds of samples.
     extend_factor: float = 2.0
+    #: The clock samples are read from: wall time by default; ``time.process_time`` (the
+    #: process's CPU time) for single-threaded CPU cases on a machine shared with other load.
+    clock: Callable[[], float] = time.perf_counter
 
     def as_kwargs(self) -> dict:
         return dict(budget_s=self.budget_s, warmup_s=self.warmup_s, min_samples=self.min_samples,
                     max_samples=self.max_samples, rel_precision=self.rel_precision,
-                    extend_s=self.extend_factor * self.budget_s)
+                    extend_s=self.extend_factor * self.budget_s, clock=self.clock)
 
 
 @dataclass

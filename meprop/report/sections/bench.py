@@ -94,7 +94,7 @@ def _card(row: pd.Series) -> str:
                   f'{_interval(row["speedup low"], row["speedup high"])} · {samples}</div>')
     else:  # no figure from a flagged cell: the reason (and the interval, where that is the reason)
         interval = (f", 95% CI {_interval(row['speedup low'], row['speedup high'])}"
-                    if "interval" in str(row["flag"]) else "")
+                    if "interval contains" in str(row["flag"]) else "")
         figure = (f'<div class="big muted">not quotable</div><div class="ci">{html.escape(str(row["flag"]))}'
                   f"{interval} · {samples} (see the tables)</div>")
     best = ""

@@ -15,8 +15,21 @@ the same for every commit of one ``asv run``:
   (the ``meprop bench --profile quick`` axes, both top-k modes; much longer).
 - ``MEPROP_ASV_HIDDEN``, ``MEPROP_ASV_K_RATIO``, ``MEPROP_ASV_BATCH``, ``MEPROP_ASV_MODE``,
   ``MEPROP_ASV_DEVICE``: comma-separated values replacing one axis of the grid.
-- ``MEPROP_ASV_THREADS``: torch threads while timing (default: torch's own count).
-- ``MEPROP_ASV_BUDGET``: seconds of sampling per case, dense and meProp together (0.5).
+- ``MEPROP_ASV_THREADS``: torch threads while timing (default 1: on a shared machine
+  several threads per process stall at OpenMP barriers whenever other load runs, and
+  the ratios swing by 2x and more; ``all`` uses torch's own count, = cores).
+- ``MEPROP_ASV_BUDGET``: seconds of sampling per case and round, dense and meProp
+  together (0.5).
+- ``MEPROP_ASV_CLOCK``: ``cpu`` (default): single-threaded CPU cases are timed in the
+  process's CPU seconds, which other load does not stretch (two runs of identical code
+  on a loaded 2-core machine moved wall-clock medians by 2-4x); ``wall``: wall seconds.
+- ``MEPROP_ASV_ROUNDS``: rounds over the whole grid (3); each case is timed once per
+  round, the rounds minutes apart, and a tracked value is the median over the rounds,
+  so one burst of load on a shared machine moves one round, not the value.
+
+Tracked values are rounded to :data:`SIGNIFICANT` significant digits: what the
+measurement can tell apart, so ``asv compare`` prints ``0.103`` rather than
+``0.10276941...``.
 
 Impossible combinations (``cuda`` without a GPU, a case too large for memory) raise
 ``NotImplementedError`` in ``setup``, so asv shows them as n/a. Nothing here touches
@@ -59,6 +72,9 @@ __all__ = [
     "PARAMS",
     "THREADS",
     "BUDGET_S",
+    "ROUNDS",
+    "CLOCK",
+    "SIGNIFICANT",
     "SETUP_CACHE_TIMEOUT",
     "read_grid",
     "make_case",
@@ -143,13 +159,28 @@ def read_grid(environ: dict | None = None) -> dict[str, list]:
 
 
 def _read_threads(environ) -> int | None:
-    raw = environ.get("MEPROP_ASV_THREADS", "")
-    if not raw:
+    raw = environ.get("MEPROP_ASV_THREADS", "1")
+    if raw == "all":
         return None
     try:
         return _positive_int(raw)
     except ValueError:
-        raise ValueError(f"MEPROP_ASV_THREADS must be a positive int, got {raw!r}") from None
+        raise ValueError(f"MEPROP_ASV_THREADS must be a positive int or 'all', got {raw!r}") from None
+
+
+def _read_clock(environ) -> str:
+    raw = environ.get("MEPROP_ASV_CLOCK", "cpu")
+    if raw not in ("cpu", "wall"):
+        raise ValueError(f"MEPROP_ASV_CLOCK must be 'cpu' or 'wall', got {raw!r}")
+    return raw
+
+
+def _read_rounds(environ) -> int:
+    raw = environ.get("MEPROP_ASV_ROUNDS", "3")
+    try:
+        return _positive_int(raw)
+    except ValueError:
+        raise ValueError(f"MEPROP_ASV_ROUNDS must be a positive int, got {raw!r}") from None
 
 
 def _read_budget(environ) -> float:
@@ -167,6 +198,10 @@ _GRID = read_grid()
 PARAMS: list[list] = [_GRID[name] for name in PARAM_NAMES]
 THREADS: int | None = _read_threads(os.environ)
 BUDGET_S: float = _read_budget(os.environ)
+ROUNDS: int = _read_rounds(os.environ)
+CLOCK: str = _read_clock(os.environ)
+#: Significant digits of a tracked value.
+SIGNIFICANT = 3
 #: asv's limit for one class's setup_cache (the whole grid of one measurement).
 SETUP_CACHE_TIMEOUT = 3600
 
@@ -213,19 +248,56 @@ def _measure(case: _cases.Case) -> dict:
     runner = importlib.import_module(f"{_ENGINE}.runner")
 
     _fair_allocator()
-    fields = runner.run_case(case, runner.TimingOptions(budget_s=BUDGET_S), measure_memory=False)
+    fields = runner.run_case(case, _options(runner, case), measure_memory=False)
     if fields.get("status") == "skipped":
         return {"skipped": fields["reason"]}
     dense, meprop = fields["dense"], fields["meprop"]  # timer.Measurement, per call
     return {
         "dense": dense.median,
         "meprop": meprop.median,
-        "speedup": dense.median / meprop.median,
         "relative_time": meprop.median / dense.median,
         "dense_rel_iqr": dense.rel_iqr,
         "meprop_rel_iqr": meprop.rel_iqr,
         "ideal": case.ideal,
     }
+
+
+def _rounded(value: float, digits: int = SIGNIFICANT) -> float:
+    """``value`` to ``digits`` significant digits (``0.10276941`` -> ``0.103``)."""
+    return float(f"{value:.{digits}g}")
+
+
+def _combine(rounds: list[dict]) -> dict:
+    """One entry from a case's rounds: the median of each value over the rounds, rounded.
+
+    The relative time is the median of the per-round ratios (each measured interleaved),
+    not a ratio of medians taken in different rounds. A case skipped in any round is skipped.
+    """
+    import statistics
+
+    skipped = [r for r in rounds if "skipped" in r]
+    if skipped:
+        return skipped[0]
+    out = {name: statistics.median(r[name] for r in rounds) for name in rounds[0] if name != "ideal"}
+    out = {name: _rounded(value) for name, value in out.items()}
+    out["speedup"] = _rounded(1 / out["relative_time"]) if out["relative_time"] > 0 else float("inf")
+    out.update(ideal=rounds[0]["ideal"], rounds=len(rounds))
+    return out
+
+
+def _options(runner, case: _cases.Case):
+    """The engine's timing options: on :data:`CLOCK` ``cpu``, a single-threaded CPU case is timed
+    in the process's CPU seconds (``time.process_time``), which other processes' load on a
+    shared machine does not stretch the way it stretches wall time; commits whose engine
+    has no clock option time in wall seconds."""
+    import time
+
+    if CLOCK == "cpu" and case.device == "cpu" and case.threads == 1:
+        try:
+            return runner.TimingOptions(budget_s=BUDGET_S, clock=time.process_time)
+        except TypeError:  # an older engine
+            pass
+    return runner.TimingOptions(budget_s=BUDGET_S)
 
 
 def _fair_allocator() -> None:
@@ -247,23 +319,28 @@ def release_large_blocks() -> None:
 
 
 def measure_grid(workload: str, measurement: str, params: list[list] | None = None,
-                 **fields) -> dict:
+                 rounds: int | None = None, **fields) -> dict:
     """Measure every combination of ``params`` (default :data:`PARAMS`) for one measurement.
 
     Returns ``{param tuple: result dict}`` (see :func:`lookup`); called from each class's
-    ``setup_cache``, so each case is timed once per commit and environment. ``fields``:
-    further Case fields for every combination (a suite's ``case_fields``).
+    ``setup_cache``, so each case is measured once per commit and environment: in
+    ``rounds`` (default :data:`ROUNDS`) passes over the whole grid, combined by
+    :func:`_combine`. ``fields``: further Case fields for every combination (a suite's
+    ``case_fields``).
     """
     params = PARAMS if params is None else params
-    results = {}
+    rounds = ROUNDS if rounds is None else rounds
+    cases, measured = {}, {}
     for combo in itertools.product(*params):
         try:
-            case = make_case(workload, measurement, *combo, **fields)
+            cases[combo] = make_case(workload, measurement, *combo, **fields)
         except NotImplementedError as exc:
-            results[combo] = {"skipped": str(exc)}
-            continue
-        results[combo] = _measure(case)
-    return results
+            cases[combo] = {"skipped": str(exc)}
+        measured[combo] = []
+    for _ in range(rounds):  # round-robin: a burst of load hits one round of a case, not all
+        for combo, case in cases.items():
+            measured[combo].append(case if isinstance(case, dict) else _measure(case))
+    return {combo: _combine(entries) for combo, entries in measured.items()}
 
 
 def build_pair(case: _cases.Case) -> dict:
@@ -326,16 +403,16 @@ class PairSuite(abc.ABC):
     def track_dense(self, results, *params):
         return self.entry["dense"]
 
-    track_dense.unit = "seconds"
+    track_dense.unit = "seconds"  # asv formats "seconds" as times; CPU seconds under MEPROP_ASV_CLOCK=cpu
 
     def track_meprop(self, results, *params):
         return self.entry["meprop"]
 
-    track_meprop.unit = "seconds"
+    track_meprop.unit = "seconds"  # asv formats "seconds" as times; CPU seconds under MEPROP_ASV_CLOCK=cpu
 
     def track_relative_time(self, results, *params):
         return self.entry["relative_time"]
 
     # asv takes lower as better for every value: meProp's time over dense's reads the right
     # way round (a lost speedup is a regression), where dense / meProp would be inverted.
-    track_relative_time.unit = "ratio (meProp time / dense time; 1 / speedup)"
+    track_relative_time.unit = "x dense time (meProp / dense = 1 / speedup)"

@@ -60,9 +60,11 @@ def _load_offline():
 
 @pytest.mark.slow
 def test_asv_check_finds_no_problems():
+    # asv drops PYTHONPATH; ASV_PYTHONPATH makes its processes import this checkout's meprop
     proc = subprocess.run(
         [sys.executable, "-m", "asv", "check", "--python=same"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "ASV_PYTHONPATH": str(ROOT)},
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -80,7 +82,7 @@ def test_every_class_covers_the_grid_and_names_its_params():
         tracks = [n for n in dir(cls) if n.startswith("track_")]
         assert tracks, cls
         for name in tracks:
-            assert getattr(cls, name).unit in ("seconds", "bytes", "ratio (meProp time / dense time; 1 / speedup)")
+            assert getattr(cls, name).unit in ("seconds", "bytes", "x dense time (meProp / dense = 1 / speedup)")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present: the n/a path is not taken")
@@ -156,6 +158,7 @@ def test_linear_backward_end_to_end_on_a_tiny_cpu_grid(monkeypatch):
     suite = _load_suite()
     common = suite["common"]
     monkeypatch.setattr(common, "BUDGET_S", 0.01)
+    monkeypatch.setattr(common, "ROUNDS", 2)
     cls = suite["bench_linear_backward"].LinearBackward
     grid = [[32], [0.125, 1.0], [4], ["unified", "per_example"], ["cpu"]]
     monkeypatch.setattr(cls, "params", grid)
@@ -167,7 +170,9 @@ def test_linear_backward_end_to_end_on_a_tiny_cpu_grid(monkeypatch):
         dense = bench.track_dense(results, *params)
         meprop = bench.track_meprop(results, *params)
         assert dense > 0 and meprop > 0
-        assert bench.track_relative_time(results, *params) == pytest.approx(meprop / dense)
+        # each value is rounded to 3 significant digits on its own: their quotient agrees to ~0.2%
+        assert bench.track_relative_time(results, *params) == pytest.approx(meprop / dense, rel=3e-3)
+        assert entry["rounds"] == 2
         assert not hasattr(bench, "track_speedup"), "asv reads every value as lower-is-better"
         assert entry["ideal"] == pytest.approx(1 / params[1])  # n / k with k = ratio * n
     # a combination not in the cache is n/a, not a KeyError
@@ -183,6 +188,30 @@ def test_peak_memory_reports_bytes_on_cpu():
     assert bench.case.k == 4 and bench.case.workload == "mlp"
     for value in (bench.track_dense_bytes(*params), bench.track_meprop_bytes(*params)):
         assert isinstance(value, int) and value >= 0
+
+
+def test_rounds_combine_to_medians_rounded_to_three_digits():
+    common = _load_suite()["common"]
+    rounds = [{"dense": 0.0102769, "meprop": 0.00105, "relative_time": 0.1021, "dense_rel_iqr": 0.02,
+               "meprop_rel_iqr": 0.03, "ideal": 100.0},
+              {"dense": 0.0204, "meprop": 0.0011, "relative_time": 0.0539, "dense_rel_iqr": 0.5,
+               "meprop_rel_iqr": 0.03, "ideal": 100.0},  # a burst of load on dense
+              {"dense": 0.0101, "meprop": 0.00104, "relative_time": 0.103, "dense_rel_iqr": 0.02,
+               "meprop_rel_iqr": 0.02, "ideal": 100.0}]
+    entry = common._combine(rounds)
+    assert entry["dense"] == 0.0103 and entry["meprop"] == 0.00105 and entry["relative_time"] == 0.102
+    assert entry["speedup"] == 9.8 and entry["rounds"] == 3 and entry["ideal"] == 100.0
+    assert common._combine([rounds[0], {"skipped": "cuda not available"}]) == {"skipped": "cuda not available"}
+
+
+def test_quiet_defaults_and_their_overrides():
+    common = _load_suite()["common"]
+    assert common._read_threads({}) == 1 and common._read_threads({"MEPROP_ASV_THREADS": "all"}) is None
+    assert common._read_rounds({}) == 3 and common._read_rounds({"MEPROP_ASV_ROUNDS": "5"}) == 5
+    with pytest.raises(ValueError, match="MEPROP_ASV_THREADS must be a positive int or 'all', got 'many'"):
+        common._read_threads({"MEPROP_ASV_THREADS": "many"})
+    with pytest.raises(ValueError, match="MEPROP_ASV_ROUNDS must be a positive int, got '0'"):
+        common._read_rounds({"MEPROP_ASV_ROUNDS": "0"})
 
 
 def test_grid_env_overrides_and_bad_values():

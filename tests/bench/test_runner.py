@@ -86,3 +86,19 @@ def test_run_case_measures_both_variants():
     fields = runner.run_case(case, runner.TimingOptions(budget_s=0.01, warmup_s=0, min_samples=2))
     assert fields["dense"].n_samples >= 2 and fields["meprop"].n_samples >= 2
     assert fields["peak_memory"]["kind"] == "cpu_rss_delta"
+
+
+def test_resumed_progress_bar_counts_only_the_cases_left(tmp_path, monkeypatch):
+    import tqdm.auto
+
+    assert main([*ARGS[:6], "2", *ARGS[7:], "--out", str(tmp_path)]) == 0  # batch 2 only
+    bars = []
+    real_tqdm = tqdm.auto.tqdm
+
+    def tqdm_spy(iterable, **kwargs):
+        bars.append(list(iterable))
+        return real_tqdm(bars[-1], **kwargs)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm_spy)
+    assert main([*ARGS, "--out", str(tmp_path), "--resume"]) == 0
+    assert [[case.batch for case in bar] for bar in bars] == [[4, 8]]  # the ETA's rate is theirs alone

@@ -226,3 +226,23 @@ def test_stopwatch_real_clock_cpu():
     with watch:
         torch.ones(10).sum()
     assert 0 < watch.elapsed < 10 and not math.isnan(watch.elapsed)
+
+
+def test_an_undecided_pair_gets_more_samples_up_to_its_extension():
+    # dense and meProp alike, 40% spread: noisy, and the ratio's interval contains 1.0
+    clock = FakeClock()
+    dense, meprop = clock.op([0.010, 0.014, 0.012, 0.016]), clock.op([0.016, 0.010, 0.014, 0.012])
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=10_000, warmup_s=0,
+                     budget_s=0.2, extend_factor=2.0, min_sample_s=0, rewarm_below_s=0)
+    spent = sum(d.samples) + sum(m.samples)
+    assert 0.6 <= spent < 0.6 + 0.04  # budget + extension, stopped by the first round past it
+    assert d.to_dict()["samples_s"] == list(d.samples)
+
+
+def test_a_decided_pair_stops_at_the_budget_without_extension():
+    # a clear 3x with 5% spread: neither noisy nor undecided, but not precise to 0.1% either
+    clock = FakeClock()
+    dense, meprop = clock.op([0.030, 0.031, 0.029, 0.0305]), clock.op([0.010, 0.0102, 0.0098, 0.0101])
+    d, m = time_pair(dense, meprop, clock=clock, min_samples=3, max_samples=10_000, warmup_s=0,
+                     budget_s=0.2, extend_factor=50.0, min_sample_s=0, rewarm_below_s=0, rel_precision=1e-4)
+    assert 0.2 <= sum(d.samples) + sum(m.samples) < 0.2 + 0.05

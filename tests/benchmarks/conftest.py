@@ -1,8 +1,17 @@
-"""Grid selection for the pytest-benchmark cases (``pytest tests/benchmarks --benchmark-only``).
+"""Grid selection and the same-run ratios of the pytest-benchmark cases (``pytest tests/benchmarks --benchmark-only``).
 
 The cases are a profile of :mod:`meprop.lab.bench.cases`, chosen by ``--meprop-profile``
 (or the ``MEPROP_BENCH_PROFILE`` environment variable). Default: ``quick`` with
 ``--benchmark-only``, else ``smoke``, so a plain ``pytest`` run spends seconds here.
+
+Test ids start with the variant (``test_case[dense-train_step-mlp-n500...]``), so the
+two boxes of a shape stay apart in ``--benchmark-histogram`` (which cuts labels at 50
+characters). pytest-benchmark times the dense and the meProp test of a shape separately,
+possibly minutes apart, so their ratio is no speedup on a loaded machine: for each shape
+the :func:`interleaved` fixture also times both sides once with the suite's interleaved
+timer (:func:`meprop.lab.bench.timer.time_pair`, as ``meprop bench`` does), stores the
+speedup, its 95% interval and sample counts in both benchmarks' ``extra_info["interleaved"]``,
+and the session ends with a table of them (``pytest_terminal_summary``).
 """
 
 from __future__ import annotations
@@ -42,11 +51,12 @@ def case_id(case) -> str:
 
 
 def pytest_generate_tests(metafunc):
+    # the variant first: its id leads, so the histogram's cut labels still tell dense from meProp
+    if "variant" in metafunc.fixturenames:
+        metafunc.parametrize("variant", VARIANTS)
     if "bench_case" in metafunc.fixturenames:
         cases = profile_cases(selected_profile(metafunc.config))
         metafunc.parametrize("bench_case", cases, ids=[case_id(c) for c in cases])
-    if "variant" in metafunc.fixturenames:
-        metafunc.parametrize("variant", VARIANTS)
 
 
 def pytest_report_header(config):
@@ -62,3 +72,63 @@ def bench_env() -> dict:
     from meprop.lab.results.env import snapshot
 
     return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[], malloc=apply())
+
+
+#: Sampling budget of one shape's interleaved ratio (seconds, both sides together).
+INTERLEAVED_BUDGET_S = {"benchmark": 0.5, "smoke": 0.02}
+_RATIOS: dict[str, dict] = {}  # case key -> its interleaved ratio, for the session summary
+
+
+def interleaved_ratio(case, budget_s: float) -> dict:
+    """Dense and meProp of ``case`` timed interleaved (ABBA) in this process: the
+    ``extra_info["interleaved"]`` object (medians in seconds, speedup, 95% interval, samples)."""
+    from meprop.lab.bench.timer import num_threads, time_pair
+    from meprop.lab.bench.workloads import build
+    from meprop.lab.results.stats import speedup_interval
+
+    with num_threads(case.threads):
+        dense_fn, meprop_fn = build(case, "dense"), build(case, "meprop")
+        dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device, threads=case.threads,
+                                  budget_s=budget_s, warmup_s=min(0.05, budget_s), min_samples=3,
+                                  extend_factor=2.0)
+    ci = speedup_interval(dense.to_dict(), meprop.to_dict()) or {}
+    return {"dense_median_s": dense.median, "meprop_median_s": meprop.median,
+            "speedup": dense.median / meprop.median, "low": ci.get("low"), "high": ci.get("high"),
+            "level": ci.get("level"), "method": ci.get("method"),
+            "n_samples": min(dense.n_samples, meprop.n_samples), "noisy": dense.noisy or meprop.noisy,
+            "timer": "meprop.lab.bench.timer.time_pair (interleaved ABBA, same process)",
+            "dense": dense.to_dict(), "meprop": meprop.to_dict()}
+
+
+@pytest.fixture
+def interleaved(request):
+    """``interleaved(case)``: the case's same-run ratio, measured once per session and shape."""
+    budget = INTERLEAVED_BUDGET_S["benchmark" if request.config.getoption("benchmark_only", False) else "smoke"]
+
+    def get(case) -> dict:
+        if case.key not in _RATIOS:
+            _RATIOS[case.key] = interleaved_ratio(case, budget)
+        return _RATIOS[case.key]
+
+    return get
+
+
+def _summary_line(key: str, r: dict) -> str:
+    interval = (f"[{r['low']:.2f}-{r['high']:.2f}]" if r.get("low") is not None else "[no interval]")
+    flag = []
+    if r["noisy"]:
+        flag.append("noisy")
+    if r.get("low") is not None and r["low"] <= 1 <= r["high"]:
+        flag.append("interval contains 1")
+    return (f"{r['speedup']:8.2f}x {interval:>15} {r['n_samples']:4d}  {r['dense_median_s'] * 1e3:10.4g} "
+            f"{r['meprop_median_s'] * 1e3:10.4g}  {', '.join(flag) or '-':<22} {key}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if not _RATIOS:
+        return
+    terminalreporter.section("meProp speedups, dense and meProp interleaved in one run (95% CI)")
+    terminalreporter.write_line(f"{'speedup':>9} {'95% CI':>15} {'n':>4}  {'dense ms':>10} {'meProp ms':>10}  "
+                                f"{'flag':<22} case")
+    for key, ratio in _RATIOS.items():
+        terminalreporter.write_line(_summary_line(key, ratio))

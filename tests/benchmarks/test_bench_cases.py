@@ -3,8 +3,12 @@
 Run ``pytest tests/benchmarks --benchmark-only --benchmark-group-by=group`` to time the
 quick grid with dense and meProp side by side per case (``--meprop-profile`` picks
 another grid). Without ``--benchmark-only`` every case runs a few rounds only, as a
-smoke test. Each benchmark's ``extra_info`` carries the case, the ideal speedup n/k and
-the environment. The timed call synchronizes the device before returning.
+smoke test. Each benchmark's ``extra_info`` carries the case, the ideal speedup n/k, the
+environment and ``interleaved``: the shape's speedup with dense and meProp timed
+interleaved in one run (its 95% interval and sample count; see ``conftest.py``), which
+the session's last lines list per shape. The timed call synchronizes the device before
+returning. Select cases with ``-k`` (``-k "train_step and mlp"``) and compare a shape's
+two boxes with ``--benchmark-group-by=group`` (the group is the case key).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from meprop.lab.bench.timer import num_threads, synchronize
 from meprop.lab.bench.workloads import Unsupported, build
 
 
-def test_case(benchmark, request, bench_case, variant, bench_env):
+def test_case(benchmark, request, bench_case, variant, bench_env, interleaved):
     case = bench_case
     try:
         op = build(case, variant)
@@ -37,6 +41,7 @@ def test_case(benchmark, request, bench_case, variant, bench_env):
             "machine", "cpu_model", "threads", "torch_version", "git_commit", "gpus",
             "allocator", "malloc_policy", "cuda_version")},
     })
+    benchmark.extra_info["interleaved"] = interleaved(case)  # the same-run ratio of this shape
     with num_threads(case.threads) as threads:
         benchmark.extra_info["case"]["threads"] = threads
         if request.config.getoption("benchmark_only"):

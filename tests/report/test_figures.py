@@ -17,7 +17,16 @@ def frame(quick_records):
 
 
 def _data_lines(ax):
-    return [line for line in ax.lines if len(line.get_xdata()) and not line.get_label().startswith(("ideal", "dense"))]
+    """The curves (error-bar caps are unlabelled lines: left out)."""
+    return [line for line in ax.lines if len(line.get_xdata())
+            and not line.get_label().startswith(("ideal", "dense", "_"))]
+
+
+def _markers(ax):
+    """The ringed points (error bars are line collections: left out)."""
+    from matplotlib.collections import PathCollection
+
+    return [c for c in ax.collections if isinstance(c, PathCollection)]
 
 
 def test_speedup_vs_k_ratio_plots_the_measured_speedups(frame, tmp_path):
@@ -37,7 +46,7 @@ def test_speedup_vs_k_ratio_plots_the_measured_speedups(frame, tmp_path):
     assert np.allclose(ideal.get_ydata(), 1 / np.asarray(ideal.get_xdata()))
     breakeven = next(line for line in ax.lines if line.get_label() == "dense (1x)")
     assert list(breakeven.get_ydata()) == [1.0, 1.0]
-    rings = np.vstack([c.get_offsets() for c in ax.collections])  # the one noisy cell, ringed
+    rings = np.vstack([c.get_offsets() for c in _markers(ax)])  # the one noisy cell, ringed
     assert rings.tolist() == [[41 / 1024, 8.0]]
     assert "k / n" in ax.get_xlabel() and "speedup" in ax.get_ylabel()
 
@@ -82,3 +91,16 @@ def test_side_by_side_views_only_when_there_is_something_to_compare(frame, tmp_p
     assert {"box-a cpu", "gpu-box cuda"} <= labels
     single = frame[frame["mode"] == "unified"]
     assert F.modes_side_by_side(single, tmp_path) == []
+
+
+def test_figures_draw_each_cells_interval_and_name_their_workload(frame, tmp_path):
+    from matplotlib.collections import LineCollection
+
+    unified = F.speedup_vs_k_ratio(frame, tmp_path)[1].figure
+    bars = [c for c in unified.axes[0].collections if isinstance(c, LineCollection)]
+    segments = np.vstack([np.asarray(s) for c in bars for s in c.get_segments()]).reshape(-1, 2, 2)
+    assert len(segments) == 8  # one error bar per cell of the panel: 2 batches x 4 ratios
+    assert (segments[:, 0, 1] < segments[:, 1, 1]).all()  # from the low to the high bound
+    lstm = frame.assign(workload="lstm").copy()
+    names = [f.title for f in F.speedup_vs_k_ratio(lstm, tmp_path)]
+    assert names and all("LSTM tagger" in name and "single layer" not in name for name in names)

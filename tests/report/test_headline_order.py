@@ -1,5 +1,6 @@
 """The headline leads with the training step per workload, then overall, then linear-only
-backprop labelled as the kernel-level figure (issue 11)."""
+backprop labelled as the kernel-level figure; each card quotes one representative cell with
+its interval and sample count, and never a flagged one."""
 
 from meprop.lab.report.build import build_report
 
@@ -24,10 +25,13 @@ def test_headline_cards_lead_with_the_training_step_per_workload(tmp_path):
     page = report.index.read_text()
     cards = page[page.index('class="headline"'):]
     order = [cards.index(text) for text in (
-        "best training step, linear", "best training step, mlp", "best overall backprop",
-        "kernel-level: best linear-only backprop")]
+        "training step, linear", "training step, mlp", "overall backprop, mlp",
+        "kernel-level: linear-only backprop, linear")]
     assert order == sorted(order)
     assert "8.0x" in cards and "2.0x" in cards  # the two training steps
+    assert cards.count("7 samples") >= 4 and "95% CI" in cards
+    linear_only = cards[cards.index("kernel-level: linear-only backprop, linear"):]
+    assert linear_only.index("not quotable") < linear_only.index("</div></div>")  # 0.8x is no win
     row = report.headline.iloc[0]
     assert row["best train step speedup"] == 8.0 and "mlp n=4096" in row["train step at"]
 
@@ -43,8 +47,8 @@ def test_fused_adam_steps_get_their_own_card(tmp_path):
     report = build_report([path], tmp_path / "out")
     cards = report.index.read_text()
     cards = cards[cards.index('class="headline"'):]
-    plain = cards[cards.index("best training step, mlp ·"):]
-    fused = cards[cards.index("best training step, mlp vs fused Adam ·"):]
+    plain = cards[cards.index("training step, mlp</b>"):]
+    fused = cards[cards.index("training step, mlp vs fused Adam</b>"):]
     assert plain.index("10.0x") < plain.index("</div></div>")  # the default loop's 10x card
     assert fused.index("5.0x") < fused.index("</div></div>")  # the strongest baseline's 5x card
     table = (tmp_path / "out" / "tables" / "speedup_train_step.csv").read_text()
@@ -94,3 +98,50 @@ def test_step_tables_show_the_optimizer_the_phase_split_and_the_amdahl_limit(tmp
     path = write_jsonl(tmp_path / "results.jsonl", [env_record("r1"), *records])
     page = build_report([path], tmp_path / "out").index.read_text()
     assert "Training step: where the time goes" in page and "Amdahl limit" in page
+
+
+def _mlp_step(**fields):
+    step = dict(mode="per_example", workload="mlp", measurement="train_step", layers=2, in_features=784)
+    return bench_record("r1", **{**step, **fields})
+
+
+def test_cards_quote_the_representative_cell_not_the_luckiest_one(tmp_path):
+    from meprop.lab.report.frames import bench_frame
+    from meprop.lab.report.headline import representative_table
+
+    records = [
+        env_record("r1"),
+        _mlp_step(hidden=500, batch=10, k=20, dense_s=3e-3, meprop_s=2e-3),  # the paper's shape: 1.5x
+        _mlp_step(hidden=4096, batch=1, k=41, dense_s=20e-3, meprop_s=1e-3, iqr_frac=0.2),  # noisy 20x
+        _mlp_step(hidden=4096, batch=64, k=41, dense_s=40e-3, meprop_s=8e-3),  # a clean 5x
+    ]
+    reps = representative_table(bench_frame(records))
+    row = reps.iloc[0]
+    assert row["at"].startswith("mlp n=500 x2, batch 10, k=20") and row["speedup"] == 1.5 and row["quotable"]
+    assert row["speedup low"] < 1.5 < row["speedup high"] and row["samples"] == 7
+    assert row["best quotable speedup"] == 5.0  # the noisy 20x cell is never quoted
+    cards = build_report([write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "out").index.read_text()
+    cards = cards[cards.index('class="headline"'):]
+    cards = cards[:cards.index('<p class="note">')]
+    assert "1.5x" in cards and "best quotable cell: 5.0x" in cards and "20.0" not in cards
+
+
+def test_a_flagged_representative_cell_is_shown_as_not_quotable_with_its_reason(tmp_path):
+    from meprop.lab.report.frames import bench_frame
+    from meprop.lab.report.headline import representative_table
+
+    records = [  # the typical shape itself is noisy; 1.01x with a 2% IQR (7 samples) straddles 1.0
+        _mlp_step(hidden=500, batch=10, k=20, dense_s=20e-3, meprop_s=1e-3, iqr_frac=0.3),
+        bench_record("r1", hidden=4096, batch=64, k=41, mode="unified", dense_s=1.01e-3, meprop_s=1e-3),
+    ]
+    reps = representative_table(bench_frame(records)).set_index("measurement")
+    step, linear = reps.loc["train_step"], reps.loc["linear_backward"]
+    assert not step["quotable"] and "noisy" in step["flag"]
+    assert not linear["quotable"] and linear["flag"] == "interval contains 1"
+    assert linear["speedup low"] < 1 < linear["speedup high"]
+    cards = build_report([write_jsonl(tmp_path / "r.jsonl", [env_record("r1"), *records])],
+                         tmp_path / "out").index.read_text()
+    cards = cards[cards.index('class="headline"'):]
+    cards = cards[:cards.index('<p class="note">')]
+    assert cards.count("not quotable") == 2 and "20.0" not in cards  # the noisy 20x is never quoted
+    assert "interval contains 1, 95% CI 0." in cards

@@ -124,3 +124,18 @@ def test_formats_mixed_in_one_report(quick_jsonl):
     frame = bench_frame(loaded.records)
     assert set(frame["machine"]) == {"box-a", "vm [pytest-benchmark]"}  # kept apart
     assert len(loaded.sources) == 2
+
+
+def test_asv_results_of_the_fused_adam_class_are_read_and_dated_by_their_commit(tmp_path):
+    pytest.importorskip("asv")
+    results = shutil.copytree(DATA / "asv" / "results", tmp_path / "results")
+    for path in [results / "benchmarks.json", *(results / "vm").glob("0123abcd-*.json")]:
+        text = path.read_text().replace("bench_linear_backward.LinearBackward", "bench_train_step.TrainStepFusedAdam")
+        path.write_text(text)
+    loaded = load_results([results])
+    assert not any("not a dense/meProp benchmark" in p for p in loaded.problems), loaded.problems
+    frame = bench_frame(loaded.records)
+    steps = frame[frame["measurement"] == "train_step"]
+    assert len(steps) == 4 and set(steps["adam"]) == {"fused"} and set(steps["workload"]) == {"mlp"}
+    env = loaded.of_type("env")[0]["env"]
+    assert env["commit_date"].startswith("20") and "timestamp" in env  # the commit's date is not "measured"

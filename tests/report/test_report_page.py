@@ -4,7 +4,9 @@ The browser test opens ``index.html`` from disk in headless Chromium (Debian's `
 skipped with a reason when absent) with every host name unresolvable, takes a screenshot
 and checks that the page rendered (non-blank), that every figure decoded (the page's
 inline check writes ``data-figures-loaded="N/N"`` after load) and that nothing on the
-page points at an http(s) resource.
+page points at an http(s) resource. The layout test measures the rendered page: no table
+column narrower than its header, no row squeezed tall by a wrapped prose column, prose
+columns wide enough to read, and the paper's tables on screen (not collapsed).
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ def report(tmp_path_factory):
     folder = tmp_path_factory.mktemp("report")
     records = fx.quick_like_records(noisy_case=("unified", 1024, 64, 0.04))
     records += fx.quick_like_records("run-b", "box-b")[1:3] + [fx.env_record("run-b", "box-b")]
+    records.append(fx.bench_record("run-a", hidden=4096, batch=1, k=41, mode="per_example", dense_s=33.5e-3,
+                                   meprop_s=0.18e-3))  # above the ideal: a long note
+    for k in (5, 20):  # the LSTM tagger's training step, named as such in its figure
+        records.append(fx.bench_record("run-a", hidden=500, batch=1, k=k, mode="per_example", workload="lstm",
+                                       measurement="train_step", in_features=100, classes=45,
+                                       dense_s=4e-3, meprop_s=2.5e-3, threads=1))
     path = fx.write_jsonl(folder / "in" / "results.jsonl", records)
     return build_report([path], folder / "out", title="Report <test>")
 
@@ -39,7 +47,7 @@ def test_files_beside_the_page(report):
     for name in ("speedup_linear_backward", "speedup_forward", "headline", "break_even", "targets", "environment"):
         assert (out / "tables" / f"{name}.csv").exists() and (out / "tables" / f"{name}.md").exists()
     linear = pd.read_csv(out / "tables" / "speedup_linear_backward.csv")
-    assert len(linear) == 32 + 1  # box-a: 8 curves x 4 ratios; box-b: one row
+    assert len(linear) == 32 + 1 + 1  # box-a: 8 curves x 4 ratios and one above the ideal; box-b: one row
     assert set(report.files) >= {out / "index.html", *(out / "figures").glob("*.png")}
 
 
@@ -128,3 +136,58 @@ def test_names_from_the_results_are_escaped(tmp_path):
     page = build_report([fx.write_jsonl(tmp_path / "r.jsonl", records)], tmp_path / "out").index.read_text()
     assert page.count("<script>") == 1  # only the page's own figure check
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+_LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = {squeezed: [], tall: [], narrowProse: [], tables: 0, paperVisible: false};
+  document.querySelectorAll("table").forEach(function (table) {
+    if (!table.getClientRects().length) { return; }  // inside a closed <details>
+    out.tables += 1;
+    table.querySelectorAll("thead th").forEach(function (th) {
+      var range = document.createRange(); range.selectNodeContents(th);
+      if (th.getBoundingClientRect().width + 0.5 < range.getBoundingClientRect().width) {
+        out.squeezed.push(th.textContent);
+      }
+    });
+    table.querySelectorAll("tbody tr").forEach(function (tr) {
+      if (tr.getBoundingClientRect().height > 100) { out.tall.push(tr.textContent.slice(0, 80)); }
+    });
+    table.querySelectorAll("td.long").forEach(function (td) {
+      if (td.getBoundingClientRect().width < 200) { out.narrowProse.push(td.textContent.slice(0, 60)); }
+    });
+  });
+  var paper = document.querySelector("#paper table");
+  out.paperVisible = !!(paper && paper.getClientRects().length);
+  document.body.setAttribute("data-layout", JSON.stringify(out));
+});
+</script>"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed (apt-get install -y chromium)")
+def test_layout_rules_hold_in_headless_chromium(report, tmp_path):
+    import html as html_lib
+    import json
+
+    probe = report.index.parent / "layout_probe.html"  # beside the page: same relative links
+    probe.write_text(report.index.read_text().replace("</body>", _LAYOUT_PROBE + "</body>"))
+    dom = _run_browser(_chromium(), tmp_path / "profile", "--window-size=1280,2000",
+                       "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri())
+    match = re.search(r'data-layout="([^"]*)"', dom.stdout)
+    assert match, dom.stderr[-2000:]
+    layout = json.loads(html_lib.unescape(match.group(1)))
+    assert layout["tables"] >= 8
+    assert layout["squeezed"] == [], "columns narrower than their header"
+    assert layout["tall"] == [], "rows squeezed tall by a wrapped column"
+    assert layout["narrowProse"] == [], "prose columns too narrow to read"
+    assert layout["paperVisible"], "the paper's tables are collapsed"
+
+
+def test_page_names_figures_by_workload_and_labels_dates(report):
+    page = report.index.read_text(encoding="utf-8")
+    titles = re.findall(r'<img [^>]*alt="([^"]*)"', page)
+    lstm = [t for t in titles if "LSTM" in t]
+    assert lstm and not any("single layer" in t for t in lstm)
+    assert "measured 2026-11-21" in page and "commit dates" not in page  # our runs: measured times
+    assert "<details><summary>The paper" not in page

@@ -116,10 +116,18 @@ def test_nominal_k_ratio_groups_rounded_ratios():
 
 def test_memory_table_and_files(tmp_path):
     peak = {"dense_bytes": 64 * 2**20, "meprop_bytes": 16 * 2**20, "kind": "cpu_rss_delta"}
-    recs = [fx.env_record("r"), fx.bench_record("r", hidden=4096, batch=64, k=41, peak=peak)]
-    table = memory_table(bench_frame(recs))
+    zero = {"dense_bytes": 0, "meprop_bytes": 0, "kind": "cpu_rss_delta"}
+    step = dict(workload="mlp", measurement="train_step", layers=2, in_features=784)
+    recs = [fx.env_record("r"), fx.bench_record("r", hidden=4096, batch=64, k=41, peak=peak),
+            fx.bench_record("r", hidden=4096, batch=1, k=41, peak=zero),  # nothing measured
+            fx.bench_record("r", hidden=500, batch=1, k=5, peak=peak, **step),
+            fx.bench_record("r", hidden=500, batch=1, k=5, peak=peak, adam="fused", **step)]
+    table, zeros = memory_table(bench_frame(recs))
+    assert zeros == 1 and len(table) == 3
     assert table[["dense MiB", "meProp MiB", "meProp / dense"]].iloc[0].tolist() == [64.0, 16.0, 0.25]
+    steps = table[table["measurement"] == "train_step"]  # the two steps differ by their Adam, shown
+    assert sorted(steps["Adam"]) == ["default", "fused"] and set(steps["meProp optimizer"]) == {"lazy"}
     paths = write_table(table, tmp_path, "peak_memory")
-    assert pd.read_csv(paths["csv"])["meProp MiB"].tolist() == [16.0]
+    assert pd.read_csv(paths["csv"])["meProp MiB"].tolist() == [16.0, 16.0, 16.0]
     md = paths["md"].read_text()
     assert md.splitlines()[0].startswith("|") and "cpu_rss_delta" in md

@@ -286,7 +286,7 @@ def _run(args: argparse.Namespace) -> int:
             print(case.key)
         print(f"{len(cases)} case(s)", file=sys.stderr)
         return 0
-    base = profile.timing if profile is not None else TimingOptions()
+    base = profile.timing if profile is not None else TimingOptions(extend_factor=2.0)
     options = base.replace(budget_s=args.budget, min_samples=args.min_samples,
                            max_samples=max(args.min_samples or 0, base.max_samples))
     out = Path(args.out if args.out is not None else f"results/{profile_name}")

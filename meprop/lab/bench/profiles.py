@@ -154,13 +154,13 @@ PROFILES: dict[str, Profile] = {
         Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
                 TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10)),
         Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
-                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100)),
+                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0)),
         Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
-                _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200)),
+                _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
         Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
-                _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200)),
+                _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
         Profile("perf", "every case of a targets file (default benchmarks/targets.toml)", list,
-                TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300), uses_targets=True),
+                TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300, extend_factor=2.0), uses_targets=True),
     )
 }
 

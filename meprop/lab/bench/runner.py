@@ -224,11 +224,14 @@ def run_cases(
     summary = RunSummary()
     env_written = False
     warned: set[str] = set()
-    bar = tqdm(resolved, unit="case", disable=not progress, dynamic_ncols=True)
+    todo = [case for case in resolved if case.key not in writer.done]
+    summary.already_done = len(resolved) - len(todo)
+    # the bar counts only the cases still to measure, so its rate and ETA are theirs
+    # (a resumed run's skipped cases would otherwise pass as instantly measured ones)
+    bar = tqdm(todo, unit="case", disable=not progress, dynamic_ncols=True)
+    if summary.already_done and progress:
+        bar.write(f"resuming: {summary.already_done} of {len(resolved)} case(s) already measured")
     for case in bar:
-        if case.key in writer.done:
-            summary.already_done += 1
-            continue
         bar.set_postfix_str(f"{case.workload} {case.measurement} n={case.hidden} k={case.k} "
                             f"B={case.batch} {case.mode}", refresh=False)
         if not env_written:

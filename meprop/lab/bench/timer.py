@@ -11,7 +11,10 @@ The measurement rules of docs/design.md ("What the numbers mean", "Measurement r
   drift on a shared machine hits both sides equally; speedup = ratio of medians.
 - Repeats are adaptive: sampling stops once the median is known to ``rel_precision``
   (its standard error, estimated from the IQR, relative to the median), or when the
-  time budget or ``max_samples`` is reached; never before ``min_samples``.
+  time budget or ``max_samples`` is reached; never before ``min_samples``. A pair still
+  unsettled when ``budget_s`` is spent (a side noisy, or the speedup's interval
+  containing 1.0, :mod:`meprop.lab.results.stats`) gets up to ``extend_factor * budget_s`` more seconds of
+  samples before it is given up as it is.
 - A fast operation is called ``number`` times per sample (calibrated during warm-up)
   so a sample lasts at least ``min_sample_s``; samples are reported per call.
 - Steady state, as a loop runs: when sides alternate, a call shorter than
@@ -38,7 +41,7 @@ import numpy as np
 import torch
 
 from meprop.checks import check_positive_int, check_real
-from meprop.lab.results import schema
+from meprop.lab.results import schema, stats
 from meprop.lab.stopwatch import Clock, Stopwatch, num_threads, synchronize
 
 __all__ = [
@@ -75,9 +78,16 @@ class TimingOptions:
     rel_precision: float = 0.01
     min_sample_s: float = 1e-3
     rewarm_below_s: float = 0.02
+    #: a pair still noisy, or whose speedup interval contains 1.0, when ``budget_s`` is spent
+    #: gets up to ``extend_factor * budget_s`` more seconds of samples (0: never)
+    extend_factor: float = 0.0
+    #: the clock samples are read from: wall time; ``time.process_time`` (the process's CPU
+    #: time) for single-threaded CPU cases on a machine shared with other load
+    clock: Callable[[], float] = time.perf_counter
 
     def __post_init__(self) -> None:
-        for name in ("budget_s", "warmup_s", "min_sample_s", "rel_precision", "rewarm_below_s"):
+        for name in ("budget_s", "warmup_s", "min_sample_s", "rel_precision", "rewarm_below_s",
+                     "extend_factor"):
             value = getattr(self, name)
             if not check_real(value, name, "a non-negative number") >= 0:
                 raise ValueError(f"{name} must be a non-negative number, got {value!r}")
@@ -156,6 +166,7 @@ class Measurement:
             "mean_s": self.mean,
             "number": self.number,
             "rewarm": self.rewarm,
+            "samples_s": list(self.samples),
         }
 
 
@@ -165,7 +176,7 @@ def time_one(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     options: TimingOptions | None = None,
-    clock: Clock = time.perf_counter,
+    clock: Clock | None = None,
     **overrides,
 ) -> Measurement:
     """Time ``fn()`` (see the module docstring for the rules). Returns per-call times.
@@ -173,7 +184,7 @@ def time_one(
     ``options`` (default :class:`TimingOptions`) with ``overrides`` (its field names) applied.
     """
     (measurement,) = _time_interleaved([fn], device=device, threads=threads,
-                                       options=(options or TimingOptions()).replace(**overrides), clock=clock)
+                                       options=(options or TimingOptions()).replace(clock=clock, **overrides))
     return measurement
 
 
@@ -184,7 +195,7 @@ def time_pair(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     options: TimingOptions | None = None,
-    clock: Clock = time.perf_counter,
+    clock: Clock | None = None,
     **overrides,
 ) -> tuple[Measurement, Measurement]:
     """Time dense and meProp interleaved (ABBA); returns ``(dense, meprop)`` measurements.
@@ -193,7 +204,7 @@ def time_pair(
     ``min_samples`` are always taken, even past the budget.
     """
     dense, meprop = _time_interleaved([dense_fn, meprop_fn], device=device, threads=threads,
-                                      options=(options or TimingOptions()).replace(**overrides), clock=clock)
+                                      options=(options or TimingOptions()).replace(clock=clock, **overrides))
     return dense, meprop
 
 
@@ -203,9 +214,9 @@ def _time_interleaved(
     device,
     threads,
     options: TimingOptions,
-    clock: Clock,
 ) -> list[Measurement]:
-    o = options
+    o, clock = options, options.clock
+    extend_s = o.extend_factor * o.budget_s
     device = torch.device(device)
 
     def run(fn, number: int) -> float:
@@ -244,11 +255,28 @@ def _time_interleaved(
             rounds += 1
             if rounds < o.min_samples:
                 continue
-            if rounds >= o.max_samples or clock() - start >= o.budget_s:
+            elapsed = clock() - start
+            if rounds >= o.max_samples or elapsed >= o.budget_s + extend_s:
                 break
+            if elapsed >= o.budget_s:
+                if not _unsettled(samples, numbers):
+                    break
+                continue  # a noisy or undecided pair: more samples while extend_s lasts
             if all(
                 Measurement(tuple(s), n).rel_standard_error() <= o.rel_precision
                 for s, n in zip(samples, numbers)
             ):
                 break
     return [Measurement(tuple(s), n, r) for s, n, r in zip(samples, numbers, rewarms)]
+
+
+def _unsettled(samples: list[list[float]], numbers: list[int]) -> bool:
+    """A dense/meProp pair still worth sampling: a side noisy, or the speedup's interval
+    (normal approximation from the IQRs, cheap enough for every round) containing 1.0."""
+    if len(samples) != 2:
+        return False
+    measured = [Measurement(tuple(s), n) for s, n in zip(samples, numbers)]
+    if any(m.noisy for m in measured):
+        return True
+    bounds = stats.approx_ratio_interval(*(m.to_dict() for m in measured))
+    return bool(stats.straddles_one(*bounds)) if bounds else False

@@ -5,8 +5,10 @@ the tables as CSV/Markdown; ``meprop report`` is its command line. The parts, in
 order data flows: :mod:`~meprop.lab.report.ingest` (read every format into schema records,
 :func:`load_results`), :mod:`~meprop.lab.report.frames` (records -> DataFrames, once),
 :mod:`~meprop.lab.report.tables` and :mod:`~meprop.lab.report.figures` (what is shown),
+:mod:`~meprop.lab.report.headline` (the representative cell per workload that a card quotes),
 :mod:`~meprop.lab.report.sections` (bench, targets, paper, accuracy: each its HTML and
-files), :mod:`~meprop.lab.report.html` (the page), :mod:`~meprop.lab.report.build`.
+files), :mod:`~meprop.lab.report.html` (the page), :mod:`~meprop.lab.report.build` (the ordered
+list of sections, :data:`~meprop.lab.report.build.SECTIONS`).
 Never times anything (docs/design.md: data flows Case -> ... -> store -> report).
 """
 

@@ -4,8 +4,9 @@ Orchestration only: :mod:`~meprop.lab.report.ingest` reads the inputs,
 :mod:`~meprop.lab.report.frames` turns the records into frames, :mod:`~meprop.lab.report.diagnose`
 lists what is missing, and the section modules (:mod:`meprop.lab.report.sections`) write
 their tables and figures and return their HTML, which :mod:`~meprop.lab.report.html`
-assembles. Order of the page: problems with the inputs (if any), environment
-per run and how the numbers were measured, headline (best speedups, break-even k/n),
+assembles; :data:`SECTIONS` lists them in page order, one entry per section. Order of the
+page: problems with the inputs (if any), environment
+per run and how the numbers were measured, headline (representative speedups, break-even k/n),
 performance targets vs achieved, speedup tables per measurement, figures, the paper
 side by side, peak memory, accuracy, and the list of files written. Every table is also
 written as CSV and Markdown under ``tables/``, every figure as PNG and SVG under
@@ -19,7 +20,7 @@ import html
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pandas as pd
 
@@ -31,7 +32,7 @@ from meprop.lab.report.sections import Section, bench, ddp, paper
 from meprop.lab.report.sections import targets as targets_section
 from meprop.lab.results.store import ResultsError
 
-__all__ = ["Report", "build_report", "DEFAULT_TITLE", "EMBED_BUDGET"]
+__all__ = ["Report", "ReportInputs", "SECTIONS", "build_report", "DEFAULT_TITLE", "EMBED_BUDGET"]
 
 DEFAULT_TITLE = "meProp benchmark report"
 #: Bytes of PNG embedded in the page (base64 adds a third); later figures are linked.
@@ -57,6 +58,9 @@ def _meta(loaded: LoadedResults) -> str:
     parts = [f"built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"]
     if stamps:
         parts.append("measured " + (stamps[0] if len(stamps) == 1 else f"{stamps[0]} … {stamps[-1]}"))
+    dated = sorted(str(e.get("commit_date")) for e in envs if e.get("commit_date"))
+    if dated:  # asv results are dated by their commit, not by when they were measured
+        parts.append("commit dates " + (dated[0] if len(dated) == 1 else f"{dated[0]} … {dated[-1]}"))
     if commits:
         parts.append("git commit " + ", ".join(commits))
     if machines:
@@ -104,6 +108,49 @@ def _files_section(loaded: LoadedResults, out_dir: Path, files: list[Path]) -> S
                    + "</ul>")
 
 
+@dataclass
+class ReportInputs:
+    """What every section builder gets: the loaded inputs, the bench frame (latest outcome per
+    case), the output folder, the problems list (a builder may append to it), the other
+    sources' timing notes, and ``results``: named by-products for :class:`Report`."""
+
+    loaded: LoadedResults
+    frame: pd.DataFrame
+    out_dir: Path
+    problems: list[str]
+    timings: list[str]
+    results: dict = field(default_factory=dict)
+    targets: tuple = ()  # the performance targets to judge the rows by (a targets file's)
+
+
+def _headline(inputs: ReportInputs) -> Section:
+    section, inputs.results["headline"] = bench.headline(inputs.frame, inputs.out_dir)
+    return section
+
+
+def _targets(inputs: ReportInputs) -> Section:
+    section, inputs.results["targets"] = targets_section.section(inputs.frame, inputs.out_dir, inputs.targets)
+    return section
+
+
+#: The page's sections, in order: ``(anchor, builder)``, each builder taking the
+#: :class:`ReportInputs` and returning a :class:`~meprop.lab.report.sections.Section`. A new
+#: section is one entry here (``SECTIONS.insert(i, ("anchor", builder))`` places it); the
+#: problems list (first, when there are problems) and the files list (last) are added around them.
+SECTIONS: list[tuple[str, Callable[[ReportInputs], Section]]] = [
+    ("pays-off", lambda i: _pays_off(i.loaded, i.out_dir, i.problems)),
+    ("environment", lambda i: bench.environment(env_frame(i.loaded.records), i.timings, i.frame, i.out_dir)),
+    ("headline", _headline),
+    ("targets", _targets),
+    ("tables", lambda i: bench.tables(i.frame, i.out_dir)),
+    ("figures", lambda i: bench.figures(i.frame, i.out_dir, EMBED_BUDGET)),
+    ("paper", lambda i: paper.section(i.frame, i.out_dir)),
+    ("ddp", lambda i: ddp.section(i.loaded.records, i.out_dir)),
+    ("memory", lambda i: bench.memory(i.frame, i.out_dir)),
+    ("accuracy", lambda i: _accuracy(train_frame(i.loaded.records), i.out_dir, i.problems)),
+]
+
+
 def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Path, *,
                  title: str | None = None, targets: tuple | None = None) -> Report:
     """Load ``paths`` and write the report into ``out_dir``; returns what was written.
@@ -128,19 +175,8 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
                         "the latest outcome of each is shown")
     timings = sorted({str(e["timing"]) for e in (r.get("env") or {} for r in loaded.of_type("env"))
                       if e.get("timing")})
-    headline, head = bench.headline(frame, out_dir)
-    target_section, matched = targets_section.section(frame, out_dir, targets)
-    sections = [
-        _pays_off(loaded, out_dir, problems),
-        bench.environment(env_frame(loaded.records), timings, frame, out_dir),
-        headline, target_section,
-        bench.tables(frame, out_dir),
-        bench.figures(frame, out_dir, EMBED_BUDGET),
-        paper.section(frame, out_dir),
-        ddp.section(loaded.records, out_dir),
-        bench.memory(frame, out_dir),
-        _accuracy(train_frame(loaded.records), out_dir, problems),
-    ]
+    inputs = ReportInputs(loaded, frame, out_dir, problems, timings, targets=targets)
+    sections = [build(inputs) for _, build in SECTIONS]
     if problems:
         sections.insert(0, problems_section(problems, severe))
     written = [f for s in sections for f in s.files]
@@ -148,4 +184,5 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
     page = render_page(title or DEFAULT_TITLE, _meta(loaded), [(s.anchor, s.heading, s.html) for s in sections])
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
-    return Report(index=index, problems=problems, headline=head, targets=matched, files=[index, *written])
+    return Report(index=index, problems=problems, headline=inputs.results.get("headline", pd.DataFrame()),
+                  targets=inputs.results.get("targets", pd.DataFrame()), files=[index, *written])

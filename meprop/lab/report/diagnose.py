@@ -50,12 +50,13 @@ def latest_per_case(frame: pd.DataFrame, loaded: LoadedResults) -> tuple[pd.Data
     """Keep the latest record of each case per machine; returns it and how many cases repeated.
 
     A case measured more than once (``--resume`` retrying a skipped case, a re-run) keeps
-    its latest outcome: the row whose run has the latest env ``timestamp``; rows of runs
-    without one count as older, and ties go to the row read last (later in its file).
+    its latest outcome: the row whose run has the latest env ``timestamp`` (else its
+    ``commit_date``, for asv results without start times); rows of runs without one count as older, and ties go to the row read last (later in its file).
     """
     if frame.empty:
         return frame, 0
-    stamps = {r["run_id"]: str((r.get("env") or {}).get("timestamp") or "") for r in loaded.of_type("env")}
+    stamps = {r["run_id"]: str((r.get("env") or {}).get("timestamp") or (r.get("env") or {}).get("commit_date") or "")
+              for r in loaded.of_type("env")}
     keyed = frame[frame["key"].notna()]
     repeated = int((keyed.groupby(["machine", "key"]).size() > 1).sum())
     if not repeated:

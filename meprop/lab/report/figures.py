@@ -22,16 +22,8 @@ import pandas as pd
 
 from meprop.lab.report.frames import ok_rows, workload_of
 
-__all__ = [
-    "FigureFile",
-    "save_figure",
-    "speedup_vs_k_ratio",
-    "speedup_vs_hidden",
-    "time_breakdown",
-    "modes_side_by_side",
-    "devices_side_by_side",
-    "all_figures",
-]
+__all__ = ["FigureFile", "save_figure", "speedup_vs_k_ratio", "speedup_vs_hidden", "time_breakdown",
+           "modes_side_by_side", "devices_side_by_side", "all_figures"]
 
 _DPI = 110
 #: Figures drawn of each kind, and panels along one axis of a figure: the report's figures
@@ -62,6 +54,7 @@ class FigureFile:
 _FIGURE_GROUP = ["machine", "device", "mode", "workload"]
 
 
+#: How a workload is named in figure titles (an unknown one, e.g. a user's model, by its own name).
 def _workload(group: pd.DataFrame) -> str:
     """``single linear layer``, ``MLP, 2 hidden layers``, ``LSTM tagger``...: a group's workload."""
     row = group.iloc[0]
@@ -142,13 +135,21 @@ def _palette(values, name: str) -> dict[str, tuple]:
 
 
 def _lines(ax, data: pd.DataFrame, x: str, hue: str, palette: dict[str, tuple]) -> None:
-    """One line per ``hue`` value (median of repeated rows), noisy points ringed in red."""
+    """One line per ``hue`` value (median of repeated rows) with each cell's 95% interval as an
+    error bar, noisy points ringed in red."""
     data = data.assign(**{hue: data[hue].astype(str)})
     present = set(data[hue])
     for value in (v for v in palette if v in present):
-        curve = data[data[hue] == value].groupby(x)["speedup"].median().sort_index()
+        part = data[data[hue] == value]
+        curve = part.groupby(x)["speedup"].median().sort_index()
         ax.plot(curve.index.to_numpy(), curve.to_numpy(), marker="o", markersize=5, color=palette[value],
                 label=value)
+        bars = part[part["speedup_low"].notna() & part["speedup_high"].notna()] if "speedup_low" in part else part[:0]
+        if not bars.empty:
+            below = (bars["speedup"] - bars["speedup_low"]).clip(lower=0).to_numpy()
+            above = (bars["speedup_high"] - bars["speedup"]).clip(lower=0).to_numpy()
+            ax.errorbar(bars[x].to_numpy(), bars["speedup"].to_numpy(), yerr=[below, above], fmt="none",
+                        ecolor=palette[value], elinewidth=1, capsize=2.5, alpha=0.8)
     noisy = data[data["noisy"] == True]  # noqa: E712 (None = unknown stays unflagged)
     if not noisy.empty:
         ax.scatter(noisy[x], noisy["speedup"], s=90, facecolors="none", edgecolors="red",
@@ -222,8 +223,9 @@ def speedup_vs_k_ratio(frame: pd.DataFrame, out_dir: Path, measurement: str = "l
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs k/n\n{where}")
         name = _slug("speedup_vs_k", measurement, workload, machine, device, mode)
         files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs k/n, {where}",
-                           "Speedup = dense median / meProp median (same run). Dashed: ideal n/k; "
-                           "dotted red: break-even (1x). Red rings: noisy cells."))
+                           "Speedup = dense median / meProp median (same run); error bars: its 95% "
+                           "interval. Dashed: ideal n/k; dotted red: break-even (1x). Red rings: noisy "
+                           "cells."))
     return files
 
 
@@ -263,7 +265,8 @@ def speedup_vs_hidden(frame: pd.DataFrame, out_dir: Path, measurement: str = "li
             fig.suptitle(f"{MEASUREMENT_TITLES[measurement]}: speedup vs hidden size\n{where}")
         name = _slug("speedup_vs_hidden", measurement, workload, machine, device, mode)
         files.append(save_figure(fig, out_dir, name, f"{MEASUREMENT_TITLES[measurement]} speedup vs hidden size, {where}",
-                           "One line per kept ratio k/n. Dotted red: break-even (1x)."))
+                           "One line per kept ratio k/n; error bars: 95% intervals. Dotted red: "
+                           "break-even (1x)."))
     return files
 
 
@@ -313,11 +316,10 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             ax.set_ylim(0, max(112.0, tallest * 1.08))  # meProp can be slower than dense
             ax.set_xlim(-0.9, len(both) - 0.1)
             fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
-            what = ("overall backprop" if backward == "overall_backward" else "linear-only backprop") \
-                + f" ({spec.label})"
-            fig.suptitle(f"Forward vs {what}, dense vs meProp\n{machine}, {device}, {mode}")
+            what = "overall backprop" if backward == "overall_backward" else "linear-only backprop"
+            fig.suptitle(f"Forward vs {what}, dense vs meProp\n{_workload(group)} — {machine}, {device}, {mode}")
         name = _slug("time_breakdown", workload, machine, device, mode)
-        files.append(save_figure(fig, out_dir, name, f"Time breakdown, {workload} ({machine}, {device}, {mode})",
+        files.append(save_figure(fig, out_dir, name, f"Time breakdown, {_workload(group)} ({machine}, {device}, {mode})",
                            "Pale: forward; solid: backprop. Bars in % of the dense total, which is written "
                            "above each pair; at the smallest measured k per (n, batch)."))
     return files

@@ -9,7 +9,8 @@ before a field existed) gets them from :mod:`meprop.lab.results.schema`, which d
 Columns of :func:`bench_frame` (one row per ``bench`` record):
 ``machine, run_id, workload, measurement, hidden, in_features, layers, classes, k, k_ratio,
 batch, device, dtype, mode, threads, status, reason, dense_ms, dense_iqr_ms, meprop_ms,
-meprop_iqr_ms, n_samples, spread_pct, speedup, ideal, efficiency, noisy, wall_s,
+meprop_iqr_ms, n_samples, spread_pct, speedup, speedup_low, speedup_high, ci_method,
+ideal, efficiency, noisy, flag, headline_ok, wall_s,
 peak_dense_mb, peak_meprop_mb, peak_kind, key, source``, the raw timing statistics
 ``dense_median_s ... meprop_mean_s`` (seconds) and bytes ``peak_dense_bytes``,
 ``peak_meprop_bytes``, and the run's ``cpu_model, git_commit, timestamp, profile,
@@ -25,18 +26,19 @@ import numpy as np
 import pandas as pd
 
 from meprop.lab.results import schema
+from meprop.lab.results.stats import is_headline_worthy, speedup_interval, straddles_one
 from meprop.lab.results.store import ResultsError, load_records, results_paths
 from meprop.lab.workloads import REGISTRY, Workload
 
-__all__ = ["workload_of", "bench_frame", "ok_rows", "env_frame", "train_frame", "results_frame", "envs_frame",
+__all__ = ["workload_of", "bench_frame", "ok_rows", "flag_of", "env_frame", "train_frame", "results_frame", "envs_frame",
            "nominal_k_ratio"]
 
 _MB = 1024 * 1024
 _ENV_COLUMNS = ("cpu_model", "git_commit", "timestamp", "profile", "torch_version")
 _RAW = tuple(f"{side}_{stat}" for side in ("dense", "meprop") for stat in schema.STAT_FIELDS)
 _COLUMNS = ("machine", "run_id", *schema.CASE_FIELDS, "status", "reason", "dense_ms", "dense_iqr_ms",
-            "meprop_ms", "meprop_iqr_ms", "n_samples", "spread_pct", "speedup", "ideal", "efficiency",
-            "noisy", "above_ideal", "amdahl_limit", *(f"{side}_{phase}_ms" for side in ("dense", "meprop")
+            "meprop_ms", "meprop_iqr_ms", "n_samples", "spread_pct", "speedup", "speedup_low", "speedup_high",
+            "ci_method", "ideal", "efficiency", "noisy", "above_ideal", "flag", "headline_ok", "amdahl_limit", *(f"{side}_{phase}_ms" for side in ("dense", "meprop")
                                                        for phase in ("forward", "backward", "optimizer")),
             "meprop_optimizer", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
             "peak_dense_bytes", "peak_meprop_bytes", *_ENV_COLUMNS)
@@ -92,6 +94,9 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
     efficiency = r.get("efficiency")
     if efficiency is None:
         efficiency = schema.efficiency_of(speedup, ideal)
+    ci = r.get("speedup_ci") if isinstance(r.get("speedup_ci"), dict) else None
+    if ci is None and speedup is not None:  # older and foreign records: the same interval, computed here
+        ci = speedup_interval(dense, meprop)
     n = [s.get("n_samples") for s in (dense, meprop) if s.get("n_samples") is not None]
     spreads = [s for s in (schema.rel_spread(dense), schema.rel_spread(meprop)) if s is not None]
     peak = r.get("peak_memory") or {}
@@ -101,6 +106,8 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
         "meprop_ms": _number(meprop.get("median_s")) * 1e3, "meprop_iqr_ms": _number(meprop.get("iqr_s")) * 1e3,
         "n_samples": min(n) if n else np.nan, "spread_pct": max(spreads) * 100 if spreads else np.nan,
         "speedup": _number(speedup), "ideal": _number(ideal), "efficiency": _number(efficiency),
+        "speedup_low": _number((ci or {}).get("low")), "speedup_high": _number((ci or {}).get("high")),
+        "ci_method": (ci or {}).get("method"),
         "noisy": r.get("noisy"), "wall_s": r.get("wall_s"),
         "above_ideal": schema.above_ideal_of(_number(speedup), _number(ideal))
         if case.get("measurement") not in ("forward", "train_step") else False,
@@ -113,7 +120,28 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
         "peak_kind": peak.get("kind"), "key": r.get("key"), "source": r.get("_source"),
         **{name: (env or {}).get(name) for name in _ENV_COLUMNS},
     })
+    row["flag"] = flag_of(row)
+    row["headline_ok"] = is_headline_worthy(noisy=row["noisy"], above_ideal=row["above_ideal"],
+                                                  low=row["speedup_low"], high=row["speedup_high"])
     return row
+
+
+def flag_of(row: dict) -> str:
+    """Why a cell is no headline figure ("" when it could be one): noisy, above the ideal,
+    its interval containing 1.0 (no win), or no interval known."""
+    if row.get("speedup") is None or not np.isfinite(row.get("speedup", np.nan)):
+        return ""
+    reasons = []
+    if row.get("noisy") is True or row.get("noisy") is np.True_:
+        reasons.append("noisy")
+    if row.get("above_ideal"):
+        reasons.append("above ideal")
+    straddles = straddles_one(row.get("speedup_low"), row.get("speedup_high"))
+    if straddles is None:
+        reasons.append("no interval")
+    elif straddles:
+        reasons.append("interval contains 1")
+    return ", ".join(reasons)
 
 
 def bench_frame(records: Iterable[dict]) -> pd.DataFrame:

@@ -41,15 +41,18 @@ nav a { margin-right: 1.1rem; color: var(--accent); text-decoration: none; white
 .scroll { overflow-x: auto; margin: .4rem 0 1rem; }
 table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
 th, td { border-bottom: 1px solid var(--line); padding: 3px 8px; text-align: right; vertical-align: top; }
-th { background:#eef1f5; position: sticky; top: 0; text-align: center; }
+th { background:#eef1f5; position: sticky; top: 0; text-align: center; white-space: nowrap; }
 td.text, th.text { text-align: left; }
 td { white-space: nowrap; }
-td.text { white-space: normal; }
+td.text { white-space: nowrap; }
+td.text.long { white-space: normal; }
+td.long { min-width: 22em; }
+td.undecided { color: var(--muted); font-style: italic; }
 td.noisy { white-space: nowrap; }
 td.slow { color: var(--bad); font-weight: 600; }
 td.noisy { background: #fff3cd; }
 td.met-yes { color: #1a7f37; font-weight: 600; }
-td.met-NO { color: var(--bad); font-weight: 700; }
+td.met-NO, td.met-NO-flagged { color: var(--bad); font-weight: 700; }
 table.env td { text-align: left; max-width: 28em; overflow-wrap: anywhere; }
 figure { margin: 1rem 0 1.6rem; break-inside: avoid; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
@@ -59,6 +62,9 @@ figcaption a { color: var(--accent); }
 .card { border:1px solid var(--line); border-radius:8px; padding:.6rem .9rem; min-width: 14rem; background:#fbfcfe; }
 .card .big { font-size: 1.6rem; font-weight: 700; color: var(--accent); }
 .card .small { color: var(--muted); font-size: .85rem; }
+.card { max-width: 24rem; }
+.card .big.muted { color: var(--muted); font-size: 1.2rem; }
+.card .ci { font-size: .9rem; }
 details > summary { cursor: pointer; color: var(--accent); }
 @media print {
   body { max-width: none; padding: 0; font-size: 11px; }
@@ -147,7 +153,9 @@ def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: 
                slow_below: float = 1.0) -> str:
     """Render ``table`` with pandas' Styler: units formatted, slow/noisy/met cells classed.
 
-    Cells of ``speedup_column`` below ``slow_below`` are marked slow (red).
+    Cells of ``speedup_column`` below ``slow_below`` are marked slow (red); where a ``flag``
+    column says the 95% interval contains 1.0 (or is unknown), the speedup is greyed: no win.
+    Text columns holding prose get a minimum width, so no column is squeezed below its header.
     """
     if table is None or table.empty:
         return '<p class="note">No rows.</p>'
@@ -156,16 +164,21 @@ def table_html(table: pd.DataFrame, *, css_class: str = "data", speedup_column: 
     for column in table.columns:
         if not pd.api.types.is_numeric_dtype(table[column]) or table[column].dtype == bool:
             classes[column] = "text"
+            if table[column].astype(str).str.len().max() > 40:  # prose: wide enough to read
+                classes[column] = "text long"
     if speedup_column in table.columns:
         slow = pd.to_numeric(table[speedup_column], errors="coerce") < slow_below
         classes.loc[slow, speedup_column] += " slow"
+    if "flag" in table.columns and speedup_column in table.columns:
+        undecided = table["flag"].astype(str).str.contains("interval contains 1|no interval")
+        classes.loc[undecided, speedup_column] += " undecided"
     if "noisy" in table.columns:
         noisy = table["noisy"] == True  # noqa: E712 (None = unknown)
         for column in ("noisy", "spread %", speedup_column):
             if column in table.columns:
                 classes.loc[noisy, column] += " noisy"
     if "met" in table.columns:
-        classes["met"] = "text met-" + table["met"].astype(str).str.replace(" ", "-")
+        classes["met"] = "text met-" + table["met"].astype(str).str.replace(r"[^A-Za-z0-9]+", "-", regex=True).str.strip("-")
     styler = table.style.format({c: _formatter(c) for c in table.columns}, escape=None)
     styler = styler.format_index(escape="html", axis=1)  # headers can hold machine names
     styler = styler.set_td_classes(classes).hide(axis="index")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from meprop.lab.report.frames import ok_rows, workload_of
+from meprop.lab.report.headline import HEADLINE_MEASUREMENTS, case_label
 from meprop.lab.results.schema import ABOVE_IDEAL_NOTE, MEASUREMENT_TITLES, MEASUREMENTS
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "speedup_table",
     "headline_table",
     "step_phases_table",
-    "train_step_headline",
     "HEADLINE_MEASUREMENTS",
     "break_even_table",
     "memory_table",
@@ -42,8 +42,9 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
         "machine": "machine", "device": "device", "mode": "mode", "workload": "workload",
         "layers": "layers", "hidden": "hidden n", "batch": "batch", "k": "k", "k_ratio": "k/n",
         "dense_ms": "dense ms", "meprop_ms": "meProp ms", "spread_pct": "spread %",
-        "n_samples": "samples", "speedup": "speedup", "ideal": "ideal n/k",
-        "efficiency": "efficiency", "noisy": "noisy", "status": "status", "reason": "note",
+        "n_samples": "samples", "speedup": "speedup", "speedup_low": "speedup low",
+        "speedup_high": "speedup high", "ideal": "ideal n/k",
+        "efficiency": "efficiency", "noisy": "noisy", "flag": "flag", "status": "status", "reason": "note",
     }
     table = rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
     above = table["above_ideal"].fillna(False).astype(bool).to_numpy()
@@ -74,12 +75,6 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
     return table
 
 
-#: The headline's measurements, most telling first: what a user's loop sees, then the whole
-#: backward, then the linear layers alone (the kernel-level figure).
-HEADLINE_MEASUREMENTS = (("train_step", "train step"), ("overall_backward", "overall"),
-                         ("linear_backward", "linear-only"))
-
-
 def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Where each training step's time goes, both sides: forward (zero_grad, forward, loss),
     backward, optimizer (clip and step), in ms, with the Amdahl limit (a free meProp backward)."""
@@ -98,82 +93,87 @@ def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Best training-step, overall and linear-only backprop speedups per machine, device and mode."""
+    """The best *quotable* training-step, overall and linear-only backprop speedups per machine,
+    device and mode: cells flagged noisy, above the ideal or with an interval containing 1.0
+    never count (:func:`meprop.lab.results.stats.is_headline_worthy`); best by the interval's
+    lower bound, the figure one can sign for. The cards quote representative cells
+    (:func:`meprop.lab.report.headline.representative_table`); this is the table beside them."""
     out = []
     for keys, group in frame.groupby(_GROUP, sort=True):
         row = dict(zip(_GROUP, keys))
-        for measurement, label in HEADLINE_MEASUREMENTS:
-            ok = ok_rows(group, measurement)
+        for measurement, label, _ in HEADLINE_MEASUREMENTS:
+            measured = ok_rows(group, measurement)
+            ok = measured[measured["headline_ok"] == True]  # noqa: E712
             if ok.empty:
-                row[f"best {label} speedup"], row[f"{label} at"] = np.nan, "not measured"
+                row[f"best {label} speedup"] = np.nan
+                row[f"{label} at"] = "no quotable cell" if not measured.empty else "not measured"
+                row[f"{label} speedup low"] = row[f"{label} speedup high"] = np.nan
                 continue
-            best = ok.loc[ok["speedup"].idxmax()]
+            best = ok.loc[ok["speedup_low"].idxmax()]
             row[f"best {label} speedup"] = best["speedup"]
-            row[f"{label} at"] = _case_label(best)
+            row[f"{label} speedup low"], row[f"{label} speedup high"] = best["speedup_low"], best["speedup_high"]
+            row[f"{label} at"] = f"{case_label(best)}, {int(best['n_samples'])} samples" \
+                if pd.notna(best["n_samples"]) else case_label(best)
         if any(isinstance(v, float) and np.isfinite(v) for v in row.values()):
             out.append(row)
     return pd.DataFrame(out)
 
 
-def train_step_headline(frame: pd.DataFrame) -> pd.DataFrame:
-    """The best training-step speedup of each workload and Adam implementation, per machine,
-    device and mode (``adam``: ``default``, or ``fused``, the strongest dense baseline)."""
-    ok = ok_rows(frame, "train_step")
-    out = []
-    for keys, group in ok.groupby([*_GROUP, "workload", "adam"], sort=True):
-        best = group.loc[group["speedup"].idxmax()]
-        out.append({**dict(zip([*_GROUP, "workload", "adam"], keys)), "speedup": best["speedup"],
-                    "at": _case_label(best)})
-    return pd.DataFrame(out)
-
-
-def _case_label(row: pd.Series) -> str:
-    shape = f"{row['workload']} n={row['hidden']}"
-    if workload_of(row["workload"]).stacks_layers and row.get("layers"):
-        shape += f" x{row['layers']}"
-    return f"{shape}, batch {row['batch']}, k={row['k']} ({row['k_ratio']:.2%})"
-
-
 def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") -> pd.DataFrame:
     """The largest measured k/n at which meProp still beats dense, per hidden and batch.
 
-    ``break-even k/n`` is the largest measured k ratio with speedup > 1 (NaN when meProp
-    is slower at every measured k); ``first slower k/n`` is the smallest measured ratio
-    above it where meProp is not faster (NaN when it is faster at every larger ratio), so
-    the true crossing lies between the two columns.
+    ``break-even k/n`` is the largest measured k ratio whose speedup's 95% interval lies
+    wholly above 1 (NaN when no measured k is such a win); ``first slower k/n`` is the
+    smallest measured ratio above it that is no such win (NaN when every larger ratio is
+    one), so the true crossing lies between the two columns.
     """
     ok = ok_rows(frame, measurement)
     ok = ok[ok["k_ratio"].notna()]  # a foreign record without k has no place on the k/n axis
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "hidden", "batch"], sort=True):
         group = group.sort_values("k_ratio")
-        faster = group[group["speedup"] > 1]
+        faster = group[group["speedup_low"] > 1]  # a win: the whole 95% interval above 1
         be = faster["k_ratio"].max() if not faster.empty else np.nan
-        slower = group[(group["speedup"] <= 1) & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
+        slower = group[~(group["speedup_low"] > 1) & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
         row = dict(zip([*_GROUP, "workload", "hidden n", "batch"], keys))
         row.update({
             "break-even k/n": be,
             "first slower k/n": slower["k_ratio"].min() if not slower.empty else np.nan,
             "measured k/n": ", ".join(f"{x:.3g}" for x in group["k_ratio"]),
-            "speedup at break-even": faster.loc[faster["k_ratio"].idxmax(), "speedup"] if not faster.empty else np.nan,
+            **{f"speedup at break-even{suffix}": faster.loc[faster["k_ratio"].idxmax(), column]
+               if not faster.empty else np.nan
+               for suffix, column in (("", "speedup"), (" low", "speedup_low"), (" high", "speedup_high"))},
         })
         out.append(row)
     return pd.DataFrame(out)
 
 
-def memory_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Peak memory per case where the records carry it (dense MiB, meProp MiB, ratio)."""
+def memory_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Peak memory per case where a side grew by more than 0 bytes; and how many cases read 0 on both.
+
+    Columns: the case fields that tell rows apart (``meProp optimizer`` and ``Adam`` where a
+    training step was measured, ``layers`` for models), dense MiB, meProp MiB, their ratio and
+    the kind of measurement. A case whose two sides both read 0 bytes measured nothing (the
+    allocator reused memory it already held): it is counted, not listed.
+    """
     rows = frame[frame["peak_dense_mb"].notna() | frame["peak_meprop_mb"].notna()]
+    nothing = (rows["peak_dense_mb"].fillna(0) <= 0) & (rows["peak_meprop_mb"].fillna(0) <= 0)
+    rows = rows[~nothing]
     if rows.empty:
-        return pd.DataFrame()
-    table = rows.sort_values(["machine", "device", "mode", "measurement", "hidden", "batch", "k"])[
-        ["machine", "device", "mode", "measurement", "workload", "hidden", "batch", "k",
-         "peak_dense_mb", "peak_meprop_mb", "peak_kind"]
-    ].rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB",
-                      "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
+        return pd.DataFrame(), int(nothing.sum())
+    columns = ["machine", "device", "mode", "measurement", "workload", "layers", "hidden", "batch", "k",
+               "optimizer", "adam", "peak_dense_mb", "peak_meprop_mb", "peak_kind"]
+    table = rows.sort_values(["machine", "device", "mode", "measurement", "workload", "hidden", "batch", "k",
+                              "optimizer", "adam"])[columns]
+    table = table.rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB", "optimizer": "meProp optimizer",
+                                  "adam": "Adam", "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
+    if not (rows["measurement"] == "train_step").any():  # the optimizer runs only in a training step
+        table = table.drop(columns=["meProp optimizer", "Adam"])
+    if not any(workload_of(name).stacks_layers for name in rows["workload"]):
+        table = table.drop(columns=["layers"])
     ratio = table["meProp MiB"] / table["dense MiB"].where(table["dense MiB"] > 0)  # 0 bytes: no ratio
     table.insert(len(table.columns) - 1, "meProp / dense", ratio)
-    return table.reset_index(drop=True)
+    return table.reset_index(drop=True), int(nothing.sum())
 
 
 #: Longer tables are written as CSV only.

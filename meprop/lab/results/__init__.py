@@ -1,5 +1,7 @@
 """The results layer: one record format, its JSON-lines store, and the environment snapshot.
 
+- :mod:`~meprop.lab.results.stats`: the speedup's 95% interval (a seeded bootstrap of the ratio
+  of medians) and the rule a headline figure obeys;
 - :mod:`~meprop.lab.results.schema`: the record types and case fields, the schema string,
   the derived numbers (speedup, ideal, efficiency, noisy), defined once;
 - :mod:`~meprop.lab.results.store`: :class:`ResultsWriter`, :func:`read_records` and

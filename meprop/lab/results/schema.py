@@ -10,7 +10,9 @@ types, the case fields, the measurements, the noise threshold and the derived nu
 - **speedup** = dense median / meProp median (both from the same run);
 - **ideal** = n / k (hidden size over kept entries): linear-only backprop's ceiling;
 - **efficiency** = speedup / ideal;
-- a timing is **noisy** when its IQR exceeds :data:`NOISE_THRESHOLD` of its median.
+- a timing is **noisy** when its IQR exceeds :data:`NOISE_THRESHOLD` of its median;
+- **speedup_ci**: the speedup's confidence interval (:mod:`meprop.lab.results.stats`, a seeded
+  bootstrap over both sides' ``samples_s``).
 
 The record builders (:func:`env_record`, :func:`bench_record`, :func:`train_record`) are
 used by every writer (``meprop bench``, ``meprop train``) and by the report's readers of
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 import numbers
 
-
+from meprop.lab.results.stats import speedup_interval
 from meprop.lab.workloads import REGISTRY, k_width
 
 __all__ = [
@@ -87,7 +89,8 @@ MEASUREMENT_TITLES = {
     "train_step": "Training step",
     "ddp_step": "DDP training step",
 }
-#: The statistics of a timing object (``dense`` / ``meprop``), seconds per call.
+#: The statistics of a timing object (``dense`` / ``meprop``), seconds per call (a timing
+#: may also carry ``samples_s``, the per-call seconds of each sample, for the interval).
 STAT_FIELDS = ("median_s", "iqr_s", "n_samples", "min_s", "mean_s")
 STATUSES = ("ok", "skipped")
 #: What a speedup above n / k means, for tables and figures.
@@ -172,7 +175,7 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
                  noisy: bool | None = None, formulations: dict | None = None,
                  tuning: dict | None = None, optimizers: dict | None = None, phases: dict | None = None,
                  ddp: dict | None = None) -> dict:
-    """A ``bench`` record; speedup, ideal and efficiency are derived here from the timings.
+    """A ``bench`` record; speedup, its interval, ideal and efficiency are derived here from the timings.
 
     ``case`` is the case object (:data:`CASE_FIELDS`), ``dense`` / ``meprop`` timing
     objects (:func:`timing`) or None (skipped). ``noisy`` None: derived from the timings.
@@ -197,6 +200,7 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
         "schema": SCHEMA, "type": "bench", "run_id": run_id, "key": key, "case": case,
         "status": status, "reason": reason, "dense": dense, "meprop": meprop,
         "speedup": speedup, "ideal": ideal, "efficiency": efficiency_of(speedup, ideal),
+        "speedup_ci": speedup_interval(dense, meprop) if speedup is not None else None,
         "noisy": noisy_of(dense, meprop) if noisy is None else noisy,
         "peak_memory": peak_memory, "wall_s": wall_s, "formulations": formulations,
         **({"tuning": tuning} if tuning is not None else {}),

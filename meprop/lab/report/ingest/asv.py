@@ -4,12 +4,16 @@ Read with asv's own ``Results.load``. Parameter names come from ``benchmarks.jso
 the results root, machine details from ``machine.json`` beside the file. The project's
 suite (``benchmarks/``) reports ``track_dense`` / ``track_meprop`` (seconds, from the engine's
 interleaved timer) per class, and ``track_dense_bytes`` / ``track_meprop_bytes`` (peak
-memory); :data:`ASV_CLASSES` maps its classes to (workload, measurement).
+memory); :data:`ASV_CLASSES` maps its classes to the case fields they fix (workload,
+measurement, and e.g. ``adam="fused"`` for ``TrainStepFusedAdam``).
 ``track_relative_time`` (and ``track_speedup`` of older commits) is not read: the speedup
 is recomputed from the two medians. ``time_*`` benchmarks are read too (median, IQR from
 asv's ``q_25``/``q_75``). asv rows carry no spread for
 ``track_*`` values, so their noisy flag is unknown. The machine is labelled
-``<asv machine> [asv]``, kept apart from ``meprop bench`` rows of the same machine.
+``<asv machine> [asv]``, kept apart from ``meprop bench`` rows of the same machine. asv's
+own date of a result is the *commit's* date: it goes to the environment's ``commit_date``;
+the ``timestamp`` (when it was measured) is the latest start time asv recorded for the
+file's benchmarks, where it has one.
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ from meprop.lab.results.store import ResultsError
 
 __all__ = ["ASV_CLASSES", "read_asv"]
 
-#: asv class name -> (workload, measurement), for the suite in benchmarks/.
+#: asv class name -> the case fields it fixes, for the suite in benchmarks/.
 ASV_CLASSES = {
-    "Forward": ("linear", "forward"),
-    "LinearBackward": ("linear", "linear_backward"),
-    "OverallBackward": ("mlp", "overall_backward"),
-    "TrainStep": ("mlp", "train_step"),
-    "LstmStep": ("lstm", "train_step"),
-    "TransformerStep": ("transformer", "train_step"),
-    "PeakMemory": ("mlp", "overall_backward"),
+    "Forward": {"workload": "linear", "measurement": "forward"},
+    "LinearBackward": {"workload": "linear", "measurement": "linear_backward"},
+    "OverallBackward": {"workload": "mlp", "measurement": "overall_backward"},
+    "TrainStep": {"workload": "mlp", "measurement": "train_step"},
+    "TrainStepFusedAdam": {"workload": "mlp", "measurement": "train_step", "adam": "fused"},
+    "LstmStep": {"workload": "lstm", "measurement": "train_step"},
+    "TransformerStep": {"workload": "transformer", "measurement": "train_step"},
+    "PeakMemory": {"workload": "mlp", "measurement": "overall_backward"},
 }
 
 
@@ -76,14 +81,15 @@ def read_asv(path: Path) -> tuple[list[dict], list[str]]:
     run_id = f"asv:{machine_name}:{results.commit_hash[:8]}:{results.env_name}"
     sides, problems, unused = [], [], 0
     for name in sorted(results.get_all_result_keys()):
-        if name.split(".")[-1] in ("track_speedup", "track_relative_time"):
+        if name.split(".")[-1] == "track_relative_time":  # by design: recomputed from the two times
+            continue
+        if name.split(".")[-1] == "track_speedup":  # older commits: inverted labels, worth a note
             unused += 1
             continue
         sides += _sides_of(results, name, benchmarks, path, problems)
     if unused:
-        problems.append(f"{path}: {unused} ratio benchmark(s) (track_relative_time, or track_speedup "
-                        "of older commits) not read; speedups are recomputed from track_dense / "
-                        "track_meprop")
+        problems.append(f"{path}: {unused} track_speedup benchmark(s) of an older suite not read; "
+                        "speedups are recomputed from track_dense / track_meprop")
     records, pair_problems = records_from_sides(sides, run_id=run_id, source=str(path))
     if not records:
         return [], problems + pair_problems + [f"{path}: no meProp benchmarks found"]
@@ -101,7 +107,7 @@ def _sides_of(results, name: str, benchmarks: dict, path: Path, problems: list[s
         problems.append(f"{path}: {name}: parameter names unknown (no benchmarks.json beside the "
                         "machine folder), ignored")
         return []
-    workload, measurement = ASV_CLASSES.get(cls, (None, None))
+    fixed = ASV_CLASSES.get(cls)
     try:
         values_list = results.get_result_value(name, params)
         stats_list = results.get_result_stats(name, params)
@@ -122,10 +128,10 @@ def _sides_of(results, name: str, benchmarks: dict, path: Path, problems: list[s
         values = {n: _literal(v) for n, v in zip(names, combo)}
         label = f"{name}({', '.join(f'{k}={v}' for k, v in values.items())})"
         side, mode = side_and_mode(values, method)
-        if side is None or workload is None:
+        if side is None or fixed is None:
             problems.append(f"{path}: {label}: not a dense/meProp benchmark of this suite, ignored")
             continue
-        case = case_from(values, {"workload": workload, "measurement": measurement})
+        case = case_from(values, dict(fixed))
         if mode:
             case["mode"] = mode
         if method.endswith("_bytes"):
@@ -137,11 +143,18 @@ def _sides_of(results, name: str, benchmarks: dict, path: Path, problems: list[s
     return sides
 
 
+def _iso(milliseconds) -> str | None:
+    if not isinstance(milliseconds, (int, float)) or isinstance(milliseconds, bool):
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc).isoformat()
+
+
 def _env(results, machine: dict, machine_name: str) -> dict:
-    date = results.date
+    started = [v for v in (getattr(results, "started_at", None) or {}).values()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return {
-        "timestamp": datetime.fromtimestamp(date / 1000, tz=timezone.utc).isoformat()
-        if isinstance(date, (int, float)) else date,
+        "timestamp": _iso(max(started)) if started else None,  # when measured
+        "commit_date": _iso(results.date) if _iso(results.date) else results.date,
         "machine": f"{machine_name} [asv]", "git_commit": results.commit_hash,
         "python_version": results.params.get("python"), "platform": machine.get("os"),
         "cpu_model": machine.get("cpu"), "cpu_cores_logical": _literal(machine.get("num_cpu")),

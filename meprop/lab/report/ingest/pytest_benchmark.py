@@ -8,7 +8,9 @@ test name; ``extra_info["env"]`` (the engine's snapshot) fills the environment. 
 meProp are then paired by :mod:`meprop.lab.report.ingest.pairing`. pytest-benchmark times the two sides
 in separate benchmarks, not interleaved: the report says so, and labels the machine
 ``<node> [pytest-benchmark]`` so these rows never share a line or a table group with
-``meprop bench`` rows of the same machine.
+``meprop bench`` rows of the same machine. Where an entry's ``extra_info["interleaved"]``
+holds the shape's same-run ``dense`` / ``meprop`` timings (the project's cases record them),
+those are used instead: a ratio measured interleaved, with its samples for the interval.
 """
 
 from __future__ import annotations
@@ -77,10 +79,22 @@ def _sides(path: Path, benchmarks: list) -> tuple[list[dict], list[str], dict]:
         if case.get("hidden") is None or case.get("batch") is None or case.get("measurement") is None:
             problems.append(f"{path}: {name}: no hidden/batch/measurement in params or extra_info, ignored")
             continue
-        s = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
-        sides.append({"case": case, "side": side, "name": name,
-                      "stats": timing(s.get("median"), s.get("iqr"), s.get("rounds"), s.get("min"), s.get("mean"))})
+        sides.append({"case": case, "side": side, "name": name, "stats": _side_timing(bench, extra, side)})
     return sides, problems, extra_env
+
+
+def _side_timing(bench: dict, extra: dict, side: str) -> dict | None:
+    """The side's timing object: the same-run interleaved one when recorded, else pytest-benchmark's."""
+    same_run = extra.get("interleaved") if isinstance(extra.get("interleaved"), dict) else {}
+    own = same_run.get(side) if isinstance(same_run.get(side), dict) else None
+    if own is not None:
+        out = timing(own.get("median_s"), own.get("iqr_s"), own.get("n_samples"), own.get("min_s"),
+                     own.get("mean_s"))
+        if out is not None and isinstance(own.get("samples_s"), list):
+            out["samples_s"] = own["samples_s"]
+        return out
+    s = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
+    return timing(s.get("median"), s.get("iqr"), s.get("rounds"), s.get("min"), s.get("mean"))
 
 
 def _env(data: dict, machine: dict, extra_env: dict) -> dict:
@@ -94,5 +108,6 @@ def _env(data: dict, machine: dict, extra_env: dict) -> dict:
     }
     env.update({k: v for k, v in extra_env.items() if env.get(k) is None})
     env["machine"] = f"{env.get('machine') or '?'} [pytest-benchmark]"  # kept apart from interleaved runs
-    env["timing"] = "pytest-benchmark: dense and meProp timed as separate benchmarks (not interleaved)"
+    env["timing"] = ("pytest-benchmark: dense and meProp timed as separate benchmarks (not interleaved), "
+                     "except where a case recorded its same-run interleaved ratio (extra_info.interleaved)")
     return env

@@ -22,9 +22,10 @@ from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import (
     MEASUREMENT_TITLES, MEASUREMENTS, break_even_table, headline_table, memory_table, speedup_table,
     step_phases_table,
-    train_step_headline,
     write_table,
 )
+from meprop.lab.report.headline import representative_table
+from meprop.lab.results.stats import METHOD_NOTE
 
 __all__ = ["PAGE_ROWS", "environment", "headline", "tables", "figures", "memory", "long_table_html"]
 
@@ -61,6 +62,7 @@ def method_html(timings: list[str], frame: pd.DataFrame) -> str:
             "<b>Linear-only backprop</b> is the backward of the linear layer(s) alone for a fixed output "
             "gradient (the paper's \"backprop time\", Tables 1 and 7); <b>overall backprop</b> is the "
             "whole <code>loss.backward()</code> of a model (Tables 2 and 8).")
+    text += " " + METHOD_NOTE + " <b>flag</b> says why a cell is no headline figure."
     if timings:
         text += " Other sources: " + html.escape("; ".join(timings)) + "."
     return f"<p>{text}</p>"
@@ -78,44 +80,65 @@ def environment(env: pd.DataFrame, timings: list[str], frame: pd.DataFrame, out_
     return Section("environment", "Environment and method", body + method_html(timings, frame), files)
 
 
-def _card(kind: str, row: pd.Series, value: float, at: str) -> str:
-    return (f'<div class="card"><div class="small">{kind} · {html.escape(str(row["machine"]))} · '
-            f'{html.escape(str(row["device"]))} · {html.escape(str(row["mode"]))}</div>'
-            f'<div class="big">{value:.1f}x</div><div class="small">{html.escape(at)}</div></div>')
+def _interval(low: float, high: float) -> str:
+    return f"{low:.2f}–{high:.2f}x" if np.isfinite(low) and np.isfinite(high) else "no interval"
 
 
-def _cards(head: pd.DataFrame, steps: pd.DataFrame) -> str:
+def _card(row: pd.Series) -> str:
+    """One card: the representative cell's speedup, interval and samples, or why it is not quoted."""
+    title = f"{row['title']}, {row['workload']}" + (" vs fused Adam" if row.get("adam") == "fused" else "")
+    where = " · ".join(html.escape(str(row[name])) for name in ("machine", "device", "mode"))
+    samples = f"{int(row['samples'])} samples" if pd.notna(row["samples"]) else "samples unknown"
+    if row["quotable"]:
+        figure = (f'<div class="big">{row["speedup"]:.1f}x</div><div class="ci">95% CI '
+                  f'{_interval(row["speedup low"], row["speedup high"])} · {samples}</div>')
+    else:  # no figure from a flagged cell: the reason (and the interval, where that is the reason)
+        interval = (f", 95% CI {_interval(row['speedup low'], row['speedup high'])}"
+                    if "interval contains" in str(row["flag"]) else "")
+        figure = (f'<div class="big muted">not quotable</div><div class="ci">{html.escape(str(row["flag"]))}'
+                  f"{interval} · {samples} (see the tables)</div>")
+    best = ""
+    has_best = np.isfinite(row["best quotable speedup"])
+    if (has_best and row["best quotable at"] != row["at"]) or not row["quotable"]:
+        best = (f'<div class="small">best quotable cell: {row["best quotable speedup"]:.1f}x '
+                f'({_interval(row["best quotable low"], row["best quotable high"])}) at '
+                f'{html.escape(str(row["best quotable at"]))}</div>'
+                if has_best else '<div class="small">no quotable cell in this group</div>')
+    return (f'<div class="card"><div class="small"><b>{html.escape(title)}</b> · {where}</div>{figure}'
+            f'<div class="small">at {html.escape(str(row["at"]))} (typical: {html.escape(str(row["typical"]))})'
+            f"</div>{best}</div>")
+
+
+def _cards(reps: pd.DataFrame) -> str:
     """Training step per workload first, then overall backprop, then linear-only (kernel-level)."""
-    cards = [_card(f"best training step, {html.escape(str(row['workload']))}"
-                   + (" vs fused Adam" if row.get("adam") == "fused" else ""), row, row["speedup"],
-                   str(row["at"])) for _, row in steps.iterrows()]
-    kinds = {"overall": "best overall backprop",
-             "linear-only": "kernel-level: best linear-only backprop"}
-    for label, kind in kinds.items():
-        for _, row in head.iterrows():
-            value = row.get(f"best {label} speedup")
-            if value is not None and np.isfinite(value):
-                cards.append(_card(kind, row, value, str(row[f"{label} at"])))
+    cards = [_card(row) for _, row in reps.iterrows()]
     return (f'<div class="headline">{"".join(cards)}</div>' if cards else
             '<p class="note">No speedups could be computed (see the problems above).</p>')
 
 
 def headline(frame: pd.DataFrame, out_dir: Path) -> tuple[Section, pd.DataFrame]:
-    """Best speedups (cards and a table) and the break-even k/n; also returns the headline table."""
+    """Representative speedups (cards), the best quotable cells (table) and the break-even k/n;
+    also returns the best-quotable table."""
     head = headline_table(frame) if not frame.empty else pd.DataFrame()
-    steps = train_step_headline(frame) if not frame.empty else pd.DataFrame()
+    reps = representative_table(frame) if not frame.empty else pd.DataFrame()
     files: list[Path] = []
-    parts = [_cards(head.head(PAGE_ROWS), steps.head(PAGE_ROWS)),
-             '<p class="note">The training step is what a standard loop sees (zero_grad, forward, '
+    if not reps.empty:
+        files += write_table(reps, out_dir, "headline_cards").values()
+    parts = [_cards(reps.head(PAGE_ROWS)),
+             '<p class="note">Each card quotes one <b>representative</b> cell per workload: the measured '
+             "shape nearest to the workload's typical one (the paper's setting where it has one), never "
+             "the best of a grid, with its 95% interval and sample count. A cell flagged noisy, above "
+             "the ideal n/k, or whose interval contains 1.0 is shown as not quotable, with the reason; "
+             "\"best quotable cell\" is the unflagged cell with the highest interval lower bound. "
+             "The training step is what a standard loop sees (zero_grad, forward, "
              'loss, backward, clip_grad_norm_, step; dense torch.optim.Adam vs meprop.optim.Adam, '
              'lazy). "vs fused Adam": both sides with fused=True, torch\'s fastest Adam and so the '
-             'strongest dense baseline (its dense step is much faster than with the defaults on '
-             'CPU). Linear-only backprop is the kernel-level figure: the backward of the linear '
-             'layers alone, which no training loop runs by itself.</p>']
+             'strongest dense baseline. Linear-only backprop is the kernel-level figure: the backward '
+             "of the linear layers alone, which no training loop runs by itself.</p>"]
     if not head.empty:
         written = write_table(head, out_dir, "headline")
         files += written.values()
-        parts.append("<h3>Best speedups per machine, device and mode</h3>"
+        parts.append("<h3>Best quotable speedups per machine, device and mode</h3>"
                      + long_table_html(head, written, out_dir, speedup_column=None))
     be = break_even_table(frame) if not frame.empty else pd.DataFrame()
     parts.append("<h3>Break-even k/n (linear-only backprop)</h3>")
@@ -186,12 +209,15 @@ def figures(frame: pd.DataFrame, out_dir: Path, embed_budget: int) -> Section:
 
 
 def memory(frame: pd.DataFrame, out_dir: Path) -> Section:
-    """Peak memory per case, where the records carry it."""
-    table = memory_table(frame) if not frame.empty else pd.DataFrame()
+    """Peak memory per case, where the records carry a measured (non-zero) peak."""
+    table, zero = memory_table(frame) if not frame.empty else (pd.DataFrame(), 0)
+    zeros = (f" {zero} case(s) read 0 bytes on both sides (the allocator reused memory it already "
+             "held, so nothing was measured) and are not listed." if zero else "")
     if table.empty:
-        return Section("memory", "Peak memory", '<p class="note">No peak memory was recorded in these results.</p>')
+        return Section("memory", "Peak memory", '<p class="note">No peak memory was measured in these '
+                       f"results.{zeros}</p>")
     written = write_table(table, out_dir, "peak_memory")
     body = ("<p>Peak memory during the measurement: <code>cuda_max_allocated</code> is "
             "<code>torch.cuda.max_memory_allocated</code>; <code>cpu_rss_delta</code> the growth of the "
-            "process's resident set.</p>" + long_table_html(table, written, out_dir, speedup_column=None))
+            f"process's resident set.{zeros}</p>" + long_table_html(table, written, out_dir, speedup_column=None))
     return Section("memory", "Peak memory", body, list(written.values()))

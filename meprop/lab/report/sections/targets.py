@@ -25,9 +25,13 @@ __all__ = ["match_targets", "targets_display", "section"]
 def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...]) -> pd.DataFrame:
     """Target vs achieved for every machine and device in ``frame``.
 
-    Columns: ``machine, device, target, kind, required, achieved, met, at, noisy, note``
-    (``required``/``achieved``: a speedup, or a k ratio for ``kind == "break_even"``).
-    ``met`` is ``"yes"``, ``"NO"``, ``"not measured"`` or ``"n/a"`` (review items).
+    Columns: ``machine, device, target, kind, required, achieved, low, high, samples, met, at,
+    flag, note`` (``required``/``achieved``: a speedup, or a k ratio for ``kind == "break_even"``;
+    ``low``/``high``: the achieved speedup's 95% interval). ``met`` is ``"yes"``, ``"NO"``,
+    ``"NO (flagged)"``, ``"not measured"`` or ``"n/a"`` (review items). A flagged cell never
+    meets a target (the headline's rule): noisy, above the ideal n/k, or, for a target above
+    1x, an interval that contains 1.0 or is unknown (a target of at most 1x, such as the
+    forward's, means "not slower", which an interval around 1.0 is consistent with).
     """
     ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()] if not frame.empty else frame
     rows = []
@@ -35,8 +39,8 @@ def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...]) -> pd.DataFr
     for (machine, device), group in groups:
         for target in targets:
             row = {"machine": machine, "device": device, "target": target.label, "kind": target.kind,
-                   "required": target.minimum, "achieved": np.nan, "met": "not measured",
-                   "at": "", "noisy": "", "note": target.note}
+                   "required": target.minimum, "achieved": np.nan, "low": np.nan, "high": np.nan,
+                   "samples": np.nan, "met": "not measured", "at": "", "flag": "", "note": target.note}
             if target.kind == "review":
                 row["met"] = "n/a"
                 rows.append(row)
@@ -58,7 +62,7 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
         row["achieved"] = 0.0 if pd.isna(worst["break-even k/n"]) else worst["break-even k/n"]
         row["at"] = f"worst of {len(be)}: n={worst['hidden n']}, batch {worst['batch']}"
         if pd.notna(worst["first slower k/n"]):
-            row["at"] += f" (slower at k/n={worst['first slower k/n']:.3g})"
+            row["at"] += f" (not faster at k/n={worst['first slower k/n']:.3g})"
     else:
         pick = sel.loc[sel["speedup"].idxmin()] if target.kind == "forward" else _latest(sel)
         row["achieved"] = pick["speedup"]
@@ -67,8 +71,13 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
             row["at"] += f", {int(pick['threads'])} threads"
         if target.kind == "forward":
             row["at"] = f"worst of {len(sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
-        row["noisy"] = "yes" if pick["noisy"] == True else ""  # noqa: E712 (None: unknown)
-    row["met"] = "yes" if row["achieved"] >= target.minimum - 1e-12 else "NO"
+        row.update(low=pick["speedup_low"], high=pick["speedup_high"], samples=pick["n_samples"])
+        reasons = [r for r in pick["flag"].split(", ") if r]
+        if target.minimum <= 1:  # "not slower than dense": an interval containing 1.0 is consistent with it
+            reasons = [r for r in reasons if r in ("noisy", "above ideal")]
+        row["flag"] = ", ".join(reasons)
+    reached = row["achieved"] >= target.minimum - 1e-12
+    row["met"] = "NO (flagged)" if reached and row["flag"] else ("yes" if reached else "NO")
 
 
 def _latest(sel: pd.DataFrame) -> pd.Series:
@@ -87,7 +96,10 @@ def targets_display(matched: pd.DataFrame) -> pd.DataFrame:
     out = matched.copy()
     out["required"] = [text(v, k, True) for v, k in zip(matched["required"], matched["kind"])]
     out["achieved"] = [text(v, k, False) for v, k in zip(matched["achieved"], matched["kind"])]
-    return out.drop(columns=["kind"])
+    out["95% CI"] = [f"{lo:.2f}–{hi:.2f}x" if np.isfinite(lo) and np.isfinite(hi) else "—"
+                     for lo, hi in zip(matched["low"], matched["high"])]
+    out.insert(out.columns.get_loc("achieved") + 1, "95% CI", out.pop("95% CI"))
+    return out.drop(columns=["kind", "low", "high"])
 
 
 def section(frame: pd.DataFrame, out_dir: Path, targets: tuple[Target, ...] = ()) -> tuple[Section, pd.DataFrame]:
@@ -102,11 +114,12 @@ def section(frame: pd.DataFrame, out_dir: Path, targets: tuple[Target, ...] = ()
                 "results; <code>meprop bench --profile perf</code> measures them.</p>")
         return Section("targets", "Performance targets", html), matched
     files = list(write_table(matched, out_dir, "targets").values())
-    met = matched[matched["met"].isin(["yes", "NO"])]
+    met = matched[matched["met"].isin(["yes", "NO", "NO (flagged)"])]
     html = (f"<h3>Performance targets: {int((met['met'] == 'yes').sum())} of "
             f"{len(met)} measured targets met</h3>"
             "<p>Targets come from the targets file (the project's own are for its 2-core reference CPU, "
             "float32, 2 threads); "
             "\"not measured\": the run has no such case (run <code>meprop bench --profile perf"
-            "</code>).</p>" + table_html(targets_display(matched), speedup_column=None))
+            "</code>). <b>NO (flagged)</b>: the median reaches the target but the cell is flagged "
+            "(noisy, above the ideal n/k, or its 95% interval contains 1.0) and so meets nothing.</p>" + table_html(targets_display(matched), speedup_column=None))
     return Section("targets", "Performance targets", html, files), matched

@@ -170,8 +170,9 @@ def test_linear_backward_end_to_end_on_a_tiny_cpu_grid(monkeypatch):
         dense = bench.track_dense(results, *params)
         meprop = bench.track_meprop(results, *params)
         assert dense > 0 and meprop > 0
-        # each value is rounded to 3 significant digits on its own: their quotient agrees to ~0.2%
-        assert bench.track_relative_time(results, *params) == pytest.approx(meprop / dense, rel=3e-3)
+        # each of the three values is rounded to 3 significant digits on its own (a relative
+        # error up to 0.5% each, at a leading digit 1), so the quotient agrees to within ~1.5%
+        assert bench.track_relative_time(results, *params) == pytest.approx(meprop / dense, rel=1.6e-2)
         assert entry["rounds"] == 2
         assert not hasattr(bench, "track_speedup"), "asv reads every value as lower-is-better"
         assert entry["ideal"] == pytest.approx(1 / params[1])  # n / k with k = ratio * n

@@ -72,7 +72,7 @@ def outcome_table(records: list[dict]) -> pd.DataFrame:
         for o in outcomes(run):
             rows.append({
                 "run": title, "variant": o.label, "status": o.status,
-                "time to target s": o.time_s, "steps to target": o.steps,
+                "time to target s": None if o.time_s is None else float(f"{o.time_s:.4g}"), "steps to target": o.steps,
                 "time-to-target speedup": o.ratio, "step-time speedup": o.step_ratio,
                 "steps speedup": o.steps_ratio, "limited by": _limited_by(o),
                 "final": None if o.final is None else round(o.final, 2),

@@ -20,6 +20,7 @@ __all__ = [
     "check_linear_operands",
     "check_same_dtype",
     "resolve_k",
+    "check_sync_selection",
 ]
 
 
@@ -189,3 +190,14 @@ def check_device(device: object, name: str = "device") -> str:
                if isinstance(device, str) and device.startswith("meta") else "")
         raise ValueError(f"{name} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}{why}")
     return device
+
+
+def check_sync_selection(sync_selection: object, mode: str) -> bool:
+    """Return ``sync_selection`` (a bool) if ``mode`` allows it: only unified selection is agreed across ranks."""
+    check_bool(sync_selection, "sync_selection")
+    if sync_selection and mode != "unified":
+        raise ValueError(
+            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
+            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
+        )
+    return sync_selection

@@ -39,7 +39,9 @@ import torch.nn.functional as F
 from meprop import dispatch, kernels
 from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
 from meprop._impl.masked_backward import TransformFunction, functorch_active, masked_linear_backward
-from meprop.checks import check_bool, check_choice, check_k, check_linear_operands, check_same_dtype
+from meprop.checks import (
+    check_bool, check_choice, check_k, check_linear_operands, check_same_dtype, check_sync_selection,
+)
 from meprop.selection import MODES, select, topk_unified_synchronized
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
@@ -122,7 +124,7 @@ def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
     check_choice(mode, "mode", MODES)
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     check_bool(sparse_grad, "sparse_grad")
-    _check_sync_selection(sync_selection, mode)
+    check_sync_selection(sync_selection, mode)
     if generator is not None:
         if not isinstance(generator, torch.Generator):
             raise TypeError(
@@ -134,15 +136,6 @@ def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
                 f"are deterministic), got generator with mode={mode!r}"
             )
     return k
-
-
-def _check_sync_selection(sync_selection, mode: str) -> None:
-    check_bool(sync_selection, "sync_selection")
-    if sync_selection and mode != "unified":
-        raise ValueError(
-            f"sync_selection=True applies to mode='unified' (one column set for the batch); "
-            f"got mode={mode!r}, whose selection is per example and needs no synchronization"
-        )
 
 
 class _MepropLinearFunction(torch.autograd.Function):

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from meprop.checks import check_bool, check_choice, resolve_k
+from meprop.checks import check_bool, check_choice, check_sync_selection, resolve_k
 from meprop._impl.grad_layout import mark_meprop_weight
 from meprop._impl.layer_probe import bypassed_linears, linear_call_order
 from meprop.functional import BIAS_GRADS, meprop_linear
@@ -82,9 +82,7 @@ class MepropLinear(nn.Linear):
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
         self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
-        self.sync_selection = check_bool(sync_selection, "sync_selection")
-        if self.sync_selection and self.mode != "unified":
-            raise ValueError(f"sync_selection=True applies to mode='unified', got mode={self.mode!r}")
+        self.sync_selection = check_sync_selection(sync_selection, self.mode)
 
     @classmethod
     def from_linear(

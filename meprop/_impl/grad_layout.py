@@ -60,13 +60,42 @@ LAYOUTS = ("dense", "row_sparse", "dense_tracked")
 
 # id(weight) -> weakref to it: the weights of meProp layers (entries leave with their tensor)
 _meprop_weights: dict[int, weakref.ref] = {}
-# weakref to an owner (optimizer) -> ids of the parameters it asked row-sparse gradients for;
-# the owner holds its parameters, so their ids stay valid while its entry lives
-_requests: dict[weakref.ref, frozenset[int]] = {}
-_wanted: set[int] = set()  # the union of _requests' values (read in every forward)
-# the same for owners (DDP communication hooks' states) that asked for touched rows
-_row_requests: dict[weakref.ref, frozenset[int]] = {}
-_tracked: set[int] = set()
+
+
+class _Requests:
+    """Which parameters live owners asked for: weakref to an owner -> ids of its parameters.
+
+    The owner holds its parameters, so their ids stay valid while its entry lives; the entry
+    leaves with the owner. ``ids`` is the union over the owners (read in every forward).
+    """
+
+    def __init__(self) -> None:
+        self._by_owner: dict[weakref.ref, frozenset[int]] = {}
+        self.ids: set[int] = set()
+
+    def ask(self, owner: object, ids: frozenset[int]) -> None:
+        if ids:
+            self._by_owner[weakref.ref(owner, self._forget)] = ids
+            self.ids.update(ids)
+
+    def take(self, owner: object) -> frozenset[int]:
+        """Remove ``owner``'s entry; the ids it held."""
+        taken = frozenset()
+        for ref in [ref for ref in self._by_owner if ref() is owner]:
+            taken |= self._remove(ref)
+        return taken
+
+    def _remove(self, ref: weakref.ref) -> frozenset[int]:
+        ids = self._by_owner.pop(ref, frozenset())
+        self.ids = set().union(*self._by_owner.values())
+        return ids
+
+    def _forget(self, ref: weakref.ref) -> None:
+        _release(self._remove(ref))
+
+
+_row_sparse = _Requests()  # lazy optimizers: row-sparse gradients
+_row_tracking = _Requests()  # DDP communication hooks' states: touched rows under a process group
 _touched: dict[int, torch.Tensor] = {}  # id(weight) -> bool (n,) rows touched since the last take
 
 
@@ -93,52 +122,35 @@ def request_row_sparse(owner: object, params) -> None:
     """``owner`` (a lazy optimizer) asks for row-sparse gradients of ``params`` (replacing its
     previous request). The request lives as long as ``owner`` does."""
     withdraw_row_sparse(owner)
-    ids = frozenset(id(p) for p in params)
-    if ids:
-        _requests[weakref.ref(owner, _drop_request)] = ids
-        _wanted.update(ids)
+    _row_sparse.ask(owner, frozenset(id(p) for p in params))
 
 
 def withdraw_row_sparse(owner: object) -> None:
     """Forget ``owner``'s request (and the rows recorded for it)."""
-    for ref in [ref for ref in _requests if ref() is owner]:
-        _drop_request(ref)
+    _release(_row_sparse.take(owner))
 
 
 def request_touched_rows(owner: object, params) -> None:
     """``owner`` (a DDP communication hook's state) asks meProp layers to record the touched rows
     of ``params`` under a multi-rank process group (dense gradient + rows), adding to its earlier
     request. The request lives as long as ``owner`` does."""
-    previous = frozenset()
-    for ref in [ref for ref in _row_requests if ref() is owner]:
-        previous |= _row_requests.pop(ref)
-    ids = previous | frozenset(id(p) for p in params)
-    if ids:
-        _row_requests[weakref.ref(owner, _drop_request)] = ids
-        _tracked.update(ids)
+    _row_tracking.ask(owner, _row_tracking.take(owner) | frozenset(id(p) for p in params))
 
 
 def withdraw_touched_rows(owner: object) -> None:
     """Forget ``owner``'s touched-row request."""
-    for ref in [ref for ref in _row_requests if ref() is owner]:
-        _drop_request(ref)
+    _release(_row_tracking.take(owner))
 
 
-def _drop_request(ref: weakref.ref) -> None:
-    ids = _requests.pop(ref, frozenset()) | _row_requests.pop(ref, frozenset())
-    _wanted.clear()
-    for other in _requests.values():
-        _wanted.update(other)
-    _tracked.clear()
-    for other in _row_requests.values():
-        _tracked.update(other)
-    for key in ids - _wanted - _tracked:
+def _release(ids: frozenset[int]) -> None:
+    """Drop the rows recorded for ``ids`` that no live request wants any more."""
+    for key in ids - _row_sparse.ids - _row_tracking.ids:
         _touched.pop(key, None)
 
 
 def wants_row_sparse_grad(weight: torch.Tensor) -> bool:
     """True while a live lazy optimizer has asked for ``weight``'s gradient to be row-sparse."""
-    return id(weight) in _wanted
+    return id(weight) in _row_sparse.ids
 
 
 def distributed_world_size() -> int:
@@ -151,8 +163,8 @@ def distributed_world_size() -> int:
 
 def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
     """The layout of ``weight``'s gradient for one forward: see the module docstring."""
-    if not sparse_grad and id(weight) not in _wanted:  # wants_row_sparse_grad, inlined: every forward
-        return "dense_tracked" if id(weight) in _tracked and distributed_world_size() > 1 else "dense"
+    if not sparse_grad and id(weight) not in _row_sparse.ids:  # wants_row_sparse_grad, inlined: every forward
+        return "dense_tracked" if id(weight) in _row_tracking.ids and distributed_world_size() > 1 else "dense"
     if not sparse_grad and distributed_world_size() > 1:
         return "dense_tracked"
     sparse_grad_ops.register()  # clip_grad_norm_ & co. will meet this COO gradient

@@ -78,3 +78,39 @@ def test_a_first_use_build_says_so_in_one_line(monkeypatch, capsys, tmp_path):
     assert path == tmp_path / "lib.so"
     assert err.count("\n") == 1 and "compiling the CPU kernels at first use" in err and " s\n" in err
 
+
+
+def test_two_processes_building_at_once_leave_one_whole_library(tmp_path):
+    """Concurrent builds without ninja: each compiles to its own temporary file and renames it
+    into place, so neither sees the other's half-written output and no temporary is left.
+
+    The compiler is a stand-in that writes its output slowly in pieces (a torn write would be
+    visible as a mix of the two processes' contents); the real compile is exercised by the
+    kernel tests.
+    """
+    fake = tmp_path / "fake-c++"
+    fake.write_text(textwrap.dedent("""\
+        #!/usr/bin/env python3
+        import sys, time, os
+        out = sys.argv[sys.argv.index("-o") + 1]
+        with open(out, "w") as f:
+            for _ in range(20):
+                f.write(f"{os.getpid()}\\n"); f.flush(); time.sleep(0.01)
+        """))
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    script = textwrap.dedent("""\
+        from meprop.kernels import _build
+        _build.build_dir().mkdir(parents=True, exist_ok=True)
+        _build._compile_directly(_build.build_dir(), verbose=False)
+        """)
+    env = {**os.environ, "CXX": str(fake), "MEPROP_KERNELS_DIR": str(tmp_path / "kernels"),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    folder = tmp_path / "kernels" / _build.build_key()
+    library = folder / f"{_build.library_name()}.so"
+    lines = library.read_text().splitlines()
+    assert len(lines) == 20 and len(set(lines)) == 1  # one process's whole output, not a mix
+    assert [p.name for p in folder.iterdir()] == [library.name]  # no temporary left behind

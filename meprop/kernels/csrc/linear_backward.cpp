@@ -82,6 +82,25 @@ void take_given(const T* dy, const int64_t* given, int64_t R, int64_t n, int64_t
     }
 }
 
+// grad_input, the weight-gradient rows and (when asked) the bias gradient from `kept`
+// (B, n), the output gradient with every entry but the kept ones zero: GEMMs over the
+// touched rows (row_index, U of n; all n for a dense weight gradient) for masked_gemm,
+// of dense's own shapes for masked_dense.
+void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& row_index,
+                  bool masked_dense, bool need_input, bool need_weight, bool sparse_bias, bool dense_weight,
+                  at::Tensor& grad_input, at::Tensor& rows, at::Tensor& grad_bias) {
+  const int64_t n = kept.size(1);
+  if (need_input) at::mm_out(grad_input, kept, weight);
+  if (need_weight) {
+    const int64_t U = row_index.numel();
+    if (dense_weight) at::mm_out(rows, kept.t(), x);
+    else if (U == n) rows = kept.t().mm(x);
+    else if (masked_dense) rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of (n, m)
+    else rows = kept.index_select(1, row_index).t().mm(x);  // (U, B) x (B, m)
+  }
+  if (sparse_bias) grad_bias = kept.sum(0);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& weight_in, int64_t k,
     const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
@@ -126,6 +145,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
     int64_t* idx = idx_t.data_ptr<int64_t>();
     T* val = val_t.data_ptr<T>();
     const T* dyp = dy.data_ptr<T>();
+    if ((masked || masked_dense) && !indices.has_value()) {
+      // The kept entries written straight into a (B, n) matrix by the row thresholds.
+      const bool need_rows = need_weight && !dense_weight;
+      std::vector<uint8_t> touched(need_rows ? n : 0, 0);
+      at::Tensor kept = at::empty({R, n}, opts);
+      mask_all_rows(dyp, R, n, k, kept.data_ptr<T>(), need_rows ? touched.data() : nullptr);
+      if (need_rows) {
+        std::vector<int64_t> names;
+        for (int64_t j = 0; j < n; ++j)
+          if (touched[j]) names.push_back(j);
+        row_index = at::empty({(int64_t)names.size()}, lopts);
+        std::copy(names.begin(), names.end(), row_index.data_ptr<int64_t>());
+      }
+      masked_gemms(kept, x, weight, row_index, masked_dense, need_input, need_weight, need_bias && !dense_bias,
+                   dense_weight, grad_input, rows, grad_bias);
+      return;
+    }
     if (indices.has_value()) {
       auto given = indices->contiguous();
       TORCH_CHECK(given.scalar_type() == at::kLong && given.dim() == 2 && given.size(0) == R && given.size(1) == k,
@@ -152,20 +188,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
       std::copy(tr.touched.begin(), tr.touched.end(), row_index.data_ptr<int64_t>());
       rows = at::empty({U, m}, opts);
     }
-    if (masked || masked_dense) {
-      // Kept entries in a zero (B, n) matrix; grad_input and the weight rows are GEMMs:
-      // masked_gemm over the touched rows only, masked_dense with dense's own shapes.
+    if (masked || masked_dense) {  // given indices (random mode): scattered into a zero matrix
       at::Tensor kept = at::zeros({R, n}, opts);
       T* kp = kept.data_ptr<T>();
       for (int64_t r = 0; r < R; ++r)
         for (int64_t t = 0; t < k; ++t) kp[r * n + idx[r * k + t]] = val[r * k + t];
-      if (need_input) at::mm_out(grad_input, kept, weight);
-      if (need_weight) {
-        if (dense_weight || U == n) at::mm_out(rows, kept.t(), x);
-        else if (masked_dense) rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of (n, m)
-        else at::mm_out(rows, kept.index_select(1, row_index).t(), x);  // (U, B) x (B, m)
-      }
-      if (masked_dense && need_bias && !dense_bias) grad_bias = kept.sum(0);
+      masked_gemms(kept, x, weight, row_index, masked_dense, need_input, need_weight,
+                   masked_dense && need_bias && !dense_bias, dense_weight, grad_input, rows, grad_bias);
       return;
     }
     if (need_input) {

@@ -8,6 +8,80 @@ namespace meprop {
 namespace detail {
 namespace {
 
+// Histogram of the digits (key >> shift) & (kBins - 1) of keys[0:count) (read through
+// `key_at`), then the bin that holds the want-th largest: returns the bin, and through
+// `above` adds the number of keys in higher bins. hist is all zero on entry and on exit.
+template <typename K, typename KeyAt>
+MEPROP_INLINE int64_t find_bin(const KeyAt& key_at, int64_t count, int shift, int64_t want, uint32_t* hist,
+                               int64_t& above) {
+  int64_t lo = kBins - 1, hi = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t d = int64_t((key_at(i) >> shift) & K(kBins - 1));
+    ++hist[d];
+    lo = std::min(lo, d);
+    hi = std::max(hi, d);
+  }
+  int64_t bin = lo;
+  if (want <= count / 2) {  // walk down from the largest digit
+    int64_t cum = 0;
+    for (int64_t d = hi; d >= lo; --d) {
+      if (cum + hist[d] >= want) { bin = d; break; }
+      cum += hist[d];
+    }
+    above += cum;
+  } else {  // walk up from the smallest: the bin where more than count - want lie at or below
+    int64_t cum = 0;
+    for (int64_t d = lo; d <= hi; ++d) {
+      cum += hist[d];
+      if (cum > count - want) { bin = d; break; }
+    }
+    above += count - cum;
+  }
+  std::fill(hist + lo, hist + hi + 1, 0u);
+  return bin;
+}
+
+// The k-th largest key of row[0:n) (1 <= k <= n): radix select over kDigitBits-bit digits,
+// from the top bits down, each level keeping only the keys of the bin that holds it.
+template <typename T>
+MEPROP_INLINE Threshold<typename Key<T>::type> row_threshold_impl(const T* row, int64_t n, int64_t k,
+                                                                 SelectScratch<T>& s) {
+  using K = typename Key<T>::type;
+  constexpr int kKeyBits = int(sizeof(K) * 8) - 1;  // the sign bit is always clear
+  int shift = kKeyBits - kDigitBits;
+  int64_t above = 0;
+  const int64_t bin = find_bin<K>([&](int64_t i) { return Key<T>::of(row[i]); }, n, shift, k, s.hist.data(), above);
+  K* cand = s.keys.data();
+  int64_t count = 0;
+  for (int64_t i = 0; i < n; ++i) {  // the keys of that bin
+    const K key = Key<T>::of(row[i]);
+    cand[count] = key;
+    count += int64_t(key >> shift) == bin;
+  }
+  int64_t want = k - above;  // the threshold is the want-th largest candidate
+  while (count > 64 && shift > 0) {
+    shift = std::max(0, shift - kDigitBits);
+    const int64_t before = above;
+    const int64_t b = find_bin<K>([&](int64_t i) { return cand[i]; }, count, shift, want, s.hist.data(), above);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const K key = cand[i];
+      cand[kept] = key;
+      kept += int64_t((key >> shift) & K(kBins - 1)) == b;
+    }
+    count = kept;
+    want -= above - before;
+  }
+  std::nth_element(cand, cand + (count - want), cand + count);
+  const K thr = cand[count - want];
+  int64_t equal = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    above += cand[i] > thr;
+    equal += cand[i] == thr;
+  }
+  return {thr, above, equal};
+}
+
 // The k largest-magnitude entries of row[0:n), written in ascending index order.
 // Ties: among equal magnitudes the lower indices are kept.
 template <typename T>
@@ -44,18 +118,59 @@ MEPROP_INLINE void select_row_impl(const T* row, int64_t n, int64_t k, int64_t* 
     for (int64_t t = 0; t < k; ++t) { idx[t] = hp[t]; val[t] = row[hp[t]]; }
     return;
   }
-  // Quickselect on the keys, then one ordered pass.
-  K* keys = s.keys.data();
-  for (int64_t i = 0; i < n; ++i) keys[i] = Key<T>::of(row[i]);
-  std::nth_element(keys, keys + (n - k), keys + n);
-  K thr = keys[n - k];  // the k-th largest key
-  int64_t above = count_above(row, 0, n, thr);
-  int64_t ties = k - above;
+  // Radix threshold, then one ordered pass (branch-free: the write always happens, the
+  // cursor moves when the entry is kept).
+  const Threshold<K> th = row_threshold_impl(row, n, k, s);
+  int64_t ties = k - th.above;
   int64_t t = 0;
   for (int64_t i = 0; i < n && t < k; ++i) {
-    K key = Key<T>::of(row[i]);
-    if (key > thr || (key == thr && ties-- > 0)) { idx[t] = i; val[t] = row[i]; ++t; }
+    const K key = Key<T>::of(row[i]);
+    const bool eq = key == th.thr;
+    const bool keep = (key > th.thr) | (eq & (ties > 0));
+    ties -= eq & keep;
+    idx[t] = i;
+    val[t] = row[i];
+    t += keep;
   }
+}
+
+template <typename T>
+MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uint8_t* touched,
+                                 SelectScratch<T>& s) {
+  using K = typename Key<T>::type;
+  if (k >= n) {
+    std::memcpy(out, row, n * sizeof(T));
+    if (touched) std::memset(touched, 1, n);
+    return;
+  }
+  if (k * 16 <= n) {  // few kept: the heap's positions, scattered into a zero row
+    int64_t* idx = s.idx.data();
+    T* val = s.val.data();
+    select_row_impl(row, n, k, idx, val, s);
+    std::memset(out, 0, n * sizeof(T));
+    for (int64_t t = 0; t < k; ++t) out[idx[t]] = val[t];
+    if (touched)
+      for (int64_t t = 0; t < k; ++t) touched[idx[t]] = 1;
+    return;
+  }
+  const Threshold<K> th = row_threshold_impl(row, n, k, s);
+  const K thr = th.thr;
+  if (th.above + th.equal == k) {  // no tie to break: one vectorisable pass
+    for (int64_t i = 0; i < n; ++i) out[i] = Key<T>::of(row[i]) >= thr ? row[i] : T(0);
+    if (touched)
+      for (int64_t i = 0; i < n; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= thr);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = Key<T>::of(row[i]) > thr ? row[i] : T(0);
+  if (touched)
+    for (int64_t i = 0; i < n; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) > thr);
+  int64_t ties = k - th.above;  // the first `ties` entries equal to thr, in index order
+  for (int64_t i = 0; i < n && ties > 0; ++i)
+    if (Key<T>::of(row[i]) == thr) {
+      out[i] = row[i];
+      if (touched) touched[i] = 1;
+      --ties;
+    }
 }
 
 }  // namespace
@@ -65,6 +180,20 @@ MEPROP_CLONES void select_row(const float* row, int64_t n, int64_t k, int64_t* i
 }
 MEPROP_CLONES void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* val, SelectScratch<double>& s) {
   select_row_impl(row, n, k, idx, val, s);
+}
+MEPROP_CLONES Threshold<uint32_t> row_threshold(const float* row, int64_t n, int64_t k, SelectScratch<float>& s) {
+  return row_threshold_impl(row, n, k, s);
+}
+MEPROP_CLONES Threshold<uint64_t> row_threshold(const double* row, int64_t n, int64_t k, SelectScratch<double>& s) {
+  return row_threshold_impl(row, n, k, s);
+}
+MEPROP_CLONES void mask_row(const float* row, int64_t n, int64_t k, float* out, uint8_t* touched,
+                            SelectScratch<float>& s) {
+  mask_row_impl(row, n, k, out, touched, s);
+}
+MEPROP_CLONES void mask_row(const double* row, int64_t n, int64_t k, double* out, uint8_t* touched,
+                            SelectScratch<double>& s) {
+  mask_row_impl(row, n, k, out, touched, s);
 }
 
 namespace {

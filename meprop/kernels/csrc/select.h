@@ -20,14 +20,38 @@ template <> struct Key<double> {
   static MEPROP_INLINE uint64_t of(double v) { uint64_t b; std::memcpy(&b, &v, 8); return b & 0x7fffffffffffffffull; }
 };
 
+// Bits of a key's radix digit: the threshold search histograms 2^11 bins per level.
+constexpr int kDigitBits = 11;
+constexpr int64_t kBins = int64_t(1) << kDigitBits;
+
 // Scratch space of one thread for selecting k of n.
 template <typename T>
 struct SelectScratch {
   using K = typename Key<T>::type;
-  std::vector<K> keys;      // n (quickselect) or k (heap)
-  std::vector<int64_t> pos; // k (heap)
-  SelectScratch(int64_t n, int64_t k) : keys(std::max(n, k)), pos(k) {}
+  std::vector<K> keys;          // k (heap) or the candidates of the threshold search
+  std::vector<int64_t> pos;     // k (heap)
+  std::vector<uint32_t> hist;   // kBins, kept all zero between calls
+  std::vector<int64_t> idx;     // k (the heap's selection, for mask_row)
+  std::vector<T> val;           // k
+  SelectScratch(int64_t n, int64_t k)
+      : keys(std::max(n, k)), pos(k), hist(kBins, 0), idx(std::min(n, k)), val(std::min(n, k)) {}
 };
+
+// Where a row's k-th largest key lies: `thr` itself, how many keys are above it and how
+// many equal it. The k kept entries are those above `thr` and the first `k - above`
+// (in index order) of those equal to it.
+template <typename K>
+struct Threshold {
+  K thr;
+  int64_t above;
+  int64_t equal;
+};
+
+// The k-th largest key of row[0:n), 1 <= k <= n: a radix select (histogram of the top
+// 11 bits of the keys, then of the next 11 among the keys of the bin that holds the k-th,
+// and so on), in a pass or two over the row.
+Threshold<uint32_t> row_threshold(const float* row, int64_t n, int64_t k, SelectScratch<float>& s);
+Threshold<uint64_t> row_threshold(const double* row, int64_t n, int64_t k, SelectScratch<double>& s);
 
 // Number of entries of row[begin:end) whose key exceeds thr (vectorisable).
 template <typename T>
@@ -55,10 +79,34 @@ MEPROP_INLINE void sift_down(K* hk, int64_t* hp, int64_t k, int64_t i) {
 }
 
 // The k largest-magnitude entries of row[0:n), written in ascending index order.
-// The k largest-magnitude entries of row[0:n), written in ascending index order.
 // Ties: among equal magnitudes the lower indices are kept; NaN counts as the largest.
 void select_row(const float* row, int64_t n, int64_t k, int64_t* idx, float* val, SelectScratch<float>& s);
 void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* val, SelectScratch<double>& s);
+
+// out[0:n) = row with every entry but the k kept ones set to zero; touched[j] |= 1 for
+// each kept j when touched is not null (the rows of the weight gradient it touches).
+void mask_row(const float* row, int64_t n, int64_t k, float* out, uint8_t* touched, SelectScratch<float>& s);
+void mask_row(const double* row, int64_t n, int64_t k, double* out, uint8_t* touched, SelectScratch<double>& s);
+
+// Every row of dy (R, n) masked into out (R, n), threads over the rows; touched (n), when
+// not null, gets a 1 for every column kept by some row.
+template <typename T>
+void mask_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, T* out, uint8_t* touched) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  const bool parallel = R * n >= 32768;
+  const int threads = parallel ? at::get_num_threads() : 1;
+  // one touched vector per thread, OR-ed together at the end (no atomics in the row loop)
+  std::vector<std::vector<uint8_t>> flags(touched ? threads : 0, std::vector<uint8_t>(touched ? n : 0, 0));
+  auto body = [&](int64_t r0, int64_t r1) {
+    SelectScratch<T> s(n, k);
+    uint8_t* mine = touched ? flags[parallel ? at::get_thread_num() : 0].data() : nullptr;
+    for (int64_t r = r0; r < r1; ++r) mask_row(dy + r * n, n, k, out + r * n, mine, s);
+  };
+  if (parallel) at::parallel_for(0, R, grain, body);
+  else body(0, R);
+  for (const auto& f : flags)
+    for (int64_t j = 0; j < n; ++j) touched[j] |= f[j];
+}
 
 // Every row of dy (R, n): idx, val (R, k), threads over the rows.
 template <typename T>

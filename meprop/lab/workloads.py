@@ -9,7 +9,8 @@ A :class:`Workload` owns what is specific to one kind of model the suite measure
 - building its model, inputs and the measured operation (:meth:`~Workload.build`, which
   imports the engine's builder only when called, so this module stays at the bottom of the
   lab: results/, bench/ and report/ all read it);
-- the measurements it supports and how the report names and groups it.
+- the measurements it supports and how the report names and groups it, and its typical
+  shape: the cell the report's headline quotes for it (:attr:`~Workload.typical_shape`).
 
 :data:`REGISTRY` holds every workload; :func:`workload` looks one up with a clear error.
 """
@@ -17,6 +18,7 @@ A :class:`Workload` owns what is specific to one kind of model the suite measure
 from __future__ import annotations
 
 import importlib
+from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 __all__ = ["Workload", "REGISTRY", "WORKLOAD_NAMES", "workload", "k_width", "named_in"]
@@ -44,6 +46,11 @@ class Workload:
     measurements: tuple[str, ...] = _ALL_MEASUREMENTS
     #: "module:function" of the engine's builder, ``f(case, variant) -> operation``
     builder: str = ""
+    #: the representative shape the report's headline quotes this workload at (the measured
+    #: cell nearest to it): ``hidden`` (None: any), ``batch``, ``k_ratio`` and ``source``, where
+    #: the shape comes from. Any other model (a user's): a mid-size batch at k/n 4%.
+    typical_shape: Mapping[str, Any] = MappingProxyType(
+        dict(hidden=None, batch=64, k_ratio=0.04, source="batch 64, k/n 4%"))
 
     def k_width(self, hidden: int) -> int:
         """The number of output entries k is chosen among."""
@@ -86,6 +93,9 @@ class _Linear(Workload):
     name, label = "linear", "single linear layer"
     paper_table = "Table 7"
     builder = "meprop.lab.bench.workloads:build_linear_model"
+    #: the project's targets' layer: one 4096-wide layer, batch 64, k/n 1%
+    typical_shape = MappingProxyType(dict(hidden=4096, batch=64, k_ratio=0.01,
+                                          source="one 4096-wide layer, batch 64, k/n 1% (the project's targets)"))
 
 
 class _Mlp(Workload):
@@ -94,6 +104,9 @@ class _Mlp(Workload):
     backward_measurement = "overall_backward"
     paper_table = "Table 8"
     builder = "meprop.lab.bench.workloads:build_linear_model"
+    #: the paper's MNIST MLP: 784-500-500-10, batch 10, k=20
+    typical_shape = MappingProxyType(dict(hidden=500, batch=10, k_ratio=0.04,
+                                          source="the paper's MNIST MLP (784-500-500-10, batch 10, k=20)"))
 
     def default_in_features(self, hidden: int) -> int:
         return 784  # MNIST's 28 x 28 images
@@ -113,6 +126,10 @@ class _Lstm(Workload):
     builder = "meprop.lab.bench.lstm_ops:build_lstm"
     #: time steps of a sequence (a sentence of the POS corpus: 25 tokens)
     steps = 25
+    #: the paper's POS tagger: h=500, one sentence, k=5 of the 2000 gate entries
+    typical_shape = MappingProxyType(dict(
+        hidden=500, batch=1, k_ratio=0.0025,
+        source="the paper's POS LSTM (h=500, one sentence, k=5 of 2000 gate entries)"))
 
     def default_in_features(self, hidden: int) -> int:
         return 100  # the tagger's word-embedding size
@@ -131,6 +148,9 @@ class _Transformer(Workload):
     builder = "meprop.lab.bench.transformer:build_transformer_case"
     #: tokens per sequence
     sequence = 64
+    #: a GPT-2-style block of width 512, 8 sequences, k/n 4%
+    typical_shape = MappingProxyType(dict(hidden=512, batch=8, k_ratio=0.04,
+                                          source="a GPT-2-style block, d=512, 8 sequences, k/n 4%"))
 
     def layer_shapes(self, case) -> list[tuple[int, int]]:
         d = case.hidden

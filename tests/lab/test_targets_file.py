@@ -63,8 +63,40 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_the_project_file_loads_and_names_every_kind():
     targets = load_targets(ROOT / "benchmarks" / "targets.toml")
-    assert {t.kind for t in targets} == {"speedup", "break_even", "forward", "review"}
+    assert {t.kind for t in targets} == {"speedup", "break_even", "worst", "review"}
     assert all(t.cases() for t in targets if t.kind != "review")
+
+
+def test_the_project_perf_profile_runs_both_never_slower_grids():
+    targets = load_targets(ROOT / "benchmarks" / "targets.toml")
+    perf = {(c.workload, c.measurement, c.hidden, c.batch, c.k, c.mode, c.threads, c.dtype)
+            for c in profile_cases("perf", targets)}
+    mlp = {("mlp", "overall_backward", n, b, round(r * n), "per_example", 2, "float32")
+           for n in (500, 1024, 4096) for r in (0.01, 0.04, 0.1, 0.5) for b in (64, 1024)}
+    linear = {("linear", "linear_backward", n, b, round(r * n), "per_example", 2, "float32")
+              for n in (1024, 4096) for r in (0.01, 0.1, 0.25, 0.5) for b in (64, 1024)}
+    assert len(mlp) == 24 and len(linear) == 16
+    assert mlp <= perf and linear <= perf
+    grids = [t for t in targets if t.kind == "worst" and t.measurement != "forward"]
+    assert [(t.minimum, len(t.cases())) for t in grids] == [(0.95, 24), (0.95, 16)]
+    assert all(c.in_features == 784 and c.layers == 2 for c in grids[0].cases())
+
+
+@pytest.mark.parametrize("kind", ["worst", "forward"])
+def test_worst_loads_and_forward_is_its_synonym(tmp_path, kind):
+    (target,) = load_targets(_write(tmp_path, f"""
+[[target]]
+label = "never slower"
+kind = "{kind}"
+minimum = 0.95
+mode = "per_example"
+[target.grid]
+hidden = [64]
+batch = [8, 16]
+k_ratio = [0.5]
+"""))
+    assert target.kind == "worst"
+    assert [(c.batch, c.k, c.mode) for c in target.cases()] == [(8, 32, "per_example"), (16, 32, "per_example")]
 
 
 def test_grid_cases_and_adam_variants_expand(tmp_path):

@@ -49,3 +49,12 @@ def test_a_benchmark_name_names_its_workload():
     assert named_in("test_lstm_step") == "lstm"
     assert named_in("test_forward[1024]") == "linear"
     assert named_in("my_model_case") == "linear"  # a user's model is never guessed from a name
+
+
+def test_each_workload_carries_the_shape_the_headline_quotes_it_at():
+    shapes = {name: spec.typical_shape for name, spec in REGISTRY.items()}
+    assert (shapes["mlp"]["hidden"], shapes["mlp"]["batch"], shapes["mlp"]["k_ratio"]) == (500, 10, 0.04)
+    assert (shapes["lstm"]["hidden"], shapes["lstm"]["batch"], shapes["lstm"]["k_ratio"]) == (500, 1, 0.0025)
+    assert (shapes["linear"]["hidden"], shapes["linear"]["batch"], shapes["linear"]["k_ratio"]) == (4096, 64, 0.01)
+    assert shapes["model"]["hidden"] is None  # a user's model: its own width, batch 64, k/n 4%
+    assert all(isinstance(shape["source"], str) and shape["source"] for shape in shapes.values())

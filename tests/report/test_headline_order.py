@@ -145,3 +145,29 @@ def test_a_flagged_representative_cell_is_shown_as_not_quotable_with_its_reason(
     cards = cards[:cards.index('<p class="note">')]
     assert cards.count("not quotable") == 2 and "20.0" not in cards  # the noisy 20x is never quoted
     assert "interval contains 1, 95% CI 0." in cards
+
+
+def test_the_workload_registry_says_which_cell_is_typical(monkeypatch):
+    from meprop.lab.report.frames import bench_frame
+    from meprop.lab.report.headline import representative_table
+    from meprop.lab.workloads import REGISTRY
+
+    frame = bench_frame([
+        _mlp_step(hidden=500, batch=10, k=20, dense_s=3e-3, meprop_s=2e-3),
+        _mlp_step(hidden=4096, batch=64, k=41, dense_s=40e-3, meprop_s=8e-3),
+        bench_record("r1", hidden=4096, batch=64, k=41, mode="per_example", workload="my.pkg:model",
+                     measurement="train_step", dense_s=4e-3, meprop_s=2e-3),
+        bench_record("r1", hidden=4096, batch=1, k=41, mode="per_example", workload="my.pkg:model",
+                     measurement="train_step", dense_s=4e-3, meprop_s=1e-3),
+    ])
+    picked = representative_table(frame).set_index("workload")
+    assert picked.loc["mlp", "at"].startswith("mlp n=500 x2, batch 10")
+    assert picked.loc["mlp", "typical"] == REGISTRY["mlp"].typical_shape["source"]
+    # a name the registry does not know gets the default shape (batch 64, k/n 4%)
+    assert picked.loc["my.pkg:model", "at"].startswith("my.pkg:model n=4096, batch 64")
+    assert picked.loc["my.pkg:model", "typical"] == "batch 64, k/n 4%"
+    monkeypatch.setattr(REGISTRY["mlp"], "typical_shape",
+                        dict(hidden=4096, batch=64, k_ratio=0.01, source="a wide MLP"))
+    picked = representative_table(frame).set_index("workload")
+    assert picked.loc["mlp", "at"].startswith("mlp n=4096 x2, batch 64")
+    assert picked.loc["mlp", "typical"] == "a wide MLP"

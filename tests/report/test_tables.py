@@ -77,6 +77,23 @@ def test_break_even_blank_when_never_faster():
     assert be["first slower k/n"].iloc[0] == pytest.approx(0.01)
 
 
+def test_break_even_counts_no_flagged_cell_as_faster():
+    # per_example n=1024, batch 64: a clean 9x at 1%, a noisy 5x at 10%, and 3x at 50% where
+    # the ideal n/k is 2 (the dense baseline is broken): only the 1% point is a win
+    recs = [fx.env_record("r"),
+            fx.bench_record("r", hidden=1024, batch=64, k=10, mode="per_example", dense_s=9e-3, meprop_s=1e-3),
+            fx.bench_record("r", hidden=1024, batch=64, k=102, mode="per_example", dense_s=5e-3, meprop_s=1e-3,
+                            iqr_frac=0.15),
+            fx.bench_record("r", hidden=1024, batch=64, k=512, mode="per_example", dense_s=3e-3, meprop_s=1e-3)]
+    frame = bench_frame(recs)
+    assert frame["flag"].tolist() == ["", "noisy", "above ideal"]
+    assert (frame["speedup_low"] > 1).all()  # each interval alone would read as a win
+    (row,) = [r for _, r in break_even_table(frame).iterrows()]
+    assert row["break-even k/n"] == pytest.approx(10 / 1024)
+    assert row["first slower k/n"] == pytest.approx(102 / 1024)
+    assert row["speedup at break-even"] == pytest.approx(9.0)
+
+
 def test_headline_best_per_device_and_mode(quick_records):
     head = headline_table(bench_frame(quick_records)).set_index("mode")
     assert head.loc["unified", "best linear-only speedup"] == pytest.approx(45.0)

@@ -112,6 +112,14 @@ def test_perf_profile_cases_measure_every_timing_target():
     # slower at 30%
     row = t.loc["per-example break-even k ratio, n >= 1024, batch >= 64"]
     assert row["met"] == "yes" and row["achieved"] == pytest.approx(math.ceil(0.2 * 4096) / 4096)
+    # the never-slower grids: every cell measured, the slowest (k/n 50%: 0.5x here) decides
+    for label in ("MLP 784-n-n-10 overall backprop, per-example, every cell: n 500/1024/4096, "
+                  "k 1/4/10/50%, batch 64/1024",
+                  "linear-only backprop, per-example, every cell: n 1024/4096, k 1/10/25/50%, batch 64/1024"):
+        row = t.loc[label]
+        assert row["met"] == "NO" and row["achieved"] == pytest.approx(0.5), label
+        assert row["at"].startswith("worst of ") and "in the grid" not in row["at"], label
+        assert "per_example" in row["at"] and "2 threads" in row["at"], label
 
 
 def test_step_targets_select_the_lazy_optimizer_with_default_adam_only():

@@ -28,12 +28,16 @@ from meprop.lab.workloads import k_width
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["Target", "KINDS", "PERF_THREADS", "PERF_DTYPE", "perf_case", "perf_cases"]
+__all__ = ["Target", "KINDS", "KIND_SYNONYMS", "PERF_THREADS", "PERF_DTYPE", "perf_case", "perf_cases"]
 
 #: ``speedup``: the matching row's speedup >= minimum; ``break_even``: the smallest
-#: break-even k ratio over the matching (hidden, batch) groups >= minimum; ``forward``:
-#: the worst forward speedup >= minimum; ``review``: not a timing (shown, never matched).
-KINDS = ("speedup", "break_even", "forward", "review")
+#: break-even k ratio over the matching (hidden, batch) groups >= minimum; ``worst``: the
+#: worst matching row's speedup >= minimum, for any measurement (e.g. "never slower than
+#: dense over a whole grid"); ``review``: not a timing (shown, never matched).
+KINDS = ("speedup", "break_even", "worst", "review")
+#: Older names still accepted for a kind, and the kind they mean: ``forward`` was ``worst``
+#: when only the forward had such a target.
+KIND_SYNONYMS = {"forward": "worst"}
 #: The thread count and dtype of a target's cases when its file does not say.
 PERF_THREADS = 2
 PERF_DTYPE = "float32"
@@ -60,7 +64,8 @@ class Target:
     Matching fields left None match anything; ``workload=None`` matches every workload
     (the forward target covers every forward row). ``perf_cases`` lists the cases the
     ``perf`` profile runs for a target whose fields do not name one case (a grid, or
-    several forward rows); leave it empty when they do.
+    several forward rows); leave it empty when they do. ``kind`` is one of :data:`KINDS`
+    or a synonym of one (:data:`KIND_SYNONYMS`), stored as the kind it means.
     """
 
     label: str
@@ -85,6 +90,8 @@ class Target:
     perf_cases: tuple[Case, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.kind, str) and self.kind in KIND_SYNONYMS:
+            object.__setattr__(self, "kind", KIND_SYNONYMS[self.kind])
         check_choice(self.kind, "kind", KINDS)
         check_choice(self.measurement, "measurement", MEASUREMENTS)
         if self.workload is not None:

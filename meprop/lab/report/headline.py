@@ -2,11 +2,12 @@
 
 The best speedup of a grid is the cell that drew the most favourable noise, so the
 headline quotes, per (machine, device, mode, measurement, workload, Adam implementation),
-the measured cell **nearest to the workload's typical shape** (:data:`TYPICAL_SHAPES`: the
-paper's setting where it has one), with its 95% interval and sample count. A cell that is
-flagged (noisy, above the ideal n/k, or with an interval that contains 1.0 or is unknown;
-:func:`meprop.lab.results.stats.is_headline_worthy`) is shown as *not quotable*, with the
-reason, never as a figure. Beside it, the best *quotable* cell of the same group, ranked by
+the measured cell **nearest to the workload's typical shape** (its registry entry's
+:attr:`~meprop.lab.workloads.Workload.typical_shape`: the paper's setting where it has one;
+a user's model or an unknown name gets the default), with its 95% interval and sample
+count. A cell that is flagged (noisy, above the ideal n/k, or with an interval that
+contains 1.0 or is unknown; :func:`meprop.lab.results.stats.is_headline_worthy`) is shown
+as *not quotable*, with the reason, never as a figure. Beside it, the best *quotable* cell of the same group, ranked by
 its interval's lower bound (the speedup one can sign for), not by its median.
 
 Nearest: the smallest sum of |log| ratios of hidden size, batch and k/n to the typical
@@ -21,21 +22,7 @@ import pandas as pd
 
 from meprop.lab.report.frames import ok_rows, workload_of
 
-__all__ = ["TYPICAL_SHAPES", "DEFAULT_SHAPE", "HEADLINE_MEASUREMENTS", "representative_table", "case_label"]
-
-#: workload -> the typical shape its headline figure is taken at, and where that shape comes from.
-TYPICAL_SHAPES: dict[str, dict] = {
-    "mlp": dict(hidden=500, batch=10, k_ratio=0.04,
-                source="the paper's MNIST MLP (784-500-500-10, batch 10, k=20)"),
-    "lstm": dict(hidden=500, batch=1, k_ratio=0.0025,
-                 source="the paper's POS LSTM (h=500, one sentence, k=5 of 2000 gate entries)"),
-    "linear": dict(hidden=4096, batch=64, k_ratio=0.01,
-                   source="one 4096-wide layer, batch 64, k/n 1% (the project's targets)"),
-    "transformer": dict(hidden=512, batch=8, k_ratio=0.04,
-                        source="a GPT-2-style block, d=512, 8 sequences, k/n 4%"),
-}
-#: Any other workload (a user's model): a mid-size batch at k/n 4%, its own hidden size.
-DEFAULT_SHAPE = dict(hidden=None, batch=64, k_ratio=0.04, source="batch 64, k/n 4%")
+__all__ = ["HEADLINE_MEASUREMENTS", "representative_table", "case_label"]
 
 #: The headline's measurements, most telling first: what a user's loop sees, then the whole
 #: backward, then the linear layers alone (the kernel-level figure).
@@ -86,7 +73,7 @@ def representative_table(frame: pd.DataFrame) -> pd.DataFrame:
         if ok.empty:
             continue
         for keys, group in ok.groupby(_GROUP, sort=True, dropna=False):
-            shape = TYPICAL_SHAPES.get(keys[3], DEFAULT_SHAPE)
+            shape = workload_of(keys[3]).typical_shape  # unknown names: a user model's default
             rep = _nearest(group, shape)
             quotable = group[group["headline_ok"] == True]  # noqa: E712
             best = quotable.loc[quotable["speedup_low"].idxmax()] if not quotable.empty else None

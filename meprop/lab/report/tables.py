@@ -122,19 +122,22 @@ def headline_table(frame: pd.DataFrame) -> pd.DataFrame:
 def break_even_table(frame: pd.DataFrame, measurement: str = "linear_backward") -> pd.DataFrame:
     """The largest measured k/n at which meProp still beats dense, per hidden and batch.
 
-    ``break-even k/n`` is the largest measured k ratio whose speedup's 95% interval lies
-    wholly above 1 (NaN when no measured k is such a win); ``first slower k/n`` is the
-    smallest measured ratio above it that is no such win (NaN when every larger ratio is
-    one), so the true crossing lies between the two columns.
+    ``break-even k/n`` is the largest measured k ratio that is a win: its speedup's 95%
+    interval lies wholly above 1 and the cell is not flagged noisy or above the ideal n/k
+    (a broken dense baseline), the headline's rule
+    (:func:`meprop.lab.results.stats.is_headline_worthy`); NaN when no measured k is such a
+    win. ``first slower k/n`` is the smallest measured ratio above it that is no such win
+    (NaN when every larger ratio is one), so the true crossing lies between the two columns.
     """
     ok = ok_rows(frame, measurement)
     ok = ok[ok["k_ratio"].notna()]  # a foreign record without k has no place on the k/n axis
     out = []
     for keys, group in ok.groupby([*_GROUP, "workload", "hidden", "batch"], sort=True):
         group = group.sort_values("k_ratio")
-        faster = group[group["speedup_low"] > 1]  # a win: the whole 95% interval above 1
+        win = group["headline_ok"] == True  # noqa: E712  (the whole interval above 1, no flag)
+        faster = group[win]
         be = faster["k_ratio"].max() if not faster.empty else np.nan
-        slower = group[~(group["speedup_low"] > 1) & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
+        slower = group[~win & (group["k_ratio"] > (be if np.isfinite(be) else -1))]
         row = dict(zip([*_GROUP, "workload", "hidden n", "batch"], keys))
         row.update({
             "break-even k/n": be,

@@ -147,9 +147,10 @@ def headline(frame: pd.DataFrame, out_dir: Path) -> tuple[Section, pd.DataFrame]
     else:
         written = write_table(be, out_dir, "break_even")
         files += written.values()
-        parts.append('<p>The largest measured k/n at which meProp is still faster than dense; the true '
-                     'crossing lies between it and the next measured ratio ("first slower"). '
-                     "Blank: meProp is slower at every measured k/n.</p>"
+        parts.append('<p>The largest measured k/n at which meProp is still faster than dense (a win: '
+                     "the 95% interval above 1.0 and the cell not flagged noisy or above the ideal n/k); "
+                     'the true crossing lies between it and the next measured ratio ("first slower"). '
+                     "Blank: no measured k/n is such a win.</p>"
                      + long_table_html(be, written, out_dir, speedup_column=None))
     return Section("headline", "Headline", "\n".join(parts), files), head
 

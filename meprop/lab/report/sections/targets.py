@@ -31,7 +31,10 @@ def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...]) -> pd.DataFr
     ``"NO (flagged)"``, ``"not measured"`` or ``"n/a"`` (review items). A flagged cell never
     meets a target (the headline's rule): noisy, above the ideal n/k, or, for a target above
     1x, an interval that contains 1.0 or is unknown (a target of at most 1x, such as the
-    forward's, means "not slower", which an interval around 1.0 is consistent with).
+    forward's, means "not slower", which an interval around 1.0 is consistent with). A
+    ``speedup`` target is judged at its latest row, a ``worst`` one at its slowest matching
+    row (``at`` names that cell and how many rows and grid cases were measured), a
+    ``break_even`` one at its worst (n, batch) group.
     """
     ok = frame[(frame["status"] == "ok") & frame["speedup"].notna()] if not frame.empty else frame
     rows = []
@@ -45,7 +48,7 @@ def match_targets(frame: pd.DataFrame, targets: tuple[Target, ...]) -> pd.DataFr
                 row["met"] = "n/a"
                 rows.append(row)
                 continue
-            # the forward target (workload None) selects every forward row
+            # a target with workload None (the forward's) selects every workload's rows
             sel = group[target.selects(group)]
             if not sel.empty:
                 _achieve(row, target, sel)
@@ -64,13 +67,13 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
         if pd.notna(worst["first slower k/n"]):
             row["at"] += f" (not faster at k/n={worst['first slower k/n']:.3g})"
     else:
-        pick = sel.loc[sel["speedup"].idxmin()] if target.kind == "forward" else _latest(sel)
+        pick = sel.loc[sel["speedup"].idxmin()] if target.kind == "worst" else _latest(sel)
         row["achieved"] = pick["speedup"]
         row["at"] = f"n={pick['hidden']}, batch {pick['batch']}, k={pick['k']}"
         if pd.notna(pick["threads"]):
             row["at"] += f", {int(pick['threads'])} threads"
-        if target.kind == "forward":
-            row["at"] = f"worst of {len(sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
+        if target.kind == "worst":
+            row["at"] = f"{_worst_of(target, sel)}: {pick['workload']} {row['at']}, {pick['mode']}"
         row.update(low=pick["speedup_low"], high=pick["speedup_high"], samples=pick["n_samples"])
         reasons = [r for r in pick["flag"].split(", ") if r]
         if target.minimum <= 1:  # "not slower than dense": an interval containing 1.0 is consistent with it
@@ -78,6 +81,26 @@ def _achieve(row: dict, target: Target, sel: pd.DataFrame) -> None:
         row["flag"] = ", ".join(reasons)
     reached = row["achieved"] >= target.minimum - 1e-12
     row["met"] = "NO (flagged)" if reached and row["flag"] else ("yes" if reached else "NO")
+
+
+#: the fields that tell a target's cases apart in a frame row
+_CASE_COLUMNS = ("workload", "measurement", "hidden", "batch", "k", "mode", "threads", "optimizer", "adam")
+
+
+def _worst_of(target: Target, sel: pd.DataFrame) -> str:
+    """``worst of 10 measured``; with ``(24 in the grid)`` when some of the target's cases
+    (:meth:`Target.cases`) have no row, and how many of them do when other rows matched too."""
+    text = f"worst of {len(sel)} measured"
+    cases = {tuple(getattr(case, name) for name in _CASE_COLUMNS) for case in target.cases()}
+    if not cases:
+        return text
+    rows = {tuple(values) for values in sel[list(_CASE_COLUMNS)].itertuples(index=False)}
+    measured = len(cases & rows)
+    if measured == len(cases):
+        return text
+    if measured == len(sel):
+        return f"{text} ({len(cases)} in the grid)"
+    return f"{text} ({measured} of the {len(cases)} in the grid)"
 
 
 def _latest(sel: pd.DataFrame) -> pd.Series:

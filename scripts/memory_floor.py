@@ -13,8 +13,9 @@ added into it), one read and one write of the U touched rows of ``.grad``. U is 
 of distinct output rows kept by some example (at most min(n, B*k)).
 
 The bandwidth is measured here, on this machine (a copy of 256 MB: read + write), and the
-backward is timed by the suite's timer (``meprop.lab.bench.timer``), so both numbers come
-from the machine the script runs on.
+backward is timed by the suite's timer (``meprop.lab.bench.timer``) under the suite's
+allocation policy (``meprop.lab.bench.allocator``), so both numbers come from the machine
+the script runs on.
 
     python scripts/memory_floor.py [--n 4096] [--batch 1024] [--k 41] [--threads 2]
 """
@@ -26,6 +27,7 @@ import argparse
 import torch
 
 import meprop
+from meprop.lab.bench import allocator
 from meprop.lab.bench.timer import num_threads, time_one
 
 
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=41)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    allocator.apply()  # the suite's policy: freed blocks stay in the heap, no page faults per call
     n, m, batch, k = args.n, args.m or args.n, args.batch, args.k
     gen = torch.Generator().manual_seed(0)
     layer = meprop.MepropLinear(m, n, k=k, mode="per_example", sparse_grad=True)

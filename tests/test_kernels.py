@@ -41,7 +41,7 @@ def _operands(batch, n, m, dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("dense_weight", [False, True])
-@pytest.mark.parametrize("formulation", ["gather", "masked_gemm", "auto"])
+@pytest.mark.parametrize("formulation", ["gather", "masked_gemm", "masked_dense", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_opcheck_per_example_backward(dense_weight, formulation, dtype):
     _need_kernels()
@@ -96,7 +96,7 @@ def test_both_formulations_equal_the_reference(batch, n, m, k, bias_grad):
     idx = select(dy, k, "per_example")
     mask = torch.zeros_like(dy, dtype=torch.bool).scatter_(1, idx, True)
     want = masked_dense_linear_backward(x, w, dy, mask, bias_grad=bias_grad)
-    for formulation in ("gather", "masked_gemm"):
+    for formulation in ("gather", "masked_gemm", "masked_dense"):
         for dense_weight in (False, True):
             gi, row_index, rows, gb = torch.ops.meprop.per_example_backward(
                 dy, x, w, k, None, True, True, True, bias_grad == "dense", dense_weight, formulation)

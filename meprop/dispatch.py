@@ -101,13 +101,18 @@ def _bucket(dy_or_x: torch.Tensor, batch: int, n: int, m: int, k: int, layout: s
 
 
 def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str,
-                               layout: str, compute_dtype: torch.dtype | None) -> int | None:
+                               layout: str, compute_dtype: torch.dtype | None,
+                               probe: Callable[[], tuple[LinearBackward, Callable]] | None = None) -> int | None:
     """The formulation code to run ``torch.ops.meprop.linear`` with, or None for the Python Function.
 
     ``input: (..., m)``, ``weight: (n, m)``. The compiled op takes per-example mode on CPU
     float32/64 outside autocast and ``torch.compile``, with the dense or row-sparse layout.
-    Under tuning, a bucket not yet measured goes through the Python Function (its backward
-    measures); a bucket whose winner is the PyTorch path stays there.
+    Under tuning, a bucket not yet measured is measured here, before the graph is recorded
+    (so this very forward, and a graph retained for many backwards, gets the winner):
+    ``probe()`` returns a :class:`LinearBackward` of the layer's shapes (a stand-in output
+    gradient) and the function that runs one formulation of it. Without a probe, or when no
+    backward will follow, an unmeasured bucket goes through the Python Function, whose
+    backward measures. A bucket whose winner is the PyTorch path stays there.
     """
     if (compute_dtype is not None or mode != "per_example" or layout == "dense_tracked"
             or torch.compiler.is_compiling() or not kernels.supports(input, weight)):
@@ -119,7 +124,12 @@ def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int
         _note_forward("model")
         return KERNEL_CODES["auto"]
     batch = math.prod(input.shape[:-1])
-    entry = tuning.lookup(_bucket(input, batch, n, m, k, layout, input.requires_grad))
+    key = _bucket(input, batch, n, m, k, layout, input.requires_grad)
+    entry = tuning.lookup(key)
+    if entry is None and probe is not None and batch > 0 and torch.is_grad_enabled():
+        call, run = probe()
+        _measure(call, key, candidates(True), run)
+        entry = tuning.lookup(key)
     if entry is None or entry["formulation"] not in KERNEL_CODES:
         return None
     _note_forward(entry["source"])
@@ -151,11 +161,16 @@ def linear_backward_formulation(call: LinearBackward, run: Callable[[LinearBackw
     if entry is not None and entry["formulation"] in names:
         _note(entry["source"])
         return entry["formulation"]
-    sync = torch.cuda.synchronize if call.dy.is_cuda else None
-    with kernels.unrecorded():  # the timed runs are not backwards the program asked for
-        winner = tuning.pick(key, names, lambda name: run(call, name), sync)
+    winner = _measure(call, key, names, run)
     _note("measured")
     return winner
+
+
+def _measure(call: LinearBackward, key: str, names: tuple[str, ...], run) -> str:
+    """Time ``run(call, name)`` for each name, cache the winner under ``key``, return it."""
+    sync = torch.cuda.synchronize if call.dy.is_cuda else None
+    with kernels.unrecorded():  # the timed runs are not backwards the program asked for
+        return tuning.pick(key, names, lambda name: run(call, name), sync)
 
 
 def lstm_kernels(mode: str, training: bool, *tensors: torch.Tensor) -> bool:

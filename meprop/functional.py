@@ -106,7 +106,9 @@ def meprop_linear(
     if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
         return TransformFunction.apply(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad)
     layout = choose_layout(weight, sparse_grad)
-    code = dispatch.linear_forward_formulation(input, weight, k, mode, layout, compute_dtype)
+    needs_grad = input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    probe = (lambda: _tuning_probe(input, weight, bias, k, mode, bias_grad, layout)) if needs_grad else None
+    code = dispatch.linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
     if code is not None:
         # The compiled op with a C++ autograd backward (no Python in the backward); it emits
         # the same two layouts as weight_grad_from_rows ("dense" or "row_sparse").
@@ -116,6 +118,21 @@ def meprop_linear(
     return _MepropLinearFunction.apply(
         input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
     )
+
+
+def _tuning_probe(input, weight, bias, k, mode, bias_grad, layout):
+    """A backward of the layer's shapes for the tuner to time before the forward is recorded:
+    the real input and weight, a stand-in output gradient (normal, from a private generator:
+    the program's random stream is not touched). Returns the call and its runner."""
+    n, m = weight.shape
+    x = input.detach().reshape(-1, m)  # (N, m)
+    gen = torch.Generator(device=input.device).manual_seed(0)
+    dy = torch.randn(x.shape[0], n, generator=gen, device=input.device, dtype=weight.dtype)  # (N, n)
+    call = dispatch.LinearBackward(
+        dy, x, weight.detach(), weight, k, mode, bias_grad, layout, None,
+        input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad,
+    )
+    return call, run_formulation
 
 
 def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection) -> int:

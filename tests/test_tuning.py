@@ -150,3 +150,37 @@ def test_measured_choice_feeds_the_compiled_op(tuned, monkeypatch):
     before = kernels.formulation_counts().get("masked_dense", 0)
     meprop_linear(x, w, b, k=5).backward(dy)
     assert kernels.formulation_counts()["masked_dense"] == before + 1
+
+
+def test_the_first_forward_measures_so_its_own_graph_runs_the_winner(tuned, monkeypatch):
+    """A graph recorded before its bucket was measured (a retained graph timed many times)
+    still runs the measured winner: the forward measures, on a stand-in output gradient from
+    a private generator, before recording; the program's random stream is left alone."""
+    x, w, b, dy = _operands(batch=16, n=20, m=7, seed=4)
+    if not kernels.supports(x, w):
+        pytest.skip("meprop kernels not loaded")
+    timed = []
+
+    def fake_measure(names, run, sync=None):
+        for name in names:
+            timed.append(name)
+            run(name)  # the probe's backward runs for real
+        return {n: (0.0 if n == "masked_gemm" else 1.0) for n in names}
+
+    monkeypatch.setattr(tuning, "measure", fake_measure)
+    rng = torch.get_rng_state()
+    y = meprop_linear(x, w, b, k=5)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert set(timed) == set(dispatch.candidates(True))
+    assert "MepropLinearFunction" not in type(y.grad_fn).__name__  # the compiled op recorded the graph
+    expected = _reference(x, w, dy, 5, "sparse")
+    for _ in range(2):
+        x.grad = w.grad = b.grad = None
+        y.backward(dy, retain_graph=True)
+        assert kernels.last_formulation() == "masked_gemm"
+        for got, want in zip((x.grad, w.grad, b.grad), expected):
+            torch.testing.assert_close(got, want)
+    with torch.no_grad():  # no backward will follow: nothing to measure
+        timed.clear()
+        meprop_linear(torch.randn(32, 7, dtype=torch.float64), w, b, k=5)
+    assert timed == []

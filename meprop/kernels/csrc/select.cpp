@@ -59,6 +59,8 @@ MEPROP_INLINE Threshold<typename Key<T>::type> row_threshold_impl(const T* row, 
     count += int64_t(key >> shift) == bin;
   }
   int64_t want = k - above;  // the threshold is the want-th largest candidate
+  // One key in the whole bin (exact zeros after a ReLU, say): it is the threshold.
+  if (std::all_of(cand, cand + count, [&](K key) { return key == cand[0]; })) return {cand[0], above, count};
   while (count > 64 && shift > 0) {
     shift = std::max(0, shift - kDigitBits);
     const int64_t before = above;
@@ -164,13 +166,15 @@ MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uin
   for (int64_t i = 0; i < n; ++i) out[i] = Key<T>::of(row[i]) > thr ? row[i] : T(0);
   if (touched)
     for (int64_t i = 0; i < n; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) > thr);
-  int64_t ties = k - th.above;  // the first `ties` entries equal to thr, in index order
-  for (int64_t i = 0; i < n && ties > 0; ++i)
-    if (Key<T>::of(row[i]) == thr) {
-      out[i] = row[i];
-      if (touched) touched[i] = 1;
-      --ties;
-    }
+  // The first `ties` entries equal to thr, in index order (branch-free: after a ReLU half a
+  // row may be exact zeros, so a branch on equality would be mispredicted half the time).
+  int64_t ties = k - th.above;
+  for (int64_t i = 0; i < n && ties > 0; ++i) {
+    const bool take = Key<T>::of(row[i]) == thr;
+    out[i] = take ? row[i] : out[i];
+    if (touched) touched[i] |= uint8_t(take);
+    ties -= take;
+  }
 }
 
 }  // namespace

@@ -1,9 +1,10 @@
 """Measured choice of a meProp backward's formulation, cached per machine (autotuning).
 
-The first time a meProp linear backward of a new *shape bucket* runs (device, dtype,
-thread count, batch rounded up to a power of two, ``n``, ``m``, ``k``, weight-gradient
-layout, whether grad_input is needed), :func:`pick` times every candidate formulation on
-the real operands, interleaved round by round (cuDNN's benchmark mode and Triton's
+The first time a meProp linear layer meets a new *shape bucket* (device, dtype, thread
+count, batch rounded up to a power of two, ``n``, ``m``, ``k``, weight-gradient layout,
+whether grad_input is needed): in its forward when the compiled op applies (before the graph
+is recorded, with a stand-in output gradient), else in its backward, :func:`pick` times every
+candidate formulation on the layer's operands, interleaved round by round (cuDNN's benchmark mode and Triton's
 autotuner do the same), and keeps the one with the lowest time (its fastest round: on a
 shared machine, other processes only ever add time to a sample). The winner is cached in
 memory and on disk, so a later process on the same machine reuses it without measuring.

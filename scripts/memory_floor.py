@@ -29,6 +29,7 @@ import torch
 import meprop
 from meprop.lab.bench import allocator
 from meprop.lab.bench.timer import num_threads, time_one
+from meprop.selection import topk_per_example
 
 
 def copy_bandwidth(threads: int, megabytes: int = 256) -> float:
@@ -66,7 +67,7 @@ def main() -> None:
     def backward():
         torch.autograd.backward(y, dy, retain_graph=True)
 
-    touched = int(dy.abs().topk(k, dim=1).indices.unique().numel())
+    touched = int(topk_per_example(dy, k).unique().numel())
     with num_threads(args.threads):
         backward()
         t = time_one(backward, threads=args.threads, budget_s=3.0, min_samples=10)

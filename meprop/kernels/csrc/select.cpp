@@ -1,12 +1,22 @@
 // meprop::select_rows: the k largest-magnitude entries of each row of a (R, n) tensor,
 // in ascending index order (paper, Section 2: top-k of |dy| per example). The row
-// selection itself (a threshold heap for small k, quickselect otherwise) is shared with
-// the linear backward and the LSTM through select.h.
+// selection itself (a threshold heap for small k, a radix select of the k-th largest key
+// otherwise) is shared with the linear backward and the LSTM through select.h.
 #include "select.h"
 
 namespace meprop {
 namespace detail {
 namespace {
+
+// Where a row's k-th largest key lies: `thr` itself, how many keys are above it and how
+// many equal it. The k kept entries are those above `thr` and the first `k - above`
+// (in index order) of those equal to it.
+template <typename K>
+struct Threshold {
+  K thr;
+  int64_t above;
+  int64_t equal;
+};
 
 // Histogram of the digits (key >> shift) & (kBins - 1) of keys[0:count) (read through
 // `key_at`), then the bin that holds the want-th largest: returns the bin, and through
@@ -184,12 +194,6 @@ MEPROP_CLONES void select_row(const float* row, int64_t n, int64_t k, int64_t* i
 }
 MEPROP_CLONES void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* val, SelectScratch<double>& s) {
   select_row_impl(row, n, k, idx, val, s);
-}
-MEPROP_CLONES Threshold<uint32_t> row_threshold(const float* row, int64_t n, int64_t k, SelectScratch<float>& s) {
-  return row_threshold_impl(row, n, k, s);
-}
-MEPROP_CLONES Threshold<uint64_t> row_threshold(const double* row, int64_t n, int64_t k, SelectScratch<double>& s) {
-  return row_threshold_impl(row, n, k, s);
 }
 MEPROP_CLONES void mask_row(const float* row, int64_t n, int64_t k, float* out, uint8_t* touched,
                             SelectScratch<float>& s) {

@@ -37,22 +37,6 @@ struct SelectScratch {
       : keys(std::max(n, k)), pos(k), hist(kBins, 0), idx(std::min(n, k)), val(std::min(n, k)) {}
 };
 
-// Where a row's k-th largest key lies: `thr` itself, how many keys are above it and how
-// many equal it. The k kept entries are those above `thr` and the first `k - above`
-// (in index order) of those equal to it.
-template <typename K>
-struct Threshold {
-  K thr;
-  int64_t above;
-  int64_t equal;
-};
-
-// The k-th largest key of row[0:n), 1 <= k <= n: a radix select (histogram of the top
-// 11 bits of the keys, then of the next 11 among the keys of the bin that holds the k-th,
-// and so on), in a pass or two over the row.
-Threshold<uint32_t> row_threshold(const float* row, int64_t n, int64_t k, SelectScratch<float>& s);
-Threshold<uint64_t> row_threshold(const double* row, int64_t n, int64_t k, SelectScratch<double>& s);
-
 // Number of entries of row[begin:end) whose key exceeds thr (vectorisable).
 template <typename T>
 MEPROP_INLINE int64_t count_above(const T* row, int64_t begin, int64_t end, typename Key<T>::type thr) {
@@ -88,22 +72,27 @@ void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* v
 void mask_row(const float* row, int64_t n, int64_t k, float* out, uint8_t* touched, SelectScratch<float>& s);
 void mask_row(const double* row, int64_t n, int64_t k, double* out, uint8_t* touched, SelectScratch<double>& s);
 
+// body(r0, r1) over the rows [0, R) of a (R, n) selection: in blocks on torch's threads
+// when there is enough work, else on the calling thread.
+template <typename F>
+void for_row_blocks(int64_t R, int64_t n, const F& body) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  if (R * n < 32768) body(0, R);
+  else at::parallel_for(0, R, grain, body);
+}
+
 // Every row of dy (R, n) masked into out (R, n), threads over the rows; touched (n), when
 // not null, gets a 1 for every column kept by some row.
 template <typename T>
 void mask_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, T* out, uint8_t* touched) {
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
-  const bool parallel = R * n >= 32768;
-  const int threads = parallel ? at::get_num_threads() : 1;
-  // one touched vector per thread, OR-ed together at the end (no atomics in the row loop)
-  std::vector<std::vector<uint8_t>> flags(touched ? threads : 0, std::vector<uint8_t>(touched ? n : 0, 0));
-  auto body = [&](int64_t r0, int64_t r1) {
+  // one touched vector per thread (at::get_thread_num() is 0 outside a parallel region),
+  // OR-ed together at the end: no atomics in the row loop
+  std::vector<std::vector<uint8_t>> flags(touched ? at::get_num_threads() : 0, std::vector<uint8_t>(n, 0));
+  for_row_blocks(R, n, [&](int64_t r0, int64_t r1) {
     SelectScratch<T> s(n, k);
-    uint8_t* mine = touched ? flags[parallel ? at::get_thread_num() : 0].data() : nullptr;
+    uint8_t* mine = touched ? flags[at::get_thread_num()].data() : nullptr;
     for (int64_t r = r0; r < r1; ++r) mask_row(dy + r * n, n, k, out + r * n, mine, s);
-  };
-  if (parallel) at::parallel_for(0, R, grain, body);
-  else body(0, R);
+  });
   for (const auto& f : flags)
     for (int64_t j = 0; j < n; ++j) touched[j] |= f[j];
 }
@@ -111,13 +100,10 @@ void mask_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, T* out, uint8_t
 // Every row of dy (R, n): idx, val (R, k), threads over the rows.
 template <typename T>
 void select_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, int64_t* idx, T* val) {
-  auto body = [&](int64_t r0, int64_t r1) {
+  for_row_blocks(R, n, [&](int64_t r0, int64_t r1) {
     SelectScratch<T> s(n, k);
     for (int64_t r = r0; r < r1; ++r) select_row(dy + r * n, n, k, idx + r * k, val + r * k, s);
-  };
-  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
-  if (R * n < 32768) body(0, R);
-  else at::parallel_for(0, R, grain, body);
+  });
 }
 
 }  // namespace detail

@@ -1,7 +1,7 @@
 """The compiled top-k selection: exact against a stable-sort reference in every regime.
 
-The kernel selects a row's k largest magnitudes by a threshold heap (few kept) or a radix
-select (many kept), and the masked formulations write the kept entries straight into a
+The kernel selects a row's k largest magnitudes by a threshold heap (few kept) or the k-th
+largest key (many kept: an AVX-512 quickselect where the CPU has it, else a radix select), and the masked formulations write the kept entries straight into a
 (B, n) matrix. Whatever the path, the kept set must be the reference's: the k largest
 ``|dy|``, ties broken towards the lower index, NaN counted as the largest magnitude.
 """
@@ -14,10 +14,16 @@ import torch
 from meprop import kernels
 
 
-@pytest.fixture(autouse=True)
-def _kernels():
+@pytest.fixture(autouse=True, params=["avx512", "portable"])
+def selection_path(request):
+    """Every test runs on both threshold searches: the AVX-512 quickselect and the radix select."""
     if not kernels.available():
         pytest.skip("compiled kernels unavailable (MEPROP_KERNELS=off or no compiler)")
+    before = kernels.vector_selection()
+    if kernels.vector_selection(request.param == "avx512") != (request.param == "avx512"):
+        pytest.skip("this CPU has no AVX-512")
+    yield request.param
+    kernels.vector_selection(before)
 
 
 def reference_indices(dy: torch.Tensor, k: int) -> torch.Tensor:
@@ -38,6 +44,8 @@ def _rows(kind: str, r: int, n: int, dtype: torch.dtype, gen: torch.Generator) -
     if kind == "sparse":  # mostly exact zeros
         dy = torch.randn(r, n, dtype=dtype, generator=gen)
         return dy * (torch.rand(r, n, generator=gen) < 0.2)
+    if kind == "relu":  # half exact zeros, tied at the threshold when k is near n / 2
+        return torch.randn(r, n, dtype=dtype, generator=gen) * (torch.rand(r, n, generator=gen) < 0.5)
     if kind == "wide":  # magnitudes over many decades (and some infinities)
         return torch.randn(r, n, dtype=dtype, generator=gen) * torch.exp(20 * torch.randn(r, n, generator=gen)).to(dtype)
     if kind == "nan":
@@ -50,8 +58,8 @@ def _rows(kind: str, r: int, n: int, dtype: torch.dtype, gen: torch.Generator) -
     raise ValueError(kind)
 
 
-KINDS = ("gaussian", "ties", "sparse", "wide", "nan", "constant")
-SHAPES = [(n, k) for n in (1, 7, 64, 500, 4100) for k in sorted({1, max(1, n // 16), n // 16 + 1, n // 3, n // 2, n - 1, n})
+KINDS = ("gaussian", "ties", "sparse", "relu", "wide", "nan", "constant")
+SHAPES = [(n, k) for n in (1, 7, 17, 64, 130, 500, 4100) for k in sorted({1, max(1, n // 16), n // 16 + 1, n // 3, n // 2, n - 1, n})
           if 1 <= k <= n]
 
 
@@ -68,13 +76,15 @@ def test_select_rows_equals_the_reference(kind, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("kind", ("gaussian", "ties", "sparse", "constant"))
+@pytest.mark.parametrize("kind", ("gaussian", "ties", "sparse", "relu", "constant"))
 @pytest.mark.parametrize("formulation", ["masked_gemm", "masked_dense"])
 def test_masked_formulations_keep_the_reference_entries(formulation, kind, dtype):
     """grad_input, the touched rows (kept zeros count as touched) and the bias, from the kept set."""
     gen = torch.Generator().manual_seed(2)
-    r, m = 40, 6  # R * n >= 32768 for n = 4100: the rows are split over threads
-    for n, k in [(64, 3), (64, 40), (500, 250), (500, 499), (4100, 2050)]:
+    r = 40  # R * n >= 32768 for n = 4100: the rows are split over threads
+    # m < batch and m > batch: masked_dense copies the touched rows out after or before its GEMM
+    for n, k, m in [(64, 3, 6), (64, 40, 6), (64, 40, 50), (500, 250, 6), (500, 250, 50), (500, 499, 6),
+                    (4100, 2050, 6)]:
         dy = _rows(kind, r if n < 4100 else 9, n, dtype, gen)
         x = torch.randn(dy.shape[0], m, dtype=dtype, generator=gen)
         w = torch.randn(n, m, dtype=dtype, generator=gen)

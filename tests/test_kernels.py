@@ -67,6 +67,26 @@ def test_opcheck_linear(sparse_grad):
         torch.library.opcheck(torch.ops.meprop.linear.default, args, test_utils=tests)
 
 
+@pytest.mark.parametrize("k, create_graph", [(12, False), (12, True), (4, True)])
+def test_linear_row_sparse_gradient_lists_every_kept_row_even_when_zero(k, create_graph):
+    """sparse_grad=True: a row kept with a zero gradient is still a touched row of the COO gradient.
+
+    At k >= n every row is kept; under create_graph the touched rows are those of the top-k.
+    The Python path (weight_grad_from_dense) lists the same rows.
+    """
+    _need_kernels()
+    dy, x, w = _operands(5, 12, 9, torch.float64)
+    x[:, :] = 0.0  # every weight-gradient row is exactly zero
+    w = w.clone().requires_grad_()
+    out = torch.ops.meprop.linear(x, w, None, k, False, True)
+    (grad,) = torch.autograd.grad(out, w, dy, create_graph=create_graph)
+    assert grad.is_sparse and grad.is_coalesced() and grad.sparse_dim() == 1
+    kept = torch.zeros(12, dtype=torch.bool)
+    kept[dy.abs().topk(k, dim=1).indices.flatten()] = True
+    assert torch.equal(grad._indices()[0], kept.nonzero().flatten())
+    assert torch.equal(grad.to_dense(), torch.zeros_like(w))
+
+
 def _lstm_operands(dtype=torch.float64, batch=2, steps=3, inputs=4, hidden=3):
     gen = torch.Generator().manual_seed(0)
     def r(*shape):

@@ -38,6 +38,7 @@ import torch
 
 __all__ = [
     "FORMULATIONS",
+    "vector_selection",
     "available",
     "enabled",
     "unavailable_reason",
@@ -242,6 +243,17 @@ def formulation_counts() -> dict[str, int]:
             counts[name] += count
     counts.subtract(_py_stats[3])
     return {name: counts[name] for name in FORMULATIONS if counts[name] > 0}
+
+
+def vector_selection(enable: bool | None = None) -> bool:
+    """Whether the float32 top-k threshold runs the AVX-512 quickselect (else the portable radix select).
+
+    ``enable=True`` / ``False`` switches it for the process (True takes only where the CPU
+    has AVX-512); both give the same kept entries. False when the kernels are not in use.
+    """
+    if not available():
+        return False
+    return bool(torch.ops.meprop.vector_select(-1 if enable is None else int(enable)))
 
 
 def last_formulation() -> str | None:

@@ -95,7 +95,10 @@ void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor&
     const int64_t U = row_index.numel();
     if (dense_weight) at::mm_out(rows, kept.t(), x);
     else if (U == n) rows = kept.t().mm(x);
-    else if (masked_dense) rows = kept.t().mm(x).index_select(0, row_index);  // (U, m) of (n, m)
+    // The touched rows, copied out before or after the GEMM, whichever copy is smaller:
+    // masked_dense keeps dense's (n, B) x (B, m) unless the (U, m) copy after it is the
+    // larger one (B < m: a wide input, small batch, most rows touched).
+    else if (masked_dense && kept.size(0) >= x.size(1)) rows = kept.t().mm(x).index_select(0, row_index);
     else rows = kept.index_select(1, row_index).t().mm(x);  // (U, B) x (B, m)
   }
   if (sparse_bias) grad_bias = kept.sum(0);
@@ -220,6 +223,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
 // F.linear whose backward is the per-example meProp backward above, as a C++ autograd
 // function: the eager backward runs without Python (its fixed cost is what decides the
 // small shapes of the paper: batch 1 and 10 of a 500-wide layer).
+// The (n, m) weight gradient as a coalesced COO tensor of its rows row_index (U,) (sorted
+// unique) holding rows (U, m): sparse_grad=True's layout. Differentiable in rows.
+at::Tensor row_sparse_of(const at::Tensor& row_index, const at::Tensor& rows, at::IntArrayRef sizes) {
+  return at::sparse_coo_tensor(row_index.unsqueeze(0), rows, sizes, rows.options().layout(at::kSparse), true);
+}
+
+// The same from a dense (n, m) gradient `full`, keeping the rows row_index (all of them
+// without a copy). Not Tensor::to_sparse(1): that finds the nonzero rows by comparing whole
+// rows (about a second at (500, 784)), and a touched row may be all zero.
+at::Tensor row_sparse(const at::Tensor& full, const at::Tensor& row_index) {
+  const at::Tensor rows = row_index.numel() == full.size(0) ? full : full.index_select(0, row_index);
+  return row_sparse_of(row_index, rows, full.sizes());
+}
+
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
@@ -257,31 +274,29 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
       // create_graph=True: the kernel's results would be constants (second-order terms dropped).
       // The same backward in differentiable ATen ops: dy masked to its top-k per row, then the
       // dense backward (as meprop/_impl/masked_backward.py does for the Python paths).
-      at::Tensor kept = dy;
+      at::Tensor kept = dy, row_index = at::arange(n, dy.options().dtype(at::kLong));
       if (k < n && batch > 0) {
         at::Tensor idx = std::get<1>(dy.detach().abs().topk(k, 1, true, false));
-        kept = dy * at::zeros_like(dy).scatter_(1, idx, 1.0);
+        at::Tensor mask = at::zeros_like(dy).scatter_(1, idx, 1.0);  // (B, n)
+        kept = dy * mask;
+        row_index = mask.sum(0).nonzero().squeeze(1);  // (U,): a kept zero still touches its row
       }
       if (need_input) gi = kept.mm(weight).reshape(input.sizes());
-      if (need_weight) gw = sparse_grad ? kept.t().mm(x).to_sparse(1) : kept.t().mm(x);
+      if (need_weight) gw = sparse_grad ? row_sparse(kept.t().mm(x), row_index) : kept.t().mm(x);
       if (need_bias) gb = (dense_bias ? dy : kept).sum(0);
       return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
     if (k >= n) {
       note_formulation(kDense);
       if (need_input) gi = dy.mm(weight).reshape(input.sizes());
-      if (need_weight) gw = sparse_grad ? dy.t().mm(x).to_sparse(1) : dy.t().mm(x);  // COO whenever asked
+      // COO whenever asked: every row is kept at k >= n
+      if (need_weight) gw = sparse_grad ? row_sparse(dy.t().mm(x), at::arange(n, dy.options().dtype(at::kLong))) : dy.t().mm(x);
       if (need_bias) gb = dy.sum(0);
     } else if (need_input || need_weight || need_bias) {
       auto out = per_example_backward(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias, dense_bias,
                                       !sparse_grad, formulation_name(formulation));
       if (need_input) gi = std::get<0>(out).reshape(input.sizes());
-      if (need_weight) {
-        const at::Tensor& rows = std::get<2>(out);
-        gw = sparse_grad ? at::_sparse_coo_tensor_unsafe(std::get<1>(out).unsqueeze(0), rows, weight.sizes(),
-                                                         rows.options().layout(at::kSparse), true)
-                         : rows;
-      }
+      if (need_weight) gw = sparse_grad ? row_sparse_of(std::get<1>(out), std::get<2>(out), weight.sizes()) : std::get<2>(out);
       if (need_bias) gb = std::get<3>(out);
     }
     return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};

@@ -1,22 +1,12 @@
 // meprop::select_rows: the k largest-magnitude entries of each row of a (R, n) tensor,
 // in ascending index order (paper, Section 2: top-k of |dy| per example). The row
-// selection itself (a threshold heap for small k, a radix select of the k-th largest key
-// otherwise) is shared with the linear backward and the LSTM through select.h.
+// selection itself (a threshold heap for small k, otherwise the k-th largest key by the
+// AVX-512 quickselect of select_avx512.cpp or a radix select) is shared with the linear backward and the LSTM through select.h.
 #include "select.h"
 
 namespace meprop {
 namespace detail {
 namespace {
-
-// Where a row's k-th largest key lies: `thr` itself, how many keys are above it and how
-// many equal it. The k kept entries are those above `thr` and the first `k - above`
-// (in index order) of those equal to it.
-template <typename K>
-struct Threshold {
-  K thr;
-  int64_t above;
-  int64_t equal;
-};
 
 // Histogram of the digits (key >> shift) & (kBins - 1) of keys[0:count) (read through
 // `key_at`), then the bin that holds the want-th largest: returns the bin, and through
@@ -51,12 +41,16 @@ MEPROP_INLINE int64_t find_bin(const KeyAt& key_at, int64_t count, int shift, in
   return bin;
 }
 
-// The k-th largest key of row[0:n) (1 <= k <= n): radix select over kDigitBits-bit digits,
-// from the top bits down, each level keeping only the keys of the bin that holds it.
+// The k-th largest key of row[0:n) (1 <= k <= n): the AVX-512 quickselect for float32
+// where it is in use (the scratch was sized for it), else a radix select over
+// kDigitBits-bit digits, from the top bits down, each level keeping only the keys of the
+// bin that holds it.
 template <typename T>
 MEPROP_INLINE Threshold<typename Key<T>::type> row_threshold_impl(const T* row, int64_t n, int64_t k,
                                                                  SelectScratch<T>& s) {
   using K = typename Key<T>::type;
+  if constexpr (std::is_same<T, float>::value)
+    if (n > 16 && !s.split.empty()) return row_threshold_avx512(row, n, k, s.split.data());
   constexpr int kKeyBits = int(sizeof(K) * 8) - 1;  // the sign bit is always clear
   int shift = kKeyBits - kDigitBits;
   int64_t above = 0;
@@ -84,14 +78,7 @@ MEPROP_INLINE Threshold<typename Key<T>::type> row_threshold_impl(const T* row, 
     count = kept;
     want -= above - before;
   }
-  std::nth_element(cand, cand + (count - want), cand + count);
-  const K thr = cand[count - want];
-  int64_t equal = 0;
-  for (int64_t i = 0; i < count; ++i) {
-    above += cand[i] > thr;
-    equal += cand[i] == thr;
-  }
-  return {thr, above, equal};
+  return threshold_among(cand, count, want, above);
 }
 
 // The k largest-magnitude entries of row[0:n), written in ascending index order.
@@ -167,23 +154,33 @@ MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uin
   }
   const Threshold<K> th = row_threshold_impl(row, n, k, s);
   const K thr = th.thr;
-  if (th.above + th.equal == k) {  // no tie to break: one vectorisable pass
-    for (int64_t i = 0; i < n; ++i) out[i] = Key<T>::of(row[i]) >= thr ? row[i] : T(0);
-    if (touched)
-      for (int64_t i = 0; i < n; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= thr);
-    return;
-  }
-  for (int64_t i = 0; i < n; ++i) out[i] = Key<T>::of(row[i]) > thr ? row[i] : T(0);
-  if (touched)
-    for (int64_t i = 0; i < n; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) > thr);
-  // The first `ties` entries equal to thr, in index order (branch-free: after a ReLU half a
-  // row may be exact zeros, so a branch on equality would be mispredicted half the time).
+  // One pass in chunks of 64: a chunk whose entries equal to thr all fit in the ties still
+  // to keep takes every key >= thr, a chunk after the ties are used up every key > thr
+  // (both vectorise); only the chunk where the ties run out goes entry by entry, in index
+  // order. (After a ReLU, half a row can be exact zeros tied at the threshold.)
   int64_t ties = k - th.above;
-  for (int64_t i = 0; i < n && ties > 0; ++i) {
-    const bool take = Key<T>::of(row[i]) == thr;
-    out[i] = take ? row[i] : out[i];
-    if (touched) touched[i] |= uint8_t(take);
-    ties -= take;
+  for (int64_t i0 = 0; i0 < n; i0 += 64) {
+    const int64_t i1 = std::min(n, i0 + 64);
+    int64_t eq = 0;
+    for (int64_t i = i0; i < i1; ++i) eq += Key<T>::of(row[i]) == thr;
+    if (eq <= ties) {
+      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) >= thr ? row[i] : T(0);
+      if (touched)
+        for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= thr);
+      ties -= eq;
+    } else if (ties == 0) {
+      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) > thr ? row[i] : T(0);
+      if (touched)
+        for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) > thr);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) {
+        const K key = Key<T>::of(row[i]);
+        const bool take = (key > thr) | ((key == thr) & (ties > 0));
+        ties -= take & (key == thr);
+        out[i] = take ? row[i] : T(0);
+        if (touched) touched[i] |= uint8_t(take);
+      }
+    }
   }
 }
 

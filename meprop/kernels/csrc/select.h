@@ -24,6 +24,36 @@ template <> struct Key<double> {
 constexpr int kDigitBits = 11;
 constexpr int64_t kBins = int64_t(1) << kDigitBits;
 
+// Where a row's k-th largest key lies: `thr` itself, how many keys are above it and how
+// many equal it. The k kept entries are those above `thr` and the first `k - above`
+// (in index order) of those equal to it.
+template <typename K>
+struct Threshold {
+  K thr;
+  int64_t above;
+  int64_t equal;
+};
+
+// The want-th largest of cand[0:count) (reordered), with `above` the keys already known to
+// lie above every candidate: the last step of both threshold searches.
+template <typename K>
+MEPROP_INLINE Threshold<K> threshold_among(K* cand, int64_t count, int64_t want, int64_t above) {
+  std::nth_element(cand, cand + (count - want), cand + count);
+  const K thr = cand[count - want];
+  int64_t equal = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    above += cand[i] > thr;
+    equal += cand[i] == thr;
+  }
+  return {thr, above, equal};
+}
+
+// The k-th largest key of a float32 row[0:n) (16 < n, 1 <= k <= n) by the AVX-512
+// quickselect (select_avx512.cpp); scratch holds 3 * (n + 16) keys. Call only when
+// vector_select_enabled(): the CPU has AVX-512 and the portable path was not asked for.
+Threshold<uint32_t> row_threshold_avx512(const float* row, int64_t n, int64_t k, uint32_t* scratch);
+bool vector_select_enabled();
+
 // Scratch space of one thread for selecting k of n.
 template <typename T>
 struct SelectScratch {
@@ -33,8 +63,10 @@ struct SelectScratch {
   std::vector<uint32_t> hist;   // kBins, kept all zero between calls
   std::vector<int64_t> idx;     // k (the heap's selection, for mask_row)
   std::vector<T> val;           // k
+  std::vector<uint32_t> split;  // 3 * (n + 16): the AVX-512 quickselect's buffers (float32)
   SelectScratch(int64_t n, int64_t k)
-      : keys(std::max(n, k)), pos(k), hist(kBins, 0), idx(std::min(n, k)), val(std::min(n, k)) {}
+      : keys(std::max(n, k)), pos(k), hist(kBins, 0), idx(std::min(n, k)), val(std::min(n, k)),
+        split(std::is_same<T, float>::value && vector_select_enabled() ? 3 * (n + 16) : 0) {}
 };
 
 // Number of entries of row[begin:end) whose key exceeds thr (vectorisable).

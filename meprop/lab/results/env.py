@@ -112,7 +112,9 @@ def _kernels_state() -> str:
     from meprop import kernels
 
     try:
-        return "loaded" if kernels.available() else f"off: {kernels.unavailable_reason()}"
+        if not kernels.available():
+            return f"off: {kernels.unavailable_reason()}"
+        return "loaded (selection: AVX-512)" if kernels.vector_selection() else "loaded (selection: portable)"
     except Exception as error:  # noqa: BLE001 - MEPROP_KERNELS=on without kernels, a bad setting
         return f"error: {error}"
 

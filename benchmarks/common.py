@@ -19,13 +19,13 @@ the same for every commit of one ``asv run``:
   several threads per process stall at OpenMP barriers whenever other load runs, and
   the ratios swing by 2x and more; ``all`` uses torch's own count, = cores).
 - ``MEPROP_ASV_BUDGET``: seconds of sampling per case and round, dense and meProp
-  together (0.5).
+  together (0.3).
 - ``MEPROP_ASV_CLOCK``: ``cpu`` (default): single-threaded CPU cases are timed in the
   process's CPU seconds, which other load does not stretch (two runs of identical code
   on a loaded 2-core machine moved wall-clock medians by 2-4x); ``wall``: wall seconds.
-- ``MEPROP_ASV_ROUNDS``: rounds over the whole grid (3); each case is timed once per
-  round, the rounds minutes apart, and a tracked value is the median over the rounds,
-  so one burst of load on a shared machine moves one round, not the value.
+- ``MEPROP_ASV_ROUNDS``: rounds over the whole grid (5), each in a fresh process; each
+  case is timed once per round and a tracked value is the median over the rounds, so
+  one burst of load, or one process's unlucky memory layout, moves one round, not the value.
 
 Tracked values are rounded to :data:`SIGNIFICANT` significant digits: what the
 measurement can tell apart, so ``asv compare`` prints ``0.103`` rather than
@@ -80,6 +80,7 @@ __all__ = [
     "make_case",
     "check_possible",
     "measure_grid",
+    "measure_round",
     "build_pair",
     "peak_bytes",
     "release_large_blocks",
@@ -176,7 +177,7 @@ def _read_clock(environ) -> str:
 
 
 def _read_rounds(environ) -> int:
-    raw = environ.get("MEPROP_ASV_ROUNDS", "3")
+    raw = environ.get("MEPROP_ASV_ROUNDS", "5")
     try:
         return _positive_int(raw)
     except ValueError:
@@ -184,7 +185,7 @@ def _read_rounds(environ) -> int:
 
 
 def _read_budget(environ) -> float:
-    raw = environ.get("MEPROP_ASV_BUDGET", "0.5")
+    raw = environ.get("MEPROP_ASV_BUDGET", "0.3")
     try:
         value = float(raw)
     except ValueError:
@@ -325,22 +326,65 @@ def measure_grid(workload: str, measurement: str, params: list[list] | None = No
     Returns ``{param tuple: result dict}`` (see :func:`lookup`); called from each class's
     ``setup_cache``, so each case is measured once per commit and environment: in
     ``rounds`` (default :data:`ROUNDS`) passes over the whole grid, combined by
-    :func:`_combine`. ``fields``: further Case fields for every combination (a suite's
-    ``case_fields``).
+    :func:`_combine`. Each round runs in a fresh Python process (:func:`measure_round`
+    there), as asv's own ``processes`` does for ``time_`` benchmarks: a process's heap
+    layout, page placement and allocator state move all its timings together, so rounds
+    in one process would share that luck. ``fields``: further Case fields for every
+    combination (a suite's ``case_fields``).
     """
     params = PARAMS if params is None else params
     rounds = ROUNDS if rounds is None else rounds
-    cases, measured = {}, {}
-    for combo in itertools.product(*params):
-        try:
-            cases[combo] = make_case(workload, measurement, *combo, **fields)
-        except NotImplementedError as exc:
-            cases[combo] = {"skipped": str(exc)}
-        measured[combo] = []
+    combos = list(itertools.product(*params))
+    measured: dict[tuple, list] = {combo: [] for combo in combos}
     for _ in range(rounds):  # round-robin: a burst of load hits one round of a case, not all
-        for combo, case in cases.items():
-            measured[combo].append(case if isinstance(case, dict) else _measure(case))
+        for combo, entry in zip(combos, _round_in_fresh_process(workload, measurement, combos, fields)):
+            measured[combo].append(entry)
     return {combo: _combine(entries) for combo, entries in measured.items()}
+
+
+def measure_round(workload: str, measurement: str, combos: list[tuple], fields: dict) -> list[dict]:
+    """One pass over ``combos`` in this process: a :func:`_measure` entry for each."""
+    out = []
+    for combo in combos:
+        try:
+            case = make_case(workload, measurement, *combo, **fields)
+        except NotImplementedError as exc:
+            out.append({"skipped": str(exc)})
+            continue
+        out.append(_measure(case))
+    return out
+
+
+#: Run in the child: measure_round on the spec file's grid, the entries to the result file.
+_CHILD = (
+    "import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks import common; "
+    "spec = json.load(open(sys.argv[2])); common.BUDGET_S = spec['budget_s']; "
+    "entries = common.measure_round(spec['workload'], spec['measurement'], "
+    "[tuple(c) for c in spec['combos']], spec['fields']); "
+    "json.dump(entries, open(sys.argv[3], 'w'))"
+)
+
+
+def _round_in_fresh_process(workload: str, measurement: str, combos: list[tuple], fields: dict) -> list[dict]:
+    """:func:`measure_round` in a new interpreter (same executable, environment and budget)."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])  # the folder holding the benchmarks package
+    with tempfile.TemporaryDirectory(prefix="meprop-asv-") as tmp:
+        spec, result = Path(tmp, "spec.json"), Path(tmp, "result.json")
+        spec.write_text(json.dumps({"workload": workload, "measurement": measurement,
+                                    "combos": [list(c) for c in combos], "fields": fields,
+                                    "budget_s": BUDGET_S}))
+        proc = subprocess.run([sys.executable, "-c", _CHILD, root, str(spec), str(result)],
+                              capture_output=True, text=True, timeout=SETUP_CACHE_TIMEOUT)
+        if proc.returncode != 0 or not result.exists():
+            raise RuntimeError(f"measuring {workload}/{measurement} in a child process failed "
+                               f"(exit {proc.returncode}): {proc.stderr[-3000:]}")
+        return json.loads(result.read_text())
 
 
 def build_pair(case: _cases.Case) -> dict:

@@ -162,7 +162,11 @@ def test_linear_backward_end_to_end_on_a_tiny_cpu_grid(monkeypatch):
     cls = suite["bench_linear_backward"].LinearBackward
     grid = [[32], [0.125, 1.0], [4], ["unified", "per_example"], ["cpu"]]
     monkeypatch.setattr(cls, "params", grid)
+    children = []
+    run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: children.append(a) or run(*a, **kw))
     results = common.measure_grid(cls.workload, cls.measurement, grid)
+    assert len(children) == 2, "each round measures in its own fresh process"
     assert sorted(results) == sorted(itertools.product(*grid))
     for params, entry in results.items():
         bench = cls()
@@ -210,7 +214,8 @@ def test_rounds_combine_to_medians_rounded_to_three_digits():
 def test_quiet_defaults_and_their_overrides():
     common = _load_suite()["common"]
     assert common._read_threads({}) == 1 and common._read_threads({"MEPROP_ASV_THREADS": "all"}) is None
-    assert common._read_rounds({}) == 3 and common._read_rounds({"MEPROP_ASV_ROUNDS": "5"}) == 5
+    assert common._read_rounds({}) == 5 and common._read_rounds({"MEPROP_ASV_ROUNDS": "3"}) == 3
+    assert common._read_budget({}) == 0.3
     with pytest.raises(ValueError, match="MEPROP_ASV_THREADS must be a positive int or 'all', got 'many'"):
         common._read_threads({"MEPROP_ASV_THREADS": "many"})
     with pytest.raises(ValueError, match="MEPROP_ASV_ROUNDS must be a positive int, got '0'"):

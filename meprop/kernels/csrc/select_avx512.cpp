@@ -59,12 +59,17 @@ MEPROP_AVX512 inline __m512i load_keys(const float* row, const uint32_t* keys, i
 
 }  // namespace
 
+constexpr int kMaxLevels = 48;
+
 MEPROP_AVX512 Threshold<uint32_t> row_threshold_avx512(const float* row, int64_t n, int64_t k, uint32_t* scratch) {
   // three buffers of n + 16 keys: the candidates and the two sides of a split
   uint32_t* buf[3] = {scratch, scratch + (n + 16), scratch + 2 * (n + 16)};
   int in = -1;  // which buffer holds the candidates; -1: the row itself
   int64_t count = n, want = k, above = 0;
-  while (count > 16) {
+  for (int level = 0; count > 16; ++level) {
+    // Sampled pivots make each level keep a fraction of the candidates; should a row
+    // defeat them level after level, introselect finishes in linear time.
+    if (level == kMaxLevels) return threshold_among(buf[in], count, want, above);
     const uint32_t* keys = in < 0 ? nullptr : buf[in];
     const uint32_t pivot = sample_pivot(row, keys, count, want);
     const __m512i pv = _mm512_set1_epi32(int(pivot));

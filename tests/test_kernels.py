@@ -243,3 +243,19 @@ def test_opcheck_lazy_adam_rows(amsgrad, dtype):
     args = (param, exp_avg, exp_avg_sq, max_sq if amsgrad else None, torch.tensor([0, 4, 8]), rows,
             0.01, 0.01, 0.9, 0.999, 1e-8, 0.1, False, True)
     torch.library.opcheck(torch.ops.meprop.lazy_adam_rows_.default, args)
+
+
+def test_status_names_the_library_and_the_selection_in_use(capsys):
+    _need_kernels()
+    from meprop.kernels.__main__ import main
+
+    before = kernels.vector_selection()
+    try:
+        for use_avx512 in (False, True):
+            in_use = kernels.vector_selection(use_avx512)
+            assert main(["status"]) == 0
+            out = capsys.readouterr().out
+            assert str(kernels.library_path()) in out
+            assert ("AVX-512 quickselect" if in_use else "portable radix select") in out
+    finally:
+        kernels.vector_selection(before)

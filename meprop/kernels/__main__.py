@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"meprop kernels: built in {time.perf_counter() - start:.1f} s ({path})")
         return 0
-    ok = kernels.available()
-    print(f"meprop kernels: {'loaded from ' + str(kernels.library_path()) if ok else 'unavailable'}"
-          + ("" if ok else f" ({kernels.unavailable_reason()})"))
-    return 0 if ok else 1
+    if not kernels.available():
+        print(f"meprop kernels: unavailable ({kernels.unavailable_reason()})")
+        return 1
+    selection = "AVX-512 quickselect" if kernels.vector_selection() else "portable radix select"
+    print(f"meprop kernels: loaded from {kernels.library_path()}; float32 top-k threshold: {selection}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import torch
 __all__ = [
     "FORMULATIONS",
     "vector_selection",
+    "threshold_search",
     "available",
     "enabled",
     "unavailable_reason",
@@ -254,6 +255,11 @@ def vector_selection(enable: bool | None = None) -> bool:
     if not available():
         return False
     return bool(torch.ops.meprop.vector_select(-1 if enable is None else int(enable)))
+
+
+def threshold_search() -> str:
+    """The float32 top-k threshold search in use, in words (for records and ``status``)."""
+    return "AVX-512 quickselect" if vector_selection() else "portable radix select"
 
 
 def last_formulation() -> str | None:

@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     if not kernels.available():
         print(f"meprop kernels: unavailable ({kernels.unavailable_reason()})")
         return 1
-    selection = "AVX-512 quickselect" if kernels.vector_selection() else "portable radix select"
-    print(f"meprop kernels: loaded from {kernels.library_path()}; float32 top-k threshold: {selection}")
+    print(f"meprop kernels: loaded from {kernels.library_path()}; float32 top-k threshold: "
+          f"{kernels.threshold_search()}")
     return 0
 
 

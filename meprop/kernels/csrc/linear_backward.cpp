@@ -143,10 +143,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
 
   AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "meprop_per_example_backward", [&] {
     using T = scalar_t;
-    at::Tensor idx_t = at::empty({R, k}, lopts);
-    at::Tensor val_t = at::empty({R, k}, opts);
-    int64_t* idx = idx_t.data_ptr<int64_t>();
-    T* val = val_t.data_ptr<T>();
     const T* dyp = dy.data_ptr<T>();
     if ((masked || masked_dense) && !indices.has_value()) {
       // The kept entries written straight into a (B, n) matrix by the row thresholds.
@@ -165,6 +161,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
                    dense_weight, grad_input, rows, grad_bias);
       return;
     }
+    // Otherwise the kept entries as (B, k) index and value lists.
+    at::Tensor idx_t = at::empty({R, k}, lopts);
+    at::Tensor val_t = at::empty({R, k}, opts);
+    int64_t* idx = idx_t.data_ptr<int64_t>();
+    T* val = val_t.data_ptr<T>();
     if (indices.has_value()) {
       auto given = indices->contiguous();
       TORCH_CHECK(given.scalar_type() == at::kLong && given.dim() == 2 && given.size(0) == R && given.size(1) == k,
@@ -219,10 +220,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
   return {grad_input, row_index, rows, grad_bias};
 }
 
-// ------------------------------------------------------------------ meprop::linear
-// F.linear whose backward is the per-example meProp backward above, as a C++ autograd
-// function: the eager backward runs without Python (its fixed cost is what decides the
-// small shapes of the paper: batch 1 and 10 of a 500-wide layer).
 // The (n, m) weight gradient as a coalesced COO tensor of its rows row_index (U,) (sorted
 // unique) holding rows (U, m): sparse_grad=True's layout. Differentiable in rows.
 at::Tensor row_sparse_of(const at::Tensor& row_index, const at::Tensor& rows, at::IntArrayRef sizes) {
@@ -237,6 +234,10 @@ at::Tensor row_sparse(const at::Tensor& full, const at::Tensor& row_index) {
   return row_sparse_of(row_index, rows, full.sizes());
 }
 
+// ------------------------------------------------------------------ meprop::linear
+// F.linear whose backward is the per-example meProp backward above, as a C++ autograd
+// function: the eager backward runs without Python (its fixed cost is what decides the
+// small shapes of the paper: batch 1 and 10 of a 500-wide layer).
 class LinearFunction : public torch::autograd::Function<LinearFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,

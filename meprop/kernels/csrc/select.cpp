@@ -1,7 +1,8 @@
 // meprop::select_rows: the k largest-magnitude entries of each row of a (R, n) tensor,
 // in ascending index order (paper, Section 2: top-k of |dy| per example). The row
 // selection itself (a threshold heap for small k, otherwise the k-th largest key by the
-// AVX-512 quickselect of select_avx512.cpp or a radix select) is shared with the linear backward and the LSTM through select.h.
+// AVX-512 quickselect of select_avx512.cpp or a radix select) is shared with the linear
+// backward and the LSTM through select.h.
 #include "select.h"
 
 namespace meprop {
@@ -117,8 +118,8 @@ MEPROP_INLINE void select_row_impl(const T* row, int64_t n, int64_t k, int64_t* 
     for (int64_t t = 0; t < k; ++t) { idx[t] = hp[t]; val[t] = row[hp[t]]; }
     return;
   }
-  // Radix threshold, then one ordered pass (branch-free: the write always happens, the
-  // cursor moves when the entry is kept).
+  // The k-th largest key, then one ordered pass (branch-free: the write always happens,
+  // the cursor moves when the entry is kept).
   const Threshold<K> th = row_threshold_impl(row, n, k, s);
   int64_t ties = k - th.above;
   int64_t t = 0;
@@ -155,23 +156,22 @@ MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uin
   const Threshold<K> th = row_threshold_impl(row, n, k, s);
   const K thr = th.thr;
   // One pass in chunks of 64: a chunk whose entries equal to thr all fit in the ties still
-  // to keep takes every key >= thr, a chunk after the ties are used up every key > thr
-  // (both vectorise); only the chunk where the ties run out goes entry by entry, in index
-  // order. (After a ReLU, half a row can be exact zeros tied at the threshold.)
+  // to keep takes every key >= thr, a chunk after the ties are used up every key > thr,
+  // i.e. >= thr + 1 (keys are integers below the top bit: no overflow); both vectorise.
+  // Only the chunk where the ties run out goes entry by entry, in index order. (After a
+  // ReLU, half a row can be exact zeros tied at the threshold.)
   int64_t ties = k - th.above;
   for (int64_t i0 = 0; i0 < n; i0 += 64) {
     const int64_t i1 = std::min(n, i0 + 64);
     int64_t eq = 0;
     for (int64_t i = i0; i < i1; ++i) eq += Key<T>::of(row[i]) == thr;
-    if (eq <= ties) {
-      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) >= thr ? row[i] : T(0);
+    const bool all_equal_kept = eq <= ties;
+    if (all_equal_kept || ties == 0) {
+      const K low = all_equal_kept ? thr : K(thr + 1);
+      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) >= low ? row[i] : T(0);
       if (touched)
-        for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= thr);
-      ties -= eq;
-    } else if (ties == 0) {
-      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) > thr ? row[i] : T(0);
-      if (touched)
-        for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) > thr);
+        for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= low);
+      if (all_equal_kept) ties -= eq;
     } else {
       for (int64_t i = i0; i < i1; ++i) {
         const K key = Key<T>::of(row[i]);

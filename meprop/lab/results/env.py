@@ -114,7 +114,7 @@ def _kernels_state() -> str:
     try:
         if not kernels.available():
             return f"off: {kernels.unavailable_reason()}"
-        return "loaded (selection: AVX-512)" if kernels.vector_selection() else "loaded (selection: portable)"
+        return f"loaded (top-k threshold: {kernels.threshold_search()})"
     except Exception as error:  # noqa: BLE001 - MEPROP_KERNELS=on without kernels, a bad setting
         return f"error: {error}"
 

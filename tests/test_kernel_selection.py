@@ -101,3 +101,34 @@ def test_masked_formulations_keep_the_reference_entries(formulation, kind, dtype
             else:
                 assert torch.equal(row_index, touched), (kind, n, k)
                 torch.testing.assert_close(rows, (kept.t() @ x)[touched])
+
+
+def _rows_with_nonzeros(counts, n, dtype, gen):
+    """One row per count: that many nonzero entries at random positions, the rest exact zeros."""
+    dy = torch.zeros(len(counts), n, dtype=dtype)
+    for r, nonzero in enumerate(counts):
+        dy[r, torch.randperm(n, generator=gen)[:nonzero]] = torch.randn(nonzero, dtype=dtype, generator=gen)
+    return dy
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_with_about_k_nonzeros_keep_the_reference_entries(dtype):
+    """Fewer than k nonzeros: every nonzero and then the first zeros are kept, with no search (the
+    zeros still touch their weight rows); at k nonzeros and above the search runs."""
+    gen = torch.Generator().manual_seed(3)
+    for n, k in [(17, 9), (64, 32), (500, 100), (500, 250), (4100, 2050)]:
+        dy = _rows_with_nonzeros([0, 1, k - 1, k, k + 1, min(n, k + 7), n], n, dtype, gen)
+        idx, val = torch.ops.meprop.select_rows(dy, k)
+        expected = reference_indices(dy, k)
+        assert torch.equal(idx, expected), (n, k)
+        torch.testing.assert_close(val, dy.gather(1, expected), rtol=0, atol=0)
+        x = torch.randn(dy.shape[0], 5, dtype=dtype, generator=gen)
+        w = torch.randn(n, 5, dtype=dtype, generator=gen)
+        kept = torch.zeros_like(dy).scatter(1, expected, dy.gather(1, expected))
+        touched = torch.zeros(n, dtype=torch.bool).index_fill_(0, expected.flatten(), True).nonzero().flatten()
+        for formulation in ("masked_gemm", "masked_dense"):
+            gi, row_index, rows, gb = torch.ops.meprop.per_example_backward(
+                dy, x, w, k, None, True, True, True, False, False, formulation)
+            torch.testing.assert_close(gi, kept @ w)
+            assert torch.equal(row_index, touched), (n, k, formulation)
+            torch.testing.assert_close(rows, (kept.t() @ x)[touched])

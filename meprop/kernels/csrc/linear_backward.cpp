@@ -104,10 +104,12 @@ void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor&
   if (sparse_bias) grad_bias = kept.sum(0);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
+// dy_writable: the masked formulations may zero the dropped entries of dy in place rather
+// than write the kept ones into a new (B, n) matrix (the caller owns dy and is done with it).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward_impl(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& weight_in, int64_t k,
     const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
-    bool dense_bias, bool dense_weight, c10::string_view formulation) {
+    bool dense_bias, bool dense_weight, c10::string_view formulation, bool dy_writable) {
   TORCH_CHECK(dy_in.dim() == 2 && x_in.dim() == 2 && weight_in.dim() == 2,
               "meprop::per_example_backward: dy (B, n), x (B, m), weight (n, m) must be 2-D");
   TORCH_CHECK(dy_in.device().is_cpu(), "meprop::per_example_backward: CPU tensors only");
@@ -148,7 +150,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
       // The kept entries written straight into a (B, n) matrix by the row thresholds.
       const bool need_rows = need_weight && !dense_weight;
       std::vector<uint8_t> touched(need_rows ? n : 0, 0);
-      at::Tensor kept = at::empty({R, n}, opts);
+      // In place (dy is the caller's to overwrite, or a contiguous copy of it), the masked
+      // write touches only lines it has just read: no second (B, n) buffer to bring into
+      // cache (measured: what keeps the k/n = 50% backward level with dense).
+      at::Tensor kept = dy_writable || !dy.is_same(dy_in) ? dy : at::empty({R, n}, opts);
       mask_all_rows(dyp, R, n, k, kept.data_ptr<T>(), need_rows ? touched.data() : nullptr);
       if (need_rows) {
         std::vector<int64_t> names;
@@ -220,6 +225,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
   return {grad_input, row_index, rows, grad_bias};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
+    const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight, int64_t k,
+    const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
+    bool dense_bias, bool dense_weight, c10::string_view formulation) {
+  return per_example_backward_impl(dy, x, weight, k, indices, need_input, need_weight, need_bias, dense_bias,
+                                   dense_weight, formulation, /*dy_writable=*/false);
+}
+
+// Whether a backward may overwrite its incoming gradient: a dense contiguous tensor that
+// nothing else holds. The only references are then the autograd node's list of incoming
+// gradients and the copy passed to Function::backward (kNodeRefs), and no other tensor
+// shares its storage. A hook that kept the gradient, a gradient the caller passed in
+// (Tensor.backward(g), autograd.grad(..., grad_outputs)) or a view of it elsewhere each add
+// a reference, and the gradient is then left as it is. (AccumulateGrad makes the same check
+// before it steals a gradient.)
+constexpr int64_t kNodeRefs = 2;
+bool owned_by_backward(const at::Tensor& grad) {
+  return grad.defined() && grad.layout() == at::kStrided && grad.has_storage() && grad.is_contiguous() &&
+         grad.use_count() <= kNodeRefs && grad.storage().use_count() == 1;
+}
+
 // The (n, m) weight gradient as a coalesced COO tensor of its rows row_index (U,) (sorted
 // unique) holding rows (U, m): sparse_grad=True's layout. Differentiable in rows.
 at::Tensor row_sparse_of(const at::Tensor& row_index, const at::Tensor& rows, at::IntArrayRef sizes) {
@@ -268,6 +294,7 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
     const int64_t n = weight.size(0), m = weight.size(1);
     int64_t batch = 1;  // rows of the flattened leading dimensions (m or the batch may be 0)
     for (int64_t d = 0; d + 1 < input.dim(); ++d) batch *= input.size(d);
+    const bool dy_owned = owned_by_backward(grads[0]);  // before reshape adds a view of it
     at::Tensor dy = grads[0].reshape({batch, n});
     at::Tensor x = input.reshape({batch, m});
     at::Tensor gi, gw, gb;
@@ -294,8 +321,8 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
       if (need_weight) gw = sparse_grad ? row_sparse(dy.t().mm(x), at::arange(n, dy.options().dtype(at::kLong))) : dy.t().mm(x);
       if (need_bias) gb = dy.sum(0);
     } else if (need_input || need_weight || need_bias) {
-      auto out = per_example_backward(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias, dense_bias,
-                                      !sparse_grad, formulation_name(formulation));
+      auto out = per_example_backward_impl(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias,
+                                           dense_bias, !sparse_grad, formulation_name(formulation), dy_owned);
       if (need_input) gi = std::get<0>(out).reshape(input.sizes());
       if (need_weight) gw = sparse_grad ? row_sparse_of(std::get<1>(out), std::get<2>(out), weight.sizes()) : std::get<2>(out);
       if (need_bias) gb = std::get<3>(out);

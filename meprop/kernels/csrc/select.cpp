@@ -50,6 +50,10 @@ template <typename T>
 MEPROP_INLINE Threshold<typename Key<T>::type> row_threshold_impl(const T* row, int64_t n, int64_t k,
                                                                  SelectScratch<T>& s) {
   using K = typename Key<T>::type;
+  // Fewer than k nonzero entries (after a ReLU, most rows when k/n is near the active
+  // fraction): every nonzero is kept and the threshold is zero; no search.
+  const int64_t nonzero = count_above(row, 0, n, K(0));
+  if (nonzero < k) return {K(0), nonzero, n - nonzero};
   if constexpr (std::is_same<T, float>::value)
     if (n > 16 && !s.split.empty()) return row_threshold_avx512(row, n, k, s.split.data());
   constexpr int kKeyBits = int(sizeof(K) * 8) - 1;  // the sign bit is always clear
@@ -154,6 +158,8 @@ MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uin
     return;
   }
   const Threshold<K> th = row_threshold_impl(row, n, k, s);
+  if constexpr (std::is_same<T, float>::value)
+    if (!s.split.empty()) return mask_write_avx512(row, n, k, th, out, touched);
   const K thr = th.thr;
   // One pass in chunks of 64: a chunk whose entries equal to thr all fit in the ties still
   // to keep takes every key >= thr, a chunk after the ties are used up every key > thr,
@@ -168,9 +174,9 @@ MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uin
     const bool all_equal_kept = eq <= ties;
     if (all_equal_kept || ties == 0) {
       const K low = all_equal_kept ? thr : K(thr + 1);
-      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) >= low ? row[i] : T(0);
-      if (touched)
+      if (touched)  // before the write: out may be row itself (masked in place)
         for (int64_t i = i0; i < i1; ++i) touched[i] |= uint8_t(Key<T>::of(row[i]) >= low);
+      for (int64_t i = i0; i < i1; ++i) out[i] = Key<T>::of(row[i]) >= low ? row[i] : T(0);
       if (all_equal_kept) ties -= eq;
     } else {
       for (int64_t i = i0; i < i1; ++i) {

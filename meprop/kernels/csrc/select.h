@@ -52,6 +52,9 @@ MEPROP_INLINE Threshold<K> threshold_among(K* cand, int64_t count, int64_t want,
 // quickselect (select_avx512.cpp); scratch holds 3 * (n + 16) keys. Call only when
 // vector_select_enabled(): the CPU has AVX-512 and the portable path was not asked for.
 Threshold<uint32_t> row_threshold_avx512(const float* row, int64_t n, int64_t k, uint32_t* scratch);
+// out[0:n) = the entries of row kept by th (k of them), the rest zero; touched[j] |= 1 for
+// each kept j when touched is not null. Same conditions as row_threshold_avx512.
+void mask_write_avx512(const float* row, int64_t n, int64_t k, Threshold<uint32_t> th, float* out, uint8_t* touched);
 bool vector_select_enabled();
 
 // Scratch space of one thread for selecting k of n.
@@ -101,6 +104,7 @@ void select_row(const double* row, int64_t n, int64_t k, int64_t* idx, double* v
 
 // out[0:n) = row with every entry but the k kept ones set to zero; touched[j] |= 1 for
 // each kept j when touched is not null (the rows of the weight gradient it touches).
+// out may be row itself: the row is masked in place.
 void mask_row(const float* row, int64_t n, int64_t k, float* out, uint8_t* touched, SelectScratch<float>& s);
 void mask_row(const double* row, int64_t n, int64_t k, double* out, uint8_t* touched, SelectScratch<double>& s);
 
@@ -113,8 +117,8 @@ void for_row_blocks(int64_t R, int64_t n, const F& body) {
   else at::parallel_for(0, R, grain, body);
 }
 
-// Every row of dy (R, n) masked into out (R, n), threads over the rows; touched (n), when
-// not null, gets a 1 for every column kept by some row.
+// Every row of dy (R, n) masked into out (R, n) (may be dy itself), threads over the rows;
+// touched (n), when not null, gets a 1 for every column kept by some row.
 template <typename T>
 void mask_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, T* out, uint8_t* touched) {
   // one touched vector per thread (at::get_thread_num() is 0 outside a parallel region),

@@ -1,6 +1,7 @@
 // The k-th largest magnitude of a float32 row by a vectorised quickselect (AVX-512), the
 // threshold search of select.cpp on CPUs that have it (the radix select is the portable
-// path and the reference: both return the same Threshold, checked by the tests).
+// path and the reference: both return the same Threshold, checked by the tests), and the
+// masked write of a row by that threshold.
 //
 // Each level picks a pivot from 16 keys sampled across the candidates (the one whose rank
 // among them is nearest the wanted key's), then one pass splits the candidates into those
@@ -106,11 +107,50 @@ MEPROP_AVX512 Threshold<uint32_t> row_threshold_avx512(const float* row, int64_t
   return threshold_among(last, count, want, above);
 }
 
+// The masked write of one row, 16 entries per step: out[i] = row[i] where kept, else 0, and
+// touched[i] |= kept. Kept: every key above th.thr, then the keys equal to it in index
+// order until k are kept (k - th.above of them).
+MEPROP_AVX512 void mask_write_avx512(const float* row, int64_t n, int64_t k, Threshold<uint32_t> th, float* out,
+                                     uint8_t* touched) {
+  const __m512i magnitude = _mm512_set1_epi32(0x7fffffff);
+  const __m512i thr = _mm512_set1_epi32(int(th.thr));
+  const __m128i one = _mm_set1_epi8(1);
+  int64_t ties = k - th.above;
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 lanes = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi32(lanes, row + i);
+    const __m512i key = _mm512_and_si512(v, magnitude);
+    __mmask16 keep = _mm512_mask_cmpgt_epu32_mask(lanes, key, thr);
+    if (ties > 0) {
+      const __mmask16 eq = _mm512_mask_cmpeq_epu32_mask(lanes, key, thr);
+      const int64_t count = __builtin_popcount(eq);
+      if (count <= ties) {
+        keep |= eq;
+        ties -= count;
+      } else {  // the ties run out here: the first `ties` of them, in index order
+        __mmask16 dropped = eq;
+        for (int64_t t = 0; t < ties; ++t) dropped &= __mmask16(dropped - 1);
+        keep |= __mmask16(eq ^ dropped);
+        ties = 0;
+      }
+    }
+    _mm512_mask_storeu_epi32(out + i, lanes, _mm512_maskz_mov_epi32(keep, v));
+    if (touched) {
+      const __m128i t = _mm_maskz_loadu_epi8(lanes, touched + i);
+      _mm_mask_storeu_epi8(touched + i, lanes, _mm_or_si128(t, _mm_maskz_mov_epi8(keep, one)));
+    }
+  }
+}
+
 bool vector_select_enabled() { return g_enabled.load(std::memory_order_relaxed); }
 
 #else
 
 Threshold<uint32_t> row_threshold_avx512(const float*, int64_t, int64_t, uint32_t*) {
+  TORCH_CHECK(false, "meprop: the AVX-512 selection is not compiled in on this platform");
+}
+
+void mask_write_avx512(const float*, int64_t, int64_t, Threshold<uint32_t>, float*, uint8_t*) {
   TORCH_CHECK(false, "meprop: the AVX-512 selection is not compiled in on this platform");
 }
 

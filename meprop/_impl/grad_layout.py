@@ -35,6 +35,7 @@ import weakref
 
 import torch
 
+from meprop import kernels
 from meprop._impl import sparse_grad_ops
 from meprop._impl.coo import coalesced
 
@@ -186,7 +187,19 @@ def weight_grad_from_rows(
         )
     if layout == "dense_tracked":
         record_touched_rows(weight, row_index)
-    return rows.new_zeros(weight.shape).index_copy_(0, row_index, rows)
+    n = weight.shape[0]
+    if _compiled_rows_op_applies(rows):
+        return torch.ops.meprop.dense_from_rows(row_index, rows, n)  # each row written once
+    return rows.new_zeros(weight.shape).index_copy_(0, row_index, rows)  # (n, m)
+
+
+def _compiled_rows_op_applies(rows: torch.Tensor) -> bool:
+    """Whether ``meprop::dense_from_rows`` may build the dense gradient: the compiled kernels
+    take CPU float32/64 rows, outside a ``torch.compile`` trace, when no graph of the
+    gradient is being recorded (the op has no backward of its own)."""
+    if torch.compiler.is_compiling() or (rows.requires_grad and torch.is_grad_enabled()):
+        return False
+    return kernels.supports(rows)
 
 
 def weight_grad_from_dense(grad: torch.Tensor, weight: torch.Tensor, layout: str) -> torch.Tensor:

@@ -8,6 +8,8 @@ The ops (C++, one source per op in ``csrc/``; fake implementations for ``torch.c
   grad_input, the touched weight-gradient rows (sorted unique) and the bias gradient.
 - ``torch.ops.meprop.lstm_forward`` / ``lstm_backward``: MepropLSTM's whole sequence
   (Section 4's POS tagger), top-k on the gate gradients, no Python per time step.
+- ``torch.ops.meprop.dense_from_rows``: the dense weight gradient from its kept rows (the
+  default layout of a row-sparse backward, e.g. unified mode), each row written once.
 
 They run on CPU for float32 and float64. Everything else (CUDA, half precision, unified
 mode) takes the pure PyTorch path of :mod:`meprop.functional`, which is also the reference

@@ -40,6 +40,11 @@ def _per_example_backward_fake(dy, x, weight, k, indices, need_input, need_weigh
     return grad_input, row_index, rows, grad_bias
 
 
+@torch.library.register_fake("meprop::dense_from_rows")
+def _dense_from_rows_fake(row_index, rows, n, stream_above=-1):
+    return _empty(rows, n, rows.shape[1])
+
+
 @torch.library.register_fake("meprop::lstm_forward")
 def _lstm_forward_fake(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths):
     batch, steps, _ = x.shape

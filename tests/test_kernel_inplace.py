@@ -88,3 +88,17 @@ def test_retain_grad_and_an_output_used_twice(formulation):
     dy = _relu_gradient(y, c) + c
     assert torch.equal(y.grad, dy)
     _check_gradients(dy, x, w, grad_x, grad_w)
+
+
+@pytest.mark.parametrize("formulation", sorted(CODES))
+def test_two_layers_given_one_gradient(formulation):
+    """z = a(x) + b(x): the sum's backward hands the same dy to both layers. The first to run
+    sees it held by the other's input buffer; neither may change what the other reads."""
+    x, w, c, y = _layer(formulation, False)
+    w2 = (w.detach() * 0.5).requires_grad_()
+    y2 = torch.ops.meprop.linear(x, w2, None, K, False, False, CODES[formulation])
+    grad_w, grad_w2 = torch.autograd.grad(((y + y2) * c).sum(), (w, w2))
+    idx = c.abs().topk(K, dim=1).indices
+    kept = torch.zeros_like(c).scatter(1, idx, c.gather(1, idx))  # both layers keep the same entries of dy = c
+    torch.testing.assert_close(grad_w, kept.t() @ x.detach())
+    torch.testing.assert_close(grad_w2, kept.t() @ x.detach())

@@ -88,8 +88,10 @@ at::Tensor dense_from_rows(const at::Tensor& row_index_in, const at::Tensor& row
   auto* dst = static_cast<char*>(out.data_ptr());
   const size_t threshold = stream_above < 0 ? last_level_cache_bytes() : size_t(stream_above);
   const bool streaming = size_t(n) * row_bytes > threshold;
-  // Threads over blocks of output rows; each block walks the kept rows that fall in it.
-  at::parallel_for(0, n, std::max<int64_t>(1, (int64_t(1) << 20) / int64_t(row_bytes)), [&](int64_t r0, int64_t r1) {
+  // Threads over blocks of output rows (torch's grain in elements); each block walks the
+  // kept rows that fall in it.
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / m);
+  at::parallel_for(0, n, grain, [&](int64_t r0, int64_t r1) {
     int64_t u = std::lower_bound(idx, idx + U, r0) - idx;
     int64_t r = r0;
     while (r < r1) {

@@ -139,7 +139,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward_
   auto lopts = opts.dtype(at::kLong);
   at::Tensor grad_input = need_input ? at::empty({R, m}, opts) : at::empty({0}, opts);
   at::Tensor row_index = at::empty({0}, lopts);
-  at::Tensor rows = need_weight ? (dense_weight ? at::zeros({n, m}, opts) : at::empty({0, m}, opts)) : at::empty({0}, opts);
+  // A dense weight gradient: the masked formulations' GEMM writes all of it (mm_out), the
+  // gathers add into its touched rows (so it starts at zero), and an empty batch leaves it zero.
+  const bool weight_by_gemm = (masked || masked_dense) && R > 0;
+  at::Tensor rows = !need_weight ? at::empty({0}, opts)
+                    : !dense_weight ? at::empty({0, m}, opts)
+                    : weight_by_gemm ? at::empty({n, m}, opts)
+                                     : at::zeros({n, m}, opts);
   at::Tensor grad_bias = need_bias ? (dense_bias ? dy.sum(0) : at::zeros({n}, opts)) : at::empty({0}, opts);
   if (!(need_input || need_weight || need_bias) || R == 0 || n == 0) return {grad_input, row_index, rows, grad_bias};
 

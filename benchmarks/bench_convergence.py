@@ -1,4 +1,4 @@
-"""asv: convergence across commits, a short MNIST time-to-accuracy run (meprop.lab.paper.convergence).
+"""asv: convergence across commits, a short MNIST time-to-accuracy run (meprop.lab.converge.loop).
 
 The paper's MNIST MLP (h=500, 2 hidden layers, batch 10, Adam, 1 thread) on the first
 5,000 training and dev images: dense, meProp k=20 with the exact Adam and with the lazy
@@ -27,9 +27,9 @@ _TARGET = 40.0
 def _measure() -> dict:
     try:
         from meprop.lab.paper import data
-        from meprop.lab.paper.conv_workloads import PaperWorkload
-        from meprop.lab.paper.convergence import RunConfig, Variant, converge
-        from meprop.lab.paper.time_to_target import Target, outcomes
+        from meprop.lab.converge.paper_workload import PaperWorkload
+        from meprop.lab.converge.loop import RunConfig, Variant, converge
+        from meprop.lab.converge.time_to_target import Target, outcomes
         from meprop.lab.paper.train import TrainConfig
         data.mnist_path()
     except (ImportError, FileNotFoundError) as error:

@@ -1,6 +1,6 @@
 """asv: a DistributedDataParallel training step on 2 local processes, dense vs meProp.
 
-The ``ddp_step`` measurement of ``meprop bench`` (:func:`meprop.lab.bench.ddp.run_ddp_case`, gloo
+The ``ddp_step`` measurement of ``meprop bench`` (:func:`meprop.lab.engine.ddp.run_ddp_case`, gloo
 on 127.0.0.1, processes started by the suite): dense DDP, meProp with all-reduce and meProp
 with :func:`meprop.distributed.row_sparse_hook`, timed interleaved, on the MLP
 784-1024-1024-10, k=10, batch 64 per rank, 1 thread per rank; unified selection is
@@ -18,9 +18,9 @@ _MODES = ["per_example", "unified"]
 
 def _measure(mode: str) -> dict:
     try:  # a commit without the measurement: n/a
-        from meprop.lab.bench.cases import Case
-        from meprop.lab.bench.ddp import run_ddp_case
-        from meprop.lab.bench.runner import TimingOptions
+        from meprop.lab.spec.cases import Case
+        from meprop.lab.engine.ddp import run_ddp_case
+        from meprop.lab.engine.runner import TimingOptions
     except ImportError as error:
         return {"skipped": f"no ddp_step measurement on this commit ({error})"}
 

@@ -2,13 +2,13 @@
 
 The extra bytes one ``loss.backward()`` of 784 -> n -> n -> 10 needs on top of what is
 already allocated (model, inputs, preallocated ``.grad``), measured with the engine's
-:func:`meprop.lab.bench.runner.peak_memory`: ``torch.cuda.max_memory_allocated`` on CUDA, the
+:func:`meprop.lab.engine.runner.peak_memory`: ``torch.cuda.max_memory_allocated`` on CUDA, the
 sampled peak RSS delta on CPU (approximate: memory the allocator already holds reads as
 0). The dense backward allocates a fresh (n, n) weight gradient per hidden layer; meProp
 with ``sparse_grad`` only k rows of it.
 
 malloc serves every block of 128 KiB or more with its own mmap in these processes
-(:func:`meprop.lab.bench.allocator.release_large_blocks`), so a call's buffers show in the resident
+(:func:`meprop.lab.engine.allocator.release_large_blocks`), so a call's buffers show in the resident
 set each time, and the kernel's high-water mark gives the peak without sampling.
 ``launch_method: spawn`` runs every benchmark and parameter combination in a fresh
 process, so the dense and the meProp numbers never share allocator state.

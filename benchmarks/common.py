@@ -1,8 +1,8 @@
-"""Shared plumbing of the asv suite: the parameter grid and a thin layer over meprop.lab.bench.
+"""Shared plumbing of the asv suite: the parameter grid and a thin layer over the lab's engine.
 
 The suite measures what ``meprop bench`` measures (docs/design.md, "What the numbers mean"),
-with the same code: :func:`meprop.lab.bench.workloads.build` makes the operation and
-:func:`meprop.lab.bench.timer.time_pair` times dense and meProp interleaved in one process.
+with the same code: :func:`meprop.lab.ops.build.build` makes the operation and
+:func:`meprop.lab.engine.timer.time_pair` times dense and meProp interleaved in one process.
 asv_runner >= 0.3 re-runs ``setup`` before every timed call, so the suite does not use
 asv's own ``time_`` benchmarks; each class measures its whole grid once in
 ``setup_cache`` and reports ``track_`` values (seconds, and meProp's time relative to
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import abc
 import importlib
-import importlib.util
 import itertools
 import os
 
@@ -58,13 +57,20 @@ def _first_module(*names: str):
     raise ModuleNotFoundError(f"none of {names} can be imported")
 
 
-#: ``meprop.lab.bench`` since the library/lab split; ``meprop.bench`` on earlier commits
-_ENGINE = "meprop.lab.bench" if importlib.util.find_spec("meprop.lab") else "meprop.bench"
+#: where a commit keeps the engine's modules: the lab's floors (spec, ops, engine) today;
+#: ``meprop.lab.bench`` before them; ``meprop.bench`` before the library/lab split
+_LAYOUTS = ("meprop.lab.{new}", "meprop.lab.bench.{old}", "meprop.bench.{old}")
+
+
+def _engine_module(new: str, old: str):
+    return _first_module(*(layout.format(new=new, old=old) for layout in _LAYOUTS))
+
+
 _checks = _first_module("meprop.checks", "meprop._checks")
 check_k_ratio = _checks.check_k_ratio
-_cases = importlib.import_module(f"{_ENGINE}.cases")
-_timer = importlib.import_module(f"{_ENGINE}.timer")
-_workloads = importlib.import_module(f"{_ENGINE}.workloads")
+_cases = _engine_module("spec.cases", "cases")
+_timer = _engine_module("engine.timer", "timer")
+_workloads = _engine_module("ops.build", "workloads")
 
 __all__ = [
     "GRIDS",
@@ -238,7 +244,7 @@ def check_possible(case: _cases.Case) -> None:
 def _measure(case: _cases.Case) -> dict:
     """Dense and meProp timed interleaved: a dict of floats, or ``{"skipped": reason}``.
 
-    Uses the engine's per-case step (:func:`meprop.lab.bench.runner.run_case`), so a case is
+    Uses the engine's per-case step (:func:`meprop.lab.engine.runner.run_case`), so a case is
     built, timed, skipped (no CUDA, too large, out of memory) and freed exactly as
     ``meprop bench`` does it. Imported here: the suite still imports on a commit without it.
     """
@@ -246,7 +252,7 @@ def _measure(case: _cases.Case) -> dict:
         check_possible(case)
     except NotImplementedError as exc:
         return {"skipped": str(exc)}
-    runner = importlib.import_module(f"{_ENGINE}.runner")
+    runner = _engine_module("engine.runner", "runner")
 
     _fair_allocator()
     fields = runner.run_case(case, _options(runner, case), measure_memory=False)
@@ -304,17 +310,17 @@ def _options(runner, case: _cases.Case):
 def _fair_allocator() -> None:
     """The suite's default allocator setting (``meprop bench --malloc``), where the commit has it."""
     try:
-        from meprop.lab.bench.allocator import apply
-    except ImportError:  # a commit before the setting existed
+        apply = _engine_module("engine.allocator", "allocator").apply
+    except (ImportError, AttributeError):  # a commit before the setting existed
         return
     apply()
 
 
 def release_large_blocks() -> None:
-    """The memory probes' allocator setting (:func:`meprop.lab.bench.allocator.release_large_blocks`)."""
+    """The memory probes' allocator setting (:func:`meprop.lab.engine.allocator.release_large_blocks`)."""
     try:
-        from meprop.lab.bench.allocator import release_large_blocks as release
-    except ImportError:  # a commit before the setting existed
+        release = _engine_module("engine.allocator", "allocator").release_large_blocks
+    except (ImportError, AttributeError):  # a commit before the setting existed
         return
     release()
 
@@ -396,10 +402,10 @@ def build_pair(case: _cases.Case) -> dict:
 def peak_bytes(fn, case: _cases.Case) -> int:
     """Extra bytes one ``fn()`` needs beyond what is allocated before it (after a warm-up call).
 
-    The engine's :func:`meprop.lab.bench.runner.peak_memory` (imported here, so a commit
+    The engine's :func:`meprop.lab.engine.runner.peak_memory` (imported here, so a commit
     without it fails only this measurement).
     """
-    peak_memory = importlib.import_module(f"{_ENGINE}.runner").peak_memory
+    peak_memory = _engine_module("engine.runner", "runner").peak_memory
 
     with _timer.num_threads(case.threads):
         fn()  # warm-up: lazily created buffers are not part of the steady state

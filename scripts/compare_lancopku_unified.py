@@ -21,8 +21,8 @@ import argparse
 import torch
 
 from meprop import meprop_linear
-from meprop.lab.bench import allocator
-from meprop.lab.bench.timer import num_threads, time_pair
+from meprop.lab.engine import allocator
+from meprop.lab.engine.timer import num_threads, time_pair
 from meprop.lab.results.stats import bootstrap_ratio_interval
 
 

@@ -13,8 +13,8 @@ added into it), one read and one write of the U touched rows of ``.grad``. U is 
 of distinct output rows kept by some example (at most min(n, B*k)).
 
 The bandwidth is measured here, on this machine (a copy of 256 MB: read + write), and the
-backward is timed by the suite's timer (``meprop.lab.bench.timer``) under the suite's
-allocation policy (``meprop.lab.bench.allocator``), so both numbers come from the machine
+backward is timed by the suite's timer (``meprop.lab.engine.timer``) under the suite's
+allocation policy (``meprop.lab.engine.allocator``), so both numbers come from the machine
 the script runs on.
 
     python scripts/memory_floor.py [--n 4096] [--batch 1024] [--k 41] [--threads 2]
@@ -27,8 +27,8 @@ import argparse
 import torch
 
 import meprop
-from meprop.lab.bench import allocator
-from meprop.lab.bench.timer import num_threads, time_one
+from meprop.lab.engine import allocator
+from meprop.lab.engine.timer import num_threads, time_one
 from meprop.selection import topk_per_example
 
 

@@ -41,13 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from meprop.lab.paper.data import load_mnist
-from meprop.lab.paper.models import MLP
+from meprop.lab.ops.models import MLP
 
 __all__ = ["main"]
 
 
 def _model(args) -> nn.Sequential:
-    """The paper's MLP (784 -> h -> h -> 10), the one definition in meprop.lab.paper.models; its layers."""
+    """The paper's MLP (784 -> h -> h -> 10), the one definition in meprop.lab.ops.models; its layers."""
     mlp = MLP(784, args.hidden, 2, 10, k=args.k, mode=args.mode, dropout=args.dropout,
               bias_grad=args.bias_grad, init=args.init)
     return mlp.net  # nn.Sequential: model[0] is the first hidden layer

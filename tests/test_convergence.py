@@ -1,4 +1,4 @@
-"""Time-to-accuracy runner (meprop.lab.paper.convergence): same start, same data, clock, resume, faults."""
+"""Time-to-accuracy runner (meprop.lab.converge.loop): same start, same data, clock, resume, faults."""
 
 import itertools
 import json
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from meprop.lab.cli import main
-from meprop.lab.paper import convergence
-from meprop.lab.paper.conv_workloads import PaperWorkload
-from meprop.lab.paper.convergence import ConvergenceError, RunConfig, Variant, converge
+from meprop.lab.converge import loop as convergence
+from meprop.lab.converge.paper_workload import PaperWorkload
+from meprop.lab.converge.loop import ConvergenceError, RunConfig, Variant, converge
 from meprop.lab.paper.data import make_synthetic
-from meprop.lab.paper.time_to_target import Target, outcomes, runs_of
+from meprop.lab.converge.time_to_target import Target, outcomes, runs_of
 from meprop.lab.paper.train import TrainConfig
 from meprop.lab.results.store import ResultsWriter, read_records
 from meprop.lab.stopwatch import Stopwatch

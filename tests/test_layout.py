@@ -4,8 +4,9 @@
   outside the standard library but torch;
 - the lab (``meprop.lab``) and the front doors (benchmarks/, tests/benchmarks/) use the
   library's public modules only, never ``meprop._impl`` or a private module of a package;
-- inside the lab: results/ imports nothing of bench/, paper/, report/; paper/ nothing of
-  bench/ or report/; bench/ nothing of report/;
+- inside the lab, modules import only downwards along the floors of :data:`FLOORS`
+  (bottom modules, results/, spec/, ops/, engine/, paper/, converge/, report/, cli/), and no
+  lab folder holds more than 12 modules directly;
 - no import cycle among meprop's modules;
 - no private name (``_name``) is imported from another module;
 - the schema string ``"meprop.results/1"`` is written once;
@@ -31,12 +32,21 @@ LAB = "meprop.lab"
 LIBRARY_DEPENDENCIES = ("torch",)
 #: imported when installed, never required (the ninja wheel's binary speeds up kernel builds)
 LIBRARY_OPTIONAL = ("ninja",)
-#: layer -> the layers it must not import
-FORBIDDEN = {
-    "meprop.lab.results": ("meprop.lab.bench", "meprop.lab.paper", "meprop.lab.report"),
-    "meprop.lab.paper": ("meprop.lab.bench", "meprop.lab.report"),
-    "meprop.lab.bench": ("meprop.lab.report",),
-}
+#: the lab's floors, lowest first, in the direction data flows: a module imports only from its
+#: own floor or a lower one (the library and the standard library sit below them all)
+FLOORS = (
+    ("meprop.lab", "meprop.lab.workloads", "meprop.lab.measurements", "meprop.lab.stopwatch"),
+    ("meprop.lab.results",),
+    ("meprop.lab.spec",),
+    ("meprop.lab.ops",),
+    ("meprop.lab.engine",),
+    ("meprop.lab.paper",),
+    ("meprop.lab.converge",),
+    ("meprop.lab.report",),
+    ("meprop.lab.cli",),
+)
+#: the most modules one lab folder holds directly
+MAX_MODULES_PER_FOLDER = 12
 
 
 def _module_name(path: Path) -> str:
@@ -94,13 +104,13 @@ def _in(module: str, layer: str) -> bool:
 
 def test_the_layout_exists():
     for name in ("meprop.lab.results.schema", "meprop.lab.results.store", "meprop.lab.results.env",
-                 "meprop.lab.bench.cases", "meprop.lab.bench.profiles", "meprop.lab.bench.targets",
-                 "meprop.lab.bench.workloads", "meprop.lab.bench.timer", "meprop.lab.bench.runner", "meprop.lab.bench.cli",
-                 "meprop.lab.paper.data", "meprop.lab.paper.models", "meprop.lab.paper.train", "meprop.lab.paper.presets",
-                 "meprop.lab.paper.cli", "meprop.lab.report.ingest", "meprop.lab.report.frames",
+                 "meprop.lab.spec.cases", "meprop.lab.spec.profiles", "meprop.lab.spec.targets",
+                 "meprop.lab.ops.build", "meprop.lab.engine.timer", "meprop.lab.engine.runner", "meprop.lab.cli.bench",
+                 "meprop.lab.paper.data", "meprop.lab.ops.models", "meprop.lab.paper.train", "meprop.lab.paper.presets",
+                 "meprop.lab.cli.train", "meprop.lab.report.ingest", "meprop.lab.report.frames",
                  "meprop.lab.report.sections.bench", "meprop.lab.report.sections.targets",
                  "meprop.lab.report.sections.paper", "meprop.lab.report.sections.accuracy", "meprop.lab.report.tables",
-                 "meprop.lab.report.figures", "meprop.lab.report.html", "meprop.lab.report.build", "meprop.lab.report.cli"):
+                 "meprop.lab.report.figures", "meprop.lab.report.html", "meprop.lab.report.build", "meprop.lab.cli.report"):
         assert name in MODULES, f"{name} is missing"
 
 
@@ -208,16 +218,41 @@ def test_no_import_cycle():
             visit(module)
 
 
+def _floor(module: str) -> int | None:
+    """The index of ``module``'s floor in :data:`FLOORS` (None: not in the lab)."""
+    best = None
+    for index, members in enumerate(FLOORS):
+        for member in members:
+            if _in(module, member) and (best is None or len(member) > len(best[1])):
+                best = (index, member)
+    return None if best is None else best[0]
+
+
+def test_every_lab_module_has_a_floor():
+    homeless = [m for m in MODULES if _in(m, LAB) and _floor(m) is None]
+    assert not homeless
+
+
 def test_layers_import_only_downwards():
     bad = []
     for module in MODULES:
-        for layer, forbidden in FORBIDDEN.items():
-            if not _in(module, layer):
-                continue
-            for target, _, line in _imports(module):
-                if any(_in(target, f) for f in forbidden):
-                    bad.append(f"{module}:{line} imports {target}")
-    assert not bad, "layering broken:\n" + "\n".join(bad)
+        here = _floor(module)
+        if here is None:
+            continue
+        for target, _, line in _imports(module):
+            there = _floor(target)
+            if there is not None and there > here:
+                bad.append(f"{module}:{line} imports {target} (floor {there} above {here})")
+    assert not bad, "layering broken (a lower floor imports a higher one):\n" + "\n".join(bad)
+
+
+def test_no_lab_folder_holds_more_than_twelve_modules():
+    folders: dict[Path, int] = {}
+    for name, (path, _) in MODULES.items():
+        if _in(name, LAB) and path.name != "__init__.py":
+            folders[path.parent] = folders.get(path.parent, 0) + 1
+    crowded = {str(f.relative_to(ROOT)): n for f, n in folders.items() if n > MAX_MODULES_PER_FOLDER}
+    assert not crowded, crowded
 
 
 def _private(name: str) -> bool:

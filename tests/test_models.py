@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from meprop.lstm import MepropLSTM
-from meprop.lab.paper.models import MLP, PosTagger
+from meprop.lab.ops.models import MLP, PosTagger
 from meprop.nn import MepropLinear
 
 

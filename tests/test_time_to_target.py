@@ -1,8 +1,8 @@
-"""Time-to-target arithmetic (meprop.lab.paper.time_to_target) on hand-made convergence records."""
+"""Time-to-target arithmetic (meprop.lab.converge.time_to_target) on hand-made convergence records."""
 
 import pytest
 
-from meprop.lab.paper.time_to_target import Target, outcomes, runs_of
+from meprop.lab.converge.time_to_target import Target, outcomes, runs_of
 from meprop.lab.results import schema
 
 

@@ -3,7 +3,7 @@
 
 CUDA is asynchronous (docs/design.md, "Measurement rules"): a clock read while kernels are
 queued measures the launch, not the work. Both the measurement engine
-(:mod:`meprop.lab.bench.timer`) and the paper's training loop (:mod:`meprop.lab.paper.train`, the
+(:mod:`meprop.lab.engine.timer`) and the paper's training loop (:mod:`meprop.lab.paper.train`, the
 Table 2 split of an epoch into forward / backward / update) time through these two.
 Imports only torch; CUDA is touched only when a CUDA device is passed.
 """

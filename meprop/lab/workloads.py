@@ -92,7 +92,7 @@ class Workload:
 class _Linear(Workload):
     name, label = "linear", "single linear layer"
     paper_table = "Table 7"
-    builder = "meprop.lab.bench.workloads:build_linear_model"
+    builder = "meprop.lab.ops.build:build_linear_model"
     #: the project's targets' layer: one 4096-wide layer, batch 64, k/n 1%
     typical_shape = MappingProxyType(dict(hidden=4096, batch=64, k_ratio=0.01,
                                           source="one 4096-wide layer, batch 64, k/n 1% (the project's targets)"))
@@ -103,7 +103,7 @@ class _Mlp(Workload):
     stacks_layers = True
     backward_measurement = "overall_backward"
     paper_table = "Table 8"
-    builder = "meprop.lab.bench.workloads:build_linear_model"
+    builder = "meprop.lab.ops.build:build_linear_model"
     #: the paper's MNIST MLP: 784-500-500-10, batch 10, k=20
     typical_shape = MappingProxyType(dict(hidden=500, batch=10, k_ratio=0.04,
                                           source="the paper's MNIST MLP (784-500-500-10, batch 10, k=20)"))
@@ -123,7 +123,7 @@ class _Mlp(Workload):
 class _Lstm(Workload):
     name, label = "lstm", "LSTM tagger"
     gate_multiple = 4  # k counts among the 4·hidden gate pre-activations
-    builder = "meprop.lab.bench.lstm_ops:build_lstm"
+    builder = "meprop.lab.ops.lstm_ops:build_lstm"
     #: time steps of a sequence (a sentence of the POS corpus: 25 tokens)
     steps = 25
     #: the paper's POS tagger: h=500, one sentence, k=5 of the 2000 gate entries
@@ -145,7 +145,7 @@ class _Lstm(Workload):
 class _Transformer(Workload):
     name, label = "transformer", "transformer block"
     backward_measurement = "overall_backward"
-    builder = "meprop.lab.bench.transformer:build_transformer_case"
+    builder = "meprop.lab.ops.transformer:build_transformer_case"
     #: tokens per sequence
     sequence = 64
     #: a GPT-2-style block of width 512, 8 sequences, k/n 4%
@@ -164,7 +164,7 @@ class _UserModel(Workload):
     name, label = "model", "user model"
     needs_model_spec = True
     backward_measurement = "overall_backward"
-    builder = "meprop.lab.bench.user_model:build_user_model_case"
+    builder = "meprop.lab.ops.user_model:build_user_model_case"
 
     def key_name(self, model: str | None) -> str:
         return f"model[{model}]"

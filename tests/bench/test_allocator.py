@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from meprop.lab.bench import allocator
+from meprop.lab.engine import allocator
 
 _PROBE = """
 import json, resource, sys, torch
-from meprop.lab.bench import allocator
+from meprop.lab.engine import allocator
 record = allocator.apply(sys.argv[1])
 def faults_of_fresh_tensor():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -47,7 +47,7 @@ def test_bad_policy_is_refused():
 
 def test_defaults_after_fair_in_one_process_records_what_holds():
     out = subprocess.run(
-        [sys.executable, "-c", "import json, warnings\nfrom meprop.lab.bench import allocator\n"
+        [sys.executable, "-c", "import json, warnings\nfrom meprop.lab.engine import allocator\n"
          "allocator.apply('no-page-faults')\nwith warnings.catch_warnings(record=True) as w:\n"
          "    warnings.simplefilter('always')\n    r = allocator.apply('defaults')\n"
          "print(json.dumps([r['policy'], len(w)]))"],
@@ -56,7 +56,7 @@ def test_defaults_after_fair_in_one_process_records_what_holds():
 
 
 def test_peak_memory_probe_sees_a_fresh_64_mb_buffer_every_time():
-    code = ("import json, torch\nfrom meprop.lab.bench import allocator\nfrom meprop.lab.bench.runner import peak_memory\n"
+    code = ("import json, torch\nfrom meprop.lab.engine import allocator\nfrom meprop.lab.engine.runner import peak_memory\n"
             "allocator.release_large_blocks()\n"
             "fn = lambda: torch.empty(4096, 4096).fill_(1.0)\n"
             "print(json.dumps([peak_memory(fn, 'cpu')[0] for _ in range(4)]))")

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from meprop.lab.bench.profiles import profile_cases
+from meprop.lab.spec.profiles import profile_cases
 import torch
 
-from meprop.lab.bench.cli import select_cases
+from meprop.lab.cli.bench import select_cases
 from meprop.lab.report.frames import results_frame
 from meprop.lab.results.store import read_records
 from meprop.lab.cli import build_parser, main

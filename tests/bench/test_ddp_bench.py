@@ -1,7 +1,7 @@
 """The ``ddp_step`` measurement: its record, its byte checks, its faults and its CLI options.
 
 One tiny real run (2 gloo processes) feeds the record tests; the fault tests start their
-own; :func:`meprop.lab.bench.ddp.summarize` is also tested on a hand-made result.
+own; :func:`meprop.lab.engine.ddp.summarize` is also tested on a hand-made result.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from meprop.lab.bench.cases import Case, grid
-from meprop.lab.bench.ddp import run_ddp_case, summarize
-from meprop.lab.bench.runner import TimingOptions, case_record
+from meprop.lab.spec.cases import Case, grid
+from meprop.lab.engine.ddp import run_ddp_case, summarize
+from meprop.lab.engine.runner import TimingOptions, case_record
 from meprop.lab.cli import main
 from meprop.distributed import all_reduce_bytes
 from meprop.lab.results import schema
@@ -84,7 +84,7 @@ def test_more_ranks_than_cores_is_allowed_with_a_note(monkeypatch):
 
 
 def test_paired_ratio_of_rounds():
-    from meprop.lab.bench.ddp import paired_ratio
+    from meprop.lab.engine.ddp import paired_ratio
 
     out = paired_ratio([2.0, 3.0, 4.0, 6.0], [1.0, 1.5, 2.0, 3.0])
     assert out["median"] == 2.0 and out["iqr"] == 0.0 and out["ci95"] == [2.0, 2.0] and out["n"] == 4

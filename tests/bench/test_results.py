@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.runner import case_record
-from meprop.lab.bench.timer import Measurement
+from meprop.lab.spec.cases import Case
+from meprop.lab.engine.runner import case_record
+from meprop.lab.engine.timer import Measurement
 from meprop.lab.report.frames import envs_frame, results_frame
 from meprop.lab.results.schema import SCHEMA, env_record
 from meprop.lab.results.store import ResultsError, ResultsWriter, read_records

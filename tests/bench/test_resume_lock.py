@@ -9,11 +9,11 @@ import warnings
 import pytest
 import torch
 
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.runner import case_record
+from meprop.lab.spec.cases import Case
+from meprop.lab.engine.runner import case_record
 from meprop.lab.results.schema import env_record
 from meprop.lab.results.store import ResultsLockedError, ResultsWriter, read_records
-from meprop.lab.bench.timer import Measurement
+from meprop.lab.engine.timer import Measurement
 from meprop.lab.cli import main
 from meprop.lab.report.ingest import load_results as report_load
 

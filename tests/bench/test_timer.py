@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from meprop.lab.bench.timer import (
+from meprop.lab.engine.timer import (
     NOISE_THRESHOLD, Measurement, Stopwatch, num_threads, time_one, time_pair,
 )
 

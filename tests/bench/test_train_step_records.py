@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import meprop.optim as meprop_optim
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.workloads import build
-from meprop.lab.bench.runner import TimingOptions, case_record, run_case
+from meprop.lab.spec.cases import Case
+from meprop.lab.ops.build import build
+from meprop.lab.engine.runner import TimingOptions, case_record, run_case
 from meprop.lab.results import schema
 
 FAST = TimingOptions(budget_s=0.05, warmup_s=0.0, min_samples=3, max_samples=5)
@@ -70,7 +70,7 @@ def test_bad_adam_impl_is_refused():
 
 
 def test_phase_probe_gives_each_side_its_lead_in_steps():
-    from meprop.lab.bench.train_step import probe_phases
+    from meprop.lab.ops.train_step import probe_phases
 
     log = []
 

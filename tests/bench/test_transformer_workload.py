@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import meprop
-from meprop.lab.bench import workloads
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.transformer import SEQUENCE, TransformerBlock
+from meprop.lab.ops import build as workloads
+from meprop.lab.spec.cases import Case
+from meprop.lab.ops.transformer import SEQUENCE, TransformerBlock
 
 
 def _case(measurement, **kw):

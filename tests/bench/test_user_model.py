@@ -5,9 +5,9 @@ import textwrap
 import pytest
 
 import meprop
-from meprop.lab.bench import workloads
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.user_model import UserModelError, build_user_model, widest_linear
+from meprop.lab.ops import build as workloads
+from meprop.lab.spec.cases import Case
+from meprop.lab.ops.user_model import UserModelError, build_user_model, widest_linear
 from meprop.lab.cli import main
 from meprop.lab.report.build import build_report
 from meprop.lab.results.store import read_records

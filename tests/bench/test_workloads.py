@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.workloads import Unsupported, build, build_model, estimate_bytes
+from meprop.lab.spec.cases import Case
+from meprop.lab.ops.build import Unsupported, build, build_model, estimate_bytes
 from meprop.nn import MepropLinear
 
 

@@ -1,6 +1,6 @@
 """Grid selection and the same-run ratios of the pytest-benchmark cases (``pytest tests/benchmarks --benchmark-only``).
 
-The cases are a profile of :mod:`meprop.lab.bench.cases`, chosen by ``--meprop-profile``
+The cases are a profile of :mod:`meprop.lab.spec.cases`, chosen by ``--meprop-profile``
 (or the ``MEPROP_BENCH_PROFILE`` environment variable). Default: ``quick`` with
 ``--benchmark-only``, else ``smoke``, so a plain ``pytest`` run spends seconds here.
 
@@ -9,7 +9,7 @@ two boxes of a shape stay apart in ``--benchmark-histogram`` (which cuts labels 
 characters). pytest-benchmark times the dense and the meProp test of a shape separately,
 possibly minutes apart, so their ratio is no speedup on a loaded machine: for each shape
 the :func:`interleaved` fixture also times both sides once with the suite's interleaved
-timer (:func:`meprop.lab.bench.timer.time_pair`, as ``meprop bench`` does), stores the
+timer (:func:`meprop.lab.engine.timer.time_pair`, as ``meprop bench`` does), stores the
 speedup, its 95% interval and sample counts in both benchmarks' ``extra_info["interleaved"]``,
 and the session ends with a table of them (``pytest_terminal_summary``).
 """
@@ -20,8 +20,8 @@ import os
 
 import pytest
 
-from meprop.lab.bench.profiles import PROFILES, profile_cases
-from meprop.lab.bench.workloads import VARIANTS
+from meprop.lab.spec.profiles import PROFILES, profile_cases
+from meprop.lab.ops.build import VARIANTS
 
 ENV_VAR = "MEPROP_BENCH_PROFILE"
 
@@ -67,8 +67,8 @@ def pytest_report_header(config):
 def bench_env() -> dict:
     """The environment snapshot, attached to every benchmark's extra_info; the fair allocator
     setting of ``meprop bench`` (``--malloc no-page-faults``) is applied first."""
-    from meprop.lab.bench.allocator import apply
-    from meprop.lab.bench.workloads import ALLOCATION_POLICY
+    from meprop.lab.engine.allocator import apply
+    from meprop.lab.ops.build import ALLOCATION_POLICY
     from meprop.lab.results.env import snapshot
 
     return snapshot(allocator=ALLOCATION_POLICY, profile=None, argv=[], malloc=apply())
@@ -82,8 +82,8 @@ _RATIOS: dict[str, dict] = {}  # case key -> its interleaved ratio, for the sess
 def interleaved_ratio(case, budget_s: float) -> dict:
     """Dense and meProp of ``case`` timed interleaved (ABBA) in this process: the
     ``extra_info["interleaved"]`` object (medians in seconds, speedup, 95% interval, samples)."""
-    from meprop.lab.bench.timer import num_threads, time_pair
-    from meprop.lab.bench.workloads import build
+    from meprop.lab.engine.timer import num_threads, time_pair
+    from meprop.lab.ops.build import build
     from meprop.lab.results.stats import speedup_interval
 
     with num_threads(case.threads):
@@ -96,7 +96,7 @@ def interleaved_ratio(case, budget_s: float) -> dict:
             "speedup": dense.median / meprop.median, "low": ci.get("low"), "high": ci.get("high"),
             "level": ci.get("level"), "method": ci.get("method"),
             "n_samples": min(dense.n_samples, meprop.n_samples), "noisy": dense.noisy or meprop.noisy,
-            "timer": "meprop.lab.bench.timer.time_pair (interleaved ABBA, same process)",
+            "timer": "meprop.lab.engine.timer.time_pair (interleaved ABBA, same process)",
             "dense": dense.to_dict(), "meprop": meprop.to_dict()}
 
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from meprop.lab.bench.timer import num_threads, synchronize
-from meprop.lab.bench.workloads import Unsupported, build
+from meprop.lab.engine.timer import num_threads, synchronize
+from meprop.lab.ops.build import Unsupported, build
 
 
 def test_case(benchmark, request, bench_case, variant, bench_env, interleaved):

@@ -2,7 +2,7 @@
 
 The test process is rank 0 (gloo on 127.0.0.1) and is timed; a spawned partner process is
 rank 1 and runs exactly as many steps (pytest-benchmark's ``pedantic`` rounds, so both
-ranks agree on the count). The sides are :class:`meprop.lab.bench.ddp_rank.DdpSide`, the ones
+ranks agree on the count). The sides are :class:`meprop.lab.engine.ddp_rank.DdpSide`, the ones
 ``meprop bench --measurement ddp_step`` times: dense DDP + torch.optim.Adam, and meProp
 (synchronized unified selection for ``unified``) + meprop.optim.Adam(lazy=True) +
 :func:`meprop.distributed.row_sparse_hook`. ``extra_info`` carries the bytes rank 0 sent
@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.ddp_rank import DdpSide, lockstep_partner
+from meprop.lab.spec.cases import Case
+from meprop.lab.engine.ddp_rank import DdpSide, lockstep_partner
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")]

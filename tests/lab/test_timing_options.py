@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meprop.lab.bench.profiles import PROFILES
-from meprop.lab.bench.timer import TimingOptions, time_one
+from meprop.lab.spec.profiles import PROFILES
+from meprop.lab.engine.timer import time_one
+from meprop.lab.spec.timing import TimingOptions
 
 
 class _Clock:

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import report_fixtures as fx
 
-from meprop.lab.paper.time_to_target import Target
+from meprop.lab.converge.time_to_target import Target
 from meprop.lab.report import build_report
 from meprop.lab.report.sections.convergence import outcome_table, section
 from meprop.lab.results import schema

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import report_fixtures as fx
 
-from meprop.lab.bench.cases import Case
-from meprop.lab.bench.ddp import summarize
-from meprop.lab.bench.runner import case_record
+from meprop.lab.spec.cases import Case
+from meprop.lab.engine.ddp import summarize
+from meprop.lab.engine.runner import case_record
 from meprop.distributed import all_gather_bytes, all_reduce_bytes
 from meprop.lab.report import build_report
 from meprop.lab.report.sections import ddp

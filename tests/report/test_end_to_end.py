@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from meprop.lab.bench.timer import num_threads
+from meprop.lab.engine.timer import num_threads
 from meprop.lab.cli import main
 
 

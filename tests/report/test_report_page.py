@@ -124,7 +124,7 @@ def test_page_renders_offline_in_headless_chromium(report, tmp_path):
 @pytest.mark.slow
 def test_import_stays_cheap():
     """matplotlib and seaborn are imported only by the functions that draw."""
-    code = ("import sys, meprop.lab.report, meprop.lab.report.cli; "
+    code = ("import sys, meprop.lab.report, meprop.lab.cli.report; "
             "print(sorted(m for m in ('matplotlib', 'seaborn') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from meprop.lab.paper import setups
 from meprop.lab.paper.train import TrainConfig
 
 __all__ = ["PRESETS", "Preset", "preset_runs"]
 
-_MNIST = {"task": "mnist", "hidden": 500, "layers": 2, "batch": 10, "optimizer": "adam", "epochs": 20}
+_MNIST = {**setups.MNIST, "epochs": 20}
 _MNIST_QUICK = {"limit": 5000, "epochs": 3}
-#: The authors' PyTorch release (GPU): Adam defaults, dropout 0.1 after each hidden ReLU,
-#: dense bias gradient, its initialisation (uniform(+-1/sqrt(out_features))).
-_RELEASE = {**_MNIST, "dropout": 0.1, "bias_grad": "dense", "init": "release"}
-_POS = {"task": "pos", "hidden": 500, "batch": 1, "optimizer": "adam", "epochs": 5}
+_RELEASE = {**setups.RELEASE, "epochs": 20}
+_POS = {**setups.POS, "epochs": 5}
 _POS_QUICK = {"limit": 400, "epochs": 2, "hidden": 100}
 
 

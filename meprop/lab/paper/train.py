@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import meprop.optim
 from meprop.checks import check_choice, check_device, check_int_at_least, check_real
 from meprop.functional import BIAS_GRADS
-from meprop.lab.paper.models import INITS, check_dropout
+from meprop.lab.ops.models import INITS, check_dropout
 from meprop.lab.results import schema
 from meprop.lab.results.store import new_run_id
 from meprop.selection import MODES
@@ -58,7 +58,7 @@ class TrainConfig:
     ``limit`` examples (sentences for POS) of each split for quick runs; ``bias_grad``
     is the MLP meProp layers' bias gradient (``"sparse"`` or ``"dense"``, the authors'
     choice; see :func:`meprop.meprop_linear`) and ``init`` the MLP's initialisation
-    (:data:`meprop.lab.paper.models.INITS`)."""
+    (:data:`meprop.lab.ops.models.INITS`)."""
 
     task: str
     k: int | None = None
@@ -180,7 +180,7 @@ def check_ready(config: TrainConfig) -> None:
     machine lacks, a k larger than its layer, or the task's data not installed (the error
     names the set-up command)."""
     from meprop.lab.paper import data as datasets
-    from meprop.lab.paper.models import MLP, PosTagger
+    from meprop.lab.ops.models import MLP, PosTagger
 
     check_device_available(config.device)
     if config.task == "mnist":
@@ -197,7 +197,7 @@ def check_ready(config: TrainConfig) -> None:
 def build_task(config: TrainConfig, data):
     """Model, training examples, a batch iterator factory and a scorer for ``config.task``."""
     from meprop.lab.paper import data as datasets
-    from meprop.lab.paper.models import MLP, PosTagger
+    from meprop.lab.ops.models import MLP, PosTagger
 
     if config.task == "pos":
         corpus = data if data is not None else datasets.load_pos(limit=config.limit)

@@ -8,7 +8,7 @@
   :class:`ResultsError`, the one error for results input that cannot be used;
 - :mod:`~meprop.lab.results.env`: :func:`snapshot`, the environment stored with every run.
 
-Used by the measurement engine (:mod:`meprop.lab.bench`), the paper's experiments
+Used by the measurement engine (:mod:`meprop.lab.engine`), the paper's experiments
 (:mod:`meprop.lab.paper`) and the report (:mod:`meprop.lab.report`); imports none of them.
 """
 

@@ -124,7 +124,7 @@ def snapshot(*, threads: int | None = None, allocator: str | None = None,
              malloc: dict | None = None) -> dict:
     """The environment snapshot; ``threads`` defaults to ``torch.get_num_threads()``.
 
-    ``malloc``: the allocator setting applied by the run (``meprop.lab.bench.allocator``),
+    ``malloc``: the allocator setting applied by the run (``meprop.lab.engine.allocator``),
     recorded as ``malloc_policy``; None when the run changed nothing.
     """
     import psutil

@@ -80,7 +80,7 @@ CASE_FIELDS = ("workload", "measurement", "hidden", "in_features", "layers", "cl
 CASE_FIELD_DEFAULTS = {"optimizer": "lazy", "adam": "default", "world_size": 1}
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step; that step under
-#: DistributedDataParallel on ``world_size`` local processes (:mod:`meprop.lab.bench.ddp`).
+#: DistributedDataParallel on ``world_size`` local processes (:mod:`meprop.lab.engine.ddp`).
 MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step", "ddp_step")
 MEASUREMENT_TITLES = {
     "forward": "Forward",
@@ -187,7 +187,7 @@ def bench_record(run_id: str, *, key: str, case: dict, dense: dict | None = None
     ``phases`` (``{"dense"|"meprop": {"forward_s", "backward_s", "optimizer_s"}}``, medians of
     separately probed steps), from which ``amdahl_limit`` is derived (:func:`amdahl_limit_of`).
     ``ddp_step`` records also carry ``ddp``: the three sides' timings and bytes sent per rank
-    (:mod:`meprop.lab.bench.ddp`; docs/results_schema.md).
+    (:mod:`meprop.lab.engine.ddp`; docs/results_schema.md).
     """
     if status not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {status!r}")

@@ -11,7 +11,7 @@ For each time-to-accuracy run (one ``run_key``: ``meprop converge``, docs/time_t
 - a figure per run: dev metric against cumulative training wall-clock;
 - a Pareto figure per run with more than one meProp k: time to target vs final metric.
 
-The arithmetic is :mod:`meprop.lab.paper.time_to_target`'s, the figures
+The arithmetic is :mod:`meprop.lab.converge.time_to_target`'s, the figures
 :mod:`meprop.lab.report.conv_figures`'.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meprop.lab.paper.time_to_target import Target, outcomes, runs_of
+from meprop.lab.converge.time_to_target import Target, outcomes, runs_of
 from meprop.lab.report.conv_figures import curve_figure, pareto_figure, slug
 from meprop.lab.report.html import figure_html, table_html
 from meprop.lab.report.sections import Section

@@ -1,6 +1,6 @@
 """The DDP section: bytes each rank sends per step (measured) and what they would cost (projected).
 
-From the ``ddp_step`` records (:mod:`meprop.lab.bench.ddp`): a table of the measured steps
+From the ``ddp_step`` records (:mod:`meprop.lab.engine.ddp`): a table of the measured steps
 (dense DDP, meProp + all-reduce, meProp + :func:`meprop.distributed.row_sparse_hook`) with
 the bytes each rank sends per step; then two **projections** (a model, not a measurement;
 loopback gloo is no network):

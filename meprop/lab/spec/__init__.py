@@ -1,0 +1,19 @@
+"""What to measure: cases, the named grids (profiles), performance targets, timing options.
+
+- :mod:`~meprop.lab.spec.cases`: :class:`Case`, one measurement's frozen description, and :func:`grid`;
+- :mod:`~meprop.lab.spec.profiles`: the named grids of ``meprop bench --profile``;
+- :mod:`~meprop.lab.spec.targets` and :mod:`~meprop.lab.spec.target_file`: performance targets,
+  read from a targets file (docs/targets.md);
+- :mod:`~meprop.lab.spec.timing`: :class:`TimingOptions`, how long and how often to sample.
+
+May import: the library's public modules, the lab's bottom modules (``workloads``,
+``measurements``, ``stopwatch``) and ``results``. Nothing here builds or times anything.
+"""
+
+from meprop.lab.spec.cases import Case, grid
+from meprop.lab.spec.profiles import PROFILES, profile_cases
+from meprop.lab.spec.target_file import load_targets
+from meprop.lab.spec.targets import Target
+from meprop.lab.spec.timing import TimingOptions
+
+__all__ = ["Case", "PROFILES", "Target", "TimingOptions", "grid", "load_targets", "profile_cases"]

@@ -1,0 +1,172 @@
+"""The named profiles: grids of cases with the timing budget that fits them.
+
+- ``smoke``: a handful of tiny cases, seconds in all (CI runs it end to end).
+- ``quick``: the default job (a few minutes on 2 CPU cores): hidden {500, 1024, 4096},
+  k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu; and the training step of every
+  workload (MLP, linear, the POS LSTM, a transformer block); the MLP's step under DDP.
+- ``paper``: the paper's shapes (h=500, k 5/10/20/80, batch 1/10/50; Table 7's
+  h=8192, batch 1024, k 8..512; Table 8's MLP h=8192), the MNIST training step and the
+  POS LSTM (Tables 1-2).
+- ``full``: hidden up to 8192, k ratio 0.5%..100%, batch 1..1024, cpu and cuda.
+- ``perf``: every case a targets file needs (``--targets FILE``, default the project's own
+  ``benchmarks/targets.toml``: float32, 2 threads unless a target says otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from meprop.checks import check_choice
+from meprop.lab.spec.cases import Case, grid
+from meprop.lab.spec.targets import Target, perf_cases
+from meprop.lab.spec.timing import TimingOptions
+
+__all__ = ["Profile", "PROFILES", "profile_cases"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named grid and the timing options that fit it (``timing.budget_s`` per case)."""
+
+    name: str
+    description: str
+    build: Callable[[], list[Case]] = field(repr=False)
+    timing: TimingOptions = TimingOptions()
+    uses_targets: bool = False  # the cases are those of a targets file
+
+    def cases(self, targets: tuple[Target, ...] | None = None) -> list[Case]:
+        """The profile's cases; a targets profile runs those of ``targets`` (default: the project's file)."""
+        if not self.uses_targets:
+            return self.build()
+        if targets is None:
+            from meprop.lab.spec.target_file import default_targets
+
+            targets = default_targets()
+        return perf_cases(targets)
+
+
+def _smoke() -> list[Case]:
+    tiny = dict(hidden=32, batch=4, threads=1)
+    cases = [
+        Case("linear", m, k=4, mode=md, **tiny)
+        for m in ("forward", "linear_backward", "overall_backward", "train_step")
+        for md in ("unified", "per_example")
+    ]
+    cases += [
+        Case("mlp", m, k=4, mode="unified", in_features=16, **tiny)
+        for m in ("linear_backward", "overall_backward", "train_step")
+    ]
+    cases += [Case("lstm", m, hidden=16, k=8, batch=1, threads=1, mode="per_example", in_features=8)
+              for m in ("linear_backward", "train_step")]
+    cases += [Case("mlp", "ddp_step", k=4, mode="per_example", in_features=16, world_size=2, **tiny)]
+    cases += [Case("transformer", m, hidden=64, k=4, batch=1, threads=1, mode=md)
+              for m, md in (("overall_backward", "per_example"), ("train_step", "unified"))]
+    return cases
+
+
+_QUICK_HIDDEN = (500, 1024, 4096)
+_QUICK_RATIOS = (0.01, 0.04, 0.1, 0.5)
+_QUICK_BATCH = (1, 64, 1024)
+
+
+def _quick() -> list[Case]:
+    # The main job. Linear-only backprop over the whole grid for both top-k modes; the
+    # forward (k does not change it: one k ratio); the paper's MLP (784-n-n-10) overall
+    # backprop over the k ratios for batch 64 and 1024, and its training step.
+    axes = dict(hidden=_QUICK_HIDDEN, batch=_QUICK_BATCH)
+    cases = grid(measurement=("linear_backward",), k_ratio=_QUICK_RATIOS,
+                 mode=("unified", "per_example"), **axes)
+    cases += grid(measurement=("forward",), k_ratio=(0.04,), mode=("unified",), **axes)
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), k_ratio=_QUICK_RATIOS,
+                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
+    cases += grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.04,),
+                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified",))
+    # the MLP's step under DDP on 2 local processes (1 thread each), both selection modes
+    cases += grid(workload=("mlp",), measurement=("ddp_step",), k_ratio=(0.04,), hidden=(1024,),
+                  batch=(64,), mode=("unified", "per_example"), threads=1, world_size=(2,))
+    return cases + _quick_training_steps()
+
+
+def _quick_training_steps() -> list[Case]:
+    # The training step a user runs, for every workload: the MLP at batch 1 and 64 per
+    # example (the paper's CPU setting), one linear layer, the paper's POS LSTM (h=500,
+    # batch 1 sentence, k=5 of the 2000 gate entries) and a GPT-2-style block (d=512,
+    # 8 sequences of 64 tokens), each next to its backward.
+    cases = grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.01, 0.1),
+                 hidden=(500, 4096), batch=(1, 64), mode=("per_example",))
+    # lazy next to exact (torch.optim's algorithm on meProp's gradients), k = 1%
+    cases += [c.replace(optimizer="exact") for c in cases if c.k_ratio < 0.02]
+    # and against the strongest dense baseline: fused Adam on both sides, k = 1%
+    cases += [c.replace(adam="fused") for c in cases if c.k_ratio < 0.02 and c.optimizer == "lazy"]
+    cases += grid(workload=("linear",), measurement=("train_step",), k_ratio=(0.01, 0.1),
+                  hidden=(1024, 4096), batch=(64,), mode=("unified", "per_example"))
+    cases += grid(workload=("lstm",), measurement=("linear_backward", "train_step"), k=(5, 20),
+                  hidden=(500,), batch=(1,), mode=("per_example",), threads=1)
+    cases += grid(workload=("transformer",), measurement=("overall_backward", "train_step"),
+                  k_ratio=(0.04, 0.1), hidden=(512,), batch=(8,), mode=("unified", "per_example"))
+    # every other workload's step against fused Adam too, at its smallest k (the MLP's above)
+    others = [c for c in cases if c.measurement == "train_step" and c.adam == "default"
+              and not any(d.adam == "fused" and d.workload == c.workload for d in cases)]
+    cases += [c.replace(adam="fused") for c in others
+              if c.k == min(d.k for d in others if d.workload == c.workload and d.hidden == c.hidden)]
+    return cases
+
+
+def _paper() -> list[Case]:
+    # Tables 1-2: h=500 MLP (784-500-500-10), k 5/10/20/80, batch 1/10/50 (CPU, per-example).
+    cases = grid(workload=("linear", "mlp"), measurement=("linear_backward", "overall_backward"),
+                 hidden=(500,), k=(5, 10, 20, 80), batch=(1, 10, 50),
+                 mode=("per_example", "unified"))
+    cases += grid(workload=("mlp",), measurement=("forward",), hidden=(500,), k=(20,),
+                  batch=(1, 10, 50), mode=("per_example",))
+    # Table 7: synthetic 8192 x 8192 layer, batch 1024, k 8..512 (unified).
+    table7_k = (8, 16, 32, 64, 128, 256, 512)
+    cases += grid(measurement=("linear_backward",), hidden=(8192,), k=table7_k, batch=(1024,),
+                  mode=("unified",))
+    # Table 8: MLP 784-8192-8192-10, overall backprop, batch 1024 (unified).
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), hidden=(8192,),
+                  k=table7_k, batch=(1024,), mode=("unified",))
+    # Table 2's forward / backward / total view of the MNIST MLP: its training step.
+    cases += grid(workload=("mlp",), measurement=("train_step",), hidden=(500,), k=(5, 10, 20, 80),
+                  batch=(1, 10, 50), mode=("per_example",), threads=1)
+    # Tables 1-2, POS tagging: the LSTM (h=500, batch 1 sentence of 25 tokens, k among its
+    # 2000 gate entries), its backward, overall backward and training step, 1 thread.
+    cases += grid(workload=("lstm",), measurement=("linear_backward", "overall_backward", "train_step"),
+                  hidden=(500,), k=(5, 10, 20, 80), batch=(1,), mode=("per_example",), threads=1)
+    return cases
+
+
+def _full() -> list[Case]:
+    ratios = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+    common = dict(k_ratio=ratios, batch=(1, 16, 64, 256, 1024), device=("cpu", "cuda"),
+                  mode=("per_example", "unified"))
+    cases = grid(measurement=("forward", "linear_backward", "overall_backward"),
+                 hidden=(500, 1024, 2048, 4096, 8192), **common)
+    cases += grid(workload=("mlp",), measurement=("overall_backward", "train_step"),
+                  hidden=(500, 1024, 4096, 8192), **common)
+    return cases
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
+                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10)),
+        Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
+                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0)),
+        Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
+                _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
+        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
+                _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
+        Profile("perf", "every case of a targets file (default benchmarks/targets.toml)", list,
+                TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300, extend_factor=2.0), uses_targets=True),
+    )
+}
+
+
+def profile_cases(name: str, targets: tuple[Target, ...] | None = None) -> list[Case]:
+    """The cases of the named profile (one of :data:`PROFILES`); ``targets`` for the ``perf`` profile."""
+    check_choice(name, "profile", PROFILES)
+    return PROFILES[name].cases(targets)
+

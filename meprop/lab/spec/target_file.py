@@ -1,0 +1,144 @@
+"""Targets as data: read a targets file (TOML, docs/targets.md) into :class:`~meprop.lab.spec.targets.Target` rows.
+
+A file is a ``[case_defaults]`` table (``threads``, ``dtype`` of the cases the ``perf``
+profile runs when a target leaves them out) and ``[[target]]`` rows. A row's keys are the
+fields of :class:`Target` (``label``, ``minimum``, ``kind``, ``measurement``, ``workload``,
+``mode``, ``hidden`` / ``min_hidden``, ``batch`` / ``min_batch``, ``k`` / ``k_ratio``, ...),
+``workload = "any"`` matching every workload, plus how its cases are built:
+
+- nothing: the row's own fields name one case (a single-row target);
+- ``[target.grid]``: lists of case fields, their Cartesian product (``k_rounding = "ceil"``
+  turns ``k_ratio`` into ``ceil(ratio * n)`` instead of ``round``);
+- ``[[target.cases]]``: each case's fields over the row's own;
+- ``also_adam = ["fused"]``: each case again with that Adam implementation.
+
+``meprop bench --targets FILE`` and ``meprop report --targets FILE`` read one; without it
+both read :data:`DEFAULT_TARGETS_FILE` from the current directory (the repository's own).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import sys
+from pathlib import Path
+
+from meprop.lab.spec.cases import Case
+from meprop.lab.spec.targets import PERF_DTYPE, PERF_THREADS, Target, perf_case
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["DEFAULT_TARGETS_FILE", "TargetsFileError", "load_targets", "default_targets"]
+
+#: The project's own targets, relative to the repository root (the current directory).
+DEFAULT_TARGETS_FILE = Path("benchmarks") / "targets.toml"
+_TARGET_FIELDS = {f.name for f in dataclasses.fields(Target)} - {"perf_cases"}
+_BUILD_KEYS = {"grid", "cases", "also_adam"}
+#: the case fields a grid or a case entry may set (besides k / k_ratio)
+_CASE_KEYS = ("workload", "measurement", "hidden", "batch", "mode", "k", "k_ratio", "in_features",
+              "layers", "threads", "classes", "optimizer", "adam", "dtype")
+
+
+class TargetsFileError(ValueError):
+    """A targets file that cannot be read or holds a row that is not a target."""
+
+
+def load_targets(path: str | Path) -> tuple[Target, ...]:
+    """The targets of the file at ``path``, in file order."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise TargetsFileError(f"targets file {str(path)!r} cannot be read: {error.strerror or error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise TargetsFileError(f"targets file {str(path)!r} is not valid TOML: {error}") from None
+    unknown = set(data) - {"case_defaults", "target"}
+    if unknown:
+        raise TargetsFileError(f"targets file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
+                               "accepted: [case_defaults] and [[target]]")
+    defaults = {"threads": PERF_THREADS, "dtype": PERF_DTYPE, **data.get("case_defaults", {})}
+    rows = data.get("target", [])
+    if not rows:
+        raise TargetsFileError(f"targets file {str(path)!r} has no [[target]] rows")
+    targets = []
+    for number, row in enumerate(rows, 1):
+        try:
+            targets.append(_target(row, defaults))
+        except (TypeError, ValueError) as error:
+            label = row.get("label", f"row {number}") if isinstance(row, dict) else f"row {number}"
+            raise TargetsFileError(f"targets file {str(path)!r}, target {label!r}: {error}") from None
+    return tuple(targets)
+
+
+def default_targets() -> tuple[Target, ...]:
+    """The targets of :data:`DEFAULT_TARGETS_FILE`; a clear error when it is not here."""
+    if not DEFAULT_TARGETS_FILE.is_file():
+        raise TargetsFileError(f"no targets file given and {str(DEFAULT_TARGETS_FILE)!r} is not in the "
+                               "current directory: pass --targets FILE (format: docs/targets.md)")
+    return load_targets(DEFAULT_TARGETS_FILE)
+
+
+def _target(row: dict, defaults: dict) -> Target:
+    unknown = set(row) - _TARGET_FIELDS - _BUILD_KEYS
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)}; accepted: {sorted(_TARGET_FIELDS | _BUILD_KEYS)}")
+    fields = {key: value for key, value in row.items() if key in _TARGET_FIELDS}
+    if fields.get("workload") == "any":
+        fields["workload"] = None
+    fields.setdefault("minimum", None)
+    target = Target(**fields)
+    cases = _built_cases(target, row, defaults)
+    return dataclasses.replace(target, perf_cases=cases) if cases else target
+
+
+def _built_cases(target: Target, row: dict, defaults: dict) -> tuple[Case, ...]:
+    own = {key: getattr(target, key) for key in _CASE_KEYS if hasattr(target, key) and getattr(target, key) is not None}
+    if "grid" in row:
+        entries = _grid_entries(row["grid"])
+    elif "cases" in row:
+        entries = [dict(entry) for entry in row["cases"]]
+    elif target.names_one_case:
+        entries = [{}]
+    else:
+        return ()
+    cases = []
+    for entry in entries:
+        bad = set(entry) - set(_CASE_KEYS) - {"k_rounding"}
+        if bad:
+            raise ValueError(f"unknown case field(s) {sorted(bad)}; accepted: {list(_CASE_KEYS)}")
+        merged = {**defaults, **own}
+        if "k" in entry or "k_ratio" in entry:  # an entry's own k or ratio replaces the row's
+            merged.pop("k", None)
+            merged.pop("k_ratio", None)
+        cases.append(_case({**merged, **entry}))
+    for adam in row.get("also_adam", ()):
+        cases += [case.replace(adam=adam) for case in list(cases)]
+    return tuple(cases)
+
+
+def _grid_entries(grid: dict) -> list[dict]:
+    rounding = grid.get("k_rounding", "round")
+    axes = {key: (value if isinstance(value, list) else [value])
+            for key, value in grid.items() if key != "k_rounding"}
+    entries = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    if rounding == "ceil":
+        for entry in entries:
+            if "k_ratio" in entry:
+                entry["k"] = math.ceil(entry.pop("k_ratio") * entry["hidden"])
+    elif rounding != "round":
+        raise ValueError(f"k_rounding must be 'round' or 'ceil', got {rounding!r}")
+    return entries
+
+
+def _case(fields: dict) -> Case:
+    fields.pop("k_rounding", None)
+    case = perf_case(fields.pop("workload", "linear"), fields.pop("measurement", "linear_backward"),
+                     fields.pop("hidden"), fields.pop("batch"), fields.pop("mode"),
+                     k=fields.pop("k", None), k_ratio=fields.pop("k_ratio", None),
+                     in_features=fields.pop("in_features", None), layers=fields.pop("layers", 2),
+                     threads=fields.pop("threads"), classes=fields.pop("classes", 10))
+    return case.replace(**fields) if fields else case

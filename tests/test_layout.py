@@ -7,6 +7,8 @@
 - inside the lab, modules import only downwards along the floors of :data:`FLOORS`
   (bottom modules, results/, spec/, ops/, engine/, paper/, converge/, report/, cli/), and no
   lab folder holds more than 12 modules directly;
+- no workload-name comparison outside ``meprop.lab.workloads``, no measurement-name comparison
+  outside ``meprop.lab.measurements``;
 - no import cycle among meprop's modules;
 - no private name (``_name``) is imported from another module;
 - the schema string ``"meprop.results/1"`` is written once;
@@ -194,6 +196,28 @@ def test_no_workload_name_comparisons_outside_the_registry():
            for where, tree in trees for node in ast.walk(tree)
            if isinstance(node, ast.Compare) and _compared_strings(node) & names]
     assert not bad, "ask meprop.lab.workloads instead of comparing workload names:\n" + "\n".join(bad)
+
+
+#: the one module that may compare measurement names: the registry
+MEASUREMENT_REGISTRY = "meprop.lab.measurements"
+
+
+def _measurement_names() -> set[str]:
+    tree = MODULES[MEASUREMENT_REGISTRY][1]
+    return {call.args[0].value for call in ast.walk(tree)
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "MeasurementKind"
+            and call.args and isinstance(call.args[0], ast.Constant)}
+
+
+def test_no_measurement_name_comparisons_outside_the_registry():
+    names = _measurement_names()
+    assert {"forward", "linear_backward", "overall_backward", "train_step", "ddp_step"} <= names
+    trees = [(name, tree) for name, (_, tree) in MODULES.items() if name != MEASUREMENT_REGISTRY]
+    trees += [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in _front_door_files()]
+    bad = [f"{where}:{node.lineno} compares {sorted(_compared_strings(node) & names)}"
+           for where, tree in trees for node in ast.walk(tree)
+           if isinstance(node, ast.Compare) and _compared_strings(node) & names]
+    assert not bad, "ask meprop.lab.measurements instead of comparing measurement names:\n" + "\n".join(bad)
 
 
 def test_no_import_cycle():

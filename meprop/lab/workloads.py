@@ -21,10 +21,12 @@ import importlib
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
+from meprop.lab.measurements import LINEAR_BACKWARD, OVERALL_BACKWARD, SINGLE_PROCESS_NAMES
+
 __all__ = ["Workload", "REGISTRY", "WORKLOAD_NAMES", "workload", "k_width", "named_in"]
 
-#: every measurement of the suite (the results schema lists the same)
-_ALL_MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step")
+#: every measurement one process makes (the DDP step is the MLP's alone)
+_ALL_MEASUREMENTS = SINGLE_PROCESS_NAMES
 
 
 class Workload:
@@ -40,7 +42,7 @@ class Workload:
     #: the case names a user's ``module:factory``
     needs_model_spec: bool = False
     #: the backprop measurement that shows meProp's effect on this workload in the figures
-    backward_measurement: str = "linear_backward"
+    backward_measurement: str = LINEAR_BACKWARD.name
     #: the paper's table this workload reproduces (None: none)
     paper_table: str | None = None
     measurements: tuple[str, ...] = _ALL_MEASUREMENTS
@@ -101,7 +103,7 @@ class _Linear(Workload):
 class _Mlp(Workload):
     name, label = "mlp", "MLP"
     stacks_layers = True
-    backward_measurement = "overall_backward"
+    backward_measurement = OVERALL_BACKWARD.name
     paper_table = "Table 8"
     builder = "meprop.lab.ops.build:build_linear_model"
     #: the paper's MNIST MLP: 784-500-500-10, batch 10, k=20
@@ -144,7 +146,7 @@ class _Lstm(Workload):
 
 class _Transformer(Workload):
     name, label = "transformer", "transformer block"
-    backward_measurement = "overall_backward"
+    backward_measurement = OVERALL_BACKWARD.name
     builder = "meprop.lab.ops.transformer:build_transformer_case"
     #: tokens per sequence
     sequence = 64
@@ -163,7 +165,7 @@ class _Transformer(Workload):
 class _UserModel(Workload):
     name, label = "model", "user model"
     needs_model_spec = True
-    backward_measurement = "overall_backward"
+    backward_measurement = OVERALL_BACKWARD.name
     builder = "meprop.lab.ops.user_model:build_user_model_case"
 
     def key_name(self, model: str | None) -> str:

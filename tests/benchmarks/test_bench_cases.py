@@ -18,6 +18,7 @@ import torch
 
 from meprop.lab.engine.timer import num_threads, synchronize
 from meprop.lab.ops.build import Unsupported, build
+from meprop.lab.measurements import measurement
 
 
 def test_case(benchmark, request, bench_case, variant, bench_env, interleaved):
@@ -48,7 +49,7 @@ def test_case(benchmark, request, bench_case, variant, bench_env, interleaved):
             benchmark(timed)  # pytest-benchmark's calibrated rounds
         else:
             benchmark.pedantic(timed, rounds=2, iterations=1, warmup_rounds=1)
-    if case.measurement in ("linear_backward", "overall_backward"):
+    if measurement(case.measurement).runs_backward and not measurement(case.measurement).steps_optimizer:
         # the allocation policy: .grad stays one dense buffer, accumulated in place
         grads = [p.grad for p in op.model.parameters() if p.dim() == 2]
         assert grads and all(g is not None and g.layout == torch.strided for g in grads)

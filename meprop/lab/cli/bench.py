@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from meprop.checks import check_threads
+from meprop.lab.measurements import measurement
 
 __all__ = ["configure", "run", "select_cases", "check_threads", "MAX_BUDGET_S", "MAX_MIN_SAMPLES"]
 
@@ -225,7 +226,7 @@ def _replace_fields(cases, args: argparse.Namespace) -> list:
     replaced = []
     seen = set()
     for case in cases:
-        step = case.measurement == "train_step"
+        step = measurement(case.measurement).steps_optimizer
         optimizers = (args.optimizer or (case.optimizer,)) if step else (case.optimizer,)
         adams = (args.adam or (case.adam,)) if step else (case.adam,)
         ddp = case.world_size > 1

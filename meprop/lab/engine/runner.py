@@ -33,6 +33,7 @@ from meprop.lab.ops.build import ALLOCATION_POLICY, Unsupported, build, estimate
 from meprop.lab.results import schema
 from meprop.lab.results.env import snapshot
 from meprop.lab.results.store import ResultsWriter
+from meprop.lab.measurements import measurement
 
 __all__ = ["TimingOptions", "RunSummary", "case_record", "run_case", "run_cases", "peak_memory"]
 
@@ -182,7 +183,7 @@ def run_case(case: Case, options: TimingOptions, *, measure_memory: bool = True)
                                       threads=case.threads, options=options)
             after, tuned = kernels.formulation_counts(), _delta(choices, dispatch.choice_counts())
             extra = {"tuning": tuned} if tuned else {}
-            if case.measurement == "train_step":  # after the timed samples: timing undisturbed
+            if measurement(case.measurement).steps_optimizer:  # after the timed samples: timing undisturbed
                 extra = dict(optimizers=optimizer_names(case.optimizer, case.adam),
                              phases=probe_phases(dense_fn, meprop_fn, rewarm=(
                                  dense.rewarm * dense.number, meprop.rewarm * meprop.number)))

@@ -62,6 +62,7 @@ from meprop.lab.ops.model_ops import (
 )
 from meprop.lab.workloads import workload
 from meprop.nn import convert
+from meprop.lab.measurements import measurement
 
 __all__ = [
     "VARIANTS", "ALLOCATION_POLICY", "Unsupported", "build", "build_model", "build_linear_model",
@@ -142,7 +143,7 @@ def build_model(case, variant: str) -> nn.Module:
         # The training step converts as a user would (default arguments); the backward
         # measurements ask for row-sparse gradients into preallocated .grad buffers.
         model = convert(model, k=case.k, mode=case.mode,
-                        sparse_grad=case.measurement != "train_step",
+                        sparse_grad=not measurement(case.measurement).steps_optimizer,
                         keep_output_layer=stacked, inplace=True)
     return model.train()
 
@@ -180,7 +181,7 @@ def build_linear_model(case, variant: str) -> Callable[[], None]:
         def loss_of(out):
             return F.cross_entropy(out, labels)
 
-    if case.measurement == "linear_backward":
+    if measurement(case.measurement).linear_layers_only:
         preallocate_grads(model)
         op, inputs = _linear_backward(model, x, case, gen)
         return named_op(op, case, model, inputs)

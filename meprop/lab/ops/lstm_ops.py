@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from meprop.lab.ops.model_ops import SEED, case_dtype, case_randn, model_op, named_op, preallocate_grads
 from meprop.lab.workloads import workload
 from meprop.lstm import MepropLSTM
+from meprop.lab.measurements import measurement
 
 __all__ = ["build_lstm"]
 
@@ -36,7 +37,7 @@ class _Tagger(nn.Module):
 
 def build_lstm(case, variant: str) -> Callable[[], None]:
     """One measured operation of an ``lstm`` case (see :func:`meprop.lab.ops.build.build`)."""
-    step = case.measurement == "train_step"
+    step = measurement(case.measurement).steps_optimizer
     steps = workload(case.workload).steps
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
@@ -54,7 +55,7 @@ def build_lstm(case, variant: str) -> Callable[[], None]:
     def loss_of():
         return F.cross_entropy(model(x).reshape(-1, case.classes), labels)
 
-    if case.measurement != "linear_backward":  # the forward times the LSTM alone (the head is dense)
+    if not measurement(case.measurement).linear_layers_only:  # the forward times the LSTM alone (the head is dense)
         return model_op(case, variant, model, lambda: model.lstm(x), loss_of)
     preallocate_grads(model)
     output, _ = model.lstm(x)

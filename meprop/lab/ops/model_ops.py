@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from meprop.lab.ops.train_step import make_optimizer, train_step_op
+from meprop.lab.measurements import measurement
 
 __all__ = ["SEED", "Unsupported", "case_dtype", "case_randn", "preallocate_grads", "named_op", "model_op"]
 
@@ -65,14 +66,15 @@ def model_op(case, variant: str, model: nn.Module, forward: Callable[[], object]
     and returns the loss (built once and back-propagated with ``retain_graph`` by the
     overall backprop; rebuilt every step by the training step).
     """
-    if case.measurement == "train_step":
+    kind = measurement(case.measurement)
+    if kind.steps_optimizer:
         optimizer = make_optimizer(model, variant, case.optimizer, case.adam)
         return named_op(train_step_op(model, loss_fn, optimizer, case.device), case, model)
     preallocate_grads(model)
-    if case.measurement == "forward":
+    if not kind.runs_backward:
         def op() -> None:
             forward()
-    elif case.measurement == "overall_backward":
+    elif not kind.linear_layers_only:
         loss = loss_fn()
 
         def op() -> None:

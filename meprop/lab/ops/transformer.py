@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from meprop.lab.ops.model_ops import SEED, Unsupported, case_dtype, model_op
 from meprop.lab.workloads import REGISTRY
 from meprop.nn import convert
+from meprop.lab.measurements import measurement
 
 __all__ = ["SEQUENCE", "HEAD_DIM", "head_dim_for", "TransformerBlock", "build_transformer",
            "build_transformer_case"]
@@ -73,7 +74,7 @@ def build_transformer_case(case, variant: str) -> Callable[[], None]:
 def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
                       unsupported: type[Exception]) -> Callable[[], None]:
     """One measured operation of a ``transformer`` case (see :func:`meprop.lab.ops.build.build`)."""
-    if case.measurement == "linear_backward":
+    if measurement(case.measurement).linear_layers_only:
         raise unsupported("linear_backward is not defined for the transformer workload (attention "
                           "sits between its projections): measure overall_backward or train_step")
     head_dim = head_dim_for(case.hidden)
@@ -84,7 +85,7 @@ def build_transformer(case, variant: str, *, dtype: torch.dtype, seed: int,
         torch.manual_seed(seed)
         model: nn.Module = TransformerBlock(case.hidden)
     model = model.to(device=case.device, dtype=dtype)
-    step = case.measurement == "train_step"
+    step = measurement(case.measurement).steps_optimizer
     if variant == "meprop":  # all four projections; the block has no output layer to keep
         model = convert(model, k_ratio=case.k / case.hidden, mode=case.mode, sparse_grad=not step,
                         keep_output_layer=False, inplace=True)

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from meprop.lab.ops.model_ops import SEED, Unsupported, model_op
 from meprop.nn import convert
+from meprop.lab.measurements import measurement
 
 __all__ = ["UserModelError", "load_factory", "build_user_model", "widest_linear", "loss_of_output",
            "build_user_model_case",
@@ -98,7 +99,7 @@ def loss_of_output(output) -> torch.Tensor:
 
 def build_model_case(case, variant: str, *, seed: int, unsupported: type[Exception]) -> Callable[[], None]:
     """One measured operation of a ``model`` case (see :func:`meprop.lab.ops.build.build`)."""
-    if case.measurement == "linear_backward":
+    if measurement(case.measurement).linear_layers_only:
         raise unsupported("linear_backward is not defined for a user model: measure forward, "
                           "overall_backward or train_step")
     with torch.random.fork_rng(devices=[]):
@@ -106,7 +107,7 @@ def build_model_case(case, variant: str, *, seed: int, unsupported: type[Excepti
         model, inputs = build_user_model(case.model)
     model = model.to(case.device)
     inputs = tuple(t.to(case.device) for t in inputs)
-    step = case.measurement == "train_step"
+    step = measurement(case.measurement).steps_optimizer
     if variant == "meprop":
         model = convert(model, k_ratio=min(1.0, case.k / case.hidden), mode=case.mode,
                         sparse_grad=not step, example_inputs=inputs, inplace=True)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from meprop.lab.report.frames import ok_rows, workload_of
+from meprop.lab.measurements import FORWARD, REGISTRY as MEASUREMENT_REGISTRY
 
 __all__ = ["FigureFile", "save_figure", "speedup_vs_k_ratio", "speedup_vs_hidden", "time_breakdown",
            "modes_side_by_side", "devices_side_by_side", "all_figures"]
@@ -284,7 +285,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             break
         spec = workload_of(workload)
         backward = spec.backward_measurement
-        fwd = group[group["measurement"] == "forward"]
+        fwd = group[group["measurement"] == FORWARD.name]
         bwd = group[(group["measurement"] == backward) & group["speedup"].notna()]
         keys = ["hidden", "batch", "k", "layers"]
         both = fwd.merge(bwd, on=keys, suffixes=("_f", "_b")).dropna(
@@ -316,7 +317,7 @@ def time_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[FigureFile]:
             ax.set_ylim(0, max(112.0, tallest * 1.08))  # meProp can be slower than dense
             ax.set_xlim(-0.9, len(both) - 0.1)
             fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8)
-            what = "overall backprop" if backward == "overall_backward" else "linear-only backprop"
+            what = MEASUREMENT_REGISTRY[backward].title.lower()
             fig.suptitle(f"Forward vs {what}, dense vs meProp\n{_workload(group)} — {machine}, {device}, {mode}")
         name = _slug("time_breakdown", workload, machine, device, mode)
         files.append(save_figure(fig, out_dir, name, f"Time breakdown, {_workload(group)} ({machine}, {device}, {mode})",

@@ -29,6 +29,7 @@ from meprop.lab.results import schema
 from meprop.lab.results.stats import is_headline_worthy, speedup_interval, straddles_one
 from meprop.lab.results.store import ResultsError, load_records, results_paths
 from meprop.lab.workloads import REGISTRY, Workload
+from meprop.lab.measurements import REGISTRY as MEASUREMENT_REGISTRY
 
 __all__ = ["workload_of", "bench_frame", "ok_rows", "flag_of", "env_frame", "train_frame", "results_frame", "envs_frame",
            "nominal_k_ratio"]
@@ -43,6 +44,13 @@ _COLUMNS = ("machine", "run_id", *schema.CASE_FIELDS, "status", "reason", "dense
             "meprop_optimizer", "wall_s", "peak_dense_mb", "peak_meprop_mb", "peak_kind", "key", "source", *_RAW,
             "peak_dense_bytes", "peak_meprop_bytes", *_ENV_COLUMNS)
 
+
+
+def _judged_against_ideal(name) -> bool:
+    """A record's speedup has n / k as ceiling (so above it flags a broken baseline); an unknown
+    measurement is judged against it too."""
+    kind = MEASUREMENT_REGISTRY.get(name)
+    return kind is None or kind.judged_against_ideal
 
 def workload_of(name: str) -> Workload:
     """The workload of a frame's ``workload`` value (a user's model is named by its module:factory)."""
@@ -110,7 +118,7 @@ def _bench_row(r: dict, envs: dict[str, dict]) -> dict:
         "ci_method": (ci or {}).get("method"),
         "noisy": r.get("noisy"), "wall_s": r.get("wall_s"),
         "above_ideal": schema.above_ideal_of(_number(speedup), _number(ideal))
-        if case.get("measurement") not in ("forward", "train_step") else False,
+        if _judged_against_ideal(case.get("measurement")) else False,
         "amdahl_limit": _number(r.get("amdahl_limit")) if _is_real(r.get("amdahl_limit")) else np.nan,
         **_phase_columns(r.get("phases")),
         "meprop_optimizer": (r.get("optimizers") or {}).get("meprop") if isinstance(r.get("optimizers"), dict) else None,

@@ -21,15 +21,14 @@ import numpy as np
 import pandas as pd
 
 from meprop.lab.report.frames import ok_rows, workload_of
+from meprop.lab.measurements import HEADLINE_KINDS
 
 __all__ = ["HEADLINE_MEASUREMENTS", "representative_table", "case_label"]
 
 #: The headline's measurements, most telling first: what a user's loop sees, then the whole
 #: backward, then the linear layers alone (the kernel-level figure).
 #: (measurement, short label for table columns, title for cards).
-HEADLINE_MEASUREMENTS = (("train_step", "train step", "training step"),
-                         ("overall_backward", "overall", "overall backprop"),
-                         ("linear_backward", "linear-only", "kernel-level: linear-only backprop"))
+HEADLINE_MEASUREMENTS = tuple((kind.name, *kind.headline) for kind in HEADLINE_KINDS)
 
 _GROUP = ["machine", "device", "mode", "workload", "adam"]
 

@@ -17,6 +17,7 @@ import pandas as pd
 from meprop.lab.report.frames import ok_rows, workload_of
 from meprop.lab.report.headline import HEADLINE_MEASUREMENTS, case_label
 from meprop.lab.results.schema import ABOVE_IDEAL_NOTE, MEASUREMENT_TITLES, MEASUREMENTS
+from meprop.lab.measurements import REGISTRY as MEASUREMENT_REGISTRY, TRAIN_STEP
 
 __all__ = [
     "MEASUREMENTS",
@@ -58,9 +59,10 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
                      for note, flag in zip(table["note"], above)]
     if not any(workload_of(name).stacks_layers for name in table["workload"]):
         table = table.drop(columns=["layers"])
-    if measurement == "forward":  # n/k is no reference for the (unchanged) forward pass
+    ceiling = MEASUREMENT_REGISTRY[measurement].ceiling
+    if ceiling == "none":  # n/k is no reference for the (unchanged) forward pass
         table = table.drop(columns=["ideal n/k", "efficiency"])
-    if measurement == "train_step":  # the step's ceiling is Amdahl's, not n/k
+    if ceiling == "amdahl":  # the step's ceiling is Amdahl's, not n/k
         table = table.drop(columns=["ideal n/k", "efficiency"])
         table.insert(table.columns.get_loc("speedup") + 1, "Amdahl limit",
                      rows.sort_values(["machine", "device", "mode", "workload", "hidden", "batch", "k"])
@@ -78,7 +80,7 @@ def speedup_table(frame: pd.DataFrame, measurement: str) -> pd.DataFrame:
 def step_phases_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Where each training step's time goes, both sides: forward (zero_grad, forward, loss),
     backward, optimizer (clip and step), in ms, with the Amdahl limit (a free meProp backward)."""
-    ok = ok_rows(frame, "train_step")
+    ok = ok_rows(frame, TRAIN_STEP.name)
     phases = [f"{side}_{phase}_ms" for side in ("dense", "meprop") for phase in ("forward", "backward", "optimizer")]
     if ok.empty or ok[phases].isna().all().all():
         return pd.DataFrame()
@@ -170,7 +172,7 @@ def memory_table(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
                               "optimizer", "adam"])[columns]
     table = table.rename(columns={"hidden": "hidden n", "peak_dense_mb": "dense MiB", "optimizer": "meProp optimizer",
                                   "adam": "Adam", "peak_meprop_mb": "meProp MiB", "peak_kind": "kind"})
-    if not (rows["measurement"] == "train_step").any():  # the optimizer runs only in a training step
+    if not (rows["measurement"] == TRAIN_STEP.name).any():  # the optimizer runs only in a training step
         table = table.drop(columns=["meProp optimizer", "Adam"])
     if not any(workload_of(name).stacks_layers for name in rows["workload"]):
         table = table.drop(columns=["layers"])

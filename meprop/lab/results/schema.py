@@ -27,6 +27,7 @@ import numbers
 
 from meprop.lab.results.stats import speedup_interval
 from meprop.lab.workloads import REGISTRY, k_width
+from meprop.lab.measurements import MEASUREMENT_NAMES, REGISTRY as MEASUREMENT_REGISTRY
 
 __all__ = [
     "SCHEMA",
@@ -81,14 +82,8 @@ CASE_FIELD_DEFAULTS = {"optimizer": "lazy", "adam": "default", "world_size": 1}
 #: forward pass; backward of the linear layer(s) alone for a fixed output gradient;
 #: the whole ``loss.backward()``; forward + backward + optimizer step; that step under
 #: DistributedDataParallel on ``world_size`` local processes (:mod:`meprop.lab.engine.ddp`).
-MEASUREMENTS = ("forward", "linear_backward", "overall_backward", "train_step", "ddp_step")
-MEASUREMENT_TITLES = {
-    "forward": "Forward",
-    "linear_backward": "Linear-only backprop",
-    "overall_backward": "Overall backprop",
-    "train_step": "Training step",
-    "ddp_step": "DDP training step",
-}
+MEASUREMENTS = MEASUREMENT_NAMES
+MEASUREMENT_TITLES = {name: kind.title for name, kind in MEASUREMENT_REGISTRY.items()}
 #: The statistics of a timing object (``dense`` / ``meprop``), seconds per call (a timing
 #: may also carry ``samples_s``, the per-call seconds of each sample, for the interval).
 STAT_FIELDS = ("median_s", "iqr_s", "n_samples", "min_s", "mean_s")

@@ -21,6 +21,7 @@ from meprop.lab.results.schema import CASE_FIELD_DEFAULTS, CASE_FIELDS, MEASUREM
 from meprop.lab.workloads import REGISTRY, WORKLOAD_NAMES
 from meprop.lab.workloads import workload as workload_spec
 from meprop.selection import MODES
+from meprop.lab.measurements import measurement as measurement_kind
 
 __all__ = [
     "Case",
@@ -115,7 +116,7 @@ class Case:
         check_positive_int(self.layers, "layers")
         check_positive_int(self.classes, "classes")
         check_positive_int(self.world_size, "world_size")
-        if (self.measurement == "ddp_step") != (self.world_size > 1):
+        if measurement_kind(self.measurement).distributed != (self.world_size > 1):
             raise ValueError(f"world_size > 1 goes with measurement 'ddp_step' (and 'ddp_step' needs "
                              f"world_size > 1), got measurement={self.measurement!r}, "
                              f"world_size={self.world_size}")
@@ -204,7 +205,7 @@ def grid(
         n = check_positive_int(n, "hidden")
         width = workload_spec(w).k_width(n)  # the LSTM's k counts among its 4n gate entries
         kvals = [resolve_k(None, r, width) for r in ratios] + [resolve_k(v, None, width) for v in ks]
-        worlds = world_size if meas == "ddp_step" else (1,)
+        worlds = world_size if measurement_kind(meas).distributed else (1,)
         for kv, world in itertools.product(kvals, worlds):
             case = Case(w, meas, n, kv, b, dev, dt, md, threads, in_features, layers,
                         model=model if workload_spec(w).needs_model_spec else None, world_size=world)

@@ -21,6 +21,7 @@ from meprop.checks import check_choice
 from meprop.lab.spec.cases import Case, grid
 from meprop.lab.spec.targets import Target, perf_cases
 from meprop.lab.spec.timing import TimingOptions
+from meprop.lab.measurements import TRAIN_STEP
 
 __all__ = ["Profile", "PROFILES", "profile_cases"]
 
@@ -106,7 +107,7 @@ def _quick_training_steps() -> list[Case]:
     cases += grid(workload=("transformer",), measurement=("overall_backward", "train_step"),
                   k_ratio=(0.04, 0.1), hidden=(512,), batch=(8,), mode=("unified", "per_example"))
     # every other workload's step against fused Adam too, at its smallest k (the MLP's above)
-    others = [c for c in cases if c.measurement == "train_step" and c.adam == "default"
+    others = [c for c in cases if c.measurement == TRAIN_STEP.name and c.adam == "default"
               and not any(d.adam == "fused" and d.workload == c.workload for d in cases)]
     cases += [c.replace(adam="fused") for c in others
               if c.k == min(d.k for d in others if d.workload == c.workload and d.hidden == c.hidden)]

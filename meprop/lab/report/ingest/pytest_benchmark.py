@@ -22,17 +22,9 @@ from meprop.lab.report.ingest.pairing import case_from, records_from_sides, side
 from meprop.lab.results.schema import env_record, timing
 from meprop.lab.results.store import ResultsError
 from meprop.lab.workloads import named_in
+from meprop.lab.measurements import from_pytest_name
 
 __all__ = ["read_pytest_benchmark"]
-
-
-def _measurement_from_name(name: str) -> str | None:
-    lowered = name.lower()
-    for pattern, measurement in (("overall", "overall_backward"), ("train", "train_step"),
-                                 ("backward", "linear_backward"), ("forward", "forward")):
-        if pattern in lowered:
-            return measurement
-    return None
 
 
 def read_pytest_benchmark(path: Path) -> tuple[list[dict], list[str]]:
@@ -74,7 +66,7 @@ def _sides(path: Path, benchmarks: list) -> tuple[list[dict], list[str], dict]:
         case = case_from(values)
         if mode:
             case["mode"] = mode
-        case.setdefault("measurement", _measurement_from_name(f"{bench.get('group') or ''} {name}"))
+        case.setdefault("measurement", from_pytest_name(f"{bench.get('group') or ''} {name}"))
         case.setdefault("workload", named_in(name))
         if case.get("hidden") is None or case.get("batch") is None or case.get("measurement") is None:
             problems.append(f"{path}: {name}: no hidden/batch/measurement in params or extra_info, ignored")

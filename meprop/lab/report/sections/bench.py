@@ -26,6 +26,7 @@ from meprop.lab.report.tables import (
 )
 from meprop.lab.report.headline import representative_table
 from meprop.lab.results.stats import METHOD_NOTE
+from meprop.lab.measurements import REGISTRY as MEASUREMENT_REGISTRY
 
 __all__ = ["PAGE_ROWS", "environment", "headline", "tables", "figures", "memory", "long_table_html"]
 
@@ -165,13 +166,14 @@ def tables(frame: pd.DataFrame, out_dir: Path) -> Section:
         written = write_table(table, out_dir, f"speedup_{measurement}")
         files += written.values()
         note, slow_below = "", 1.0
-        if measurement == "forward":  # the forward is unchanged: within 5% of dense is the goal
+        kind = MEASUREMENT_REGISTRY[measurement]
+        if kind.ceiling == "none":  # the forward is unchanged: within 5% of dense is the goal
             slow_below = 1 / 1.05
             note = ("<p>The forward pass is unchanged by meProp: red marks a meProp forward more than "
                     "5% slower than dense.</p>")
         parts.append(f"<h3>{MEASUREMENT_TITLES[measurement]} ({len(table)} cases)</h3>" + note
                      + long_table_html(table, written, out_dir, slow_below=slow_below))
-        if measurement == "train_step":
+        if kind.ceiling == "amdahl":
             parts += _step_phases(frame, out_dir, files)
     return Section("tables", "Speedup tables", "\n".join(parts) or '<p class="note">No benchmark rows.</p>', files)
 

@@ -27,6 +27,7 @@ import meprop.distributed as md
 from meprop.lab.report.html import table_html
 from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import write_table
+from meprop.lab.measurements import DDP_STEP
 
 __all__ = ["BANDWIDTHS_GBIT", "PROJECTED_RANKS", "ddp_records", "measured_table",
            "bandwidth_projection", "ranks_projection", "projected_hook_bytes", "section"]
@@ -44,7 +45,7 @@ def ddp_records(records) -> list[dict]:
     latest = {}
     for r in records:
         if (r.get("type") == "bench" and r.get("status") == "ok" and isinstance(r.get("ddp"), dict)
-                and (r.get("case") or {}).get("measurement") == "ddp_step"):
+                and (r.get("case") or {}).get("measurement") == DDP_STEP.name):
             latest.pop(r.get("key"), None)
             latest[r.get("key")] = r
     return list(latest.values())

@@ -17,6 +17,7 @@ from meprop.lab.report.html import table_html
 from meprop.lab.report.reference import TABLE1, TABLE2, TABLE7, TABLE8
 from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import write_table
+from meprop.lab.measurements import LINEAR_BACKWARD, OVERALL_BACKWARD
 
 __all__ = ["paper_tables", "paper_comparison", "section"]
 
@@ -44,19 +45,19 @@ def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
     ok = frame[frame["status"] == "ok"]
     parts = []
     reproduces = ok["workload"].map(lambda name: workload_of(name).paper_table)
-    t7 = ok[(ok["measurement"] == "linear_backward") & (reproduces == "Table 7")
+    t7 = ok[(ok["measurement"] == LINEAR_BACKWARD.name) & (reproduces == "Table 7")
             & (ok["hidden"] == TABLE7["hidden"]) & (ok["batch"] == TABLE7["batch"])
             & ok["k"].isin(list(TABLE7["speedup"]))]
     for _, row in t7.iterrows():
         parts.append(_pair(row, "Table 7 (GPU, linear-only)", TABLE7["dense_ms"],
                            TABLE7["meprop_ms"][row["k"]], TABLE7["speedup"][row["k"]]))
-    t8 = ok[(ok["measurement"] == "overall_backward") & (reproduces == "Table 8")
+    t8 = ok[(ok["measurement"] == OVERALL_BACKWARD.name) & (reproduces == "Table 8")
             & (ok["hidden"] == TABLE8["hidden"]) & ok["k"].isin(list(TABLE8["speedup"]))]
     for _, row in t8.iterrows():
         parts.append(_pair(row, "Table 8 (GPU, overall MLP)", TABLE8["dense_ms"], np.nan,
                            TABLE8["speedup"][row["k"]]))
     mnist = TABLE1[TABLE1["task"] == "MNIST MLP"]
-    t1 = ok[(ok["measurement"] == "linear_backward") & (ok["hidden"] == 500)
+    t1 = ok[(ok["measurement"] == LINEAR_BACKWARD.name) & (ok["hidden"] == 500)
             & (ok["batch"] == 10) & ok["k"].isin(mnist["k"])]
     for _, row in t1.iterrows():
         paper = mnist[mnist["k"] == row["k"]].iloc[0]

@@ -147,3 +147,9 @@ def test_list_presets_names_the_width_map(capsys):
     assert main(["converge", "--list-presets"]) == 0
     text = capsys.readouterr().out
     assert "mnist-width:" in text and "h4096-b64" in text
+
+
+def test_an_unknown_cell_is_refused_naming_the_cells(tmp_path, capsys):
+    assert main(["converge", "--preset", "mnist-width", "--quick", "--cell", "h9-b1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--cell ['h9-b1']" in err and "h128-b64" in err

@@ -46,6 +46,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--quick", action="store_true", help="the preset's small variant (make report runs these)")
     what.add_argument("--list-presets", action="store_true", help="list the presets and their variants, then exit")
     what.add_argument("--only", action="append", metavar="LABEL", help="keep only these variants (dense is always kept)")
+    what.add_argument("--cell", action="append", metavar="NAME",
+                      help="only these settings of a preset with several (mnist-width: e.g. h4096-b64; repeatable)")
     what.add_argument("--k", action="append", help="sweep: meProp variants with this k (repeatable)")
     what.add_argument("--mode", action="append", choices=("per_example", "unified"),
                       help="sweep: selection modes (default per_example)")

@@ -35,7 +35,15 @@ __all__ = ["measure", "results_file", "state_dir", "with_lrs", "seed_list", "for
 
 def _cells(args, preset, variants) -> list:
     if preset is not None:
-        return preset.cells(args.quick, tuple(variants))
+        cells = preset.cells(args.quick, tuple(variants))
+        chosen = getattr(args, "cell", None)
+        if chosen:
+            unknown = sorted(set(chosen) - {c.name for c in cells})
+            if unknown:
+                raise ConvergenceError(f"--cell {unknown}: no such setting of {args.preset!r}; accepted: "
+                                       f"{[c.name for c in cells if c.name]}")
+            cells = [c for c in cells if c.name in chosen]
+        return cells
     from meprop.lab.converge.user_workload import UserWorkload
 
     return [Cell("", lambda: UserWorkload(args.model), tuple(variants))]
@@ -75,7 +83,7 @@ def measure(args, preset, plan, variants) -> int:
 
     malloc = allocator.apply(allocator.FAIR)
     path = results_file(args.out)
-    name = args.preset or args.model
+    name = (args.preset or args.model) + "".join(f"+{c}" for c in sorted(getattr(args, "cell", None) or ()))
     seeds, grid = seed_list(args.seeds, args.seed), tuple(args.lr_grid or plan.grid())
     cells = _cells(args, preset, variants)
     say = (lambda *_: None) if args.quiet else print

@@ -17,7 +17,7 @@ RESULTS     ?= results/$(PROFILE)
 TRAIN_RESULTS ?= results/paper-quick
 REPORT      ?= reports/$(PROFILE)
 PAPER_PRESETS ?= mnist-adam mnist-unified mnist-table3 pos-adam
-CONVERGE_PRESETS ?= mnist-adam pos-adam lm
+CONVERGE_PRESETS ?= mnist-adam pos-adam lm mnist-width
 CONVERGE_RESULTS ?= results/converge-quick
 PYTEST_ARGS ?=
 

@@ -30,16 +30,43 @@ def records():
     return rows
 
 
-def test_table_has_the_split_and_names_the_factor():
+def test_table_has_the_speedup_and_the_split_per_target():
     table = outcome_table(records())
-    row = table[table["variant"] == "k=20"].iloc[0]
-    assert row["time-to-target speedup"] == pytest.approx(8 / 3)
-    assert row["step-time speedup"] * row["steps speedup"] == pytest.approx(8 / 3)
-    assert row["limited by"] == "meets the 1.5x bar"
-    slow = table[table["variant"] == "k=5 <b>"].iloc[0]
-    assert slow["status"] == "not reached"
-    assert slow["limited by"] == "steps (convergence): not reached in 200 steps, dense needed 200 (steps speedup < 1.00)"
-    assert list(table["status"]) == ["reached", "reached", "not reached", "reached", "not reached"]
+    row = table[table["arm"] == "k=20"].iloc[0]
+    assert row["90: speedup"] == "2.67"  # one seed: no interval
+    assert row["90: reached"] == "1 of 1"
+    assert float(row["middle: step-time factor"]) * float(row["middle: steps factor"]) == pytest.approx(8 / 3, rel=0.01)
+    slow = table[table["arm"] == "k=5 <b>"].iloc[0]
+    assert slow["90: reached"] == "0 of 1" and slow["90: median time s"] == "never"
+    assert list(table["middle: verdict"])[:3] == ["reference", "no interval (one seed)", "no interval (one seed)"]
+
+
+def seeded(seed, label, step, seconds, metric, k=None, targets=(85.0, 90.0, 95.0), study="converge/p/w/s"):
+    row = rec(label, step, seconds, metric, k=k, key=f"{study}/seed{seed}", target=targets[1])
+    row.update(seed=seed, study=study, arm=label, lr=1e-3, targets=[Target(absolute=t).to_dict() for t in targets],
+               optimizer_impl="torch.optim.Adam(fused)" if k is None else "meprop.optim.Adam(lazy=True)")
+    return row
+
+
+def multi_seed_records():
+    rows = []
+    for seed, (dense_s, fast_s) in enumerate([(8.0, 4.0), (8.0, 7.0), (8.0, 12.0), (8.0, 9.0), (6.0, None)], 1):
+        rows += [seeded(seed, "dense", 100, dense_s, 91.0)]
+        rows += [seeded(seed, "mp", 100, fast_s or 5.0, 91.0 if fast_s else 80.0, k=4)]
+    return rows
+
+
+def test_multi_seed_table_shows_intervals_censored_counts_and_no_difference(tmp_path):
+    table = outcome_table(multi_seed_records())
+    mp = table[table["arm"] == "mp"].iloc[0]
+    assert mp["90: reached"] == "4 of 5" and mp["95: reached"] == "0 of 5"
+    assert mp["90: speedup"] == "0.89 [0.00, 2.00]" and mp["95: speedup"] == "-"  # neither reached 95: no pair
+    assert mp["middle: verdict"] == "no difference shown"
+    assert table.iloc[0]["optimizer"] == "torch.optim.Adam(fused)"
+    part = section(multi_seed_records(), tmp_path)
+    card = re.findall(r'<div class="card">(.*?)</div></div>', part.html)[0]
+    assert "0.89 [0.00, 2.00]x" in card and "no difference shown" in card and "reached on 4 of 5 seeds" in card
+    assert "torch.optim.Adam(fused)" in card
 
 
 def test_section_cards_figures_and_escaping(tmp_path):
@@ -48,10 +75,25 @@ def test_section_cards_figures_and_escaping(tmp_path):
     cards = re.findall(r'<div class="card">(.*?)</div></div>', part.html)
     assert len(cards) == 2
     assert "2.67x" in cards[0] and "k=20" in cards[0]
-    assert "not reached" in cards[1] and "mp at 80.00 vs 90" in cards[1]
+    assert "not reached" in cards[1] and "reached on 0 of 1 seeds" in cards[1]
     names = sorted(p.name for p in part.files if p.suffix == ".png")
-    assert names == ["converge-p-w-1.png", "converge-q-w-2.png", "pareto-p-w-1.png"]  # Pareto: >1 k only
+    assert names == ["converge-p-w-1.png", "converge-q-w-2.png"]
     assert "k=5 <b>" not in part.html and "k=5 &lt;b&gt;" in part.html
+
+
+def test_width_map_figure_and_table(tmp_path):
+    rows = []
+    for hidden in (500, 1024):
+        study = f"converge/mnist-width/h{hidden}"
+        for seed in (1, 2, 3):
+            for row in (seeded(seed, "dense", 100, 8.0, 91.0, study=study),
+                        seeded(seed, "top-k", 100, 8.0 / (hidden / 400) * (1 + seed / 10), 91.0, k=4, study=study)):
+                row.update(preset="mnist-width", settings={"hidden": hidden, "batch": 64})
+                rows.append(row)
+    part = section(rows, tmp_path)
+    assert "Where does meProp pay off?" in part.html
+    assert "where-it-pays-off.png" in {p.name for p in part.files}
+    assert "where_it_pays_off.csv" in {p.name for p in part.files}
 
 
 def test_empty_inputs_say_how_to_get_results(tmp_path):

@@ -6,7 +6,9 @@
 - :mod:`~meprop.lab.converge.presets`: the named setups (the paper's, from :mod:`meprop.lab.paper.setups`);
 - :mod:`~meprop.lab.converge.paper_workload`, :mod:`~meprop.lab.converge.lm`,
   :mod:`~meprop.lab.converge.user_workload`: what is trained;
-- :mod:`~meprop.lab.converge.run`: one preset or plan run into the results store.
+- :mod:`~meprop.lab.converge.optimizers`: each arm's optimizer (the fastest torch implementation for dense);
+- :mod:`~meprop.lab.converge.study`: the summary over paired seeds (medians, intervals, tuning);
+- :mod:`~meprop.lab.converge.run`: one preset or plan run into the results store (every cell x seed).
 
 May import: the library, the lab's bottom modules, ``results``, ``spec``, ``ops``, ``engine``
 and ``paper``. Docs: docs/time_to_accuracy.md.

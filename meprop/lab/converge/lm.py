@@ -13,6 +13,7 @@ through :func:`meprop.convert`: every projection of the blocks (qkv, proj, fc, o
 
 Training: windows of :data:`SEQUENCE` + 1 characters (non-overlapping), shuffled per epoch,
 :data:`BATCH` windows per step, cross-entropy of the next character, Adam (lr 1e-3).
+Adam is torch's fastest implementation (:mod:`meprop.lab.converge.optimizers`).
 Dev metric: next-character accuracy (%) over the first ``dev_windows`` dev windows.
 """
 
@@ -22,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import meprop.optim
 from meprop.lab.ops.transformer import TransformerBlock
 from meprop.nn import convert
-from meprop.lab.converge.loop import Trainee
+from meprop.lab.converge.loop import ConvergenceError, Trainee
+from meprop.lab.converge.optimizers import make_optimizer
 
 __all__ = ["CharLM", "CharLMWorkload", "SEQUENCE", "BATCH", "HEAD_DIM", "LAYERS"]
 
@@ -76,6 +77,7 @@ class CharLMWorkload:
 
     name = "lm"
     metric = "dev next-char accuracy (%)"
+    metric_range = (0.0, 100.0)
 
     def __init__(self, quick: bool = False, d: int = 128, lr: float = 1e-3) -> None:
         self.quick, self.d, self.lr = quick, d, lr
@@ -97,21 +99,22 @@ class CharLMWorkload:
         self._dev = _windows(dev, index)[:self.dev_windows]
 
     def build(self, variant) -> Trainee:
+        if variant.k is not None and not 1 <= variant.k < self.d:
+            raise ConvergenceError(f"--k {variant.k}: k must be an integer in [1, {self.d - 1}] (the model's "
+                                   f"width is d={self.d}; k >= d trains dense)")
         if self._train is None:
             self._load()
         model = CharLM(self._vocab, self.d)
         if variant.k is not None:
             model = convert(model, k_ratio=min(1.0, variant.k / self.d), mode=variant.mode,
                             example_inputs=(self._train[:1, :-1],), inplace=True)
-        if variant.k is not None and variant.optimizer_mode == "lazy":
-            optimizer = meprop.optim.Adam(model.parameters(), lr=self.lr, lazy=True)
-        else:
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optimizer, how = make_optimizer("adam", model.parameters(), variant.lr or self.lr,
+                                        lazy=variant.k is not None and variant.optimizer_mode == "lazy")
 
         def loss(batch):
             logits = model(batch[0])  # (B, T, vocab)
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[1].reshape(-1))
-        return Trainee(model, optimizer, loss)
+        return Trainee(model, optimizer, loss, how)
 
     def steps_per_epoch(self) -> int:
         return -(-len(self._train) // BATCH)

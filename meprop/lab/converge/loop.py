@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import torch
 from meprop.checks import check_int_at_least
 from meprop.lab.converge.state import BatchStream, VariantRun, load_state, save_state
 from meprop.lab.converge.time_to_target import Target
+from meprop.lab.ops.user_model import UserModelError
 from meprop.lab.results import schema
 from meprop.lab.stopwatch import Stopwatch, num_threads
 
@@ -49,16 +51,36 @@ class ConvergenceError(ValueError):
 
 @dataclass(frozen=True)
 class Variant:
-    """One trained side: ``k=None`` is dense; else meProp with ``mode`` and ``optimizer_mode``."""
+    """One trained side: ``k=None`` is dense; else meProp with ``mode`` and ``optimizer_mode``.
+
+    ``lr``: the learning rate (None: the workload's); ``arm``: the arm this variant is one
+    tuning point of (None: the label; an lr grid makes one variant per (arm, lr)).
+    ``schedule`` (a k schedule's spec) and ``error_feedback`` name remedies a workload may
+    support (its ``supports``: a set of ``"schedule"``, ``"error_feedback"``); a workload
+    that does not is refused before training.
+    """
 
     label: str
     k: int | None = None
     mode: str = "per_example"
     optimizer_mode: str = "exact"
+    lr: float | None = None
+    arm: str | None = None
+    schedule: str | None = None
+    error_feedback: bool = False
 
     @property
     def method(self) -> str:
         return "dense" if self.k is None else "meprop"
+
+    @property
+    def arm_label(self) -> str:
+        return self.arm or self.label
+
+    def remedies(self) -> set[str]:
+        """The remedies this variant asks of its workload."""
+        return {name for name, on in (("schedule", self.schedule is not None),
+                                      ("error_feedback", self.error_feedback)) if on}
 
 
 @dataclass(frozen=True)
@@ -75,8 +97,14 @@ class RunConfig:
     patience: int | None = None
     threads: int | None = 1
     device: str = "cpu"
+    targets: tuple = ()
+    study: str | None = None
 
     def __post_init__(self) -> None:
+        if not self.targets:
+            object.__setattr__(self, "targets", (self.target,))
+        if not all(isinstance(t, Target) for t in self.targets):
+            raise TypeError(f"targets must be Targets, got {[type(t).__name__ for t in self.targets]}")
         check_int_at_least(self.max_steps, "max_steps", 1)
         check_int_at_least(self.eval_every, "eval_every", 1)
         check_int_at_least(self.seed, "seed", 0)
@@ -94,6 +122,13 @@ class Trainee:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     loss: object  # Callable[[batch], scalar tensor]
+    optimizer_impl: str | None = None  # e.g. "torch.optim.Adam(fused)"; None: the optimizer's class
+
+    def implementation(self) -> str:
+        if self.optimizer_impl:
+            return self.optimizer_impl
+        cls = type(self.optimizer)
+        return f"{cls.__module__}.{cls.__name__}"
 
 
 def run_key(workload_name: str, preset: str, variants, config: RunConfig, settings: dict) -> str:
@@ -146,8 +181,18 @@ def converge(workload, variants, config: RunConfig, *, writer=None, run_id: str 
 
 
 def _build(ctx: _Context, variant: Variant, reference: dict | None):
+    missing = variant.remedies() - set(getattr(ctx.workload, "supports", ()))
+    if missing:
+        raise ConvergenceError(f"variant {variant.label!r} asks for {sorted(missing)}, which workload "
+                               f"{ctx.workload.name!r} does not support")
     torch.manual_seed(ctx.config.seed)
-    trainee = ctx.workload.build(variant)
+    try:
+        trainee = ctx.workload.build(variant)
+    except (ConvergenceError, UserModelError):
+        raise
+    except Exception as error:  # a workload's own fault: a recorded outcome, not a traceback
+        raise ConvergenceError(f"{ctx.workload.name}: building {variant.label!r} raised "
+                               f"{type(error).__name__}: {error}") from error
     if not isinstance(trainee, Trainee):
         raise ConvergenceError(f"{ctx.workload.name}: build({variant.label!r}) must return a Trainee, "
                                f"got {type(trainee).__name__}")
@@ -170,7 +215,10 @@ def _start(ctx: _Context, resume: bool):
             reference = {k: v.detach().clone() for k, v in trainee.model.state_dict().items()}
         stream = BatchStream(ctx.workload, ctx.config.seed)
         runs[variant.label] = VariantRun(variant, trainee, stream, rng=_seeded_rng(ctx.config.seed))
-    if resume and ctx.state_path is not None and ctx.state_path.exists():
+    recorded = ctx.writer is None or any(str(k).startswith(ctx.key + "/") for k in ctx.done_keys)
+    if resume and ctx.state_path is not None and ctx.state_path.exists() and not recorded:
+        ctx.say(f"{ctx.key}: the results file holds none of this run's records; starting it afresh")
+    elif resume and ctx.state_path is not None and ctx.state_path.exists():
         finished = load_state(ctx.state_path, ctx.key, runs)[1]
         if finished:
             return None
@@ -259,23 +307,39 @@ def _evaluate(ctx: _Context, run: VariantRun) -> None:
     run.pending = False
     metric = test = None
     if run.status == "ok":
-        run.trainee.model.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            try:
-                metric = ctx.workload.evaluate(run.trainee.model)
-                scorer = getattr(ctx.workload, "evaluate_test", None)  # optional: the paper's test score
-                test = scorer(run.trainee.model) if scorer is not None else None
-            finally:
-                run.trainee.model.train()
-        if not isinstance(metric, (int, float)) or isinstance(metric, bool):
-            run.stop("failed", f"evaluate() must return a number, got {type(metric).__name__}")
+        metric, test, fault = _score(ctx.workload, run.trainee.model)
+        if fault is not None:
+            run.stop("failed", fault)
             metric = None
-        elif not math.isfinite(metric):
+        elif not _is_real(metric):
+            run.stop("failed", f"evaluate() must return a real number, got {type(metric).__name__}")
+            metric = None
+        elif not math.isfinite(metric := float(metric)):
             run.stop("diverged", f"the evaluation returned {metric} at step {run.step}")
             metric = None
         else:
             run.observe(float(metric))
-    _write(ctx, run, metric, test if metric is not None and isinstance(test, float) and math.isfinite(test) else None)
+    test = float(test) if metric is not None and _is_real(test) and math.isfinite(float(test)) else None
+    _write(ctx, run, metric, test)
+
+
+def _is_real(value) -> bool:
+    """A real number (Python's, numpy's scalars), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
+def _score(workload, model) -> tuple:
+    """``(dev metric, test metric, fault)``: an evaluation that raises is a fault (one line)."""
+    model.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            metric = workload.evaluate(model)
+            scorer = getattr(workload, "evaluate_test", None)  # optional: the paper's test score
+            return metric, scorer(model) if scorer is not None else None, None
+        except Exception as error:  # the user's evaluate(): recorded as failed, the others go on
+            return None, None, f"evaluate() raised {type(error).__name__}: {error}"
+        finally:
+            model.train()
 
 
 def _write(ctx: _Context, run: VariantRun, metric: float | None, test: float | None = None) -> None:
@@ -287,7 +351,10 @@ def _write(ctx: _Context, run: VariantRun, metric: float | None, test: float | N
         examples=run.examples, epoch=run.stream.epoch, train_time_s=run.clock, block_time_s=run.block_time,
         train_loss=run.block_loss if math.isfinite(run.block_loss) else None, dev_metric=metric, test_metric=test,
         status=run.status, reason=run.reason, target=ctx.config.target.to_dict(),
-        settings=ctx.workload.settings(), eval_every=ctx.config.eval_every,
+        targets=[t.to_dict() for t in ctx.config.targets], settings=ctx.workload.settings(),
+        eval_every=ctx.config.eval_every, seed=ctx.config.seed, lr=variant.lr, arm=variant.arm_label,
+        optimizer_impl=run.trainee.implementation(), study=ctx.config.study, schedule=variant.schedule,
+        error_feedback=variant.error_feedback,
     )
     if ctx.writer is not None and record["key"] not in ctx.done_keys:
         ctx.writer.write(record)
@@ -303,6 +370,8 @@ def _plateaued(ctx: _Context, runs: dict) -> bool:
     if patience is None:
         return False
     active = [r for r in runs.values() if r.active]
-    target = ctx.config.target
-    reached = all(target.absolute is None or (r.best is not None and r.best >= target.absolute) for r in active)
+    if any(t.absolute is None for t in ctx.config.targets):
+        return False
+    top = max(t.absolute for t in ctx.config.targets)
+    reached = all(r.best is not None and r.best >= top for r in active)
     return bool(active) and reached and all(r.since_best >= patience for r in active)

@@ -20,8 +20,9 @@ from dataclasses import replace
 import torch
 import torch.nn as nn
 
-from meprop.lab.converge.loop import Trainee
-from meprop.lab.paper.train import EVAL_BATCH, TrainConfig, build_task, make_optimizer, task_loss
+from meprop.lab.converge.loop import ConvergenceError, Trainee
+from meprop.lab.converge.optimizers import make_optimizer
+from meprop.lab.paper.train import EVAL_BATCH, TrainConfig, build_task, task_loss
 
 __all__ = ["PaperWorkload"]
 
@@ -31,6 +32,7 @@ class PaperWorkload:
     ``load()`` returns the data :func:`meprop.lab.paper.train.build_task` takes (loaded once)."""
 
     metric = "dev accuracy (%)"
+    metric_range = (0.0, 100.0)
 
     def __init__(self, name: str, config: TrainConfig, load) -> None:
         self.name, self.config, self._load = name, config, load
@@ -39,17 +41,27 @@ class PaperWorkload:
     def settings(self) -> dict:
         return {n: v for n, v in self.config.to_dict().items() if n not in ("k", "mode", "optimizer_mode", "method")}
 
+    def k_limit(self) -> int:
+        """The widest layer meProp selects in: k must stay below it (the POS LSTM: its 4h gates)."""
+        return self.config.hidden * (4 if self.config.task == "pos" else 1)
+
     def _variant_config(self, variant) -> TrainConfig:
         mode = variant.optimizer_mode if variant.k is not None else "exact"
-        return replace(self.config, k=variant.k, mode=variant.mode, optimizer_mode=mode)
+        if variant.k is not None and not 1 <= variant.k < self.k_limit():
+            raise ConvergenceError(f"--k {variant.k}: k must be an integer in [1, {self.k_limit() - 1}] "
+                                   f"(the layer it selects in has {self.k_limit()} outputs; k >= that trains dense)")
+        lr = variant.lr if variant.lr is not None else self.config.lr
+        return replace(self.config, k=variant.k, mode=variant.mode, optimizer_mode=mode, lr=lr)
 
     def build(self, variant) -> Trainee:
+        config = self._variant_config(variant)
         if self._data is None:
             self._data = self._load()
-        config = self._variant_config(variant)
         model, splits, batches, score = build_task(config, self._data)
         self._splits, self._batches, self._score = splits, batches, score
-        return Trainee(model, make_optimizer(config, model), lambda batch: task_loss(model(*batch[0]), batch[1]))
+        optimizer, how = make_optimizer(config.optimizer, model.parameters(), config.learning_rate,
+                                        lazy=config.optimizer_mode == "lazy", device=config.device)
+        return Trainee(model, optimizer, lambda batch: task_loss(model(*batch[0]), batch[1]), how)
 
     def steps_per_epoch(self) -> int:
         if self._splits is None:

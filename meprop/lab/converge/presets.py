@@ -1,13 +1,19 @@
-"""Presets of ``meprop converge``: workload, variants, target, evaluation interval, length.
+"""Presets of ``meprop converge``: workload, variants, targets, seeds, lr grid, length.
 
 Each :class:`ConvergencePreset` builds its workload (full or ``quick``) and names its
-variants (dense first: it is the reference of the ratios). The MNIST presets use the
-paper's Table 1 setting (h=500, 2 hidden layers, batch 10, 1 thread) and the target 97.5%
-dev accuracy; POS (Table 1: LSTM h=500, batch 1 sentence, k=5) and the character language
-model (:mod:`meprop.lab.converge.lm`) take 99% of dense's best dev accuracy in the same run.
-The ``quick`` variants (a data subset, a few thousand steps at most; all of them together
-run in about two minutes on two cores) feed ``make report``; their targets are lower
-(quick runs stop early) and are said in the report.
+variants (dense first: it is the reference of the ratios); a preset with several settings
+(``mnist-width``: one per width and batch) gives them as :class:`Cell` s. Targets are fixed
+before training, three per preset (each its own column): the MNIST presets use the paper's
+Table 1 setting (h=500, 2 hidden layers, batch 10, 1 thread) and 97.0/97.5/98.0% dev
+accuracy; POS (Table 1: LSTM h=500, batch 1 sentence, k=5) and the character language
+model (:mod:`meprop.lab.converge.lm`) take 97/99/100% of dense's median best over the seeds.
+Full runs use 5 seeds (POS 3) and a grid of three learning rates around the preset's,
+tuned per arm on the middle target. The ``quick`` plans (a data subset, a few hundred steps,
+2 seeds, the preset's lr only; all of ``make converge`` in about two minutes on two cores)
+feed ``make report``; their targets are lower and are said in the description.
+
+A :class:`meprop.lab.converge.loop.Variant` carries the selection ``mode``, a k ``schedule``
+spec and an ``error_feedback`` flag, so remedies can be added as variants of a preset.
 """
 
 from __future__ import annotations
@@ -19,18 +25,48 @@ from meprop.lab.converge.time_to_target import Target
 from meprop.lab.paper import setups
 from meprop.lab.paper.train import TrainConfig
 
-__all__ = ["ConvergencePreset", "CONVERGENCE_PRESETS", "sweep_variants"]
+__all__ = ["ConvergencePreset", "CONVERGENCE_PRESETS", "Cell", "Plan", "WIDTHS", "WIDTH_BATCHES", "default_grid",
+           "sweep_variants"]
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Length and evaluation interval: ``epochs`` (or ``max_steps``), ``eval_every`` steps, the target."""
+    """Length, evaluation interval and what is measured: ``epochs`` (or ``max_steps``),
+    ``eval_every`` steps, the ``targets`` (fixed before training; the middle one tunes the lr),
+    ``seeds`` (paired: each changes the initialisation and the data order), the preset's ``lr``
+    (None: the workload's default) and ``lr_grid`` (None: :func:`default_grid` of it)."""
 
-    target: Target
+    targets: tuple
     eval_every: int
     epochs: float | None = None
     max_steps: int | None = None
     patience: int | None = None
+    seeds: int = 5
+    lr: float | None = None
+    lr_grid: tuple | None = None
+
+    @property
+    def target(self) -> Target:
+        """The middle target: the one the lr is tuned on."""
+        return self.targets[len(self.targets) // 2]
+
+    def grid(self) -> tuple:
+        return self.lr_grid if self.lr_grid is not None else default_grid(self.lr)
+
+
+def default_grid(lr: float | None) -> tuple:
+    """Three learning rates around ``lr``: lr / 3, lr, 3 lr (``(None,)``: the workload's only)."""
+    return (None,) if lr is None else (lr / 3, lr, lr * 3)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured setting of a preset: its name ("" for a single-setting preset), a workload
+    maker (no argument) and its variants (dense first)."""
+
+    name: str
+    make_workload: object
+    variants: tuple
 
 
 @dataclass(frozen=True)
@@ -41,12 +77,20 @@ class ConvergencePreset:
     full: Plan
     quick: Plan
     quick_variants: tuple | None = None
+    make_cells: object = None  # Callable[[bool], list[Cell]]: several settings (a width map)
 
     def plan(self, quick: bool) -> Plan:
         return self.quick if quick else self.full
 
     def variant_list(self, quick: bool) -> tuple:
         return self.quick_variants if quick and self.quick_variants is not None else self.variants
+
+    def cells(self, quick: bool, variants: tuple | None = None) -> list:
+        """The settings to measure (``variants``: replace each cell's, e.g. ``--only``)."""
+        if self.make_cells is not None:
+            cells = self.make_cells(quick)
+            return [Cell(c.name, c.make_workload, tuple(variants) if variants else c.variants) for c in cells]
+        return [Cell("", lambda: self.make_workload(quick), tuple(variants or self.variant_list(quick)))]
 
 
 _MNIST = TrainConfig(**setups.MNIST, threads=1)
@@ -90,38 +134,80 @@ def sweep_variants(ks, modes=("per_example", "unified"), optimizer_modes=("lazy"
     return tuple(rows)
 
 
-_MNIST_FULL = Plan(Target(absolute=97.5), eval_every=1000, epochs=20, patience=10)
-_MNIST_QUICK = Plan(Target(absolute=92.0), eval_every=200, epochs=2)
+def _absolute(*values: float) -> tuple:
+    return tuple(Target(absolute=v) for v in values)
+
+
+def _fractions(*values: float) -> tuple:
+    return tuple(Target(fraction=v) for v in values)
+
+
+_MNIST_FULL = Plan(_absolute(97.0, 97.5, 98.0), eval_every=1000, epochs=20, patience=10, lr=1e-3)
+_MNIST_QUICK = Plan(_absolute(80.0, 85.0, 90.0), eval_every=100, max_steps=600, seeds=2, lr=1e-3, lr_grid=(1e-3,))
+_RELATIVE = _fractions(0.97, 0.99, 1.0)
+WIDTHS = (500, 1024, 2048, 4096)
+WIDTH_BATCHES = (10, 64)
+
+
+def _width_cells(quick: bool) -> list:
+    """mnist-width: 784-h-h-10 per (h, batch), k = 4% of h, per-example and unified, lazy Adam."""
+    from meprop.lab.converge.paper_workload import PaperWorkload
+    from meprop.lab.paper import data as datasets
+
+    widths, batches, limit = ((128, 512), (64,), 3000) if quick else (WIDTHS, WIDTH_BATCHES, None)
+    loaded: dict = {}
+
+    def load():
+        if "data" not in loaded:
+            loaded["data"] = datasets.load_mnist(limit=limit)
+        return loaded["data"]
+    cells = []
+    for batch in batches:
+        for hidden in widths:
+            k = max(1, round(0.04 * hidden))
+            config = replace(_MNIST, hidden=hidden, batch=batch, limit=limit)
+            variants = (Variant("dense"), Variant(f"top-k k={k} (lazy)", k=k, optimizer_mode="lazy"),
+                        Variant(f"unified k={k} (lazy)", k=k, mode="unified", optimizer_mode="lazy"))
+            cells.append(Cell(f"h{hidden}-b{batch}", lambda c=config, n=f"mnist-width-h{hidden}-b{batch}":
+                              PaperWorkload(n, c, load), variants))
+    return cells
 
 CONVERGENCE_PRESETS: dict[str, ConvergencePreset] = {
     "mnist-adam": ConvergencePreset(
         "Table 1 MNIST MLP (h=500, 2 layers, batch 10, Adam, 1 thread): dense vs meProp k=20 with the "
-        "exact and the lazy Adam; target 97.5% dev (quick: 10k images, 92%)",
-        _paper("mnist-adam", _MNIST, "load_mnist", 10000), _pair(20), _MNIST_FULL, _MNIST_QUICK),
+        "exact and the lazy Adam; targets 97.0/97.5/98.0% dev (quick: 5k images, 600 steps, 80/85/90%)",
+        _paper("mnist-adam", _MNIST, "load_mnist", 5000), _pair(20), _MNIST_FULL, _MNIST_QUICK),
     "mnist-adagrad": ConvergencePreset(
-        "Table 1 MNIST MLP with AdaGrad (lr 0.01): dense vs meProp k=10; target 97.5% dev",
-        _paper("mnist-adagrad", replace(_MNIST, optimizer="adagrad"), "load_mnist", 10000), _pair(10, lazy=False),
-        _MNIST_FULL, _MNIST_QUICK),
+        "Table 1 MNIST MLP with AdaGrad (lr 0.01): dense vs meProp k=10; targets 97.0/97.5/98.0% dev",
+        _paper("mnist-adagrad", replace(_MNIST, optimizer="adagrad"), "load_mnist", 5000), _pair(10, lazy=False),
+        replace(_MNIST_FULL, lr=0.01), replace(_MNIST_QUICK, lr=0.01, lr_grid=(0.01,))),
     "mnist-adam-release": ConvergencePreset(
         "mnist-adam with the authors' release's training choices (dropout 0.1, dense bias gradient, "
-        "its init; docs/accuracy_notes.md); target 97.5% dev",
-        _paper("mnist-adam-release", _RELEASE, "load_mnist", 10000), _pair(20), _MNIST_FULL, _MNIST_QUICK),
+        "its init; docs/accuracy_notes.md); targets 97.0/97.5/98.0% dev",
+        _paper("mnist-adam-release", _RELEASE, "load_mnist", 5000), _pair(20), _MNIST_FULL, _MNIST_QUICK),
     "mnist-sweep": ConvergencePreset(
         "MNIST (Table 1 setting) across k, selection mode (per-example, unified) and optimizer mode "
-        "(lazy, exact), next to dense; target 97.5% dev",
-        _paper("mnist-sweep", _MNIST, "load_mnist", 10000), sweep_variants((10, 20, 50, 100)), _MNIST_FULL,
-        Plan(Target(absolute=92.0), eval_every=250, epochs=1),
+        "(lazy, exact), next to dense; targets 97.0/97.5/98.0% dev (one lr, 3 seeds)",
+        _paper("mnist-sweep", _MNIST, "load_mnist", 5000), sweep_variants((10, 20, 50, 100)),
+        replace(_MNIST_FULL, seeds=3, lr_grid=(1e-3,)), _MNIST_QUICK,
         quick_variants=sweep_variants((20, 50), modes=("per_example", "unified"), optimizer_modes=("lazy",))),
+    "mnist-width": ConvergencePreset(
+        "Where does meProp pay off? MNIST MLP 784-h-h-10, h in {500, 1024, 2048, 4096}, batch 10 and 64: "
+        "dense vs k = 4% of h, per-example and unified, lazy Adam; targets 97.0/97.5/98.0% dev, one lr "
+        "(quick: h in {128, 512}, batch 64, 3k images, 300 steps, 80/85/90%)",
+        None, (), replace(_MNIST_FULL, lr_grid=(1e-3,)),
+        replace(_MNIST_QUICK, max_steps=300, eval_every=50), make_cells=_width_cells),
     "pos-adam": ConvergencePreset(
         "Table 1 POS LSTM (h=500, batch 1 sentence, Adam): dense vs meProp k=5 (among the 4h gates); "
-        "target 99% of dense's best dev accuracy (quick: 400 sentences, h=100)",
-        _paper("pos-adam", _POS, "load_pos", 400, {"hidden": 100}), _pair(5, lazy=False),
-        Plan(Target(fraction=0.99), eval_every=2000, epochs=5),
-        Plan(Target(fraction=0.97), eval_every=100, epochs=2)),
+        "targets 97/99/100% of dense's median best dev accuracy (quick: 300 sentences, h=100, 90/95/97%)",
+        _paper("pos-adam", _POS, "load_pos", 300, {"hidden": 100}), _pair(5, lazy=False),
+        Plan(_RELATIVE, eval_every=2000, epochs=5, seeds=3, lr=1e-3),
+        Plan(_fractions(0.9, 0.95, 0.97), eval_every=100, max_steps=500, seeds=2, lr=1e-3, lr_grid=(1e-3,))),
     "lm": ConvergencePreset(
-        "Character-level transformer language model (2 pre-LN blocks, d=128; quick: d=64, k=8) on the POS corpus's text; "
-        "meProp on every projection but the output head; target 99% of dense's best next-character "
-        "accuracy", _lm, _pair(16),
-        Plan(Target(fraction=0.99), eval_every=200, max_steps=4000),
-        Plan(Target(fraction=0.95), eval_every=50, max_steps=300), quick_variants=_pair(8)),
+        "Character-level transformer language model (2 pre-LN blocks, d=128; quick: d=64, k=8) on the POS "
+        "corpus's text; meProp on every projection but the output head; targets 97/99/100% of dense's "
+        "median best next-character accuracy (quick: 200 steps, 90/95/97%)", _lm, _pair(16),
+        Plan(_RELATIVE, eval_every=200, max_steps=4000, lr=1e-3),
+        Plan(_fractions(0.9, 0.95, 0.97), eval_every=50, max_steps=200, seeds=2, lr=1e-3, lr_grid=(1e-3,)),
+        quick_variants=_pair(8)),
 }

@@ -14,13 +14,41 @@ batch stream, its progress, and saving / restoring all of it for ``--resume``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-__all__ = ["BatchStream", "VariantRun", "save_state", "load_state"]
+__all__ = ["BatchStream", "VariantRun", "save_state", "load_state", "check_manifest", "ResumeMismatch"]
+
+
+class ResumeMismatch(ValueError):
+    """A ``--resume`` asking for other settings than the run on disk (the message names them)."""
+
+
+def check_manifest(folder: Path, name: str, manifest: dict, resume: bool) -> None:
+    """Keep ``manifest`` (the settings of a multi-seed run: seeds, targets, lr grid, variants,
+    length) beside the state; a resume whose settings differ from the saved ones is refused
+    naming each difference (a fresh run writes it anew)."""
+    path = Path(folder) / (_safe(name) + ".settings.json")
+    manifest = json.loads(json.dumps(manifest, default=str))
+    if resume and path.exists():
+        saved = json.loads(path.read_text())
+        changed = [f"{key} {saved.get(key)!r} -> {manifest.get(key)!r}" for key in sorted(set(saved) | set(manifest))
+                   if saved.get(key) != manifest.get(key)]
+        if changed:
+            shown = "; ".join(c if len(c) < 160 else c[:157] + "..." for c in changed)
+            raise ResumeMismatch(f"--resume: the run of {name!r} on disk has other settings ({shown}); "
+                                 f"give the same ones, or another --out for a new run")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class BatchStream:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Target", "Outcome", "outcomes", "runs_of"]
+__all__ = ["Target", "Outcome", "outcomes", "runs_of", "best_of"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,12 @@ class Target:
         return f"{self.absolute:g}" if self.absolute is not None else f"{100 * self.fraction:g}% of dense's best"
 
     def threshold(self, dense_best: float | None) -> float | None:
+        """The metric to reach: ``absolute``, or ``fraction`` of the way from 0 to dense's best
+        measured below it by its size (``best - (1 - fraction) |best|``: below the best for a
+        negative metric too)."""
         if self.absolute is not None:
             return float(self.absolute)
-        return None if dense_best is None else self.fraction * dense_best
+        return None if dense_best is None else dense_best - (1 - self.fraction) * abs(dense_best)
 
 
 @dataclass
@@ -86,6 +89,10 @@ class Outcome:
     step_ratio: float | None = None
     steps_ratio: float | None = None
     steps_ratio_bound: float | None = None
+    seed: int | None = None
+    lr: float | None = None
+    arm: str | None = None
+    optimizer_impl: str | None = None
 
     @property
     def step_time_s(self) -> float | None:
@@ -103,11 +110,14 @@ def runs_of(records: list[dict]) -> dict[str, list[dict]]:
     return {key: sorted(rows.values(), key=lambda r: r["step"]) for key, rows in grouped.items()}
 
 
-def outcomes(records: list[dict], target: Target | None = None) -> list[Outcome]:
+def outcomes(records: list[dict], target: Target | None = None,
+             reference_best: float | None = None) -> list[Outcome]:
     """Per-variant outcomes of ONE run's records (the target: the records' own unless given).
 
     The dense variant (``method == "dense"``) is the reference of the ratios; without one,
     ratios are None (and a fraction target cannot be resolved: every variant is ``not reached``).
+    ``reference_best``: the best a fraction target is taken of (default: this run's dense best;
+    over seeds, dense's median best).
     """
     if not records:
         return []
@@ -115,7 +125,8 @@ def outcomes(records: list[dict], target: Target | None = None) -> list[Outcome]
     labels = list(dict.fromkeys(r["label"] for r in records))
     by_label = {label: [r for r in records if r["label"] == label] for label in labels}
     dense_label = next((label for label in labels if by_label[label][0].get("method") == "dense"), None)
-    dense_best = _best(by_label[dense_label]) if dense_label else None
+    dense_best = reference_best if reference_best is not None else (
+        _best(by_label[dense_label]) if dense_label else None)
     threshold = target.threshold(dense_best)
     result = [_outcome(label, by_label[label], threshold) for label in labels]
     dense = next((o for o in result if o.label == dense_label), None)
@@ -130,6 +141,11 @@ def outcomes(records: list[dict], target: Target | None = None) -> list[Outcome]
             outcome.step_ratio = (dense.total_time_s / dense.total_steps) / (outcome.total_time_s / outcome.total_steps)
             outcome.steps_ratio_bound = dense.steps / outcome.total_steps
     return result
+
+
+def best_of(rows: list[dict]) -> float | None:
+    """The best dev metric of one variant's records (None: no evaluation)."""
+    return _best(rows)
 
 
 def _best(rows: list[dict]) -> float | None:
@@ -159,4 +175,6 @@ def _outcome(label: str, rows: list[dict], threshold: float | None) -> Outcome:
         examples=hit.get("examples") if hit else None, final=scored[-1]["dev_metric"] if scored else None,
         best=_best(rows), total_time_s=last.get("train_time_s") or 0.0, total_steps=last["step"],
         test_at_best=max(scored, key=lambda r: r["dev_metric"]).get("test_metric") if scored else None,
+        seed=first.get("seed"), lr=first.get("lr"), arm=first.get("arm") or label,
+        optimizer_impl=first.get("optimizer_impl"),
     )

@@ -11,9 +11,10 @@ The protocol: ``factory()`` returns ``(model, train_batches, evaluate)`` or
 - ``evaluate(model) -> float``: the dev metric, higher is better;
 - ``loss(output, target)`` (optional; default cross-entropy over the last dimension).
 
-The optimizer is Adam (lr ``1e-3``; ``lazy`` variants use ``meprop.optim.Adam(lazy=True)``).
-A factory returning anything else raises :class:`meprop.lab.ops.user_model.UserModelError`
-naming what was expected.
+The optimizer is Adam (lr ``1e-3`` or the variant's; torch's fastest implementation, ``lazy``
+variants use ``meprop.optim.Adam(lazy=True)``). A factory returning anything else, or
+raising, raises :class:`meprop.lab.ops.user_model.UserModelError` naming what was expected;
+``k`` must be below the widest linear layer's width.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import meprop.optim
 from meprop.lab.ops.user_model import UserModelError, load_factory
 from meprop.nn import convert
 from meprop.lab.converge.loop import Trainee
+from meprop.lab.converge.optimizers import make_optimizer
 
 __all__ = ["UserWorkload", "UserModelError"]
 
@@ -50,7 +51,11 @@ class UserWorkload:
         return {"model": self.spec, "optimizer": "adam", "lr": self.lr}
 
     def _call(self) -> tuple:
-        result = self._factory()
+        try:
+            result = self._factory()
+        except Exception as error:
+            raise UserModelError(f"--model {self.spec!r}: the factory raised {type(error).__name__}: {error}") \
+                from error
         if not (isinstance(result, tuple) and len(result) in (3, 4)):
             raise UserModelError(f"--model {self.spec!r}: the factory must return (model, train_batches, evaluate) "
                                  f"or (model, train_batches, evaluate, loss), got {_describe(result)}")
@@ -79,14 +84,16 @@ class UserWorkload:
             widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
             if not widths:
                 raise UserModelError(f"--model {self.spec!r}: the model has no nn.Linear layer for meProp")
+            if not 1 <= variant.k < max(widths):
+                raise UserModelError(f"--k {variant.k}: k must be an integer in [1, {max(widths) - 1}] (the "
+                                     f"widest linear layer of {self.spec!r} has {max(widths)} outputs; k >= that "
+                                     f"trains dense)")
             model = convert(model, k_ratio=min(1.0, variant.k / max(widths)), mode=variant.mode,
                             example_inputs=inputs, inplace=True)
-        if variant.optimizer_mode == "lazy":
-            optimizer = meprop.optim.Adam(model.parameters(), lr=self.lr, lazy=True)
-        else:
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
+        optimizer, how = make_optimizer("adam", model.parameters(), variant.lr or self.lr,
+                                        lazy=variant.k is not None and variant.optimizer_mode == "lazy")
         loss = self._loss
-        return Trainee(model, optimizer, lambda batch: loss(model(*_inputs(batch)), batch[1]))
+        return Trainee(model, optimizer, lambda batch: loss(model(*_inputs(batch)), batch[1]), how)
 
     def _first_batch(self):
         for batch in self._data:

@@ -5,7 +5,10 @@
   marked;
 - :func:`pareto_figure`: time to target against the final dev metric, one point per
   variant (filled: reached; hollow, at its whole training time: not reached), dense
-  included, the meProp points labelled with their k.
+  included, the meProp points labelled with their k;
+- :func:`width_figure`: "Where does meProp pay off?", the time-to-target speedup (median
+  over seeds, 95% interval as error bars) against the width, one line per (batch, mode),
+  1.0 marked.
 
 Both go through :func:`meprop.lab.report.figures.save_figure` (PNG and SVG under
 ``figures/``). matplotlib is imported inside the functions.
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from meprop.lab.report.figures import FigureFile, save_figure
 
-__all__ = ["curve_figure", "pareto_figure", "slug"]
+__all__ = ["curve_figure", "pareto_figure", "width_figure", "slug"]
 
 
 def slug(text: str) -> str:
@@ -77,4 +80,44 @@ def pareto_figure(name: str, title: str, outcomes: list, metric: str, out_dir: P
     ax.grid(True, alpha=0.3)
     caption = (f"{title}: the trade-off across k. Black: dense; blue: meProp with the lazy Adam; orange: the "
                "exact optimizer; squares: unified selection. Up and left is better.")
+    return save_figure(fig, out_dir, name, title, caption)
+
+
+def _finite_or(value, fallback: float) -> float:
+    return fallback if value is None or value != value or value in (float("inf"), float("-inf")) else value
+
+
+def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
+    """``summaries``: one :class:`meprop.lab.converge.study.StudySummary` per (width, batch) cell."""
+    fig, ax = _figure(7.0, 4.2)
+    lines: dict = {}
+    for summary in summaries:
+        for arm in summary.arms[summary.middle][1:]:
+            if arm.speedup and arm.speedup.get("median") is not None:
+                key = (summary.settings.get("batch"), arm.mode)
+                lines.setdefault(key, []).append((summary.settings.get("hidden"), arm.speedup))
+    top = 1.0
+    for index, ((batch, mode), points) in enumerate(sorted(lines.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or ""))):
+        points.sort(key=lambda p: p[0] or 0)
+        xs = [p[0] for p in points]
+        mid = [_finite_or(p[1]["median"], 0.0) for p in points]
+        low = [_finite_or(p[1].get("low"), m) for p, m in zip(points, mid)]
+        high = [_finite_or(p[1].get("high"), m) for p, m in zip(points, mid)]
+        top = max([top, *high])
+        ax.errorbar(xs, mid, yerr=[[m - lo for m, lo in zip(mid, low)], [hi - m for m, hi in zip(mid, high)]],
+                    marker="o" if mode == "per_example" else "s", capsize=3, color=f"C{index}",
+                    label=f"batch {batch}, {'per-example' if mode == 'per_example' else mode}")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0, label="1.0: as fast as dense")
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(0, top * 1.1)
+    ax.set_xlabel("hidden width h (784-h-h-10 MLP)")
+    ax.set_ylabel("time-to-target speedup over dense")
+    target = summaries[0].targets[summaries[0].middle].describe() if summaries else "?"
+    title = f"Where does meProp pay off? (target {target})"
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    caption = (f"{title}: the median over seeds of the paired time-to-target speedup (dense time / meProp's) "
+               "against the width, with its 95% bootstrap interval; k = 4% of h, lazy Adam; above the dashed "
+               "line meProp gets there sooner. A point at 0: not reached on more than half the seeds.")
     return save_figure(fig, out_dir, name, title, caption)

@@ -18,6 +18,11 @@ A speedup is dense median / meProp median, each the median of a handful of sampl
 cell is not a win (nor a loss) whatever its median says; :func:`is_headline_worthy` is the
 rule a headline figure and a met target obey. :data:`METHOD_NOTE` is the sentence the
 report's method note quotes.
+
+Over seeds (time to accuracy, ``meprop converge --seeds N``): :func:`over_seeds` gives the
+median of per-seed values with a bootstrap interval over the seeds, censored values (a seed
+that never reached the target: :data:`CENSORED`, infinite) kept, never dropped;
+:func:`paired_ratio` is one seed's paired speedup.
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ __all__ = [
     "speedup_interval",
     "straddles_one",
     "is_headline_worthy",
+    "CENSORED",
+    "SEEDS_NOTE",
+    "median_censored",
+    "median_interval",
+    "paired_ratio",
+    "over_seeds",
 ]
 
 #: The interval's confidence level.
@@ -156,3 +167,71 @@ def is_headline_worthy(*, noisy: object, above_ideal: object, low: float | None,
     if straddles_one(low, high) is None:
         return False
     return low > 1.0
+
+
+# ----------------------------------------------------------------------------- over seeds
+#: A seed that did not reach its target within the budget (AlgoPerf: infinite time).
+CENSORED = math.inf
+
+SEEDS_NOTE = (f"Over seeds: the <b>median</b> with a {LEVEL:.0%} percentile bootstrap interval ({RESAMPLES} "
+              "resamples of the seeds, seeded). A seed that did not reach the target counts as infinite "
+              "time (censored, never dropped); with an even count the median is the upper of the middle two "
+              "only when both are finite (else the lower), so an arm is reached when it reached on at least "
+              "half its seeds. The speedup is a paired ratio per seed (same start, same batches).")
+
+
+def median_censored(values: Sequence[float]) -> float:
+    """The median of ``values`` in [0, inf] (inf: censored); NaN when empty.
+
+    With an even count the two middle values are averaged when both are finite; otherwise
+    the lower one is taken (so the median is finite iff at least half the values are).
+    """
+    ordered = np.sort(np.asarray(values, dtype=float))
+    return float(_middle(ordered[None, :])[0]) if ordered.size else math.nan
+
+
+def _middle(ordered: np.ndarray) -> np.ndarray:
+    """Row medians of a (rows, n) array sorted along axis 1, by :func:`median_censored`'s rule."""
+    n = ordered.shape[1]
+    if n % 2:
+        return ordered[:, n // 2]
+    low, high = ordered[:, n // 2 - 1], ordered[:, n // 2]
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(high), (low + high) / 2, low)
+
+
+def median_interval(values: Sequence[float], *, level: float = LEVEL, resamples: int = RESAMPLES,
+                    seed: int = SEED) -> tuple[float, float] | None:
+    """``(low, high)`` percentile bootstrap interval of :func:`median_censored` over ``values``
+    (one per seed, in [0, inf]); None with fewer than 2 values. No interpolation between
+    resampled medians (they may be infinite)."""
+    _check_level(level)
+    data = np.asarray([v for v in values if not math.isnan(v)], dtype=float)  # (n,)
+    if data.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    medians = _middle(np.sort(data[rng.integers(0, data.size, (resamples, data.size))], axis=1))  # (R,)
+    tail = (1 - level) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail], method="inverted_cdf")
+    return float(low), float(high)
+
+
+def paired_ratio(reference: float, other: float) -> float:
+    """``reference / other`` of one seed's two times (or steps), either possibly censored (inf):
+    other censored -> 0, reference censored -> inf, both -> NaN (no information)."""
+    if math.isinf(reference) and math.isinf(other):
+        return math.nan
+    if math.isinf(other):
+        return 0.0
+    if math.isinf(reference):
+        return math.inf
+    return reference / other if other > 0 else math.nan
+
+
+def over_seeds(values: Sequence[float], **kwargs) -> dict:
+    """``{"median", "low", "high", "n", "finite"}`` of per-seed ``values`` (NaN ones left out and
+    not counted; ``finite``: how many are not censored)."""
+    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
+    bounds = median_interval(kept, **kwargs)
+    return {"median": median_censored(kept) if kept else None, "low": bounds[0] if bounds else None,
+            "high": bounds[1] if bounds else None, "n": len(kept), "finite": sum(math.isfinite(v) for v in kept)}

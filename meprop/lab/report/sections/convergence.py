@@ -1,18 +1,20 @@
 """The report's first section, "Does it pay off?": time to accuracy from ``convergence`` records.
 
-For each time-to-accuracy run (one ``run_key``: ``meprop converge``, docs/time_to_accuracy.md):
+For each study (one preset setting over paired seeds: ``meprop converge``, docs/time_to_accuracy.md):
 
-- a headline card per run: the best meProp variant's time-to-target speedup over dense
-  ("not reached" when no meProp variant reached the target, "dense did not reach" when the
-  reference is missing);
-- the time-to-target table: per variant, the status, the time and steps to target, the
-  time-to-target speedup and its split into the step-time speedup and the steps speedup
-  (``ratio = step x steps``), the factor that holds it back, final and best dev metric;
-- a figure per run: dev metric against cumulative training wall-clock;
-- a Pareto figure per run with more than one meProp k: time to target vs final metric.
+- a headline card: the best meProp arm's median time-to-target speedup at the middle target
+  with its 95% interval over seeds ("no difference shown" where it contains 1; "not reached"
+  with the censored count when the arm missed on more than half its seeds), and dense's
+  optimizer implementation;
+- the table: per arm, the lr it won with and its optimizer implementation, then for every
+  target its own columns: seeds reached, median time to target and the speedup, each with its
+  interval; and the split of the middle target's speedup (step-time factor x steps factor);
+- a figure per study: dev metric against cumulative training wall-clock (its first seed);
+- where the ``mnist-width`` preset ran: "Where does meProp pay off?", the speedup with its
+  interval against the width, one line per (batch, mode), and a table of the split per cell.
 
-The arithmetic is :mod:`meprop.lab.converge.time_to_target`'s, the figures
-:mod:`meprop.lab.report.conv_figures`'.
+The statistics are :mod:`meprop.lab.converge.study`'s (over seeds,
+:mod:`meprop.lab.results.stats`), the figures :mod:`meprop.lab.report.conv_figures`'.
 """
 
 from __future__ import annotations
@@ -22,118 +24,145 @@ from pathlib import Path
 
 import pandas as pd
 
-from meprop.lab.converge.time_to_target import Target, outcomes, runs_of
-from meprop.lab.report.conv_figures import curve_figure, pareto_figure, slug
+from meprop.lab.converge.run import interval_text
+from meprop.lab.converge.study import summarize
+from meprop.lab.converge.time_to_target import outcomes
+from meprop.lab.report.conv_figures import curve_figure, slug, width_figure
 from meprop.lab.report.html import figure_html, table_html
 from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import write_table
+from meprop.lab.results.stats import SEEDS_NOTE, straddles_one
 
-__all__ = ["section", "outcome_table", "BAR"]
+__all__ = ["section", "outcome_table", "width_table", "verdict", "BAR"]
 
 #: The bar the suite aims for: the target reached this many times sooner than dense.
 BAR = 1.5
 _INTRO = (
-    "<p>Does meProp get a model to its accuracy sooner? Dense and each meProp variant train side by "
+    "<p>Does meProp get a model to its accuracy sooner? Dense and each meProp arm train side by "
     "side in one process, from the same initial weights and on the same data order, in alternating "
-    "blocks of steps (so they share the machine's noise), with the suite's fair allocator setting. The "
-    "clock counts training steps only (evaluation and data preparation excluded). <b>Time-to-target "
-    "speedup</b> = dense time to target / the variant's; it splits exactly into the <b>step-time "
-    "speedup</b> (dense mean step time / the variant's, up to the target) times the <b>steps "
-    "speedup</b> (dense steps to target / the variant's: below 1, meProp needs more steps). "
-    "The target counts as reached at the first evaluation that shows it. Method: "
-    "docs/time_to_accuracy.md.</p>")
+    "blocks of steps (so they share the machine's noise), with the suite's fair allocator setting; "
+    "each seed changes the initialisation and the data order for all arms alike. Dense uses the "
+    "fastest torch implementation of its optimizer on the device (named in the table). Each arm's lr "
+    "is tuned on its median time to the middle target (same grid for every arm). The clock counts "
+    "training steps only. <b>Time-to-target speedup</b> = dense time to target / the arm's, a paired "
+    "ratio per seed; it splits into the <b>step-time factor</b> (dense mean step time / the arm's) "
+    "times the <b>steps factor</b> (dense steps / the arm's: below 1, meProp needs more steps). "
+    "Targets are fixed before training. Method: docs/time_to_accuracy.md.</p>")
 
 
-def _run_title(rows: list[dict]) -> str:
-    first, last_step = rows[0], max(r["step"] for r in rows)
-    target = Target.from_dict(first["target"]).describe()
-    return f"{first.get('preset', '?')} ({first.get('workload', '?')}, {last_step} steps, target {target})"
-
-
-def _limited_by(outcome) -> str:
-    if outcome.method == "dense":
-        return "reference"
-    if outcome.ratio is None and outcome.steps_ratio_bound is not None:
-        return (f"steps (convergence): not reached in {outcome.total_steps} steps, dense needed "
-                f"{round(outcome.total_steps * outcome.steps_ratio_bound)} (steps speedup < "
-                f"{outcome.steps_ratio_bound:.2f})")
-    if outcome.ratio is None:
-        return {"reached": "dense did not reach"}.get(outcome.status, outcome.status)
-    if outcome.ratio >= BAR:
-        return f"meets the {BAR}x bar"
-    return "steps (convergence)" if outcome.steps_ratio < outcome.step_ratio else "step time"
+def verdict(stats: dict | None) -> str:
+    """What a speedup's interval allows one to say."""
+    if not stats or stats.get("median") is None:
+        return "no pairs"
+    inside = straddles_one(stats.get("low"), stats.get("high"))
+    if inside is None:
+        return "no interval (one seed)"
+    if inside:
+        return "no difference shown"
+    return "meProp sooner" if stats["low"] > 1 else "dense sooner"
 
 
 def outcome_table(records: list[dict]) -> pd.DataFrame:
-    """One row per (run, variant) of the ``convergence`` records."""
+    """One row per (study, arm); every target its own columns."""
     rows = []
-    for key, run in runs_of(records).items():
-        title = _run_title(run)
-        for o in outcomes(run):
-            rows.append({
-                "run": title, "variant": o.label, "status": o.status,
-                "time to target s": None if o.time_s is None else float(f"{o.time_s:.4g}"), "steps to target": o.steps,
-                "time-to-target speedup": o.ratio, "step-time speedup": o.step_ratio,
-                "steps speedup": o.steps_ratio, "limited by": _limited_by(o),
-                "final": None if o.final is None else round(o.final, 2),
-                "best": None if o.best is None else round(o.best, 2),
-                "test at best dev": None if o.test_at_best is None else round(o.test_at_best, 2),
-                "trained s": round(o.total_time_s, 2), "steps trained": o.total_steps,
-                "note": o.reason or "", "run_key": key,
-            })
+    for summary in summarize(records):
+        for position, arm in enumerate(summary.arms[summary.middle]):
+            row = {"run": summary.title(), "arm": arm.arm, "lr won": arm.lr, "optimizer": arm.optimizer_impl}
+            for index, target in enumerate(summary.targets):
+                at = summary.arms[index][position]
+                name = target.describe()
+                row[f"{name}: reached"] = f"{at.reached} of {at.seeds}" + (f" ({at.diverged} diverged)"
+                                                                          if at.diverged else "")
+                row[f"{name}: median time s"] = interval_text(at.time)
+                row[f"{name}: speedup"] = interval_text(at.speedup) if at.method != "dense" else "reference"
+            row["middle: step-time factor"] = interval_text(arm.step_factor)
+            row["middle: steps factor"] = interval_text(arm.steps_factor)
+            row["middle: verdict"] = "reference" if arm.method == "dense" else verdict(arm.speedup)
+            row["median best"] = None if arm.best is None else round(arm.best, 2)
+            row["study"] = summary.study
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _card(title: str, run_outcomes: list) -> str:
-    dense = next((o for o in run_outcomes if o.method == "dense"), None)
-    others = [o for o in run_outcomes if o.method != "dense"]
-    reached = [o for o in others if o.ratio is not None]
-    if dense is None or dense.time_s is None:
-        big, small = "dense did not reach", "no reference time to target"
-    elif reached:
-        best = max(reached, key=lambda o: o.ratio)
-        big = f"{best.ratio:.2f}x"
-        small = (f"{best.label}: {best.time_s:.1f} s vs dense {dense.time_s:.1f} s "
-                 f"(step {best.step_ratio:.2f}x × steps {best.steps_ratio:.2f}x)")
+def width_table(summaries) -> pd.DataFrame:
+    """The width map's cells: per (h, batch, arm) the middle target's speedup and its split."""
+    rows = []
+    for summary in summaries:
+        for arm in summary.arms[summary.middle][1:]:
+            rows.append({"h": summary.settings.get("hidden"), "batch": summary.settings.get("batch"),
+                         "arm": arm.arm, "reached": arm.reached_text(), "speedup": interval_text(arm.speedup),
+                         "step-time factor": interval_text(arm.step_factor),
+                         "steps factor": interval_text(arm.steps_factor), "verdict": verdict(arm.speedup)})
+    return pd.DataFrame(rows).sort_values(["batch", "h", "arm"]) if rows else pd.DataFrame(rows)
+
+
+def _card(summary) -> str:
+    arms = summary.arms[summary.middle]
+    dense, others = arms[0], [a for a in arms[1:] if a.method != "dense"]
+    target = summary.targets[summary.middle].describe()
+    base = f"dense: {dense.optimizer_impl or '?'}, lr {dense.lr if dense.lr is not None else 'default'}"
+    if dense.method != "dense" or dense.status != "reached":
+        big, small = "dense did not reach", f"{dense.reached_text()}; {base}"
+    elif not others:
+        big, small = "no meProp arm", base
     else:
-        best = max(others, key=lambda o: o.best if o.best is not None else float("-inf"), default=None)
-        big = "not reached"
-        small = ("no meProp variant reached the target" +
-                 (f" (best: {best.label} at {best.best:.2f} vs {best.threshold:.4g}); dense in "
-                  f"{dense.time_s:.1f} s" if best is not None and best.best is not None else ""))
-    return (f'<div class="card"><div class="small">time to target · {html.escape(title)}</div>'
-            f'<div class="big">{html.escape(big)}</div><div class="small">{html.escape(small)}</div></div>')
+        best = max(others, key=lambda a: (a.speedup or {}).get("median") or 0.0)
+        speed = best.speedup or {}
+        if best.status != "reached":
+            big = "not reached"
+            small = f"{best.arm}: {best.reached_text()} (censored counted as never); {base}"
+        else:
+            big = f"{interval_text(speed)}x"
+            small = f"{best.arm}: {verdict(speed)}; {best.reached_text()}; {base}"
+    return (f'<div class="card"><div class="small">time to {html.escape(target)} · '
+            f'{html.escape(summary.title())}</div><div class="big">{html.escape(big)}</div>'
+            f'<div class="small">{html.escape(small)}</div></div>')
+
+
+def _figures(records, summaries, out_dir: Path, embed_budget: int) -> tuple[list, list]:
+    from meprop.lab.converge.study import studies_of
+
+    grouped, drawn = studies_of(records), []
+    for summary in summaries:
+        runs = grouped[summary.study]
+        rows = next(iter(runs.values()))
+        name = f"converge-{slug(summary.study.split('/', 1)[-1])}"
+        drawn.append(curve_figure(name, f"{summary.title()}, seed {rows[0].get('seed', '?')}", rows,
+                                  outcomes(rows, summary.targets[summary.middle]), rows[0].get("metric") or
+                                  "dev metric", out_dir))
+    width = [s for s in summaries if s.preset == "mnist-width"]
+    if width:
+        drawn.insert(0, width_figure("where-it-pays-off", width, out_dir))
+    html_parts, files, spent = [], [], 0
+    for fig in drawn:
+        files += [fig.png, fig.svg]
+        size = fig.png.stat().st_size
+        html_parts.append(figure_html(fig.png, fig.svg, fig.title, fig.caption, out_dir,
+                                      embed=spent + size <= embed_budget))
+        spent += size
+    return html_parts, files
 
 
 def section(records: list[dict], out_dir: Path, embed_budget: int = 4 * 2**20) -> Section:
-    """The "Does it pay off?" section from ``convergence`` records (any number of runs)."""
-    runs = runs_of(records)
-    if not runs:
+    """The "Does it pay off?" section from ``convergence`` records (any number of studies)."""
+    summaries = summarize(records)
+    if not summaries:
         return Section("pays-off", "Does it pay off?", _INTRO + '<p class="note">No time-to-accuracy results in '
                        "the inputs (<code>meprop converge --preset mnist-adam --quick</code> writes them; "
                        "<code>make report</code> runs the quick presets).</p>")
     out_dir = Path(out_dir)
     table = outcome_table(records)
     files = list(write_table(table, out_dir, "time_to_target").values())
-    cards, figures, spent = [], [], 0
-    for key, rows in runs.items():
-        title = _run_title(rows)
-        run_outcomes = outcomes(rows)
-        cards.append(_card(title, run_outcomes))
-        metric = rows[0].get("metric") or "dev metric"
-        drawn = [curve_figure(f"converge-{slug(key.split('/', 1)[-1])}", title, rows, run_outcomes, metric, out_dir)]
-        if len({o.k for o in run_outcomes if o.k is not None}) > 1:
-            drawn.append(pareto_figure(f"pareto-{slug(key.split('/', 1)[-1])}", f"{title}: across k", run_outcomes, metric, out_dir))
-        for fig in drawn:
-            files += [fig.png, fig.svg]
-            size = fig.png.stat().st_size
-            figures.append(figure_html(fig.png, fig.svg, fig.title, fig.caption, out_dir,
-                                       embed=spent + size <= embed_budget))
-            spent += size
-    shown = table.drop(columns=["run_key"])
-    body = (_INTRO + f'<div class="headline">{"".join(cards)}</div>'
-            + table_html(shown, speedup_column="time-to-target speedup")
-            + f'<p class="note">The bar: the target {BAR}x sooner than dense. "limited by" names the factor '
-              "that keeps a variant under it: the steps (meProp needed more steps to get there) or the "
-              "step time.</p>" + "".join(figures))
+    figures, drawn = _figures(records, summaries, out_dir, embed_budget)
+    files += drawn
+    width = width_table([s for s in summaries if s.preset == "mnist-width"])
+    width_part = ""
+    if not width.empty:
+        files += list(write_table(width, out_dir, "where_it_pays_off").values())
+        width_part = ("<h3>Where does meProp pay off?</h3>" + table_html(width, speedup_column=None))
+    body = (_INTRO + f'<div class="headline">{"".join(_card(s) for s in summaries)}</div>'
+            + table_html(table.drop(columns=["study"]), speedup_column=None)
+            + f'<p class="note">{SEEDS_NOTE} "never": censored (the target was not reached within the '
+              f'budget). The bar: the target {BAR}x sooner than dense; where the interval contains 1 '
+              '"no difference shown".</p>' + width_part + "".join(figures))
     return Section("pays-off", "Does it pay off?", body, files)

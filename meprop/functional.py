@@ -116,9 +116,7 @@ def meprop_linear(
     if compute_dtype is None:
         check_same_dtype(input, weight, bias)
     if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
-        if error_feedback is not None:
-            raise ValueError("meprop_linear: error_feedback cannot be used under torch.func transforms "
-                             "(its memory is state updated in the backward); pass error_feedback=None there")
+        _refuse_feedback_under_transforms(error_feedback)
         return TransformFunction.apply(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad)
     layout = choose_layout(weight, sparse_grad)
     needs_grad = input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
@@ -149,6 +147,12 @@ def _tuning_probe(input, weight, bias, k, mode, bias_grad, layout):
         input.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad,
     )
     return call, run_formulation
+
+
+def _refuse_feedback_under_transforms(error_feedback) -> None:
+    if error_feedback is not None:
+        raise ValueError("meprop_linear: error_feedback cannot be used under torch.func transforms "
+                         "(its memory is state updated in the backward); pass error_feedback=None there")
 
 
 def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback) -> int:

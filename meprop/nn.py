@@ -214,6 +214,28 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    linears, layer_k = _layers_to_convert(model, k, skip, keep_output_layer, example_inputs)
+    for names, module in linears:
+        _refuse_unconvertible(names[0], module)
+    if not inplace:
+        model = _copy_sharing_tensors(model)
+    converted = {}
+    for names, module in linears:
+        module = model.get_submodule(names[0]) if names[0] else model
+        try:
+            replacement = MepropLinear.from_linear(
+                module, k=layer_k[names[0]], k_ratio=k_ratio, mode=mode,
+                bias_grad=bias_grad, sparse_grad=sparse_grad, sync_selection=sync_selection,
+                generator=generator, error_feedback=error_feedback,
+            )
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
+        converted.update({name: replacement for name in names})
+    return _replaced(model, converted)
+
+
+def _layers_to_convert(model, k, skip, keep_output_layer, example_inputs):
+    """The ``(names, module)`` pairs convert() converts, and each one's k (by first name)."""
     should_skip = _skip_predicate(skip, model)
     linears = _linear_modules(model)
     skipped = {names[0] for names, module in linears if any(should_skip(name, module) for name in names)}
@@ -228,23 +250,7 @@ def convert(
     k_of = _per_layer_k(k, model, [names for names, _ in linears])
     layer_k = {names[0]: k_of(names, module) for names, module in linears}  # asked once per layer
     linears = [(names, module) for names, module in linears if layer_k[names[0]] is not None or k is None]
-    for names, module in linears:
-        _refuse_unconvertible(names[0], module)
-    if not inplace:
-        model = _copy_sharing_tensors(model)
-    converted = {}
-    for names, module in linears:
-        module = model.get_submodule(names[0]) if names[0] else model
-        try:
-            replacement = MepropLinear.from_linear(
-                module, k=layer_k[names[0]], k_ratio=k_ratio, mode=mode,
-                bias_grad=bias_grad, sparse_grad=sparse_grad, sync_selection=sync_selection,
-                generator=generator, error_feedback=error_feedback,
-            )
-        except ValueError as error:
-            raise ValueError(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
-        converted.update({name: replacement for name in names})
-    return _replaced(model, converted)
+    return linears, layer_k
 
 
 def _per_layer_k(k: KSpec, model: nn.Module, candidates: list[list[str]]):

@@ -215,7 +215,7 @@ def parse(spec: str, k: int) -> KAt:
         return constant(k)
     if name == "warmup":
         return dense_warmup(numbers_[0], parse(rest, k) if rest else k)
-    if name in ("linear", "cosine"):
-        ramp = linear_ramp if name == "linear" else cosine_ramp
-        return ramp(numbers_[0], k, numbers_[1], levels=numbers_[2] if len(numbers_) == 3 else None)
+    ramps = {"linear": linear_ramp, "cosine": cosine_ramp}
+    if name in ramps:
+        return ramps[name](numbers_[0], k, numbers_[1], levels=numbers_[2] if len(numbers_) == 3 else None)
     return interleaved(k, *numbers_[:2], steps_per_epoch=numbers_[2] if len(numbers_) == 3 else 1)

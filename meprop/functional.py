@@ -169,8 +169,8 @@ def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection,
             )
         if mode not in RANDOM_MODES:
             raise ValueError(
-                f"generator is used only by the modes {RANDOM_MODES} (per_example and unified "
-                f"selection are deterministic), got generator with mode={mode!r}"
+                f"generator is used only by mode='random' and the sampled modes {SAMPLED_MODES} "
+                f"(per_example and unified selection are deterministic), got generator with mode={mode!r}"
             )
     if error_feedback is not None and not isinstance(error_feedback, ErrorFeedback):
         raise TypeError(f"error_feedback must be a meprop.error_feedback.ErrorFeedback or None, "

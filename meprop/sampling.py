@@ -50,25 +50,26 @@ def sampling_probabilities(scores: torch.Tensor, k: int) -> torch.Tensor:
     Computed in float32 or wider (the row sums in float64).
     """
     rows, n = scores.shape
-    work = scores.to(torch.promote_types(scores.dtype, torch.float32))
-    finite = torch.isfinite(work)
-    a = torch.where(finite, work, torch.zeros_like(work))  # (R, n)
+    work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
+    if not bool(torch.isfinite(work).all()):  # rare: NaN/inf kept surely, the rest solved without them
+        finite = torch.isfinite(work)
+        p = sampling_probabilities(torch.where(finite, work, torch.zeros_like(work)), k)
+        return torch.where(finite, p, torch.ones_like(p))
     if k >= n:
-        p = (a > 0).to(work.dtype)
-    else:
-        top, index = a.topk(k, dim=1, sorted=True)  # (R, k), decreasing
-        top = top.double()
-        # The n - k smallest summed apart (no cancellation against a dominant score), then the
-        # sums of "all but the t largest" for t = 0..k-1 from the smallest up.
-        tail = a.scatter(1, index, 0).sum(1, dtype=torch.float64, keepdim=True)  # (R, 1)
-        rest = tail + top.flip(1).cumsum(1).flip(1)  # (R, k)
-        budget = k - torch.arange(k, dtype=torch.float64, device=a.device)  # (k,)
-        c_t = budget / rest  # (R, k); inf where nothing is left
-        valid = c_t * top <= 1  # (R, k); NaN (inf * 0) is False
-        t = valid.to(torch.int8).argmax(1, keepdim=True)  # first valid t (0 when none is)
-        c = torch.where(valid.any(1, keepdim=True), c_t.gather(1, t), torch.full_like(tail, float("inf")))
-        p = torch.where(a > 0, (a * c.to(work.dtype)).clamp_max(1), torch.zeros_like(a))
-    return torch.where(finite, p, torch.ones_like(p))
+        return (work > 0).to(work.dtype)
+    top, index = work.topk(k, dim=1, sorted=True)  # (R, k), decreasing
+    top = top.double()
+    # The n - k smallest summed apart (no cancellation against a dominant score), then the
+    # sums of "all but the t largest" for t = 0..k-1 from the smallest up.
+    tail = work.scatter(1, index, 0).sum(1, dtype=torch.float64, keepdim=True)  # (R, 1)
+    rest = tail + top.flip(1).cumsum(1).flip(1)  # (R, k)
+    budget = k - torch.arange(k, dtype=torch.float64, device=work.device)  # (k,)
+    c_t = budget / rest  # (R, k); inf where nothing is left
+    valid = c_t * top <= 1  # (R, k); NaN (inf * 0) is False
+    t = valid.to(torch.int8).argmax(1, keepdim=True)  # first valid t (0 when none is)
+    # No valid t: at most k positive scores, each kept surely (a huge c; 0 * c stays 0).
+    c = torch.where(valid.any(1, keepdim=True), c_t.gather(1, t), torch.finfo(work.dtype).max)
+    return (work * c.to(work.dtype)).clamp_max_(1)
 
 
 def draw_kept(p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

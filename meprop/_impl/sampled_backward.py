@@ -93,9 +93,9 @@ def _kernel(call, kept, mask):
     width = int(mask.sum(1).max())  # K: the largest kept count of a row
     if width == 0:
         return _gather(call, kept, mask)
-    touched = mask.any(0)  # (n,)
+    touched = mask.any(0).to(kept.dtype)  # (n,)
     # Each row's kept columns first (key 2), then columns others kept (key 1): never a new row.
-    key = mask.to(kept.dtype) * 2 + touched.to(kept.dtype)  # (N, n)
+    key = torch.where(mask, 2.0, touched)  # (N, n)
     indices = key.topk(width, dim=1, sorted=False).indices  # (N, K)
     dense_weight = call.layout == "dense"
     grad_input, row_index, rows, grad_bias = torch.ops.meprop.per_example_backward(

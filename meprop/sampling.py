@@ -41,6 +41,8 @@ from meprop.selection import column_abs_sum
 
 __all__ = ["sampling_probabilities", "sampled_scale", "draw_kept"]
 
+_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
+
 
 def sampling_probabilities(scores: torch.Tensor, k: int) -> torch.Tensor:
     """``p: (R, n)`` with ``p = min(1, c * scores)`` per row and ``sum(p) = k`` per row.
@@ -49,12 +51,19 @@ def sampling_probabilities(scores: torch.Tensor, k: int) -> torch.Tensor:
     with p = 1 (the sum is then their count). Non-finite scores get p = 1 outside the budget.
     Computed in float32 or wider (the row sums in float64).
     """
-    rows, n = scores.shape
     work = scores if scores.dtype in (torch.float32, torch.float64) else scores.float()
-    if not bool(torch.isfinite(work).all()):  # rare: NaN/inf kept surely, the rest solved without them
+    # NaN/inf (rare) are kept surely and the rest solved without them; under torch.func (no
+    # data-dependent branch there) and on meta tensors always this way.
+    if _transforms_active() or work.device.type == "meta" or not bool(torch.isfinite(work).all()):
         finite = torch.isfinite(work)
-        p = sampling_probabilities(torch.where(finite, work, torch.zeros_like(work)), k)
+        p = _solve(torch.where(finite, work, torch.zeros_like(work)), k)
         return torch.where(finite, p, torch.ones_like(p))
+    return _solve(work, k)
+
+
+def _solve(work: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`sampling_probabilities` of finite scores ``work: (R, n)``."""
+    rows, n = work.shape
     if k >= n:
         return (work > 0).to(work.dtype)
     top, index = work.topk(k, dim=1, sorted=True)  # (R, k), decreasing

@@ -38,16 +38,19 @@ import torch.nn.functional as F
 
 from meprop import dispatch, kernels
 from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weight_grad_from_rows
-from meprop._impl.masked_backward import TransformFunction, functorch_active, masked_linear_backward
+from meprop._impl.masked_backward import (
+    TransformFunction, functorch_active, masked_dense_linear_backward, masked_linear_backward,
+)
 from meprop.checks import (
     check_bool, check_choice, check_k, check_linear_operands, check_same_dtype, check_sync_selection,
 )
-from meprop.selection import MODES, select, topk_unified_synchronized
+from meprop._impl.sampled_backward import sampled_linear_backward
+from meprop.error_feedback import ErrorFeedback, with_error_feedback
+from meprop.options import BIAS_GRADS
+from meprop.selection import MODES, RANDOM_MODES, SAMPLED_MODES, select, topk_unified_synchronized
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
 
-#: Accepted values of ``bias_grad``.
-BIAS_GRADS = ("sparse", "dense")
 
 
 def meprop_linear(
@@ -61,6 +64,7 @@ def meprop_linear(
     sparse_grad: bool = False,
     generator: torch.Generator | None = None,
     sync_selection: bool = False,
+    error_feedback: ErrorFeedback | None = None,
 ) -> torch.Tensor:
     """``F.linear(input, weight, bias)`` whose backward keeps k output-gradient entries per example.
 
@@ -73,7 +77,11 @@ def meprop_linear(
             gradient (``F.linear``'s own backward).
         mode: ``"per_example"`` (top-k of ``|dy|`` per row, the paper's meProp),
             ``"unified"`` (one top-k of the column sums of ``|dy|`` for the whole batch)
-            or ``"random"`` (k uniformly random entries per row, an ablation).
+            ``"random"`` (k uniformly random entries per row, an ablation), ``"sampled"``
+            (unbiased: entry i kept with probability ``p_i = min(1, c|dy_i|)``, ``sum p = k``,
+            scaled by ``1/p_i``; k entries per row in expectation; see :mod:`meprop.sampling`
+            for the variance it adds) or ``"sampled_unified"`` (the same over the columns'
+            ``|dy|`` sums: one column set for the batch).
         bias_grad: ``"sparse"``: the bias gradient sums the kept entries only (a bias
             entry no example kept gets exactly zero); ``"dense"``: it sums the full
             output gradient, as the original code did.
@@ -81,11 +89,15 @@ def meprop_linear(
             (``sparse_dim=1``) at every k (all rows at ``k >= out_features``), as SparseAdam
             needs; refused under torch.func transforms. A lazy :mod:`meprop.optim`
             optimizer gets row-sparse gradients without it.
-        generator: random source for ``mode="random"`` (on input's device); refused
-            with the other modes, whose selection is deterministic.
+        generator: random source for ``"random"`` and the sampled modes (on input's
+            device); None: torch's global generator (``torch.manual_seed`` reproduces a
+            run). Refused with the other modes, whose selection is deterministic.
         sync_selection: with ``mode="unified"``, one column set for the ranks of the default
             process group (:func:`meprop.selection.topk_unified_synchronized`): DDP then
             equals one process on the ranks' concatenated batch.
+        error_feedback: a :class:`meprop.error_feedback.ErrorFeedback` (the layer's dropped-
+            gradient memory): added to the output gradient before selection, updated with
+            what was dropped. None: off.
 
     Returns:
         ``(..., out_features)``, equal to ``F.linear(input, weight, bias)``.
@@ -94,7 +106,7 @@ def meprop_linear(
     the tied entries is kept; always exactly k). NaN/inf in the output gradient are
     kept first and propagate, as in ``nn.Linear``.
     """
-    k = _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
+    k = _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback)
     check_linear_operands(input, weight, bias)
 
     # Autocast runs F.linear in its lower precision; the Function does the same casts
@@ -104,11 +116,13 @@ def meprop_linear(
     if compute_dtype is None:
         check_same_dtype(input, weight, bias)
     if functorch_active():  # torch.func (grad, vmap, jacrev, functional_call under grad)
+        _refuse_feedback_under_transforms(error_feedback)
         return TransformFunction.apply(input, weight, bias, k, mode, bias_grad, generator, compute_dtype, sparse_grad)
     layout = choose_layout(weight, sparse_grad)
     needs_grad = input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     probe = (lambda: _tuning_probe(input, weight, bias, k, mode, bias_grad, layout)) if needs_grad else None
-    code = dispatch.linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
+    code = None if error_feedback is not None else dispatch.linear_forward_formulation(
+        input, weight, k, mode, layout, compute_dtype, probe)
     if code is not None:
         # The compiled op with a C++ autograd backward (no Python in the backward); it emits
         # the same two layouts as weight_grad_from_rows ("dense" or "row_sparse").
@@ -116,7 +130,7 @@ def meprop_linear(
             input, weight, bias, k, bias_grad == "dense", layout == "row_sparse", code
         )
     return _MepropLinearFunction.apply(
-        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection
+        input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection, error_feedback
     )
 
 
@@ -135,7 +149,13 @@ def _tuning_probe(input, weight, bias, k, mode, bias_grad, layout):
     return call, run_formulation
 
 
-def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection) -> int:
+def _refuse_feedback_under_transforms(error_feedback) -> None:
+    if error_feedback is not None:
+        raise ValueError("meprop_linear: error_feedback cannot be used under torch.func transforms "
+                         "(its memory is state updated in the backward); pass error_feedback=None there")
+
+
+def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback) -> int:
     """meprop_linear's keyword arguments checked (errors name the argument); returns k."""
     k = check_k(k)
     check_choice(mode, "mode", MODES)
@@ -147,11 +167,14 @@ def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection)
             raise TypeError(
                 f"generator must be a torch.Generator or None, got {type(generator).__name__}"
             )
-        if mode != "random":
+        if mode not in RANDOM_MODES:
             raise ValueError(
-                f"generator is used only by mode='random' (per_example and unified selection "
-                f"are deterministic), got generator with mode={mode!r}"
+                f"generator is used only by mode='random' and the sampled modes {SAMPLED_MODES} "
+                f"(per_example and unified selection are deterministic), got generator with mode={mode!r}"
             )
+    if error_feedback is not None and not isinstance(error_feedback, ErrorFeedback):
+        raise TypeError(f"error_feedback must be a meprop.error_feedback.ErrorFeedback or None, "
+                        f"got {type(error_feedback).__name__}")
     return k
 
 
@@ -162,12 +185,13 @@ class _MepropLinearFunction(torch.autograd.Function):
     ``compute_dtype`` is autocast's dtype (None outside autocast). Twice differentiable:
     under ``create_graph=True`` (and on meta tensors) the backward runs
     :func:`meprop._impl.masked_backward.masked_linear_backward`, the same kept entries in
-    differentiable ops. ``sync_selection``: unified selection agreed across ranks.
+    differentiable ops. ``sync_selection``: unified selection agreed across ranks;
+    ``feedback``: an ErrorFeedback memory (:mod:`meprop.error_feedback`) or None.
     """
 
     @staticmethod
     def forward(ctx, input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype,
-                sync_selection=False):
+                sync_selection=False, feedback=None):
         ctx.input_dtype = input.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.param = weight  # the gradient is emitted in its dtype; rows may be recorded on it
@@ -178,6 +202,7 @@ class _MepropLinearFunction(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.k, ctx.mode, ctx.bias_grad = k, mode, bias_grad
         ctx.layout, ctx.generator, ctx.sync_selection = layout, generator, sync_selection
+        ctx.feedback = feedback
         with torch.autocast(input.device.type, enabled=False) if compute_dtype else nullcontext():
             return F.linear(input, weight, bias)
 
@@ -190,26 +215,41 @@ class _MepropLinearFunction(torch.autograd.Function):
         dy = grad_output.to(weight.dtype).reshape(batch, n)  # (N, n)
         x = input.reshape(batch, m)  # (N, m)
 
-        if torch.is_grad_enabled() or dy.device.type == "meta":
-            # create_graph=True: the result must be differentiable again; meta: shapes only
-            grad_input, grad_weight, grad_bias = masked_linear_backward(
-                dy, x, weight, ctx.k, ctx.mode, ctx.generator, ctx.needs_input_grad[:3], ctx.bias_grad
-            )
-            if grad_weight is not None:
-                grad_weight = weight_grad_from_dense(grad_weight, ctx.param, ctx.layout)
+        call = dispatch.LinearBackward(
+            dy, x, weight, ctx.param, ctx.k, ctx.mode, ctx.bias_grad, ctx.layout, ctx.generator,
+            need_input, need_weight, need_bias, ctx.sync_selection,
+        )
+        if ctx.feedback is not None:
+            grad_input, grad_weight, grad_bias = with_error_feedback(call, ctx.feedback, _run_backward)
         else:
-            call = dispatch.LinearBackward(
-                dy, x, weight, ctx.param, ctx.k, ctx.mode, ctx.bias_grad, ctx.layout, ctx.generator,
-                need_input, need_weight, need_bias, ctx.sync_selection,
-            )
-            formulation = dispatch.linear_backward_formulation(call, run_formulation)
-            grad_input, grad_weight, grad_bias = run_formulation(call, formulation)
+            grad_input, grad_weight, grad_bias = _run_backward(call)
         if grad_input is not None:
             grad_input = grad_input.reshape(input.shape).to(ctx.input_dtype)
         if grad_weight is not None and ctx.layout != "row_sparse":  # dense layouts (no .layout: compile)
             grad_weight = grad_weight.to(ctx.param.dtype)
         grad_bias = None if not ctx.has_bias or grad_bias is None else grad_bias.to(ctx.bias_dtype)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None, None, None
+
+
+def _run_backward(call: dispatch.LinearBackward):
+    """``(grad_input, grad_weight, grad_bias)`` of ``call`` on the path that applies: the
+    differentiable masked ops (create_graph=True, meta), a sampled mode's backward, or the
+    formulation :mod:`meprop.dispatch` picks."""
+    if torch.is_grad_enabled() or call.dy.device.type == "meta":
+        # create_graph=True: the result must be differentiable again; meta: shapes only
+        grad_input, grad_weight, grad_bias = masked_linear_backward(
+            call.dy, call.x, call.weight, call.k, call.mode, call.generator,
+            (call.need_input, call.need_weight, call.need_bias), call.bias_grad,
+        )
+        if grad_weight is not None:
+            grad_weight = weight_grad_from_dense(grad_weight, call.param, call.layout)
+        return grad_input, grad_weight, grad_bias
+    batch, n, _ = call.shape
+    if call.mode in SAMPLED_MODES and call.k < n and batch > 0:
+        if not (call.need_input or call.need_weight or call.need_bias):
+            return None, None, None
+        return sampled_linear_backward(call)
+    return run_formulation(call, dispatch.linear_backward_formulation(call, run_formulation))
 
 
 def run_formulation(call: dispatch.LinearBackward, formulation: str):
@@ -353,28 +393,3 @@ def _per_example_backward_kernel(call, formulation):
     return (
         grad_input if call.need_input else None, grad_weight, grad_bias if call.need_bias else None
     )
-
-
-def masked_dense_linear_backward(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    grad_output: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    bias_grad: str = "sparse",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reference backward: zero the unkept entries of ``grad_output``, run the dense backward.
-
-    ``input: (..., m)``, ``weight: (n, m)``, ``grad_output`` and ``mask: (..., n)``
-    (``mask`` True where an entry is kept). Returns ``(grad_input, grad_weight,
-    grad_bias)``. Obviously correct and O(n) in cost: for tests, never for speed.
-    """
-    check_choice(bias_grad, "bias_grad", BIAS_GRADS)
-    n, m = weight.shape
-    dy = grad_output.reshape(-1, n)
-    kept = torch.where(mask.reshape(-1, n), dy, torch.zeros_like(dy))  # (N, n)
-    x = input.reshape(-1, m)
-    grad_input = (kept @ weight).reshape(input.shape)
-    grad_weight = kept.t() @ x
-    grad_bias = (kept if bias_grad == "sparse" else dy).sum(0)
-    return grad_input, grad_weight, grad_bias

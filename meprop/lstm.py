@@ -42,8 +42,9 @@ from meprop import dispatch
 from meprop._impl.masked_backward import functorch_active
 from meprop.checks import check_bool, check_choice, check_k, resolve_k
 from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
-from meprop.functional import BIAS_GRADS, meprop_linear
-from meprop.selection import MODES
+from meprop.functional import meprop_linear
+from meprop.options import BIAS_GRADS
+from meprop.selection import MODES, RANDOM_MODES
 
 __all__ = ["MepropLSTM"]
 
@@ -59,6 +60,9 @@ class MepropLSTM(nn.Module):
         mode, bias_grad, sparse_grad: as :func:`meprop.meprop_linear` (``sparse_grad``:
             row-sparse ``weight_ih`` / ``weight_hh`` gradients holding the rows touched at
             any step).
+        generator: random source of ``mode="random"`` and the sampled modes (None: torch's
+            global generator). Those modes take the PyTorch path; each projection draws its
+            own selection (the two see the same gate gradient, so each stays unbiased).
 
     Parameters ``weight_ih: (4h, in)``, ``weight_hh: (4h, h)``, ``bias_ih``, ``bias_hh:
     (4h,)`` are initialised like ``nn.LSTM``'s (uniform in ``±1/sqrt(h)``).
@@ -74,6 +78,7 @@ class MepropLSTM(nn.Module):
         mode: str = "per_example",
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
+        generator: torch.Generator | None = None,
         device=None,
         dtype=None,
     ) -> None:
@@ -85,6 +90,10 @@ class MepropLSTM(nn.Module):
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
         self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
+        if generator is not None and (not isinstance(generator, torch.Generator) or self.mode not in RANDOM_MODES):
+            raise ValueError(f"generator must be a torch.Generator used by the modes {RANDOM_MODES}, got "
+                             f"{type(generator).__name__} with mode={self.mode!r}")
+        self.generator = generator
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(gates, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size, **factory))
@@ -123,8 +132,9 @@ class MepropLSTM(nn.Module):
     def _project(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, weight, bias)
+        generator = getattr(self, "generator", None) if self.mode in RANDOM_MODES else None
         return meprop_linear(input, weight, bias, k=self.k, mode=self.mode, bias_grad=self.bias_grad,
-                             sparse_grad=self.sparse_grad)
+                             sparse_grad=self.sparse_grad, generator=generator)
 
     def forward(
         self,

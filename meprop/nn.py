@@ -18,8 +18,10 @@ from torch.nn.utils import parametrize
 from meprop.checks import check_bool, check_choice, check_sync_selection, resolve_k
 from meprop._impl.grad_layout import mark_meprop_weight
 from meprop._impl.layer_probe import bypassed_linears, linear_call_order
-from meprop.functional import BIAS_GRADS, meprop_linear
-from meprop.selection import MODES
+from meprop.error_feedback import ErrorFeedback
+from meprop.functional import meprop_linear
+from meprop.options import BIAS_GRADS
+from meprop.selection import MODES, RANDOM_MODES
 
 __all__ = ["MepropLinear", "convert", "sparsified_layers"]
 
@@ -55,6 +57,11 @@ class MepropLinear(nn.Linear):
     ranks agree on one column set per backward (column sums all-reduced before the top-k),
     so training equals one process on the ranks' concatenated batch
     (:func:`meprop.meprop_linear`; see :mod:`meprop.distributed`).
+
+    ``generator``: the random source of ``mode="random"`` and the sampled modes (None:
+    torch's global generator). ``error_feedback``: a decay in (0, 1] turns on the dropped-
+    gradient memory (:mod:`meprop.error_feedback`), held as the ``error_feedback`` submodule
+    (its ``memory`` buffer is in the state dict); None: off.
     """
 
     def __init__(
@@ -69,20 +76,29 @@ class MepropLinear(nn.Linear):
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
         sync_selection: bool = False,
+        generator: torch.Generator | None = None,
+        error_feedback: float | None = None,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
-        self._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection)
+        self._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection, generator, error_feedback)
         mark_meprop_weight(self.weight)
 
-    def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad, sync_selection=False) -> None:
+    def _configure(self, k, k_ratio, mode, bias_grad, sparse_grad, sync_selection=False,
+                   generator=None, error_feedback=None) -> None:
         self.k = resolve_k(k, k_ratio, self.out_features)
         self.k_ratio = k_ratio
         self.mode = check_choice(mode, "mode", MODES)
         self.bias_grad = check_choice(bias_grad, "bias_grad", BIAS_GRADS)
         self.sparse_grad = check_bool(sparse_grad, "sparse_grad")
         self.sync_selection = check_sync_selection(sync_selection, self.mode)
+        if generator is not None and (not isinstance(generator, torch.Generator) or self.mode not in RANDOM_MODES):
+            raise ValueError(f"generator must be a torch.Generator used by the modes {RANDOM_MODES}, got "
+                             f"{type(generator).__name__} with mode={self.mode!r}")
+        self.generator = generator
+        self.error_feedback = None if error_feedback is None else ErrorFeedback(
+            self.out_features, error_feedback, device=self.weight.device, dtype=self.weight.dtype)
 
     @classmethod
     def from_linear(
@@ -95,6 +111,8 @@ class MepropLinear(nn.Linear):
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
         sync_selection: bool = False,
+        generator: torch.Generator | None = None,
+        error_feedback: float | None = None,
     ) -> "MepropLinear":
         """A MepropLinear that shares ``linear``'s weight and bias (the same Parameter objects)."""
         if not isinstance(linear, nn.Linear):
@@ -104,7 +122,7 @@ class MepropLinear(nn.Linear):
         module.in_features, module.out_features = linear.in_features, linear.out_features
         module.weight = linear.weight
         module.bias = linear.bias  # a Parameter, or None (registered as such)
-        module._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection)
+        module._configure(k, k_ratio, mode, bias_grad, sparse_grad, sync_selection, generator, error_feedback)
         mark_meprop_weight(module.weight)
         module.train(linear.training)
         return module
@@ -117,6 +135,8 @@ class MepropLinear(nn.Linear):
             input, self.weight, self.bias, k=self.k, mode=self.mode,
             bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,
             sync_selection=getattr(self, "sync_selection", False),
+            generator=getattr(self, "generator", None) if self.mode in RANDOM_MODES else None,
+            error_feedback=getattr(self, "error_feedback", None),
         )
 
     def extra_repr(self) -> str:
@@ -130,17 +150,20 @@ class MepropLinear(nn.Linear):
 
 
 SkipSpec = Iterable[str] | Callable[[str, nn.Module], bool] | None
+KSpec = int | dict | Callable[[str, nn.Module], "int | None"] | None
 
 
 def convert(
     model: nn.Module,
     *,
-    k: int | None = None,
+    k: KSpec = None,
     k_ratio: float | None = None,
     mode: str = "per_example",
     bias_grad: str = "sparse",
     sparse_grad: bool = False,
     sync_selection: bool = False,
+    generator: torch.Generator | None = None,
+    error_feedback: float | None = None,
     skip: SkipSpec = None,
     keep_output_layer: bool = True,
     example_inputs=None,
@@ -151,7 +174,14 @@ def convert(
     Args:
         model: any module; ``model`` itself may be an ``nn.Linear``.
         k, k_ratio: exactly one; ``k`` must not exceed any converted layer's out_features.
-        mode, bias_grad, sparse_grad, sync_selection: passed to every :class:`MepropLinear`.
+            Per-layer k: ``k`` a dict ``{name: k or None}`` (the layers it names are converted
+            with their k, None or unnamed ones stay dense; a name that is no linear layer of
+            the model, or the kept-dense output layer, is an error) or a callable
+            ``(name, module) -> k or None`` asked for each layer that would be converted
+            (None: leave it dense).
+        mode, bias_grad, sparse_grad, sync_selection, generator, error_feedback: passed to
+            every :class:`MepropLinear` (``generator`` is shared: one random stream;
+            ``error_feedback``: each layer gets its own memory with this decay).
         skip: qualified module names (as in ``model.named_modules()``) or a predicate
             ``(name, module) -> bool`` naming linear layers to leave dense.
         keep_output_layer: leave the output layer dense (the paper's setting). Without
@@ -184,6 +214,28 @@ def convert(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    linears, layer_k = _layers_to_convert(model, k, skip, keep_output_layer, example_inputs)
+    for names, module in linears:
+        _refuse_unconvertible(names[0], module)
+    if not inplace:
+        model = _copy_sharing_tensors(model)
+    converted = {}
+    for names, module in linears:
+        module = model.get_submodule(names[0]) if names[0] else model
+        try:
+            replacement = MepropLinear.from_linear(
+                module, k=layer_k[names[0]], k_ratio=k_ratio, mode=mode,
+                bias_grad=bias_grad, sparse_grad=sparse_grad, sync_selection=sync_selection,
+                generator=generator, error_feedback=error_feedback,
+            )
+        except (ValueError, TypeError) as error:
+            raise type(error)(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
+        converted.update({name: replacement for name in names})
+    return _replaced(model, converted)
+
+
+def _layers_to_convert(model, k, skip, keep_output_layer, example_inputs):
+    """The ``(names, module)`` pairs convert() converts, and each one's k (by first name)."""
     should_skip = _skip_predicate(skip, model)
     linears = _linear_modules(model)
     skipped = {names[0] for names, module in linears if any(should_skip(name, module) for name in names)}
@@ -195,22 +247,29 @@ def convert(
         output = _output_layer_name([(names[0], module) for names, module in linears], call_order)
         linears = [(names, module) for names, module in linears if names[0] != output]
     linears = [(names, module) for names, module in linears if names[0] not in skipped]
-    for names, module in linears:
-        _refuse_unconvertible(names[0], module)
-    if not inplace:
-        model = _copy_sharing_tensors(model)
-    converted = {}
-    for names, module in linears:
-        module = model.get_submodule(names[0]) if names[0] else model
-        try:
-            replacement = MepropLinear.from_linear(
-                module, k=k, k_ratio=k_ratio, mode=mode, bias_grad=bias_grad, sparse_grad=sparse_grad,
-                sync_selection=sync_selection,
-            )
-        except ValueError as error:
-            raise ValueError(f"cannot convert layer {names[0] or '<model>'!r}: {error}") from None
-        converted.update({name: replacement for name in names})
-    return _replaced(model, converted)
+    k_of = _per_layer_k(k, model, [names for names, _ in linears])
+    layer_k = {names[0]: k_of(names, module) for names, module in linears}  # asked once per layer
+    linears = [(names, module) for names, module in linears if layer_k[names[0]] is not None or k is None]
+    return linears, layer_k
+
+
+def _per_layer_k(k: KSpec, model: nn.Module, candidates: list[list[str]]):
+    """``k_of(names, module) -> k or None`` for the layers convert() would convert (by all their names)."""
+    if isinstance(k, dict):
+        linear_names = {name for names, _ in _linear_modules(model) for name in names}
+        unknown = sorted(str(name) for name in k if name not in linear_names)
+        if unknown:
+            raise ValueError(f"k names layers that are not nn.Linear layers of the model: {unknown} "
+                             f"(its linear layers: {sorted(linear_names)})")
+        convertible = {name for names in candidates for name in names}
+        dense = sorted(name for name, value in k.items() if value is not None and name not in convertible)
+        if dense:
+            raise ValueError(f"k gives a k to layers that convert() leaves dense (the output layer with "
+                             f"keep_output_layer=True, skip, or meProp cannot apply): {dense}")
+        return lambda names, module: next((k[name] for name in names if name in k), None)
+    if callable(k):
+        return lambda names, module: k(names[0], module)
+    return lambda names, module: k
 
 
 def _replaced(model: nn.Module, converted: dict[str, nn.Module]) -> nn.Module:

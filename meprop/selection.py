@@ -10,6 +10,9 @@ of the entries that are kept.
   the column sums of ``|dy|`` (the paper's GPU variant). Returns ``(k,)``.
 - :func:`random_per_example`: k uniformly random entries per row (the paper's
   ablation). Returns ``(N, k)``.
+- ``"sampled"`` / ``"sampled_unified"``: unbiased sampling (k entries in expectation,
+  kept ones scaled by 1/p), see :mod:`meprop.sampling`; their kept sets vary in size, so
+  :func:`select` does not return them.
 - :func:`topk_unified_synchronized`: :func:`topk_unified` over the batches of all ranks
   of the default process group (the column sums are all-reduced first), so that every
   rank keeps the same k columns. Returns ``(k,)``.
@@ -26,6 +29,9 @@ import torch
 
 __all__ = [
     "MODES",
+    "FIXED_K_MODES",
+    "SAMPLED_MODES",
+    "RANDOM_MODES",
     "topk_per_example",
     "topk_unified",
     "topk_unified_synchronized",
@@ -34,8 +40,14 @@ __all__ = [
     "select",
 ]
 
+#: Modes that keep exactly k entries per example (or k columns), as index lists.
+FIXED_K_MODES = ("per_example", "unified", "random")
+#: Unbiased modes: k entries in expectation, kept ones scaled by 1/p (:mod:`meprop.sampling`).
+SAMPLED_MODES = ("sampled", "sampled_unified")
 #: The selection modes accepted everywhere a ``mode`` argument is taken.
-MODES = ("per_example", "unified", "random")
+MODES = FIXED_K_MODES + SAMPLED_MODES
+#: Modes that draw random numbers (they take a ``generator``).
+RANDOM_MODES = ("random",) + SAMPLED_MODES
 
 
 def topk_per_example(dy: torch.Tensor, k: int) -> torch.Tensor:
@@ -101,4 +113,4 @@ def select(
         return topk_unified(dy, k)
     if mode == "random":
         return random_per_example(dy, k, generator)
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise ValueError(f"mode must be one of {FIXED_K_MODES} (index selections), got {mode!r}")

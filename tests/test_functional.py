@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import meprop.functional as functional
-from meprop import MODES, kernels, meprop_linear
+from meprop import kernels, meprop_linear
+from meprop.selection import FIXED_K_MODES as MODES  # the sampled modes: tests/test_sampled.py
 from meprop.functional import masked_dense_linear_backward
 from meprop.selection import select
 

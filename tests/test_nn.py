@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meprop import MODES, MepropLinear, convert, sparsified_layers
+from meprop import MepropLinear, convert, sparsified_layers
+from meprop.selection import FIXED_K_MODES as MODES  # the sampled modes: tests/test_sampled.py
 
 
 def test_same_parameters_and_initialisation_as_nn_linear():

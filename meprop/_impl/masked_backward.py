@@ -24,9 +24,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from meprop.selection import select
+from meprop.checks import check_choice
+from meprop.options import BIAS_GRADS
+from meprop.sampling import sampled_scale
+from meprop.selection import SAMPLED_MODES, select
 
-__all__ = ["masked_linear_backward", "functorch_active", "TransformFunction"]
+__all__ = ["masked_linear_backward", "masked_dense_linear_backward", "functorch_active", "TransformFunction"]
 
 
 _transforms_active = getattr(torch._C, "_are_functorch_transforms_active", lambda: False)
@@ -56,7 +59,9 @@ def masked_linear_backward(
     need_input, need_weight, need_bias = needs
     n = weight.shape[0]
     kept = dy
-    if k < n and dy.shape[0] > 0:
+    if k < n and dy.shape[0] > 0 and mode in SAMPLED_MODES:
+        kept = dy * sampled_scale(dy.detach(), k, mode, generator)  # (N, n): unbiased, 1/p where kept
+    elif k < n and dy.shape[0] > 0:
         idx = select(dy.detach(), k, mode, generator)  # (N, k), or (k,) for unified
         if idx.dim() == 1:
             mask = dy.new_zeros(n).index_fill(0, idx, 1).expand_as(dy)  # (N, n)
@@ -122,3 +127,28 @@ class TransformFunction(torch.autograd.Function):
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.bias_dtype)
         return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+def masked_dense_linear_backward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    grad_output: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    bias_grad: str = "sparse",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reference backward: zero the unkept entries of ``grad_output``, run the dense backward.
+
+    ``input: (..., m)``, ``weight: (n, m)``, ``grad_output`` and ``mask: (..., n)``
+    (``mask`` True where an entry is kept). Returns ``(grad_input, grad_weight,
+    grad_bias)``. Obviously correct and O(n) in cost: for tests, never for speed.
+    """
+    check_choice(bias_grad, "bias_grad", BIAS_GRADS)
+    n, m = weight.shape
+    dy = grad_output.reshape(-1, n)
+    kept = torch.where(mask.reshape(-1, n), dy, torch.zeros_like(dy))  # (N, n)
+    x = input.reshape(-1, m)
+    grad_input = (kept @ weight).reshape(input.shape)
+    grad_weight = kept.t() @ x
+    grad_bias = (kept if bias_grad == "sparse" else dy).sum(0)
+    return grad_input, grad_weight, grad_bias

@@ -79,7 +79,7 @@ def test_every_variant_equals_torch_bit_for_bit(dtype, zero_fraction):
 
 
 @pytest.mark.parametrize("make", [
-    lambda: _values(torch.float32).reshape(-1, 7)[:, ::2],  # strided
+    lambda: _values(torch.float32)[:70000].reshape(-1, 7)[:, ::2],  # strided
     lambda: _values(torch.float32)[:100],  # small
     lambda: _values(torch.float32).to(torch.bfloat16),
     lambda: _values(torch.float32).to(torch.complex64),
@@ -97,7 +97,7 @@ def test_other_inputs_go_to_torch_unchanged(make):
 def test_out_refusals_are_torchs():
     fast_sqrt.install()
     with pytest.raises(RuntimeError, match="can't be cast"):
-        torch.sqrt(_values(torch.float64), out=torch.empty(0, dtype=torch.float32))
+        torch.sqrt(_values(torch.float64), out=torch.empty(0, dtype=torch.int64))
 
 
 def test_autograd_through_sqrt_is_unchanged():

@@ -182,13 +182,9 @@ def convert(
         a MepropLinear would drop them; remove them or ``skip`` the layer.
         :func:`sparsified_layers` lists what was converted.
 
-    Optimizers: any torch.optim optimizer works on the converted model. The fastest step on
-    CPU is a fused update, ``torch.optim.Adam(params, fused=True)`` or
-    ``meprop.optim.Adam(params, lazy=True)`` (row updates; about level at h=500). torch's
-    default and foreach Adam, AdamW, RMSprop and Adagrad take a sqrt of second moments that
-    meProp leaves exactly zero, which MKL's sqrt handles slowly; meProp layers install an
-    exact replacement of torch's CPU sqrt kernel (:mod:`meprop._impl.fast_sqrt`, same bits,
-    ``MEPROP_FAST_SQRT=off`` to leave torch's) so that those steps cost what dense's do.
+    Fastest step on CPU: a fused update, ``torch.optim.Adam(params, fused=True)`` or
+    ``meprop.optim.Adam(params, lazy=True)``; torch's default/foreach Adam, AdamW, RMSprop and
+    Adagrad cost what dense's do (exact sqrt kernel: :mod:`meprop._impl.fast_sqrt`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

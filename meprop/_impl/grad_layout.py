@@ -36,7 +36,7 @@ import weakref
 import torch
 
 from meprop import kernels
-from meprop._impl import sparse_grad_ops
+from meprop._impl import fast_sqrt, sparse_grad_ops
 from meprop._impl.coo import coalesced
 
 __all__ = [
@@ -101,7 +101,12 @@ _touched: dict[int, torch.Tensor] = {}  # id(weight) -> bool (n,) rows touched s
 
 
 def mark_meprop_weight(weight: torch.Tensor) -> None:
-    """Register ``weight: (n, m)`` as a meProp layer's weight (rows touched sparsely in backward)."""
+    """Register ``weight: (n, m)`` as a meProp layer's weight (rows touched sparsely in backward).
+
+    The first call also installs :mod:`meprop._impl.fast_sqrt` (torch's CPU sqrt, bit for bit,
+    without MKL's slow path on the zeros that meProp leaves in adaptive optimizers' moments).
+    """
+    fast_sqrt.install()  # once per process; a dict lookup afterwards
     key = id(weight)
     entry = _meprop_weights.get(key)
     if entry is None or entry() is not weight:

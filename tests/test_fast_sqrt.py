@@ -1,0 +1,143 @@
+"""meprop's CPU kernel for aten::sqrt: torch's results bit for bit, with no zero sent to MKL.
+
+The slowdown it removes: torch.optim's adaptive optimizers (default and foreach) take the sqrt
+of second moments that meProp leaves exactly zero, and MKL's vector sqrt handles each zero in a
+slow per-element path. The kernel must (1) be installed once a meProp layer exists, (2) give
+every sqrt variant the same bits as torch's own kernel, whatever the dtype, layout or zeros,
+and (3) leave torch.optim's updates on a converted model bit for bit unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import meprop
+from meprop import kernels
+from meprop._impl import fast_sqrt
+
+
+@pytest.fixture(autouse=True)
+def _kernels():
+    if not kernels.available():
+        pytest.skip("compiled kernels unavailable (MEPROP_KERNELS=off or no compiler)")
+
+
+def _torch_sqrt(fn):
+    """``fn()`` evaluated with torch's own CPU kernel for aten::sqrt (meprop's put back after)."""
+    was = torch.ops.meprop.sqrt_override_active()
+    torch.ops.meprop.set_sqrt_override(False)
+    try:
+        return fn()
+    finally:
+        torch.ops.meprop.set_sqrt_override(was)
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int32 if t.element_size() == 4 else torch.int64)
+
+
+def _values(dtype, size=70_001, zero_fraction=0.3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.rand(size, generator=gen, dtype=dtype) * 100
+    values[torch.rand(size, generator=gen) < zero_fraction] = 0.0
+    values[5::97] = -0.0
+    values[7::101] = torch.finfo(dtype).tiny / 5  # denormals
+    values[11::103] = -2.0
+    values[13] = float("nan")
+    values[17] = float("inf")
+    return values
+
+
+def test_a_converted_model_installs_it():
+    meprop.convert(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), k=1)
+    assert fast_sqrt.install() and fast_sqrt.installed(), fast_sqrt.status()
+    assert torch.ops.meprop.sqrt_override_active()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("zero_fraction", [0.0, 0.3, 1.0])
+def test_every_variant_equals_torch_bit_for_bit(dtype, zero_fraction):
+    fast_sqrt.install()
+    values = _values(dtype, zero_fraction=zero_fraction)
+    expected = _torch_sqrt(lambda: torch.sqrt(values))
+    assert torch.equal(_bits(torch.ops.meprop.sqrt_skipping_zeros(values)), _bits(expected))
+    assert torch.equal(_bits(torch.sqrt(values)), _bits(expected))
+    inplace = values.clone()
+    inplace.sqrt_()
+    assert torch.equal(_bits(inplace), _bits(expected))
+    out = torch.empty(0, dtype=dtype)
+    torch.sqrt(values, out=out)
+    assert torch.equal(_bits(out), _bits(expected))
+    assert torch.equal(_bits(torch._foreach_sqrt([values])[0]), _bits(expected))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _values(torch.float32)[:70000].reshape(-1, 7)[:, ::2],  # strided
+    lambda: _values(torch.float32)[:100],  # small
+    lambda: _values(torch.float32).to(torch.bfloat16),
+    lambda: _values(torch.float32).to(torch.complex64),
+    lambda: torch.arange(10_000),  # integers promote to float
+], ids=["strided", "small", "bfloat16", "complex", "int"])
+def test_other_inputs_go_to_torch_unchanged(make):
+    fast_sqrt.install()
+    values = make()
+    expected = _torch_sqrt(lambda: torch.sqrt(values))
+    result = torch.sqrt(values)
+    assert result.dtype == expected.dtype and result.shape == expected.shape
+    torch.testing.assert_close(result, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_out_refusals_are_torchs():
+    fast_sqrt.install()
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        torch.sqrt(_values(torch.float64), out=torch.empty(0, dtype=torch.int64))
+
+
+def test_autograd_through_sqrt_is_unchanged():
+    fast_sqrt.install()
+    x = (torch.rand(10_000, dtype=torch.float64) + 0.1).requires_grad_()
+    x.sqrt().sum().backward()
+    assert torch.equal(x.grad, _torch_sqrt(lambda: 0.5 / x.detach().sqrt()))
+
+
+def _train(optimizer_cls, steps=30, **kwargs):
+    torch.manual_seed(0)
+    model = meprop.convert(nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                                         nn.Linear(256, 10)), k=4)
+    opt = optimizer_cls(model.parameters(), **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.rand(8, 64, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("optimizer_cls, kwargs", [
+    (torch.optim.Adam, {}), (torch.optim.AdamW, {"foreach": True}), (torch.optim.RMSprop, {}),
+    (torch.optim.Adagrad, {"foreach": True}),
+], ids=["Adam", "AdamW-foreach", "RMSprop", "Adagrad-foreach"])
+def test_torch_optimizers_train_bit_for_bit_as_before(optimizer_cls, kwargs):
+    fast_sqrt.install()
+    ours = _train(optimizer_cls, **kwargs)
+    theirs = _torch_sqrt(lambda: _train(optimizer_cls, **kwargs))
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
+def test_the_switch_leaves_torchs_kernel():
+    code = ("import torch, torch.nn as nn, meprop; from meprop._impl import fast_sqrt; "
+            "meprop.convert(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), k=1); "
+            "from meprop import kernels; assert kernels.available(); "
+            "print(fast_sqrt.status(), torch.ops.meprop.sqrt_override_active())")
+    env = {**os.environ, "MEPROP_FAST_SQRT": "off"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["off", "(MEPROP_FAST_SQRT)", "False"]

@@ -125,7 +125,7 @@ def _tuning_probe(input, weight, bias, k, mode, bias_grad, layout):
     the real input and weight, a stand-in output gradient (normal, from a private generator:
     the program's random stream is not touched). Returns the call and its runner."""
     n, m = weight.shape
-    x = input.detach().reshape(-1, m)  # (N, m)
+    x = input.detach().reshape(math.prod(input.shape[:-1]), m)  # (N, m); N spelled out: m may be 0
     gen = torch.Generator(device=input.device).manual_seed(0)
     dy = torch.randn(x.shape[0], n, generator=gen, device=input.device, dtype=weight.dtype)  # (N, n)
     call = dispatch.LinearBackward(
@@ -215,11 +215,14 @@ class _MepropLinearFunction(torch.autograd.Function):
 def run_formulation(call: dispatch.LinearBackward, formulation: str):
     """``(grad_input, grad_weight, grad_bias)`` of ``call`` computed by ``formulation``.
 
-    The compiled kernel records the formulations it runs itself; the Python paths here.
+    A kernel formulation runs on the compiled op only where it takes ``call``'s device and
+    dtype (:func:`meprop.dispatch.backward_implementation`); elsewhere its PyTorch stand-in
+    runs. The compiled kernel records the formulations it runs itself; the Python paths here.
     """
     if not (call.need_input or call.need_weight or call.need_bias):
         return None, None, None
-    if formulation in dispatch.KERNEL_CODES:
+    formulation, compiled = dispatch.backward_implementation(formulation, call.dy.device, call.dy.dtype)
+    if compiled:
         return _per_example_backward_kernel(call, formulation)
     kernels.record_formulation(formulation)
     if formulation == "dense":
@@ -371,9 +374,10 @@ def masked_dense_linear_backward(
     """
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     n, m = weight.shape
-    dy = grad_output.reshape(-1, n)
-    kept = torch.where(mask.reshape(-1, n), dy, torch.zeros_like(dy))  # (N, n)
-    x = input.reshape(-1, m)
+    batch = math.prod(input.shape[:-1])  # not -1 in the reshapes: n or m may be 0
+    dy = grad_output.reshape(batch, n)
+    kept = torch.where(mask.reshape(batch, n), dy, torch.zeros_like(dy))  # (N, n)
+    x = input.reshape(batch, m)
     grad_input = (kept @ weight).reshape(input.shape)
     grad_weight = kept.t() @ x
     grad_bias = (kept if bias_grad == "sparse" else dy).sum(0)

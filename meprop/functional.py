@@ -79,8 +79,9 @@ def meprop_linear(
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
             (``sparse_dim=1``) at every k (all rows at ``k >= out_features``), as SparseAdam
-            needs; refused under torch.func transforms. A lazy :mod:`meprop.optim`
-            optimizer gets row-sparse gradients without it.
+            needs; refused under torch.func transforms; dense (with a warning) under a
+            process group of more than one rank, whose DDP all-reduces dense gradients only.
+            A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
         generator: random source for ``mode="random"`` (on input's device); refused
             with the other modes, whose selection is deterministic.
         sync_selection: with ``mode="unified"``, one column set for the ranks of the default

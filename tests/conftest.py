@@ -1,9 +1,11 @@
 """Shared fixtures: run a test module's gradient tests on both meprop paths.
 
-The suite runs with the formulation tuner off (``MEPROP_TUNING=off``: the cost model
-decides, deterministically, and nothing is timed) and its cache in a temporary folder, so
-that no test reads or writes the user's cache; tests/test_tuning.py turns it on where it
-tests it. Subprocesses inherit both settings.
+The suite runs as users run: the formulation tuner on (the default; ``MEPROP_TUNING`` is
+left as the environment has it), with a fresh, empty cache folder for each test run
+(``MEPROP_TUNING_DIR``), so that the first backward of each shape measures, as in a new
+user's first process, and no test reads or writes the user's cache. Subprocesses inherit
+the folder. A test that needs the formulation fixed (it asserts which one ran, or compares
+two runs bit for bit) asks for ``tuning_off_for_determinism``.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ import tempfile
 
 import pytest
 
-os.environ["MEPROP_TUNING"] = "off"
 os.environ["MEPROP_TUNING_DIR"] = tempfile.mkdtemp(prefix="meprop-tuning-tests-")
 
 from meprop import kernels
+
+
+@pytest.fixture
+def tuning_off_for_determinism(monkeypatch):
+    """``MEPROP_TUNING=off`` for one test: the kernels' cost model picks the formulation,
+    nothing is timed, so which formulation runs (and so every rounding) is fixed."""
+    monkeypatch.setenv("MEPROP_TUNING", "off")
 
 
 @pytest.fixture(params=["kernels", "pytorch"])

@@ -17,7 +17,11 @@ import pytest
 
 os.environ["MEPROP_TUNING_DIR"] = tempfile.mkdtemp(prefix="meprop-tuning-tests-")
 
-from meprop import kernels
+from meprop import kernels, settings
+
+#: ``MEPROP_KERNELS=off`` for the whole run (CI's kernels-off leg): the compiled library is
+#: never loaded, as on a machine that cannot build it, and ``meprop_path`` skips its kernels half.
+KERNELS_OFF_FOR_RUN = settings.kernels() == "off"
 
 
 @pytest.fixture
@@ -31,8 +35,11 @@ def tuning_off_for_determinism(monkeypatch):
 def meprop_path(request, monkeypatch):
     """Each test twice: through the compiled kernels (``MEPROP_KERNELS=on``) and through the
     PyTorch fallback (``MEPROP_KERNELS=off``). The kernels half is skipped where they cannot
-    be loaded (``tests/test_kernels.py`` fails there instead, naming the reason)."""
+    be loaded (``tests/test_kernels.py`` fails there instead, naming the reason) and in a run
+    with ``MEPROP_KERNELS=off``."""
     if request.param == "kernels":
+        if KERNELS_OFF_FOR_RUN:
+            pytest.skip("MEPROP_KERNELS=off for this run")
         monkeypatch.setenv("MEPROP_KERNELS", "auto")
         if not kernels.load():
             pytest.skip(f"meprop kernels unavailable: {kernels.unavailable_reason()}")

@@ -17,7 +17,7 @@ import pytest
 
 os.environ["MEPROP_TUNING_DIR"] = tempfile.mkdtemp(prefix="meprop-tuning-tests-")
 
-from meprop import kernels, settings
+from meprop import kernels, settings, tuning
 
 #: ``MEPROP_KERNELS=off`` for the whole run (CI's kernels-off leg): the compiled library is
 #: never loaded, as on a machine that cannot build it, and ``meprop_path`` skips its kernels half.
@@ -29,6 +29,17 @@ def tuning_off_for_determinism(monkeypatch):
     """``MEPROP_TUNING=off`` for one test: the kernels' cost model picks the formulation,
     nothing is timed, so which formulation runs (and so every rounding) is fixed."""
     monkeypatch.setenv("MEPROP_TUNING", "off")
+
+
+@pytest.fixture
+def cold_tuning_cache(monkeypatch, tmp_path):
+    """Tuning on, an empty cache folder of the test's own and no choice in memory: every first
+    backward of a shape measures, as in a new user's first process. Yields the folder."""
+    monkeypatch.setenv("MEPROP_TUNING", "on")
+    monkeypatch.setenv("MEPROP_TUNING_DIR", str(tmp_path))
+    tuning.clear_memory()
+    yield tmp_path
+    tuning.clear_memory()
 
 
 @pytest.fixture(params=["kernels", "pytorch"])

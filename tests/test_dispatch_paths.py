@@ -21,17 +21,8 @@ from meprop.selection import select
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 LOW = (torch.float16, torch.bfloat16)
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-5, torch.float64: 1e-10}
-pytestmark = pytest.mark.usefixtures("meprop_path")
+pytestmark = pytest.mark.usefixtures("meprop_path", "cold_tuning_cache")
 
-
-@pytest.fixture(autouse=True)
-def cold_cache(monkeypatch, tmp_path):
-    """Tuning on, as users run, with an empty cache: every first backward of a shape measures."""
-    monkeypatch.setenv("MEPROP_TUNING", "on")
-    monkeypatch.setenv("MEPROP_TUNING_DIR", str(tmp_path))
-    tuning.clear_memory()
-    yield
-    tuning.clear_memory()
 
 
 @pytest.fixture

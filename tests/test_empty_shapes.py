@@ -7,19 +7,11 @@ import pytest
 import torch
 
 import meprop
-from meprop import MODES, tuning
+from meprop import MODES
 from meprop.functional import masked_dense_linear_backward
 
-pytestmark = pytest.mark.usefixtures("meprop_path")
+pytestmark = pytest.mark.usefixtures("meprop_path", "cold_tuning_cache")
 
-
-@pytest.fixture(autouse=True)
-def cold_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("MEPROP_TUNING", "on")
-    monkeypatch.setenv("MEPROP_TUNING_DIR", str(tmp_path))
-    tuning.clear_memory()
-    yield
-    tuning.clear_memory()
 
 
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")

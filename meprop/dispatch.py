@@ -41,6 +41,9 @@ __all__ = [
     "linear_forward_formulation",
     "linear_backward_formulation",
     "candidates",
+    "PYTORCH_STAND_IN",
+    "compiled_op_applies",
+    "backward_implementation",
     "lstm_kernels",
     "row_kernel",
     "choice_counts",
@@ -48,6 +51,10 @@ __all__ = [
 
 #: The compiled op's formulation codes (``torch.ops.meprop.linear``'s last argument).
 KERNEL_CODES = {"auto": -1, "gather": 0, "masked_gemm": 1, "masked_dense": 5}
+#: The PyTorch formulation that runs in place of a kernel formulation where the compiled op
+#: does not take the operands (another device or dtype, kernels off or not built).
+PYTORCH_STAND_IN = {"auto": "pytorch", "gather": "pytorch", "masked_gemm": "masked_dense",
+                    "masked_dense": "masked_dense"}
 _choices: collections.Counter = collections.Counter()
 
 
@@ -92,12 +99,35 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
 
 
 def candidates(kernel: bool) -> tuple[str, ...]:
-    """The per-example formulations timed against each other (kernel: the compiled op applies)."""
+    """The per-example formulations timed against each other (kernel: the compiled op applies,
+    :func:`compiled_op_applies`)."""
     return ("gather", "masked_gemm", "masked_dense", "pytorch") if kernel else ("pytorch", "masked_dense")
 
 
-def _bucket(dy_or_x: torch.Tensor, batch: int, n: int, m: int, k: int, layout: str, need_input: bool) -> str:
-    return tuning.bucket(dy_or_x.device, dy_or_x.dtype, batch, n, m, k, layout, need_input)
+def compiled_op_applies(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """True when the compiled ops take operands of ``device`` and ``dtype`` (CPU float32/64)
+    and are enabled and loaded; everything else takes the PyTorch path."""
+    return kernels.takes(device, dtype) and kernels.available()
+
+
+def backward_implementation(formulation: str, device: torch.device | str,
+                            dtype: torch.dtype) -> tuple[str, bool]:
+    """``(name, compiled)``: what runs ``formulation`` (a name of :data:`meprop.kernels.FORMULATIONS`
+    or ``auto``) on operands of ``device`` and ``dtype``, and whether the compiled op runs it.
+
+    A kernel formulation runs on the compiled op only where :func:`compiled_op_applies`;
+    elsewhere its PyTorch stand-in (:data:`PYTORCH_STAND_IN`) runs.
+    """
+    if formulation not in KERNEL_CODES:
+        return formulation, False
+    if compiled_op_applies(device, dtype):
+        return formulation, True
+    return PYTORCH_STAND_IN[formulation], False
+
+
+def _bucket(dy_or_x: torch.Tensor, batch: int, n: int, m: int, k: int, layout: str, need_input: bool,
+            compiled: bool) -> str:
+    return tuning.bucket(dy_or_x.device, dy_or_x.dtype, batch, n, m, k, layout, need_input, compiled)
 
 
 def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str,
@@ -124,7 +154,7 @@ def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int
         _note_forward("model")
         return KERNEL_CODES["auto"]
     batch = math.prod(input.shape[:-1])
-    key = _bucket(input, batch, n, m, k, layout, input.requires_grad)
+    key = _bucket(input, batch, n, m, k, layout, input.requires_grad, True)
     entry = tuning.lookup(key)
     if entry is None and probe is not None and batch > 0 and torch.is_grad_enabled():
         call, run = probe()
@@ -155,7 +185,7 @@ def linear_backward_formulation(call: LinearBackward, run: Callable[[LinearBackw
         if not torch.compiler.is_compiling():  # a traced backward is not timed nor counted
             _note("model")
         return "auto" if kernel else "pytorch"
-    key = _bucket(call.dy, batch, n, m, call.k, call.layout, call.need_input)
+    key = _bucket(call.dy, batch, n, m, call.k, call.layout, call.need_input, kernel)
     names = candidates(kernel)
     entry = tuning.lookup(key)
     if entry is not None and entry["formulation"] in names:

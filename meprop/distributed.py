@@ -349,7 +349,8 @@ def _gather_rows(state: RowSparseState, gathered: list, rank: int, world: int):
             # add the other rank's; with more, zero the own rows and add every source.
             if world == 2:
                 own = received[rank].narrow(0, offset, own_rows.numel() * row)
-                view.index_copy_(0, own_rows, own.view(-1, *view.shape[1:]))
+                # the row count spelled out (not -1): a row of in_features 0 is empty
+                view.index_copy_(0, own_rows, own.view(own_rows.numel(), *view.shape[1:]))
             else:
                 view.index_fill_(0, own_rows, 0)
             for source in range(world):

@@ -87,8 +87,9 @@ def meprop_linear(
             output gradient, as the original code did.
         sparse_grad: return the weight gradient as a row-sparse COO tensor
             (``sparse_dim=1``) at every k (all rows at ``k >= out_features``), as SparseAdam
-            needs; refused under torch.func transforms. A lazy :mod:`meprop.optim`
-            optimizer gets row-sparse gradients without it.
+            needs; refused under torch.func transforms; dense (with a warning) under a
+            process group of more than one rank, whose DDP all-reduces dense gradients only.
+            A lazy :mod:`meprop.optim` optimizer gets row-sparse gradients without it.
         generator: random source for ``"random"`` and the sampled modes (on input's
             device); None: torch's global generator (``torch.manual_seed`` reproduces a
             run). Refused with the other modes, whose selection is deterministic.
@@ -139,7 +140,7 @@ def _tuning_probe(input, weight, bias, k, mode, bias_grad, layout):
     the real input and weight, a stand-in output gradient (normal, from a private generator:
     the program's random stream is not touched). Returns the call and its runner."""
     n, m = weight.shape
-    x = input.detach().reshape(-1, m)  # (N, m)
+    x = input.detach().reshape(math.prod(input.shape[:-1]), m)  # (N, m); N spelled out: m may be 0
     gen = torch.Generator(device=input.device).manual_seed(0)
     dy = torch.randn(x.shape[0], n, generator=gen, device=input.device, dtype=weight.dtype)  # (N, n)
     call = dispatch.LinearBackward(
@@ -255,11 +256,14 @@ def _run_backward(call: dispatch.LinearBackward):
 def run_formulation(call: dispatch.LinearBackward, formulation: str):
     """``(grad_input, grad_weight, grad_bias)`` of ``call`` computed by ``formulation``.
 
-    The compiled kernel records the formulations it runs itself; the Python paths here.
+    A kernel formulation runs on the compiled op only where it takes ``call``'s device and
+    dtype (:func:`meprop.dispatch.backward_implementation`); elsewhere its PyTorch stand-in
+    runs. The compiled kernel records the formulations it runs itself; the Python paths here.
     """
     if not (call.need_input or call.need_weight or call.need_bias):
         return None, None, None
-    if formulation in dispatch.KERNEL_CODES:
+    formulation, compiled = dispatch.backward_implementation(formulation, call.dy.device, call.dy.dtype)
+    if compiled:
         return _per_example_backward_kernel(call, formulation)
     kernels.record_formulation(formulation)
     if formulation == "dense":

@@ -196,7 +196,9 @@ class MepropLSTM(nn.Module):
                 h = torch.where(keep, h_new, h)
                 c = torch.where(keep, c_new, c)
                 outputs.append(h_new * keep)
-        output = torch.stack(outputs, dim=1) if outputs else input.new_zeros(batch, 0, self.hidden_size)
+        # No step (T = 0): an empty slice of the projection, so that the output is in the graph
+        # (a backward through it gives zero gradients), as the compiled path's is.
+        output = torch.stack(outputs, dim=1) if outputs else gates_x[..., :self.hidden_size]
         return output, (h, c)  # (B, T, h), ((B, h), (B, h))
 
     def _use_kernels(self, input, h, c) -> bool:

@@ -2,7 +2,7 @@
 
 The first time a meProp linear layer meets a new *shape bucket* (device, dtype, thread
 count, batch rounded up to a power of two, ``n``, ``m``, ``k``, weight-gradient layout,
-whether grad_input is needed): in its forward when the compiled op applies (before the graph
+whether grad_input is needed, whether the compiled kernels take part): in its forward when the compiled op applies (before the graph
 is recorded, with a stand-in output gradient), else in its backward, :func:`pick` times every
 candidate formulation on the layer's operands, interleaved round by round (cuDNN's benchmark mode and Triton's
 autotuner do the same), and keeps the one with the lowest time (its fastest round: on a
@@ -40,6 +40,8 @@ from pathlib import Path
 
 import torch
 
+from meprop import settings
+
 __all__ = [
     "enabled",
     "cache_dir",
@@ -67,12 +69,7 @@ class TuningCacheWarning(RuntimeWarning):
 
 def enabled() -> bool:
     """False when ``MEPROP_TUNING=off``: the cost model decides, nothing is measured or read."""
-    value = os.environ.get("MEPROP_TUNING", "on").strip().lower()
-    if value in ("off", "0", "false", "no"):
-        return False
-    if value in ("on", "1", "true", "yes", ""):
-        return True
-    raise ValueError(f"MEPROP_TUNING must be on or off, got {value!r}")
+    return settings.tuning() == "on"
 
 
 def cache_dir() -> Path:
@@ -109,14 +106,15 @@ def cache_path() -> Path:
 
 
 def bucket(device: torch.device, dtype: torch.dtype, batch: int, n: int, m: int, k: int,
-           layout: str, need_input: bool) -> str:
-    """The key of a shape bucket; the batch is rounded up to a power of two."""
+           layout: str, need_input: bool, compiled: bool = True) -> str:
+    """The key of a shape bucket; the batch is rounded up to a power of two. ``compiled``: the
+    compiled kernels took part (their candidates differ from the PyTorch path's)."""
     name = str(device.type)
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     rounded = 1 << max(0, int(batch) - 1).bit_length()
     return (f"{name}|{str(dtype).removeprefix('torch.')}|t{torch.get_num_threads()}|b{rounded}"
-            f"|n{n}|m{m}|k{k}|{layout}|{'gi' if need_input else 'nogi'}")
+            f"|n{n}|m{m}|k{k}|{layout}|{'gi' if need_input else 'nogi'}|{'op' if compiled else 'py'}")
 
 
 def lookup(key: str) -> dict | None:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import meprop
-from meprop import kernels
+import meprop.functional as functional
+from meprop import dispatch, kernels, tuning
 from meprop.functional import masked_dense_linear_backward
 from meprop.kernels import _build
 from meprop.selection import select
@@ -128,6 +129,7 @@ def test_both_formulations_equal_the_reference(batch, n, m, k, bias_grad):
                 torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.usefixtures("tuning_off_for_determinism")  # the cost model decides, not a measurement
 def test_formulation_choice_follows_the_cost_model():
     _need_kernels()
     assert kernels.choose_formulation(1, 500, 784, 20) == "gather"  # the paper's CPU setting
@@ -141,13 +143,25 @@ def test_formulation_choice_follows_the_cost_model():
     assert kernels.formulation_counts()["gather"] == before + 1
 
 
-def test_off_forces_the_pytorch_path(monkeypatch):
+@pytest.fixture
+def compiled_op_forbidden(monkeypatch):
+    """Fails the test if the compiled per-example backward runs (it exists in this process
+    once the kernels were loaded, whatever MEPROP_KERNELS says now)."""
+    def refuse(call, formulation):
+        raise AssertionError(f"the compiled op ran ({formulation}) where the PyTorch path was due")
+
+    monkeypatch.setattr(functional, "_per_example_backward_kernel", refuse)
+
+
+def test_off_forces_the_pytorch_path(monkeypatch, compiled_op_forbidden):
     monkeypatch.setenv("MEPROP_KERNELS", "off")
     assert not kernels.available() and not kernels.enabled()
     assert kernels.unavailable_reason() == "MEPROP_KERNELS=off"
-    layer = meprop.MepropLinear(9, 12, k=3)
-    layer(torch.randn(4, 9)).sum().backward()
-    assert kernels.last_formulation() == "pytorch"
+    tuning.clear_memory()
+    for k in (3, 12):  # a measured choice among the PyTorch path's formulations; dense
+        layer = meprop.MepropLinear(9, 12, k=k)
+        layer(torch.randn(4, 9)).sum().backward()
+        assert kernels.last_formulation() in dispatch.candidates(False) + ("dense",)
 
 
 def test_bad_setting_is_named(monkeypatch):
@@ -156,7 +170,7 @@ def test_bad_setting_is_named(monkeypatch):
         kernels.enabled()
 
 
-def test_unavailable_kernels_warn_once_and_fall_back(monkeypatch):
+def test_unavailable_kernels_warn_once_and_fall_back(monkeypatch, compiled_op_forbidden):
     """A failed build or load: one warning naming the reason, then the PyTorch path."""
     monkeypatch.setattr(kernels, "_state", {"loaded": False, "tried": False, "error": None, "warned": False,
                                             "path": None})
@@ -176,7 +190,7 @@ def test_unavailable_kernels_warn_once_and_fall_back(monkeypatch):
         warnings.simplefilter("error")  # no second warning
         y.sum().backward()
         meprop.meprop_linear(x, w, None, k=3)
-    assert kernels.last_formulation() == "pytorch"
+    assert kernels.last_formulation() in dispatch.candidates(False)
     assert "no C++ compiler" in kernels.unavailable_reason()
     monkeypatch.setenv("MEPROP_KERNELS", "on")
     with pytest.raises(RuntimeError, match="MEPROP_KERNELS=on.*no C\\+\\+ compiler"):
@@ -203,7 +217,7 @@ def test_no_compiler_in_a_fresh_process(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     warning, formulation = result.stdout.strip().splitlines()[-2:]
     assert "compiled kernels unavailable" in warning and "PyTorch path" in warning
-    assert formulation == "pytorch"
+    assert formulation in ("pytorch", "masked_dense")  # the PyTorch path's tuning candidates
 
 
 def test_torch_compile_fullgraph_runs_through_the_kernels():

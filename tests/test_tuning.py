@@ -15,13 +15,9 @@ from meprop.selection import select
 
 
 @pytest.fixture
-def tuned(monkeypatch, tmp_path):
-    """Tuning on, with an empty cache folder of its own and no choice in memory."""
-    monkeypatch.setenv("MEPROP_TUNING", "on")
-    monkeypatch.setenv("MEPROP_TUNING_DIR", str(tmp_path))
-    tuning.clear_memory()
-    yield tmp_path
-    tuning.clear_memory()
+def tuned(cold_tuning_cache):
+    """Tuning on, with an empty cache folder of its own (yielded) and no choice in memory."""
+    return cold_tuning_cache
 
 
 def _operands(batch=12, n=20, m=7, seed=0):

@@ -17,6 +17,9 @@ layouts, chosen in the forward:
   group, for a weight whose touched rows a DDP communication hook asked for
   (:func:`request_touched_rows`, :mod:`meprop.distributed`), whatever the optimizer.
 
+Under such a process group ``sparse_grad=True`` gives ``"dense"`` (or ``"dense_tracked"``
+for a requester) with a warning: DDP fails inside torch on a COO gradient it does not expect.
+
 The protocol between layers and optimizers lives here, in process-local registries, and
 never on the model: nothing is set on a Parameter, so nothing travels in a pickled model.
 
@@ -31,6 +34,7 @@ never on the model: nothing is set on a Parameter, so nothing travels in a pickl
 
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import torch
@@ -168,13 +172,37 @@ def distributed_world_size() -> int:
 
 
 def choose_layout(weight: torch.Tensor, sparse_grad: bool) -> str:
-    """The layout of ``weight``'s gradient for one forward: see the module docstring."""
+    """The layout of ``weight``'s gradient for one forward: see the module docstring.
+
+    Under a process group of more than one rank the gradient is dense, also with
+    ``sparse_grad=True`` (said once per weight in a warning): DistributedDataParallel
+    all-reduces dense gradients only.
+    """
     if not sparse_grad and id(weight) not in _row_sparse.ids:  # wants_row_sparse_grad, inlined: every forward
         return "dense_tracked" if id(weight) in _row_tracking.ids and distributed_world_size() > 1 else "dense"
-    if not sparse_grad and distributed_world_size() > 1:
-        return "dense_tracked"
+    world = distributed_world_size()
+    if world > 1:
+        if sparse_grad:
+            _warn_sparse_grad_is_dense(weight, world)
+        wanted = id(weight) in _row_sparse.ids or id(weight) in _row_tracking.ids
+        return "dense_tracked" if wanted else "dense"
     sparse_grad_ops.register()  # clip_grad_norm_ & co. will meet this COO gradient
     return "row_sparse"
+
+
+_warned_dense: dict[int, weakref.ref] = {}  # id(weight) -> weakref: sparse_grad=True made dense, said
+
+
+def _warn_sparse_grad_is_dense(weight: torch.Tensor, world: int) -> None:
+    entry = _warned_dense.get(id(weight))
+    if entry is not None and entry() is weight:
+        return
+    _warned_dense[id(weight)] = weakref.ref(weight, lambda _ref, key=id(weight): _warned_dense.pop(key, None))
+    warnings.warn(
+        f"meprop: sparse_grad=True gives a dense gradient for the weight {tuple(weight.shape)} under "
+        f"a process group of {world} ranks (DistributedDataParallel all-reduces dense gradients "
+        f"only); meprop.optim's lazy update and meprop.distributed.row_sparse_hook still use only "
+        f"the touched rows", UserWarning, stacklevel=4)
 
 
 def weight_grad_from_rows(

@@ -145,9 +145,10 @@ def masked_dense_linear_backward(
     """
     check_choice(bias_grad, "bias_grad", BIAS_GRADS)
     n, m = weight.shape
-    dy = grad_output.reshape(-1, n)
-    kept = torch.where(mask.reshape(-1, n), dy, torch.zeros_like(dy))  # (N, n)
-    x = input.reshape(-1, m)
+    batch = math.prod(input.shape[:-1])  # not -1 in the reshapes: n or m may be 0
+    dy = grad_output.reshape(batch, n)
+    kept = torch.where(mask.reshape(batch, n), dy, torch.zeros_like(dy))  # (N, n)
+    x = input.reshape(batch, m)
     grad_input = (kept @ weight).reshape(input.shape)
     grad_weight = kept.t() @ x
     grad_bias = (kept if bias_grad == "sparse" else dy).sum(0)

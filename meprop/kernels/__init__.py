@@ -38,6 +38,8 @@ import warnings
 
 import torch
 
+from meprop import settings
+
 __all__ = [
     "FORMULATIONS",
     "vector_selection",
@@ -45,6 +47,7 @@ __all__ = [
     "available",
     "enabled",
     "unavailable_reason",
+    "takes",
     "supports",
     "build_key",
     "load",
@@ -62,8 +65,6 @@ __all__ = [
 #: ``masked_dense`` the dense backward on the masked gradient (at most dense + selection).
 FORMULATIONS = ("gather", "masked_gemm", "dense", "pytorch", "unified", "masked_dense")
 
-_OFF = ("off", "0", "false", "no")
-_ON = ("on", "1", "true", "yes", "required")
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "tried": False, "error": None, "warned": False, "path": None}
 
@@ -73,14 +74,8 @@ class KernelsUnavailableWarning(RuntimeWarning):
 
 
 def _setting() -> str:
-    value = os.environ.get("MEPROP_KERNELS", "auto").strip().lower()
-    if value in _OFF:
-        return "off"
-    if value in _ON:
-        return "on"
-    if value in ("", "auto"):
-        return "auto"
-    raise ValueError(f"MEPROP_KERNELS must be one of off, on, auto, got {value!r}")
+    """``off``, ``on`` or ``auto`` (:class:`meprop.settings.SettingError` for anything else)."""
+    return settings.kernels()
 
 
 def enabled() -> bool:
@@ -183,12 +178,19 @@ def build_key() -> str:
     return _build.build_key()
 
 
+def takes(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """True when the compiled ops are built for operands on ``device`` of ``dtype``: CPU,
+    float32 or float64. Says nothing of whether they are loaded (see :func:`supports`)."""
+    return torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
+
+
 def supports(*tensors: torch.Tensor) -> bool:
-    """True when the kernels can take these operands: CPU, float32 or float64, one dtype."""
+    """True when the kernels can take these operands now: one device and dtype that they are
+    built for (:func:`takes`), and the kernels enabled and loaded (:func:`available`)."""
     first = tensors[0]
-    if first.device.type != "cpu" or first.dtype not in (torch.float32, torch.float64):
+    if not takes(first.device, first.dtype):
         return False
-    if any(t.device.type != "cpu" or t.dtype != first.dtype for t in tensors[1:]):
+    if any(t.device != first.device or t.dtype != first.dtype for t in tensors[1:]):
         return False
     return available()
 

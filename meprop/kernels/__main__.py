@@ -12,6 +12,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("build", "status"))
     parser.add_argument("--quiet", action="store_true", help="no compiler output")
     args = parser.parse_args(argv)
+    from meprop import settings
+    from meprop.settings import SettingError
+
+    try:
+        settings.check()  # every MEPROP_* switch, whatever the command
+        return _run(args)
+    except SettingError as error:  # a bad MEPROP_* variable: one line, no traceback
+        print(f"meprop kernels: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from meprop import kernels
     from meprop.kernels import _build
 

@@ -87,11 +87,8 @@ class LazyRowsMixin:
             withdraw_row_sparse(self)
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # torch's load_state_dict ends in __setstate__, which fills and checks the groups
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
-            group.setdefault("lazy", self.defaults["lazy"])
-            self._configure_group(group)
-        self._request_rows()
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -200,9 +197,14 @@ class LazyRowsMixin:
         return state
 
     def __setstate__(self, state):
+        # Unpickling, deep-copying and load_state_dict come here. Groups saved without ``lazy``
+        # (by torch.optim, or before the option existed) get this optimizer's default, as
+        # torch's own __setstate__ does for its newer options.
         super().__setstate__(state)
-        if "lazy" in self.defaults:  # an unpickled or deep-copied optimizer asks again
-            self._request_rows()
+        if "lazy" in self.defaults:
+            for group in self.param_groups:
+                self._configure_group(group)
+            self._request_rows()  # an unpickled or deep-copied optimizer asks again
 
 
 def _param_name(group: dict, group_index: int, param_index: int, param) -> str:

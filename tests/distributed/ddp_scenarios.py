@@ -41,7 +41,8 @@ def build(spec: dict) -> nn.Module:
     model = mlp()
     if spec.get("k"):
         model = meprop.convert(model, k=spec["k"], mode=spec.get("mode", "per_example"),
-                               sync_selection=spec.get("sync", False))
+                               sync_selection=spec.get("sync", False),
+                               sparse_grad=spec.get("sparse_grad", False))
     return model
 
 

@@ -35,6 +35,9 @@ SCENARIOS = {
     "plain-dense-model": dict(batch=BATCH),
     "hook-dense-model": dict(batch=BATCH, hook="row"),
     "hook-penalty-verify": dict(_PER_EXAMPLE, hook="row", verify=True, penalty=1e-3),
+    "plain-sparse-grad": dict(_PER_EXAMPLE, sparse_grad=True),
+    "hook-sparse-grad": dict(_PER_EXAMPLE, sparse_grad=True, hook="row"),
+    "hook-sparse-grad-lazy": dict(_PER_EXAMPLE, sparse_grad=True, hook="row", lazy=True),
 }
 #: Parameters of the MLP: 3 weights and 3 biases; the two hidden layers are meProp's.
 MEPROP_SHAPES = [(HIDDEN, IN), (HIDDEN, HIDDEN)]
@@ -139,3 +142,15 @@ def test_model_without_meprop_layers_warns_then_all_reduces(runs):
 def test_verify_refuses_a_loss_term_on_a_meprop_weight(runs):
     for result in runs["hook-penalty-verify"]:
         assert "did not touch" in result["error"] and "weight_decay" in result["error"]
+
+
+@pytest.mark.parametrize("name", ["plain-sparse-grad", "hook-sparse-grad", "hook-sparse-grad-lazy"])
+def test_sparse_grad_layers_train_under_ddp_with_dense_gradients(runs, name):
+    """sparse_grad=True under a multi-rank process group: dense weight gradients (DDP all-reduces
+    dense tensors only), said once in a warning naming sparse_grad; the training equals one
+    process on the whole batch, where the gradients are row-sparse."""
+    _assert_equal_params(_same_on_both_ranks(runs[name]), single_process(SCENARIOS[name]))
+    warned = [m for m in runs[name][0]["warnings"] if "sparse_grad=True" in m]
+    # once per meProp weight: the DDP model's and those of a twin built at each step (ddp_scenarios)
+    assert len(warned) == len(MEPROP_SHAPES) * (1 + STEPS), runs[name][0]["warnings"]
+    assert all("dense gradient" in m and "process group of 2 ranks" in m for m in warned)

@@ -179,6 +179,32 @@ def test_lazy_state_dict_loads_into_torch_adam():
         assert float(plain.state[p]["step"]) == 2.0
 
 
+@pytest.mark.parametrize("name, kwargs", [
+    ("Adam", {"amsgrad": True}), ("AdamW", {"weight_decay": 0.1}), ("SGD", {"momentum": 0.9}),
+])
+def test_a_torch_optim_state_dict_loads_into_a_lazy_optimizer(name, kwargs):
+    """A checkpoint of torch.optim (no ``lazy`` in its groups) takes the lazy optimizer's own
+    default, and the next steps are those of a lazy optimizer loaded with ``lazy=True`` spelled out."""
+    a, b = converted_twins(2)
+    data = batches(4)
+    plain = getattr(torch.optim, name)(a.parameters(), lr=1e-2, **kwargs)
+    train(a, plain, data[:2])
+    saved = copy.deepcopy(plain.state_dict())
+    b.load_state_dict(a.state_dict())
+    loaded = getattr(meprop.optim, name)(a.parameters(), lr=1.0, lazy=True)
+    loaded.load_state_dict(saved)
+    assert all(group["lazy"] is True for group in loaded.param_groups)
+    spelled = copy.deepcopy(saved)
+    for group in spelled["param_groups"]:
+        group["lazy"] = True
+    reference = getattr(meprop.optim, name)(b.parameters(), lr=1.0, lazy=False)
+    reference.load_state_dict(spelled)
+    train(a, loaded, data[2:])
+    train(b, reference, data[2:])
+    assert_same_params(a, b, rtol=0, atol=0)
+    assert copy.deepcopy(loaded).param_groups[0]["lazy"] is True
+
+
 def test_gradients_are_left_untouched_by_the_step():
     (model,) = converted_twins(1)
     opt = meprop.optim.Adam(model.parameters(), lr=1e-2, lazy=True, weight_decay=0.1, maximize=True)

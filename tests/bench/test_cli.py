@@ -121,7 +121,7 @@ def test_unparsable_arguments_are_refused_by_argparse(capsys, argv, message):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mode", "topk"], "--mode must be one of ('per_example', 'unified', 'random'), got 'topk'"),
+    (["--mode", "topk"], "--mode must be one of ('per_example', 'unified', 'random', 'sampled', 'sampled_unified'), got 'topk'"),
     (["--device", "gpu"], "--device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     (["--hidden", "0"], "--hidden must be positive integers, got 0"),
     (["--batch", "-3"], "--batch must be positive integers, got -3"),

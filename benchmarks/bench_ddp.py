@@ -18,7 +18,7 @@ _MODES = ["per_example", "unified"]
 
 def _measure(mode: str) -> dict:
     try:  # a commit without the measurement: n/a
-        from meprop.lab.spec.cases import Case
+        from meprop.lab.plan.cases import Case
         from meprop.lab.engine.ddp import run_ddp_case
         from meprop.lab.engine.runner import TimingOptions
     except ImportError as error:

@@ -5,7 +5,7 @@
 - the lab (``meprop.lab``) and the front doors (benchmarks/, tests/benchmarks/) use the
   library's public modules only, never ``meprop._impl`` or a private module of a package;
 - inside the lab, modules import only downwards along the floors of :data:`FLOORS`
-  (bottom modules, results/, spec/, ops/, engine/, paper/, converge/, report/, cli/), and no
+  (bottom modules, results/, plan/, ops/, engine/, paper/, converge/, report/, cli/), and no
   lab folder holds more than 12 modules directly;
 - no workload-name comparison outside ``meprop.lab.workloads``, no measurement-name comparison
   outside ``meprop.lab.measurements``;
@@ -39,7 +39,7 @@ LIBRARY_OPTIONAL = ("ninja",)
 FLOORS = (
     ("meprop.lab", "meprop.lab.workloads", "meprop.lab.measurements", "meprop.lab.stopwatch"),
     ("meprop.lab.results",),
-    ("meprop.lab.spec",),
+    ("meprop.lab.plan",),
     ("meprop.lab.ops",),
     ("meprop.lab.engine",),
     ("meprop.lab.paper",),
@@ -106,7 +106,7 @@ def _in(module: str, layer: str) -> bool:
 
 def test_the_layout_exists():
     for name in ("meprop.lab.results.schema", "meprop.lab.results.store", "meprop.lab.results.env",
-                 "meprop.lab.spec.cases", "meprop.lab.spec.profiles", "meprop.lab.spec.targets",
+                 "meprop.lab.plan.cases", "meprop.lab.plan.profiles", "meprop.lab.plan.targets",
                  "meprop.lab.ops.build", "meprop.lab.engine.timer", "meprop.lab.engine.runner", "meprop.lab.cli.bench",
                  "meprop.lab.paper.data", "meprop.lab.ops.models", "meprop.lab.paper.train", "meprop.lab.paper.presets",
                  "meprop.lab.cli.train", "meprop.lab.report.ingest", "meprop.lab.report.frames",

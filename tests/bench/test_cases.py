@@ -4,11 +4,11 @@ import math
 import pytest
 from pathlib import Path
 
-import meprop.lab.spec
-from meprop.lab.spec.cases import WORKLOADS, MEASUREMENTS, Case, grid
-from meprop.lab.spec.profiles import PROFILES, profile_cases
-from meprop.lab.spec.target_file import load_targets
-from meprop.lab.spec.targets import Target
+import meprop.lab.plan
+from meprop.lab.plan.cases import WORKLOADS, MEASUREMENTS, Case, grid
+from meprop.lab.plan.profiles import PROFILES, profile_cases
+from meprop.lab.plan.target_file import load_targets
+from meprop.lab.plan.targets import Target
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the project's own targets file
@@ -216,7 +216,7 @@ def test_target_bad_input(kwargs, error, match):
 
 
 def test_spec_package_exports_the_targets_api():
-    assert meprop.lab.spec.Target is Target and meprop.lab.spec.load_targets is load_targets
+    assert meprop.lab.plan.Target is Target and meprop.lab.plan.load_targets is load_targets
 
 
 def test_perf_covers_issue10_rows():

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from meprop.lab.spec.profiles import profile_cases
+from meprop.lab.plan.profiles import profile_cases
 import torch
 
 from meprop.lab.cli.bench import select_cases

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch.distributed as dist
 
-from meprop.lab.spec.cases import Case, grid
+from meprop.lab.plan.cases import Case, grid
 from meprop.lab.engine.ddp import run_ddp_case, summarize
 from meprop.lab.engine.runner import TimingOptions, case_record
 from meprop.lab.cli import main

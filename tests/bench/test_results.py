@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.engine.runner import case_record
 from meprop.lab.engine.timer import Measurement
 from meprop.lab.report.frames import envs_frame, results_frame

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.engine.runner import case_record
 from meprop.lab.results.schema import env_record
 from meprop.lab.results.store import ResultsLockedError, ResultsWriter, read_records

@@ -80,7 +80,7 @@ def test_peak_memory_sees_a_large_transient_allocation():
 
 
 def test_run_case_measures_both_variants():
-    from meprop.lab.spec.cases import Case
+    from meprop.lab.plan.cases import Case
 
     case = Case("linear", "linear_backward", 64, 4, 8, threads=1)
     fields = runner.run_case(case, runner.TimingOptions(budget_s=0.01, warmup_s=0, min_samples=2))

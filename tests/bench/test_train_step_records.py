@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import meprop.optim as meprop_optim
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.ops.build import build
 from meprop.lab.engine.runner import TimingOptions, case_record, run_case
 from meprop.lab.results import schema

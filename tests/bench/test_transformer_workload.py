@@ -5,7 +5,7 @@ import torch
 
 import meprop
 from meprop.lab.ops import build as workloads
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.ops.transformer import SEQUENCE, TransformerBlock
 
 

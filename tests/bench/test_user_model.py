@@ -6,7 +6,7 @@ import pytest
 
 import meprop
 from meprop.lab.ops import build as workloads
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.ops.user_model import UserModelError, build_user_model, widest_linear
 from meprop.lab.cli import main
 from meprop.lab.report.build import build_report

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.ops.build import Unsupported, build, build_model, estimate_bytes
 from meprop.nn import MepropLinear
 

@@ -1,6 +1,6 @@
 """Grid selection and the same-run ratios of the pytest-benchmark cases (``pytest tests/benchmarks --benchmark-only``).
 
-The cases are a profile of :mod:`meprop.lab.spec.cases`, chosen by ``--meprop-profile``
+The cases are a profile of :mod:`meprop.lab.plan.cases`, chosen by ``--meprop-profile``
 (or the ``MEPROP_BENCH_PROFILE`` environment variable). Default: ``quick`` with
 ``--benchmark-only``, else ``smoke``, so a plain ``pytest`` run spends seconds here.
 
@@ -20,7 +20,7 @@ import os
 
 import pytest
 
-from meprop.lab.spec.profiles import PROFILES, profile_cases
+from meprop.lab.plan.profiles import PROFILES, profile_cases
 from meprop.lab.ops.build import VARIANTS
 
 ENV_VAR = "MEPROP_BENCH_PROFILE"

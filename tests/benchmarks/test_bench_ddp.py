@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.engine.ddp_rank import DdpSide, lockstep_partner
 
 pytestmark = [pytest.mark.slow,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from meprop.lab.spec.profiles import profile_cases
-from meprop.lab.spec.target_file import TargetsFileError, load_targets
+from meprop.lab.plan.profiles import profile_cases
+from meprop.lab.plan.target_file import TargetsFileError, load_targets
 from meprop.lab.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from meprop.lab.spec.profiles import PROFILES
+from meprop.lab.plan.profiles import PROFILES
 from meprop.lab.engine.timer import time_one
-from meprop.lab.spec.timing import TimingOptions
+from meprop.lab.plan.timing import TimingOptions
 
 
 class _Clock:

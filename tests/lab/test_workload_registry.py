@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meprop.lab.spec.cases import Case, grid
+from meprop.lab.plan.cases import Case, grid
 from meprop.lab.cli.bench import select_cases
 from meprop.lab.cli import build_parser
 from meprop.lab.workloads import REGISTRY, WORKLOAD_NAMES, k_width, named_in, workload

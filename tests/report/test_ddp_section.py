@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import report_fixtures as fx
 
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.engine.ddp import summarize
 from meprop.lab.engine.runner import case_record
 from meprop.distributed import all_gather_bytes, all_reduce_bytes

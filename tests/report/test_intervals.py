@@ -85,7 +85,7 @@ def test_tables_targets_and_csv_carry_the_interval_and_flagged_cells_meet_no_tar
     from meprop.lab.report import build_report
     from pathlib import Path
 
-    from meprop.lab.spec.target_file import load_targets
+    from meprop.lab.plan.target_file import load_targets
     from meprop.lab.report.sections.targets import match_targets
 
     records = [  # issue 5's "per-example, n=4096, batch 1, k=1%" (20x): 25x but noisy

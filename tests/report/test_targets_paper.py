@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import report_fixtures as fx
 
-from meprop.lab.spec.profiles import profile_cases
+from meprop.lab.plan.profiles import profile_cases
 from meprop.lab.report.frames import bench_frame
 from meprop.lab.report.sections import paper
-from meprop.lab.spec.target_file import load_targets
+from meprop.lab.plan.target_file import load_targets
 from meprop.lab.report.sections.targets import match_targets, targets_display
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import report_fixtures as fx
 
-from meprop.lab.spec.target_file import load_targets
+from meprop.lab.plan.target_file import load_targets
 from meprop.lab.report.frames import bench_frame
 from meprop.lab.report.sections.targets import match_targets
 

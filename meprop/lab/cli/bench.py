@@ -3,7 +3,7 @@
 Which cases:
 
 - ``--profile NAME`` (smoke, quick, paper, full, perf; default quick) picks a named grid
-  (:mod:`meprop.lab.spec.profiles`).
+  (:mod:`meprop.lab.plan.profiles`).
 - ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
   ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;
   defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
@@ -69,8 +69,8 @@ class _Extend(argparse.Action):
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from meprop.lab.engine.allocator import DEFAULTS, FAIR, POLICIES
-    from meprop.lab.spec.cases import DTYPES, MEASUREMENTS, WORKLOADS
-    from meprop.lab.spec.profiles import PROFILES
+    from meprop.lab.plan.cases import DTYPES, MEASUREMENTS, WORKLOADS
+    from meprop.lab.plan.profiles import PROFILES
     from meprop.selection import MODES
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -134,7 +134,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Refuse bad option values with a message naming the option."""
     from meprop.checks import check_choice, check_k, check_k_ratio
-    from meprop.lab.spec.cases import ADAM_IMPLS, DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
+    from meprop.lab.plan.cases import ADAM_IMPLS, DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
     from meprop.selection import MODES
 
     for value in args.mode or ():
@@ -177,8 +177,8 @@ _AXES = ("hidden", "k_ratio", "k", "batch", "mode", "measurement", "workload")
 
 def select_cases(args: argparse.Namespace):
     """The cases and the profile object (None for a custom grid) the arguments ask for."""
-    from meprop.lab.spec.cases import grid
-    from meprop.lab.spec.profiles import PROFILES
+    from meprop.lab.plan.cases import grid
+    from meprop.lab.plan.profiles import PROFILES
 
     _check_args(args)
     if getattr(args, "model", None) is not None:
@@ -196,7 +196,7 @@ def select_cases(args: argparse.Namespace):
         profile = PROFILES[args.profile or _DEFAULT_PROFILE]
         targets = None
         if getattr(args, "targets", None) is not None:
-            from meprop.lab.spec.target_file import load_targets
+            from meprop.lab.plan.target_file import load_targets
 
             targets = load_targets(args.targets)
         cases = [c for c in profile.cases(targets) if _matches(c, args)]
@@ -210,7 +210,7 @@ def select_cases(args: argparse.Namespace):
 
 def _model_cases(args: argparse.Namespace) -> list:
     """The cases of ``--model module:factory``: its widest linear layer is the case's hidden."""
-    from meprop.lab.spec.cases import grid
+    from meprop.lab.plan.cases import grid
     from meprop.lab.ops.user_model import widest_linear
 
     if args.profile is not None or args.workload or args.hidden:
@@ -277,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from meprop.lab.engine.runner import run_cases
-    from meprop.lab.spec.timing import TimingOptions
+    from meprop.lab.plan.timing import TimingOptions
     from meprop.lab.results.store import RESULTS_FILENAME, ResultsWriter, new_run_id
 
     cases, profile = select_cases(args)

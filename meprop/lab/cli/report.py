@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.title is not None and not args.title.strip():
         print("meprop report: error: --title must not be empty", file=sys.stderr)
         return 2
-    from meprop.lab.spec.target_file import TargetsFileError, load_targets
+    from meprop.lab.plan.target_file import TargetsFileError, load_targets
 
     try:
         targets = load_targets(args.targets) if args.targets is not None else None

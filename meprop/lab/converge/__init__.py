@@ -10,7 +10,7 @@
 - :mod:`~meprop.lab.converge.study`: the summary over paired seeds (medians, intervals, tuning);
 - :mod:`~meprop.lab.converge.run`: one preset or plan run into the results store (every cell x seed).
 
-May import: the library, the lab's bottom modules, ``results``, ``spec``, ``ops``, ``engine``
+May import: the library, the lab's bottom modules, ``results``, ``plan``, ``ops``, ``engine``
 and ``paper``. Docs: docs/time_to_accuracy.md.
 """
 

@@ -5,7 +5,7 @@
 - :mod:`~meprop.lab.engine.allocator`: the allocator policy that does not page-fault;
 - :mod:`~meprop.lab.engine.ddp` and :mod:`~meprop.lab.engine.ddp_rank`: the two-process DDP step.
 
-May import: the library, the lab's bottom modules, ``results``, ``spec`` and ``ops``.
+May import: the library, the lab's bottom modules, ``results``, ``plan`` and ``ops``.
 """
 
 __all__: list[str] = []

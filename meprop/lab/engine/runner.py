@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import torch
 
 from meprop import dispatch, kernels
-from meprop.lab.spec.cases import Case
+from meprop.lab.plan.cases import Case
 from meprop.lab.engine.timer import Measurement, TimingOptions, num_threads, synchronize, time_pair
 from meprop.lab.ops.train_step import optimizer_names, probe_phases
 from meprop.lab.ops.build import ALLOCATION_POLICY, Unsupported, build, estimate_bytes

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from meprop.lab.results import schema, stats
-from meprop.lab.spec.timing import TimingOptions
+from meprop.lab.plan.timing import TimingOptions
 from meprop.lab.stopwatch import Clock, Stopwatch, num_threads, synchronize
 
 __all__ = [

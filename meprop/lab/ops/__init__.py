@@ -6,7 +6,7 @@
   :mod:`~meprop.lab.ops.user_model`: each workload's builders;
 - :mod:`~meprop.lab.ops.train_step`: the training step (zero_grad, forward, loss, backward, step).
 
-May import: the library, the lab's bottom modules, ``results`` and ``spec``. Nothing here times.
+May import: the library, the lab's bottom modules, ``results`` and ``plan``. Nothing here times.
 """
 
 __all__: list[str] = []

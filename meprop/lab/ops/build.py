@@ -22,7 +22,7 @@ pytest-benchmark cases (docs/design.md, "What the numbers mean"):
   ``torch.optim.Adam``; meProp: :func:`meprop.convert` with default arguments and
   ``meprop.optim.Adam(lazy=True)`` (:mod:`meprop.lab.ops.train_step`; ``optimizer="exact"``: ``lazy=False``).
 
-The ``lstm`` workload (the paper's POS tagger, batch-first, :data:`~meprop.lab.spec.cases.LSTM_STEPS`
+The ``lstm`` workload (the paper's POS tagger, batch-first, :data:`~meprop.lab.plan.cases.LSTM_STEPS`
 steps): ``forward`` is the LSTM's; ``linear_backward`` the LSTM's whole backward for a fixed
 output gradient (gate projections and recurrence; the paper's "backprop" of Table 1's POS row);
 ``overall_backward`` the tagger's ``loss.backward()`` (LSTM + dense head + cross-entropy);

@@ -6,7 +6,7 @@
 - :mod:`~meprop.lab.paper.train`: the training loop (best-dev protocol, Table 2 time split);
 - :mod:`~meprop.lab.paper.presets`: named groups of runs mirroring the paper's tables.
 
-May import: the library, the lab's bottom modules, ``results``, ``spec``, ``ops`` and ``engine``.
+May import: the library, the lab's bottom modules, ``results``, ``plan``, ``ops`` and ``engine``.
 Submodules are imported on use: ``import meprop.lab.paper`` is cheap.
 """
 

@@ -155,11 +155,11 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
                  title: str | None = None, targets: tuple | None = None) -> Report:
     """Load ``paths`` and write the report into ``out_dir``; returns what was written.
 
-    ``targets``: the performance targets (:func:`meprop.lab.spec.target_file.load_targets`)
+    ``targets``: the performance targets (:func:`meprop.lab.plan.target_file.load_targets`)
     to judge the rows by; None: the project's file if it is in the current directory.
     """
     if targets is None:
-        from meprop.lab.spec.target_file import DEFAULT_TARGETS_FILE, load_targets
+        from meprop.lab.plan.target_file import DEFAULT_TARGETS_FILE, load_targets
 
         targets = load_targets(DEFAULT_TARGETS_FILE) if DEFAULT_TARGETS_FILE.is_file() else ()
     loaded = paths if isinstance(paths, LoadedResults) else load_results(paths)

@@ -3,7 +3,7 @@
 pytest-benchmark and asv store one number per benchmark: the dense timing and the meProp
 timing of a case are separate entries. This module reads the case and the side from an
 entry's parameters and names, completes the case with the engine's own defaults
-(:class:`meprop.lab.spec.cases.Case`: ``in_features``, ``layers``, ``k`` from ``k_ratio``),
+(:class:`meprop.lab.plan.cases.Case`: ``in_features``, ``layers``, ``k`` from ``k_ratio``),
 and joins the two sides into one record with :func:`meprop.lab.results.schema.bench_record`,
 which derives speedup, ideal and efficiency exactly as for ``meprop bench`` records.
 """
@@ -54,7 +54,7 @@ def case_from(values: dict, defaults: dict | None = None) -> dict:
 def _complete(case: dict) -> dict:
     """Fill the engine's defaults in; a case the engine refuses is kept as given."""
     from meprop.checks import resolve_k
-    from meprop.lab.spec.cases import Case
+    from meprop.lab.plan.cases import Case
     from meprop.lab.workloads import REGISTRY, k_width
 
     case = dict(case)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meprop.lab.spec.targets import Target
+from meprop.lab.plan.targets import Target
 from meprop.lab.report.html import table_html
 from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import break_even_table, write_table

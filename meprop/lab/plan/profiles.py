@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from meprop.checks import check_choice
-from meprop.lab.spec.cases import Case, grid
-from meprop.lab.spec.targets import Target, perf_cases
-from meprop.lab.spec.timing import TimingOptions
+from meprop.lab.plan.cases import Case, grid
+from meprop.lab.plan.targets import Target, perf_cases
+from meprop.lab.plan.timing import TimingOptions
 from meprop.lab.measurements import TRAIN_STEP
 
 __all__ = ["Profile", "PROFILES", "profile_cases"]
@@ -41,7 +41,7 @@ class Profile:
         if not self.uses_targets:
             return self.build()
         if targets is None:
-            from meprop.lab.spec.target_file import default_targets
+            from meprop.lab.plan.target_file import default_targets
 
             targets = default_targets()
         return perf_cases(targets)

@@ -1,4 +1,4 @@
-"""Targets as data: read a targets file (TOML, docs/targets.md) into :class:`~meprop.lab.spec.targets.Target` rows.
+"""Targets as data: read a targets file (TOML, docs/targets.md) into :class:`~meprop.lab.plan.targets.Target` rows.
 
 A file is a ``[case_defaults]`` table (``threads``, ``dtype`` of the cases the ``perf``
 profile runs when a target leaves them out) and ``[[target]]`` rows. A row's keys are the
@@ -24,8 +24,8 @@ import math
 import sys
 from pathlib import Path
 
-from meprop.lab.spec.cases import Case
-from meprop.lab.spec.targets import PERF_DTYPE, PERF_THREADS, Target, perf_case
+from meprop.lab.plan.cases import Case
+from meprop.lab.plan.targets import PERF_DTYPE, PERF_THREADS, Target, perf_case
 
 if sys.version_info >= (3, 11):
     import tomllib

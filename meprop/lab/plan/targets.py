@@ -1,13 +1,13 @@
 """Performance targets: a row of a targets table, what the ``perf`` profile runs and what the report judges.
 
 A :class:`Target` is one row of a targets file (docs/targets.md; the project's own is
-``benchmarks/targets.toml``, read by :mod:`meprop.lab.spec.target_file`). It carries:
+``benchmarks/targets.toml``, read by :mod:`meprop.lab.plan.target_file`). It carries:
 
 - the number: ``minimum`` (a speedup; a k ratio for ``kind="break_even"``);
 - the row-matching fields (``workload``, ``measurement``, ``mode``, ``hidden`` or
   ``min_hidden``, ``batch`` or ``min_batch``, ``k`` or ``k_ratio``, MLP shape), used by
   :meth:`Target.selects` to pick the matching rows of a results frame;
-- the concrete :class:`~meprop.lab.spec.cases.Case` objects the ``perf`` profile must run for
+- the concrete :class:`~meprop.lab.plan.cases.Case` objects the ``perf`` profile must run for
   it (:meth:`Target.cases`): derived from the matching fields when they name one case,
   listed explicitly (``perf_cases``) for grids and several rows.
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from meprop.checks import check_choice, resolve_k
-from meprop.lab.spec.cases import MEASUREMENTS, WORKLOADS, Case
+from meprop.lab.plan.cases import MEASUREMENTS, WORKLOADS, Case
 from meprop.lab.workloads import k_width
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -6,7 +6,7 @@ paper's synthetic Table 7, or the paper's MLP of Tables 1, 2 and 8), one measure
 k, device, dtype, selection mode and thread count. Dense and meProp are both measured
 for every case (see :mod:`meprop.lab.ops.build`). Its ``to_dict()`` is the ``case``
 object of a ``bench`` record (:data:`meprop.lab.results.schema.CASE_FIELDS`). The named
-grids (smoke, quick, paper, full, perf) are in :mod:`meprop.lab.spec.profiles`.
+grids (smoke, quick, paper, full, perf) are in :mod:`meprop.lab.plan.profiles`.
 """
 
 from __future__ import annotations

@@ -239,10 +239,10 @@ CONVERGENCE_PRESETS: dict[str, ConvergencePreset] = {
     "mnist-remedies": ConvergencePreset(
         "Remedies for the steps penalty at the paper's setting (MNIST MLP h=500, batch 10, k=20, lazy Adam): "
         "top-k, dense warm-up (3000 steps), unbiased sampling, error feedback (decay 1), unified, and "
-        "warm-up + error feedback, vs dense (fused Adam); targets 97.0/97.5/98.0% dev (quick: 5k images, "
-        "800 steps, warm-up 150, 80/85/90%)",
-        _paper("mnist-remedies", _MNIST, "load_mnist", 5000), remedy_arms(20, 3000),
-        replace(_MNIST_FULL, lr_grid=(1e-3,)), replace(_MNIST_QUICK, max_steps=800),
+        "warm-up + error feedback, vs dense (fused Adam); targets 97.0/97.5/98.0% dev (quick: 3k images, "
+        "600 steps, warm-up 150, 80/85/90%)",
+        _paper("mnist-remedies", _MNIST, "load_mnist", 3000), remedy_arms(20, 3000),
+        replace(_MNIST_FULL, lr_grid=(1e-3,)), _MNIST_QUICK,
         quick_variants=remedy_arms(20, 150)),
     "mnist-remedies-wide": ConvergencePreset(
         "mnist-remedies where the step gain is larger: MNIST MLP h=2048, batch 64, k=82 (4% of h), warm-up "

@@ -138,8 +138,10 @@ def test_records_carry_seed_lr_arm_and_implementation(factories, tmp_path):
 
 
 def test_remedy_variants_are_refused_by_a_workload_without_them():
+    class Plain(Spy):
+        supports = frozenset()
     with pytest.raises(ConvergenceError, match="does not support"):
-        converge(Spy(), (Variant("dense"), Variant("mp", k=4, schedule="ramp:0.5")),
+        converge(Plain(), (Variant("dense"), Variant("mp", k=4, schedule="warmup:2")),
                  RunConfig(max_steps=2, eval_every=2, target=Target(absolute=1.0), warmup=0), say=lambda *_: None)
 
 

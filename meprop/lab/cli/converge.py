@@ -14,6 +14,13 @@ Your own model (``module:factory`` returning ``(model, train_batches, evaluate[,
 ``--seeds N`` (default: the preset's, 5 for full runs) runs N paired seeds (each changes the
 initialisation and the data order; within a seed every arm shares start and batches);
 ``--lr-grid`` tunes each arm's lr separately on its median time to the middle target.
+Remedies (docs/remedies.md): ``--mode sampled`` (or any selection mode), ``--schedule SPEC``
+and ``--error-feedback DECAY`` add each meProp variant alone and combined with them::
+
+    meprop converge --preset mnist-remedies --quick --seeds 2 --out /tmp/remedies
+    meprop converge --preset mnist-adam --k 20 --mode per_example --mode sampled --optimizer-mode lazy \
+        --schedule warmup:3000 --error-feedback 1 --out results/remedy-sweep
+
 Records (``convergence``, docs/results_schema.md) go to ``OUT/results.jsonl``, one per
 variant and evaluation, flushed as each round ends; the state after each round goes to
 ``OUT/.state/``, so ``--resume`` continues an interrupted run (per seed) without losing an
@@ -27,8 +34,10 @@ import argparse
 import math
 import sys
 
-from meprop.lab.converge.presets import CONVERGENCE_PRESETS, Plan, sweep_variants
+from meprop.lab.converge.presets import CONVERGENCE_PRESETS, Plan, describe_variant, sweep_variants, with_remedies
+from meprop.lab.converge.remedies import check_error_feedback, check_schedule
 from meprop.lab.converge.time_to_target import Target
+from meprop.selection import MODES
 
 __all__ = ["configure", "run", "CliError"]
 
@@ -49,10 +58,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--cell", action="append", metavar="NAME",
                       help="only these settings of a preset with several (mnist-width: e.g. h4096-b64; repeatable)")
     what.add_argument("--k", action="append", help="sweep: meProp variants with this k (repeatable)")
-    what.add_argument("--mode", action="append", choices=("per_example", "unified"),
-                      help="sweep: selection modes (default per_example)")
+    what.add_argument("--mode", action="append", choices=MODES,
+                      help="sweep: selection modes (default per_example; sampled, sampled_unified: unbiased)")
     what.add_argument("--optimizer-mode", dest="optimizer_mode", action="append", choices=("lazy", "exact"),
                       help="sweep: optimizer modes (default lazy and exact)")
+    what.add_argument("--schedule", action="append", metavar="SPEC",
+                      help="remedy: a k schedule (meprop.schedule.parse: warmup:STEPS[,<spec>], "
+                           "linear:START_K:STEPS[:LEVELS], cosine:..., interleave:DENSE:SPARSE[:EPOCH_STEPS]); "
+                           "each meProp variant also runs with it (repeatable)")
+    what.add_argument("--error-feedback", dest="error_feedback", action="append", metavar="DECAY",
+                      help="remedy: error feedback with this memory decay in (0, 1]; each meProp variant "
+                           "(and each with a --schedule) also runs with it (repeatable)")
     how = parser.add_argument_group("how long, how often, which target, how many seeds")
     how.add_argument("--epochs", help="passes over the training data per variant")
     how.add_argument("--max-steps", dest="max_steps", help="training steps per variant")
@@ -135,6 +151,10 @@ def _variants(args, preset) -> list:
         variants = list(preset.variant_list(args.quick))
     else:
         raise CliError("--model needs --k (one or more meProp k to set beside dense)")
+    schedules = tuple(check_schedule(spec) for spec in getattr(args, "schedule", None) or ())
+    decays = tuple(check_error_feedback(d) for d in getattr(args, "error_feedback", None) or ())
+    if schedules or decays:
+        variants = list(with_remedies(variants, schedules, decays))
     if args.only:
         unknown = sorted(set(args.only) - {v.label for v in variants})
         if unknown:
@@ -150,7 +170,7 @@ def _list() -> int:
             if cell is not None:
                 print(f"  {cell.name}: " + ", ".join(v.label for v in cell.variants))
         for variant in preset.variants:
-            print(f"    {variant.label}")
+            print(f"    {describe_variant(variant)}")
     return 0
 
 

@@ -78,6 +78,7 @@ class CharLMWorkload:
     name = "lm"
     metric = "dev next-char accuracy (%)"
     metric_range = (0.0, 100.0)
+    supports = frozenset({"schedule", "error_feedback"})  # per projection (meprop.lab.converge.remedies)
 
     def __init__(self, quick: bool = False, d: int = 128, lr: float = 1e-3) -> None:
         self.quick, self.d, self.lr = quick, d, lr

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from meprop.checks import check_int_at_least
+from meprop.lab.converge import remedies as remedy
 from meprop.lab.converge.state import BatchStream, VariantRun, load_state, save_state
 from meprop.lab.converge.time_to_target import Target
 from meprop.lab.ops.user_model import UserModelError
@@ -55,8 +56,9 @@ class Variant:
 
     ``lr``: the learning rate (None: the workload's); ``arm``: the arm this variant is one
     tuning point of (None: the label; an lr grid makes one variant per (arm, lr)).
-    ``schedule`` (a k schedule's spec) and ``error_feedback`` name remedies a workload may
-    support (its ``supports``: a set of ``"schedule"``, ``"error_feedback"``); a workload
+    ``schedule`` (a spec of :func:`meprop.schedule.parse`) and ``error_feedback`` (the memory's
+    decay in (0, 1]; None: off) are remedies (:mod:`meprop.lab.converge.remedies`) a workload
+    may support (its ``supports``: a set of ``"schedule"``, ``"error_feedback"``); a workload
     that does not is refused before training.
     """
 
@@ -67,7 +69,7 @@ class Variant:
     lr: float | None = None
     arm: str | None = None
     schedule: str | None = None
-    error_feedback: bool = False
+    error_feedback: float | None = None
 
     @property
     def method(self) -> str:
@@ -80,7 +82,7 @@ class Variant:
     def remedies(self) -> set[str]:
         """The remedies this variant asks of its workload."""
         return {name for name, on in (("schedule", self.schedule is not None),
-                                      ("error_feedback", self.error_feedback)) if on}
+                                      ("error_feedback", self.error_feedback is not None)) if on}
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     loss: object  # Callable[[batch], scalar tensor]
     optimizer_impl: str | None = None  # e.g. "torch.optim.Adam(fused)"; None: the optimizer's class
+    remedies: object = None  # meprop.lab.converge.remedies.Remedies: stepped after each optimizer step
 
     def implementation(self) -> str:
         if self.optimizer_impl:
@@ -197,9 +200,13 @@ def _build(ctx: _Context, variant: Variant, reference: dict | None):
         raise ConvergenceError(f"{ctx.workload.name}: build({variant.label!r}) must return a Trainee, "
                                f"got {type(trainee).__name__}")
     trainee.model.to(ctx.config.device)
+    try:
+        trainee.remedies = remedy.apply(trainee.model, variant, ctx.config.seed)
+    except remedy.RemedyError as error:
+        raise ConvergenceError(f"{ctx.workload.name}: {error}") from None
     if reference is not None:
         try:
-            trainee.model.load_state_dict(reference)
+            remedy.load_reference(trainee.model, reference)
         except RuntimeError as error:
             raise ConvergenceError(f"{variant.label!r} cannot start from the first variant's weights "
                                    f"(its parameters differ): {error}") from None
@@ -250,6 +257,8 @@ def _train_step(trainee: Trainee, batch) -> torch.Tensor:
     loss.backward()
     trainee.optimizer.step()
     trainee.optimizer.zero_grad(set_to_none=False)
+    if trainee.remedies is not None:
+        trainee.remedies.step()  # the k of the next step (a schedule)
     return loss.detach()
 
 

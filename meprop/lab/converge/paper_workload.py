@@ -33,6 +33,9 @@ class PaperWorkload:
 
     metric = "dev accuracy (%)"
     metric_range = (0.0, 100.0)
+    #: remedies (:mod:`meprop.lab.converge.remedies`): the POS LSTM takes the schedule and the
+    #: sampled modes; error feedback there is refused naming the LSTM
+    supports = frozenset({"schedule", "error_feedback"})
 
     def __init__(self, name: str, config: TrainConfig, load) -> None:
         self.name, self.config, self._load = name, config, load

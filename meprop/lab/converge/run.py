@@ -143,7 +143,10 @@ def interval_text(stats: dict | None, spec: str = ".2f", unit: str = "") -> str:
 
 
 def format_summary(summaries) -> str:
-    """The time-to-target tables over seeds: one block per study and target, one line per arm."""
+    """The time-to-target tables over seeds: one block per study and target, one line per arm
+    (the last column: the factor that keeps a slower arm below dense, :func:`held_back`)."""
+    from meprop.lab.converge.study import held_back
+
     blocks = []
     for summary in summaries:
         for index, (target, threshold) in enumerate(zip(summary.targets, summary.thresholds)):
@@ -152,13 +155,14 @@ def format_summary(summaries) -> str:
             lines = [f"\n{summary.title()}: target {target.describe()}"
                      + (f" = {threshold:.4g}" if threshold is not None and target.fraction else "") + tuned,
                      f"{'arm':>26} {'lr':>8} {'reached':>22} {'median time s [95% CI]':>26} "
-                     f"{'median steps':>12} {'speedup [95% CI]':>22} {'= step x':>9} {'steps':>6}  optimizer"]
+                     f"{'median steps':>12} {'speedup [95% CI]':>22} {'= step x':>9} {'steps':>6}  optimizer  held back by"]
             for arm in summary.arms[index]:
                 lines.append(
                     f"{arm.arm:>26} {'-' if arm.lr is None else format(arm.lr, '.3g'):>8} "
                     f"{arm.reached_text():>22} {interval_text(arm.time):>26} "
                     f"{interval_text(arm.steps, '.0f'):>12} {interval_text(arm.speedup):>22} "
                     f"{interval_text({'median': (arm.step_factor or {}).get('median')}):>9} "
-                    f"{interval_text({'median': (arm.steps_factor or {}).get('median')}):>6}  {arm.optimizer_impl or '-'}")
+                    f"{interval_text({'median': (arm.steps_factor or {}).get('median')}):>6}  {arm.optimizer_impl or '-'}"
+                    + (f"  {held_back(arm)}" if held_back(arm) else ""))
             blocks.append("\n".join(lines))
     return "\n".join(blocks) if blocks else "no time-to-target results"

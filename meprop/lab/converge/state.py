@@ -8,8 +8,9 @@ batch stream, its progress, and saving / restoring all of it for ``--resume``.
 - :class:`VariantRun`: one variant's model and optimizer (a ``Trainee``), stream, training
   clock, steps, examples, best metric and status.
 - :func:`save_state` / :func:`load_state`: one ``torch.save`` file (written to a temporary
-  name, then renamed) holding every variant's model, optimizer, clock, stream position and
-  RNG state after a round, and whether the run finished.
+  name, then renamed) holding every variant's model (error-feedback memories included),
+  optimizer, remedies (the k schedule's step, the sampling generator's state), clock, stream
+  position and RNG state after a round, and whether the run finished.
 """
 
 from __future__ import annotations
@@ -131,13 +132,18 @@ class VariantRun:
 
     def snapshot(self) -> dict:
         trainee = self.trainee
+        remedies = getattr(trainee, "remedies", None)
         return {"model": trainee.model.state_dict(), "optimizer": trainee.optimizer.state_dict(),
-                "rng": self.rng, "epoch": self.stream.epoch, "position": self.stream.position,
+                "remedies": None if remedies is None else remedies.state_dict(), "rng": self.rng,
+                "epoch": self.stream.epoch, "position": self.stream.position,
                 **{name: getattr(self, name) for name in _SCALARS}}
 
     def restore(self, saved: dict) -> None:
         self.trainee.model.load_state_dict(saved["model"])
         self.trainee.optimizer.load_state_dict(saved["optimizer"])
+        remedies = getattr(self.trainee, "remedies", None)
+        if remedies is not None and saved.get("remedies") is not None:  # the schedule's step, the sampler's RNG
+            remedies.load_state_dict(saved["remedies"])
         self.rng = saved["rng"]
         self.stream.seek(saved["epoch"], saved["position"])
         for name in _SCALARS:

@@ -13,7 +13,9 @@ same batches). For each target and each arm :func:`summarize` gives:
   arm time) and its split into the step-time factor (mean step time up to the target, or
   over the whole run when not reached) and the steps factor, each as median and interval.
 
-The statistics are :mod:`meprop.lab.results.stats`' (defined once there). A fraction target
+:func:`ranked` orders the meProp arms of a target by their median speedup (censored last) and
+:func:`held_back` names the factor of the split that keeps an arm under a bar. The
+statistics are :mod:`meprop.lab.results.stats`' (defined once there). A fraction target
 is taken of dense's median best over the seeds. Records written before seeds existed (no
 ``study``) are a study of one seed.
 """
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from meprop.lab.converge.time_to_target import Target, best_of, outcomes, runs_of
 from meprop.lab.results.stats import median_censored, over_seeds, paired_ratio
 
-__all__ = ["ArmSummary", "StudySummary", "summarize", "studies_of"]
+__all__ = ["ArmSummary", "StudySummary", "summarize", "studies_of", "ranked", "held_back"]
 
 _INF = math.inf
 
@@ -192,3 +194,38 @@ def summarize(records: list[dict]) -> list[StudySummary]:
         if runs:
             result.append(_summarize_one(study, runs))
     return result
+
+
+def _median(stats: dict | None) -> float | None:
+    value = (stats or {}).get("median")
+    return None if value is None or math.isnan(value) else value
+
+
+def ranked(summary: StudySummary, index: int | None = None) -> list[ArmSummary]:
+    """The meProp arms at target ``index`` (None: the middle one), best median speedup first;
+    arms not reached (median speedup 0, censored) and arms without pairs last."""
+    arms = [a for a in summary.arms[summary.middle if index is None else index] if a.method != "dense"]
+    return sorted(arms, key=lambda a: (a.status != "reached", -(_median(a.speedup) or 0.0), -a.reached))
+
+
+def held_back(arm: ArmSummary, bar: float = 1.0) -> str:
+    """Which factor of the split keeps ``arm``'s speedup below ``bar`` ("" when it is above).
+
+    Not reached (on more than half the seeds): the steps factor (the target is missed within the
+    budget), and the step-time factor too when it is below 1. Reached: each factor below 1 is
+    named with its median; both at least 1 but their product below the bar: "too small"."""
+    if arm.method == "dense":
+        return ""
+    step, steps = _median(arm.step_factor), _median(arm.steps_factor)
+    slow_step = f"step time (x{step:.2f})" if step is not None and step < 1 else ""
+    if arm.status != "reached":
+        return "steps (target missed on " + f"{arm.seeds - arm.reached} of {arm.seeds} seeds)" \
+            + (f" and {slow_step}" if slow_step else "")
+    speedup = _median(arm.speedup)
+    if speedup is not None and speedup >= bar:
+        return ""
+    named = [part for part in (slow_step, f"steps (x{steps:.2f})" if steps is not None and steps < 1 else "")
+             if part]
+    if named:
+        return " and ".join(named)
+    return "" if step is None or steps is None else f"neither below 1, too small: x{step:.2f} x {steps:.2f}"

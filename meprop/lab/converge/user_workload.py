@@ -39,6 +39,7 @@ class UserWorkload:
     """The user's model of ``spec`` (``module:factory``); see the module docstring for the protocol."""
 
     metric = "dev metric"
+    supports = frozenset({"schedule", "error_feedback"})  # on the converted layers (meprop.lab.converge.remedies)
 
     def __init__(self, spec: str, lr: float = 1e-3) -> None:
         self.spec, self.lr = spec, lr

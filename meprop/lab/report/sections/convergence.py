@@ -9,6 +9,9 @@ For each study (one preset setting over paired seeds: ``meprop converge``, docs/
 - the table: per arm, the lr it won with and its optimizer implementation, then for every
   target its own columns: seeds reached, median time to target and the speedup, each with its
   interval; and the split of the middle target's speedup (step-time factor x steps factor);
+- the ranking: per study, the meProp arms (the remedies of ``mnist-remedies`` among them) by
+  their median speedup at the middle target, with its interval, the censored count, the
+  verdict and, for an arm slower than dense, the factor of the split that holds it back;
 - a figure per study: dev metric against cumulative training wall-clock (its first seed);
 - where the ``mnist-width`` preset ran: "Where does meProp pay off?", the speedup with its
   interval against the width, one line per (batch, mode), and a table of the split per cell.
@@ -25,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from meprop.lab.converge.run import interval_text
-from meprop.lab.converge.study import summarize
+from meprop.lab.converge.study import held_back, ranked, summarize
 from meprop.lab.converge.time_to_target import outcomes
 from meprop.lab.report.conv_figures import curve_figure, slug, width_figure
 from meprop.lab.report.html import figure_html, table_html
@@ -33,7 +36,7 @@ from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import write_table
 from meprop.lab.results.stats import SEEDS_NOTE, straddles_one
 
-__all__ = ["section", "outcome_table", "width_table", "verdict", "BAR"]
+__all__ = ["section", "outcome_table", "ranking_table", "width_table", "verdict", "BAR"]
 
 #: The bar the suite aims for: the target reached this many times sooner than dense.
 BAR = 1.5
@@ -81,6 +84,23 @@ def outcome_table(records: list[dict]) -> pd.DataFrame:
             row["median best"] = None if arm.best is None else round(arm.best, 2)
             row["study"] = summary.study
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ranking_table(summaries) -> pd.DataFrame:
+    """Per study, the meProp arms best first at the middle target (:func:`ranked`): speedup with
+    its interval, seeds reached and censored, verdict, the split and what holds the arm back."""
+    rows = []
+    for summary in summaries:
+        for place, arm in enumerate(ranked(summary), 1):
+            rows.append({"run": summary.title(), "rank": place, "arm": arm.arm,
+                         "target": summary.targets[summary.middle].describe(),
+                         "speedup": interval_text(arm.speedup), "verdict": verdict(arm.speedup),
+                         "reached": f"{arm.reached} of {arm.seeds}",
+                         "censored": arm.seeds - arm.reached,
+                         "step-time factor": interval_text(arm.step_factor),
+                         "steps factor": interval_text(arm.steps_factor),
+                         "held back by": held_back(arm) or "-"})
     return pd.DataFrame(rows)
 
 
@@ -155,6 +175,15 @@ def section(records: list[dict], out_dir: Path, embed_budget: int = 4 * 2**20) -
     files = list(write_table(table, out_dir, "time_to_target").values())
     figures, drawn = _figures(records, summaries, out_dir, embed_budget)
     files += drawn
+    ranking = ranking_table(summaries)
+    ranking_part = ""
+    if not ranking.empty:
+        files += list(write_table(ranking, out_dir, "ranking").values())
+        ranking_part = ("<h3>Ranking: which variant pays off most?</h3><p>Each study's meProp arms, best median "
+                        "time-to-target speedup at the middle target first; censored seeds (target missed) "
+                        "count as never. <b>Held back by</b>: for an arm slower than dense, the factor of the "
+                        "split below 1 (the steps factor when the target was missed on most seeds).</p>"
+                        + table_html(ranking, speedup_column=None))
     width = width_table([s for s in summaries if s.preset == "mnist-width"])
     width_part = ""
     if not width.empty:
@@ -164,5 +193,5 @@ def section(records: list[dict], out_dir: Path, embed_budget: int = 4 * 2**20) -
             + table_html(table.drop(columns=["study"]), speedup_column=None)
             + f'<p class="note">{SEEDS_NOTE} "never": censored (the target was not reached within the '
               f'budget). The bar: the target {BAR}x sooner than dense; where the interval contains 1 '
-              '"no difference shown".</p>' + width_part + "".join(figures))
+              '"no difference shown".</p>' + ranking_part + width_part + "".join(figures))
     return Section("pays-off", "Does it pay off?", body, files)

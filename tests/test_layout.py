@@ -187,14 +187,19 @@ def _compared_strings(node: ast.Compare) -> set[str]:
     return found
 
 
+def _name_comparisons(names: set[str], registry: str) -> list[str]:
+    """Every comparison with one of ``names`` outside ``registry``, in meprop and the front doors."""
+    trees = [(name, tree) for name, (_, tree) in MODULES.items() if name != registry]
+    trees += [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in _front_door_files()]
+    return [f"{where}:{node.lineno} compares {sorted(_compared_strings(node) & names)}"
+            for where, tree in trees for node in ast.walk(tree)
+            if isinstance(node, ast.Compare) and _compared_strings(node) & names]
+
+
 def test_no_workload_name_comparisons_outside_the_registry():
     names = _workload_names()
     assert {"linear", "mlp", "lstm", "transformer", "model"} <= names
-    trees = [(name, tree) for name, (_, tree) in MODULES.items() if name != WORKLOAD_REGISTRY]
-    trees += [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in _front_door_files()]
-    bad = [f"{where}:{node.lineno} compares {sorted(_compared_strings(node) & names)}"
-           for where, tree in trees for node in ast.walk(tree)
-           if isinstance(node, ast.Compare) and _compared_strings(node) & names]
+    bad = _name_comparisons(names, WORKLOAD_REGISTRY)
     assert not bad, "ask meprop.lab.workloads instead of comparing workload names:\n" + "\n".join(bad)
 
 
@@ -212,11 +217,7 @@ def _measurement_names() -> set[str]:
 def test_no_measurement_name_comparisons_outside_the_registry():
     names = _measurement_names()
     assert {"forward", "linear_backward", "overall_backward", "train_step", "ddp_step"} <= names
-    trees = [(name, tree) for name, (_, tree) in MODULES.items() if name != MEASUREMENT_REGISTRY]
-    trees += [(str(p.relative_to(ROOT)), ast.parse(p.read_text(encoding="utf-8"))) for p in _front_door_files()]
-    bad = [f"{where}:{node.lineno} compares {sorted(_compared_strings(node) & names)}"
-           for where, tree in trees for node in ast.walk(tree)
-           if isinstance(node, ast.Compare) and _compared_strings(node) & names]
+    bad = _name_comparisons(names, MEASUREMENT_REGISTRY)
     assert not bad, "ask meprop.lab.measurements instead of comparing measurement names:\n" + "\n".join(bad)
 
 

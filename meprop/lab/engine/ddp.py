@@ -19,7 +19,8 @@ DDP, its ``meprop`` timing meProp with the hook (so ``speedup`` is dense / hook)
   + hook's (both are timed in every round, in rotating order): median, IQR, 95% interval
   (:func:`meprop.lab.results.stats.paired_ratios`).
 
-Faults: every collective has a timeout (:data:`COLLECTIVE_TIMEOUT_S`), and the case has a
+Faults: every collective has a timeout (``$MEPROP_DDP_TIMEOUT_S``, default 300 s:
+:func:`meprop.lab.engine.ddp_rank.collective_timeout_s`), and the case has a
 time limit (:data:`CASE_LIMIT_S`); a rank that dies, a timeout or the limit end the case
 as a ``skipped`` record whose reason starts with ``ddp_step failed``. A world size above
 the machine's cores runs, with a note in the record.
@@ -37,10 +38,8 @@ import time
 from meprop.lab.results import schema
 from meprop.lab.results.stats import paired_ratios
 
-__all__ = ["COLLECTIVE_TIMEOUT_S", "CASE_LIMIT_S", "run_ddp_case", "summarize"]
+__all__ = ["CASE_LIMIT_S", "run_ddp_case", "summarize"]
 
-#: Seconds any collective may wait for the other ranks before it raises (torch's timeout).
-COLLECTIVE_TIMEOUT_S = 60.0
 #: Seconds a whole ``ddp_step`` case may take (start, warm-up, timing) before it is stopped.
 CASE_LIMIT_S = 600.0
 
@@ -52,16 +51,19 @@ def _free_port() -> int:
 
 
 def run_ddp_case(case, options, *, limit_s: float = CASE_LIMIT_S,
-                 collective_timeout_s: float = COLLECTIVE_TIMEOUT_S, fault: str | None = None) -> dict:
+                 collective_timeout_s: float | None = None, fault: str | None = None) -> dict:
     """Run ``case`` (measurement ``ddp_step``) on ``case.world_size`` local processes.
 
     Returns the fields of its bench record (:func:`meprop.lab.engine.runner.case_record`).
+    ``collective_timeout_s`` None: :func:`~meprop.lab.engine.ddp_rank.collective_timeout_s`.
     ``fault="exit"`` makes the last rank die after the warm-up (for tests).
     """
     import torch.multiprocessing as mp
 
-    from meprop.lab.engine.ddp_rank import rank_main
+    from meprop.lab.engine.ddp_rank import collective_timeout_s as default_timeout, rank_main
 
+    if collective_timeout_s is None:
+        collective_timeout_s = default_timeout()
     world = case.world_size
     threads = case.threads or 1
     spec = dict(case.to_dict(), threads=threads)

@@ -4,7 +4,8 @@
 - :mod:`~meprop.lab.spec.profiles`: the named grids of ``meprop bench --profile``;
 - :mod:`~meprop.lab.spec.targets` and :mod:`~meprop.lab.spec.target_file`: performance targets,
   read from a targets file (docs/targets.md);
-- :mod:`~meprop.lab.spec.timing`: :class:`TimingOptions`, how long and how often to sample.
+- :mod:`~meprop.lab.spec.timing`: :class:`TimingOptions`, how long and how often to sample;
+- :mod:`~meprop.lab.spec.asv_grid`: the asv suite's grid and settings (``MEPROP_ASV_*``).
 
 May import: the library's public modules, the lab's bottom modules (``workloads``,
 ``measurements``, ``stopwatch``) and ``results``. Nothing here builds or times anything.

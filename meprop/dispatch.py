@@ -49,8 +49,10 @@ __all__ = [
     "choice_counts",
 ]
 
-#: The compiled op's formulation codes (``torch.ops.meprop.linear``'s last argument).
-KERNEL_CODES = {"auto": -1, "gather": 0, "masked_gemm": 1, "masked_dense": 5}
+#: The compiled op's formulation codes (``torch.ops.meprop.linear``'s last argument): a
+#: formulation's index in :data:`meprop.kernels.FORMULATIONS`, the order of the C++ enum
+#: (csrc/common.h; tests/test_formulation_codes.py checks both), -1 for the op's own choice.
+KERNEL_CODES = {"auto": -1, **{name: kernels.FORMULATIONS.index(name) for name in ("gather", "masked_gemm", "masked_dense")}}
 #: The PyTorch formulation that runs in place of a kernel formulation where the compiled op
 #: does not take the operands (another device or dtype, kernels off or not built).
 PYTORCH_STAND_IN = {"auto": "pytorch", "gather": "pytorch", "masked_gemm": "masked_dense",

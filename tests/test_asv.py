@@ -198,28 +198,31 @@ def test_peak_memory_reports_bytes_on_cpu():
 
 
 def test_rounds_combine_to_medians_rounded_to_three_digits():
-    common = _load_suite()["common"]
+    from meprop.lab.engine.rounds import combine
+
     rounds = [{"dense": 0.0102769, "meprop": 0.00105, "relative_time": 0.1021, "dense_rel_iqr": 0.02,
                "meprop_rel_iqr": 0.03, "ideal": 100.0},
               {"dense": 0.0204, "meprop": 0.0011, "relative_time": 0.0539, "dense_rel_iqr": 0.5,
                "meprop_rel_iqr": 0.03, "ideal": 100.0},  # a burst of load on dense
               {"dense": 0.0101, "meprop": 0.00104, "relative_time": 0.103, "dense_rel_iqr": 0.02,
                "meprop_rel_iqr": 0.02, "ideal": 100.0}]
-    entry = common._combine(rounds)
+    entry = combine(rounds)
     assert entry["dense"] == 0.0103 and entry["meprop"] == 0.00105 and entry["relative_time"] == 0.102
     assert entry["speedup"] == 9.8 and entry["rounds"] == 3 and entry["ideal"] == 100.0
-    assert common._combine([rounds[0], {"skipped": "cuda not available"}]) == {"skipped": "cuda not available"}
+    assert combine([rounds[0], {"skipped": "cuda not available"}]) == {"skipped": "cuda not available"}
 
 
 def test_quiet_defaults_and_their_overrides():
-    common = _load_suite()["common"]
-    assert common._read_threads({}) == 1 and common._read_threads({"MEPROP_ASV_THREADS": "all"}) is None
-    assert common._read_rounds({}) == 5 and common._read_rounds({"MEPROP_ASV_ROUNDS": "3"}) == 3
-    assert common._read_budget({}) == 0.3
+    from meprop.lab.plan import asv_grid
+
+    assert asv_grid.read_threads({}) == 1 and asv_grid.read_threads({"MEPROP_ASV_THREADS": "all"}) is None
+    assert asv_grid.read_rounds({}) == 5 and asv_grid.read_rounds({"MEPROP_ASV_ROUNDS": "3"}) == 3
+    assert asv_grid.read_budget({}) == 0.3 and asv_grid.read_clock({}) == "cpu"
+    assert asv_grid.read_settings({}) == asv_grid.Settings(threads=1, budget_s=0.3, clock="cpu", rounds=5)
     with pytest.raises(ValueError, match="MEPROP_ASV_THREADS must be a positive int or 'all', got 'many'"):
-        common._read_threads({"MEPROP_ASV_THREADS": "many"})
+        asv_grid.read_threads({"MEPROP_ASV_THREADS": "many"})
     with pytest.raises(ValueError, match="MEPROP_ASV_ROUNDS must be a positive int, got '0'"):
-        common._read_rounds({"MEPROP_ASV_ROUNDS": "0"})
+        asv_grid.read_rounds({"MEPROP_ASV_ROUNDS": "0"})
 
 
 def test_grid_env_overrides_and_bad_values():

@@ -18,7 +18,7 @@ A :class:`MeasurementKind` owns what is specific to one thing the suite times
 :data:`REGISTRY` holds every kind; :func:`measurement` looks one up with a clear error.
 Adding a kind touches this file, the builder of its operation in :mod:`meprop.lab.ops`,
 the profile that measures it (:mod:`meprop.lab.plan.profiles`) and, for asv, one
-``benchmarks/bench_<name>.py``.
+``benchmarks/bench_<name>.py`` (docs/design.md, "Adding a measurement kind", has an example).
 """
 
 from __future__ import annotations

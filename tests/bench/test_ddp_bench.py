@@ -84,11 +84,13 @@ def test_more_ranks_than_cores_is_allowed_with_a_note(monkeypatch):
 
 
 def test_paired_ratio_of_rounds():
-    from meprop.lab.engine.ddp import paired_ratio
+    from meprop.lab.results.stats import median_interval, paired_ratios
 
-    out = paired_ratio([2.0, 3.0, 4.0, 6.0], [1.0, 1.5, 2.0, 3.0])
+    out = paired_ratios([2.0, 3.0, 4.0, 6.0], [1.0, 1.5, 2.0, 3.0])
     assert out["median"] == 2.0 and out["iqr"] == 0.0 and out["ci95"] == [2.0, 2.0] and out["n"] == 4
-    assert paired_ratio([], []) is None and paired_ratio([1.0], [1.0, 2.0]) is None
+    assert paired_ratios([], []) is None and paired_ratios([1.0], [1.0, 2.0]) is None
+    spread = paired_ratios([2.0, 3.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0])  # the one interval of the results layer
+    assert spread["median"] == 4.0 and spread["ci95"] == list(median_interval([2.0, 3.0, 5.0, 9.0]))
     assert summarize(_fake_result(2), 2, 1)["ddp"]["hook_vs_allreduce_paired"]["median"] == 1.0
 
 

@@ -8,8 +8,8 @@ Test ids start with the variant (``test_case[dense-train_step-mlp-n500...]``), s
 two boxes of a shape stay apart in ``--benchmark-histogram`` (which cuts labels at 50
 characters). pytest-benchmark times the dense and the meProp test of a shape separately,
 possibly minutes apart, so their ratio is no speedup on a loaded machine: for each shape
-the :func:`interleaved` fixture also times both sides once with the suite's interleaved
-timer (:func:`meprop.lab.engine.timer.time_pair`, as ``meprop bench`` does), stores the
+the :func:`interleaved` fixture also times both sides once with the engine's interleaved
+ratio (:func:`meprop.lab.engine.rounds.interleaved_ratio`, the timer of ``meprop bench``), stores the
 speedup, its 95% interval and sample counts in both benchmarks' ``extra_info["interleaved"]``,
 and the session ends with a table of them (``pytest_terminal_summary``).
 """
@@ -21,6 +21,7 @@ import os
 import pytest
 
 from meprop.lab.plan.profiles import PROFILES, profile_cases
+from meprop.lab.engine.rounds import interleaved_ratio
 from meprop.lab.ops.build import VARIANTS
 
 ENV_VAR = "MEPROP_BENCH_PROFILE"
@@ -79,27 +80,6 @@ INTERLEAVED_BUDGET_S = {"benchmark": 0.5, "smoke": 0.02}
 _RATIOS: dict[str, dict] = {}  # case key -> its interleaved ratio, for the session summary
 
 
-def interleaved_ratio(case, budget_s: float) -> dict:
-    """Dense and meProp of ``case`` timed interleaved (ABBA) in this process: the
-    ``extra_info["interleaved"]`` object (medians in seconds, speedup, 95% interval, samples)."""
-    from meprop.lab.engine.timer import num_threads, time_pair
-    from meprop.lab.ops.build import build
-    from meprop.lab.results.stats import speedup_interval
-
-    with num_threads(case.threads):
-        dense_fn, meprop_fn = build(case, "dense"), build(case, "meprop")
-        dense, meprop = time_pair(dense_fn, meprop_fn, device=case.device, threads=case.threads,
-                                  budget_s=budget_s, warmup_s=min(0.05, budget_s), min_samples=3,
-                                  extend_factor=2.0)
-    ci = speedup_interval(dense.to_dict(), meprop.to_dict()) or {}
-    return {"dense_median_s": dense.median, "meprop_median_s": meprop.median,
-            "speedup": dense.median / meprop.median, "low": ci.get("low"), "high": ci.get("high"),
-            "level": ci.get("level"), "method": ci.get("method"),
-            "n_samples": min(dense.n_samples, meprop.n_samples), "noisy": dense.noisy or meprop.noisy,
-            "timer": "meprop.lab.engine.timer.time_pair (interleaved ABBA, same process)",
-            "dense": dense.to_dict(), "meprop": meprop.to_dict()}
-
-
 @pytest.fixture
 def interleaved(request):
     """``interleaved(case)``: the case's same-run ratio, measured once per session and shape."""
@@ -107,7 +87,7 @@ def interleaved(request):
 
     def get(case) -> dict:
         if case.key not in _RATIOS:
-            _RATIOS[case.key] = interleaved_ratio(case, budget)
+            _RATIOS[case.key] = interleaved_ratio(case, budget)  # the engine's (meprop.lab.engine.rounds)
         return _RATIOS[case.key]
 
     return get

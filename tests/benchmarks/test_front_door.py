@@ -51,3 +51,25 @@ def test_histogram_labels_the_ratio_and_the_summary(tmp_path):
     frame = bench_frame(load_results([out]).records)  # the report reads the same-run ratio
     assert len(frame) == 1 and frame["speedup"].iloc[0] == pytest.approx(ratio["speedup"])
     assert frame["ci_method"].iloc[0] == "bootstrap"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["--benchmark-disable", "--benchmark-skip", "--benchmark-only"])
+def test_the_ddp_case_agrees_with_its_partner_in_every_mode(mode):
+    # --benchmark-disable runs the benchmarked step once: rank 0 runs the partner's other steps
+    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/benchmarks/test_bench_ddp.py", "-p",
+                           "no:cacheprovider", "-q", "-k", "dense and per_example", mode],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, out
+    assert ("1 skipped" if mode == "--benchmark-skip" else "1 passed") in out, out
+
+
+def test_the_ddp_timeout_is_generous_and_set_by_the_environment():
+    from meprop.lab.engine.ddp_rank import DEFAULT_TIMEOUT_S, collective_timeout_s
+
+    assert collective_timeout_s({}) == DEFAULT_TIMEOUT_S >= 300
+    assert collective_timeout_s({"MEPROP_DDP_TIMEOUT_S": "900"}) == 900.0
+    for bad in ("0", "-5", "nan", "inf", "soon"):
+        with pytest.raises(ValueError, match=f"MEPROP_DDP_TIMEOUT_S must be a positive number of seconds, got '{bad}'"):
+            collective_timeout_s({"MEPROP_DDP_TIMEOUT_S": bad})

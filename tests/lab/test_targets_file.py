@@ -156,3 +156,45 @@ def test_report_judges_by_the_given_file(tmp_path):
                  "--targets", str(_write(tmp_path, _SMALL))]) == 0
     page = (tmp_path / "out" / "index.html").read_text()
     assert "tiny unified" in page and "Performance targets: 1 of 1 measured targets met" in page
+
+
+_ROW = "[[target]]\nlabel = 'a'\nminimum = 2\nmode = 'unified'\nhidden = 64\nbatch = 8\nk = 4\n"
+#: (file text, what the one line must say besides the file): each names the row or table and the field
+_MISTYPED = [
+    ("case_defaults = 5\n" + _ROW, "case_defaults = 5 is not a table; accepted: a [case_defaults] table"),
+    ("[case_defaults]\nthreads = 'two'\n" + _ROW, "[case_defaults]: field 'threads' = 'two': accepted: a positive integer"),
+    ("[case_defaults]\ncolour = 1\n" + _ROW, "[case_defaults]: unknown key(s) ['colour']; accepted"),
+    ("target = 5\n", "target = 5 is not a row; accepted: [[target]] tables"),
+    ("target = [1]\n", "row 1: a row must be a table of fields, got 1"),
+    ("[target]\nlabel = 'a'\nminimum = 2\n", "[target] is one table; write each row as [[target]]"),
+    (_ROW.replace("minimum = 2", 'minimum = "six"'), "target 'a' (row 1): field 'minimum' = 'six': accepted: a finite number > 0"),
+    (_ROW.replace("minimum = 2", "minimum = nan"), "target 'a' (row 1): field 'minimum' = nan: accepted: a finite number > 0"),
+    (_ROW.replace("minimum = 2", "minimum = -1"), "field 'minimum' = -1: accepted: a finite number > 0"),
+    (_ROW.replace("hidden = 64", 'hidden = "64"'), "target 'a' (row 1): field 'hidden' = '64': accepted: a positive integer"),
+    (_ROW.replace("k = 4", "k = true"), "field 'k' = True: accepted: a positive integer"),
+    (_ROW.replace("k = 4", "k_ratio = 2.0"), "field 'k_ratio' = 2.0: accepted: a number in (0, 1]"),
+    (_ROW.replace("label = 'a'", "label = 3"), "row 1: field 'label' = 3: accepted: a string"),
+    (_ROW + "also_adam = 'fused'\n", "field 'also_adam' = 'fused': accepted: a list of strings"),
+    (_ROW + "[target.grid]\nhidden = ['64']\n", "field 'grid.hidden' = '64': accepted: a positive integer"),
+    (_ROW + "[[target.cases]]\nbatch = 0\n", "field 'batch' = 0: accepted: a positive integer"),
+]
+
+
+@pytest.mark.parametrize("text, message", _MISTYPED)
+def test_mistyped_fields_are_refused_in_one_line_naming_file_row_and_field(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(TargetsFileError) as error:
+        load_targets(path)
+    assert str(error.value).startswith(f"targets file {str(path)!r}") and message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("command", [["bench", "--list"], ["bench", "--profile", "perf", "--list"], ["report"]])
+@pytest.mark.parametrize("text, message", _MISTYPED[:10:3] + _MISTYPED[5:10])
+def test_bench_and_report_refuse_the_same_files_in_one_line(tmp_path, capsys, command, text, message):
+    path = _write(tmp_path, text)
+    argv = [command[0], str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "out")] if command == ["report"] \
+        else command
+    assert main([*argv, "--targets", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err

@@ -42,7 +42,7 @@ class RemedyError(ValueError):
 
 
 def check_schedule(spec: object, k: int = 2) -> str:
-    """``spec`` if :func:`meprop.schedule.parse` takes it (else one line naming ``--schedule``)."""
+    """``plan`` if :func:`meprop.schedule.parse` takes it (else one line naming ``--schedule``)."""
     try:
         parse(spec, k)
     except (ValueError, TypeError) as error:

@@ -36,7 +36,7 @@ def _cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class UserWorkload:
-    """The user's model of ``spec`` (``module:factory``); see the module docstring for the protocol."""
+    """The user's model of ``plan`` (``module:factory``); see the module docstring for the protocol."""
 
     metric = "dev metric"
     supports = frozenset({"schedule", "error_feedback"})  # on the converted layers (meprop.lab.converge.remedies)

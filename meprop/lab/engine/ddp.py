@@ -16,9 +16,11 @@ DDP, its ``meprop`` timing meProp with the hook (so ``speedup`` is dense / hook)
   selection's column sums, the lazy optimizer's row flags: :func:`~meprop.lab.engine.ddp_rank.extra_bytes`);
 - ``bytes_ratio``: dense's total over the side's total;
 - ``hook_vs_allreduce_paired``: the per-round ratio of meProp + all-reduce's step to meProp
-  + hook's (both are timed in every round, in rotating order): median, IQR, 95% interval.
+  + hook's (both are timed in every round, in rotating order): median, IQR, 95% interval
+  (:func:`meprop.lab.results.stats.paired_ratios`).
 
-Faults: every collective has a timeout (:data:`COLLECTIVE_TIMEOUT_S`), and the case has a
+Faults: every collective has a timeout (``$MEPROP_DDP_TIMEOUT_S``, default 300 s:
+:func:`meprop.lab.engine.ddp_rank.collective_timeout_s`), and the case has a
 time limit (:data:`CASE_LIMIT_S`); a rank that dies, a timeout or the limit end the case
 as a ``skipped`` record whose reason starts with ``ddp_step failed``. A world size above
 the machine's cores runs, with a note in the record.
@@ -34,11 +36,10 @@ import tempfile
 import time
 
 from meprop.lab.results import schema
+from meprop.lab.results.stats import paired_ratios
 
-__all__ = ["COLLECTIVE_TIMEOUT_S", "CASE_LIMIT_S", "run_ddp_case", "summarize", "paired_ratio"]
+__all__ = ["CASE_LIMIT_S", "run_ddp_case", "summarize"]
 
-#: Seconds any collective may wait for the other ranks before it raises (torch's timeout).
-COLLECTIVE_TIMEOUT_S = 60.0
 #: Seconds a whole ``ddp_step`` case may take (start, warm-up, timing) before it is stopped.
 CASE_LIMIT_S = 600.0
 
@@ -50,16 +51,19 @@ def _free_port() -> int:
 
 
 def run_ddp_case(case, options, *, limit_s: float = CASE_LIMIT_S,
-                 collective_timeout_s: float = COLLECTIVE_TIMEOUT_S, fault: str | None = None) -> dict:
+                 collective_timeout_s: float | None = None, fault: str | None = None) -> dict:
     """Run ``case`` (measurement ``ddp_step``) on ``case.world_size`` local processes.
 
     Returns the fields of its bench record (:func:`meprop.lab.engine.runner.case_record`).
+    ``collective_timeout_s`` None: :func:`~meprop.lab.engine.ddp_rank.collective_timeout_s`.
     ``fault="exit"`` makes the last rank die after the warm-up (for tests).
     """
     import torch.multiprocessing as mp
 
-    from meprop.lab.engine.ddp_rank import rank_main
+    from meprop.lab.engine.ddp_rank import collective_timeout_s as default_timeout, rank_main
 
+    if collective_timeout_s is None:
+        collective_timeout_s = default_timeout()
     world = case.world_size
     threads = case.threads or 1
     spec = dict(case.to_dict(), threads=threads)
@@ -93,21 +97,6 @@ def _measurement(times: list[float]):
     from meprop.lab.engine.timer import Measurement
 
     return Measurement(tuple(times)) if times else None
-
-
-def paired_ratio(slower: list[float], faster: list[float], *, resamples: int = 2000) -> dict | None:
-    """``slower[i] / faster[i]`` of the steps of one round: the median
-    ratio, its IQR and a 95% bootstrap interval of the median (seeded)."""
-    import numpy as np
-
-    if not slower or len(slower) != len(faster):
-        return None
-    ratios = np.asarray(slower) / np.asarray(faster)
-    rng = np.random.default_rng(0)
-    medians = np.median(rng.choice(ratios, size=(resamples, ratios.size)), axis=1)
-    q1, q3 = np.percentile(ratios, [25, 75])
-    return {"median": float(np.median(ratios)), "iqr": float(q3 - q1), "n": int(ratios.size),
-            "ci95": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]}
 
 
 def _side_summary(side: str, data: dict, param_bytes: int, extra: dict, world: int) -> dict:
@@ -152,7 +141,7 @@ def summarize(result: dict, world: int, threads: int) -> dict:
         "bytes_ratio": {name: (dense_total / s["sent_bytes_total"] if s["sent_bytes_total"] else None)
                         for name, s in sides.items() if name != "dense"},
         "hook_vs_allreduce_speedup": schema.speedup_of(allreduce_t, hook_t),
-        "hook_vs_allreduce_paired": paired_ratio(result["samples"]["meprop_allreduce"]["times"],
+        "hook_vs_allreduce_paired": paired_ratios(result["samples"]["meprop_allreduce"]["times"],
                                                  result["samples"]["meprop_hook"]["times"]),
     }
     samples = result["samples"]

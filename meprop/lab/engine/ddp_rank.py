@@ -32,11 +32,31 @@ import meprop
 import meprop.distributed as md
 from meprop.lab.workloads import workload
 
-__all__ = ["SIDES", "DdpSide", "rank_main", "lockstep_partner", "extra_bytes"]
+__all__ = ["SIDES", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S", "collective_timeout_s", "DdpSide", "rank_main",
+           "lockstep_partner", "extra_bytes"]
 
 SIDES = ("dense", "meprop_allreduce", "meprop_hook")
 _SEED = 0
 _LR = 1e-3
+#: The environment variable setting how long a collective waits for the other ranks (seconds).
+TIMEOUT_ENV = "MEPROP_DDP_TIMEOUT_S"
+#: Its default: generous, as ranks sharing busy cores start and step slowly.
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def collective_timeout_s(environ=None) -> float:
+    """Seconds any collective may wait for the other ranks: ``$MEPROP_DDP_TIMEOUT_S``, else
+    :data:`DEFAULT_TIMEOUT_S`; a value that is not a positive finite number is refused in one line."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_ENV)
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def _model(case: dict, side: str) -> nn.Module:
@@ -166,11 +186,13 @@ def rank_main(rank: int, world: int, port: int, case: dict, timing: dict, out_pa
         dist.destroy_process_group()
 
 
-def lockstep_partner(rank: int, world: int, port: int, case: dict, side: str, steps: int) -> None:
-    """A rank that runs exactly ``steps`` steps of ``side`` (rank 0 being timed elsewhere)."""
+def lockstep_partner(rank: int, world: int, port: int, case: dict, side: str, steps: int,
+                     timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """A rank that runs exactly ``steps`` steps of ``side`` (rank 0 being timed elsewhere, and
+    running as many: it tops up the steps its timer did not run)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(case["threads"])
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     try:
         partner = DdpSide(case, side, rank)
         for _ in range(steps):

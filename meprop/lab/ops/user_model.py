@@ -39,7 +39,7 @@ class UserModelError(ValueError):
 
 
 def load_factory(spec: str) -> Callable[[], tuple]:
-    """The callable named by ``spec`` (``"module:factory"`` or ``"path/file.py:factory"``)."""
+    """The callable named by ``plan`` (``"module:factory"`` or ``"path/file.py:factory"``)."""
     module_name, _, attribute = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
     if not module_name or not attribute:
         raise UserModelError(f"--model must be 'module:factory' (e.g. 'mymodels:make_model'), got {spec!r}")
@@ -67,7 +67,7 @@ def load_factory(spec: str) -> Callable[[], tuple]:
 
 
 def build_user_model(spec: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
-    """Call the factory of ``spec``; check it returned ``(model, inputs)``."""
+    """Call the factory of ``plan``; check it returned ``(model, inputs)``."""
     result = load_factory(spec)()
     if not (isinstance(result, tuple) and len(result) == 2):
         raise UserModelError(f"--model {spec!r}: the factory must return (model, inputs), "

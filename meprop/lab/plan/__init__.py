@@ -4,7 +4,8 @@
 - :mod:`~meprop.lab.plan.profiles`: the named grids of ``meprop bench --profile``;
 - :mod:`~meprop.lab.plan.targets` and :mod:`~meprop.lab.plan.target_file`: performance targets,
   read from a targets file (docs/targets.md);
-- :mod:`~meprop.lab.plan.timing`: :class:`TimingOptions`, how long and how often to sample.
+- :mod:`~meprop.lab.plan.timing`: :class:`TimingOptions`, how long and how often to sample;
+- :mod:`~meprop.lab.plan.asv_grid`: the asv suite's grid and settings (``MEPROP_ASV_*``).
 
 May import: the library's public modules, the lab's bottom modules (``workloads``,
 ``measurements``, ``stopwatch``) and ``results``. Nothing here builds or times anything.

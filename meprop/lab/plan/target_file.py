@@ -43,6 +43,36 @@ _CASE_KEYS = ("workload", "measurement", "hidden", "batch", "mode", "k", "k_rati
               "layers", "threads", "classes", "optimizer", "adam", "dtype")
 
 
+_POSITIVE_INT = ("hidden", "min_hidden", "batch", "min_batch", "k", "in_features", "layers", "threads", "classes")
+_TEXT = ("label", "kind", "measurement", "workload", "mode", "optimizer", "adam", "note", "dtype", "k_rounding")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+#: what each field of a file accepts: (test, words for the message)
+_ACCEPTS = {
+    **{name: (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer")
+       for name in _POSITIVE_INT},
+    **{name: (lambda v: isinstance(v, str), "a string") for name in _TEXT},
+    "minimum": (lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number > 0"),
+    "k_ratio": (lambda v: _number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "grid": (lambda v: isinstance(v, dict), "a [target.grid] table"),
+    "cases": (lambda v: isinstance(v, list) and all(isinstance(e, dict) for e in v), "[[target.cases]] tables"),
+    "also_adam": (lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v), "a list of strings"),
+}
+
+
+def check_field(name: str, value):
+    """``value`` when field ``name`` (``grid.hidden``: a grid axis' value) accepts it, else a
+    one-line ValueError naming the field, the value and what is accepted."""
+    accepts, words = _ACCEPTS.get(name.rsplit(".", 1)[-1], (lambda v: True, ""))
+    if not accepts(value):
+        raise ValueError(f"field {name!r} = {value!r}: accepted: {words}")
+    return value
+
+
 class TargetsFileError(ValueError):
     """A targets file that cannot be read or holds a row that is not a target."""
 
@@ -60,18 +90,44 @@ def load_targets(path: str | Path) -> tuple[Target, ...]:
     if unknown:
         raise TargetsFileError(f"targets file {str(path)!r}: unknown table(s) {sorted(unknown)}; "
                                "accepted: [case_defaults] and [[target]]")
-    defaults = {"threads": PERF_THREADS, "dtype": PERF_DTYPE, **data.get("case_defaults", {})}
-    rows = data.get("target", [])
-    if not rows:
-        raise TargetsFileError(f"targets file {str(path)!r} has no [[target]] rows")
+    where = f"targets file {str(path)!r}"
+    defaults = {"threads": PERF_THREADS, "dtype": PERF_DTYPE, **_case_defaults(data.get("case_defaults", {}), where)}
+    rows = _rows(data.get("target", []), where)
     targets = []
     for number, row in enumerate(rows, 1):
+        label = row.get("label") if isinstance(row, dict) else None
+        named = f"{where}, target {label!r} (row {number})" if isinstance(label, str) else f"{where}, row {number}"
         try:
+            if not isinstance(row, dict):
+                raise ValueError(f"a row must be a table of fields, got {row!r}")
             targets.append(_target(row, defaults))
         except (TypeError, ValueError) as error:
-            label = row.get("label", f"row {number}") if isinstance(row, dict) else f"row {number}"
-            raise TargetsFileError(f"targets file {str(path)!r}, target {label!r}: {error}") from None
+            raise TargetsFileError(f"{named}: {error}") from None
     return tuple(targets)
+
+
+def _rows(rows, where: str) -> list:
+    if isinstance(rows, dict):
+        raise TargetsFileError(f"{where}: [target] is one table; write each row as [[target]] (an array of tables)")
+    if not isinstance(rows, list):
+        raise TargetsFileError(f"{where}: target = {rows!r} is not a row; accepted: [[target]] tables")
+    if not rows:
+        raise TargetsFileError(f"{where} has no [[target]] rows")
+    return rows
+
+
+def _case_defaults(table, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise TargetsFileError(f"{where}: case_defaults = {table!r} is not a table; accepted: a "
+                               "[case_defaults] table with threads and dtype")
+    unknown = set(table) - {"threads", "dtype"}
+    if unknown:
+        raise TargetsFileError(f"{where}, [case_defaults]: unknown key(s) {sorted(unknown)}; accepted: "
+                               "['dtype', 'threads']")
+    try:
+        return {key: check_field(key, value) for key, value in table.items()}
+    except ValueError as error:
+        raise TargetsFileError(f"{where}, [case_defaults]: {error}") from None
 
 
 def default_targets() -> tuple[Target, ...]:
@@ -86,7 +142,9 @@ def _target(row: dict, defaults: dict) -> Target:
     unknown = set(row) - _TARGET_FIELDS - _BUILD_KEYS
     if unknown:
         raise ValueError(f"unknown key(s) {sorted(unknown)}; accepted: {sorted(_TARGET_FIELDS | _BUILD_KEYS)}")
-    fields = {key: value for key, value in row.items() if key in _TARGET_FIELDS}
+    fields = {key: check_field(key, value) for key, value in row.items() if key in _TARGET_FIELDS}
+    for key in _BUILD_KEYS & set(row):
+        check_field(key, row[key])
     if fields.get("workload") == "any":
         fields["workload"] = None
     fields.setdefault("minimum", None)
@@ -110,6 +168,8 @@ def _built_cases(target: Target, row: dict, defaults: dict) -> tuple[Case, ...]:
         bad = set(entry) - set(_CASE_KEYS) - {"k_rounding"}
         if bad:
             raise ValueError(f"unknown case field(s) {sorted(bad)}; accepted: {list(_CASE_KEYS)}")
+        for key, value in entry.items():
+            check_field(key, value)
         merged = {**defaults, **own}
         if "k" in entry or "k_ratio" in entry:  # an entry's own k or ratio replaces the row's
             merged.pop("k", None)
@@ -121,6 +181,10 @@ def _built_cases(target: Target, row: dict, defaults: dict) -> tuple[Case, ...]:
 
 
 def _grid_entries(grid: dict) -> list[dict]:
+    for key, value in grid.items():
+        if key in _CASE_KEYS:
+            for item in value if isinstance(value, list) else [value]:
+                check_field(f"grid.{key}", item)
     rounding = grid.get("k_rounding", "round")
     axes = {key: (value if isinstance(value, list) else [value])
             for key, value in grid.items() if key != "k_rounding"}

@@ -23,6 +23,9 @@ Over seeds (time to accuracy, ``meprop converge --seeds N``): :func:`over_seeds`
 median of per-seed values with a bootstrap interval over the seeds, censored values (a seed
 that never reached the target: :data:`CENSORED`, infinite) kept, never dropped;
 :func:`paired_ratio` is one seed's paired speedup.
+
+Over rounds (the DDP sides, each timed once per round): :func:`paired_ratios` gives the median
+of the per-round ratios, their IQR and the bootstrap interval of :func:`median_interval`.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ __all__ = [
     "median_interval",
     "paired_ratio",
     "over_seeds",
+    "paired_ratios",
 ]
 
 #: The interval's confidence level.
@@ -235,3 +239,16 @@ def over_seeds(values: Sequence[float], **kwargs) -> dict:
     bounds = median_interval(kept, **kwargs)
     return {"median": median_censored(kept) if kept else None, "low": bounds[0] if bounds else None,
             "high": bounds[1] if bounds else None, "n": len(kept), "finite": sum(math.isfinite(v) for v in kept)}
+
+
+def paired_ratios(slower: Sequence[float], faster: Sequence[float]) -> dict | None:
+    """``{"median", "iqr", "n", "ci95"}`` of ``slower[i] / faster[i]`` (one pair per round):
+    the median ratio, its IQR and the interval of :func:`median_interval` (None with one
+    round); None when the lists are empty or of different lengths."""
+    if not len(slower) or len(slower) != len(faster):
+        return None
+    ratios = np.asarray(slower, dtype=float) / np.asarray(faster, dtype=float)  # (rounds,)
+    q1, q3 = np.percentile(ratios, [25, 75])
+    bounds = median_interval(ratios.tolist())
+    return {"median": float(np.median(ratios)), "iqr": float(q3 - q1), "n": int(ratios.size),
+            "ci95": list(bounds) if bounds else None}

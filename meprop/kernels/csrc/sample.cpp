@@ -16,9 +16,12 @@
 //
 // Random draws: one 64-bit number from the torch Generator (the CPU default generator when
 // none is given) per call, taken under the generator's lock, seeds a counter-based stream:
-// the uniform of entry (r, j) is SplitMix64's output for the counter r * n + j, its top 24
-// (float32) or 53 (float64) bits as a number in [0, 1). Same generator state, same draws, on
-// any number of threads. (The PyTorch path draws torch.rand: other draws, the same law.)
+// entry (r, j) gets h = fmix32(s0 ^ fmix32(j * phi + key_r)) with key_r a hash of the seed's
+// high half and r (fmix32: MurmurHash3's finaliser, phi = 0x9e3779b9), its top 24 bits the
+// float32 uniform in [0, 1) (float64: 53 bits from h and fmix32 of h). Same generator state,
+// same draws, on any number of threads and in every formulation. (The PyTorch path draws
+// torch.rand: other draws, the same law.) A kept entry with p < 1 is written as sign(dy) / c
+// (= dy / p up to rounding).
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <limits>
@@ -33,18 +36,32 @@ namespace {
 
 constexpr int kMaxPasses = 8;
 
-MEPROP_INLINE uint64_t splitmix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
+MEPROP_INLINE uint32_t fmix32(uint32_t h) {  // MurmurHash3's finaliser: a bijection of 32 bits
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
 }
 
-// The uniform in [0, 1) of counter `i` of the stream `seed`.
+// The draws of row r: bits[j] for j in [0, n), 24 random bits (float32) or 53 (float64) as an
+// integer; entry j is kept when bits[j] < p * 2^24 (2^53), i.e. u < p for u uniform in [0, 1).
 template <typename T>
-MEPROP_INLINE T uniform(uint64_t seed, uint64_t i) {
-  const uint64_t z = splitmix64(seed + (i + 1) * 0x9e3779b97f4a7c15ull);
-  if constexpr (std::is_same<T, float>::value) return T(z >> 40) * T(1.0 / 16777216.0);
-  else return T(z >> 11) * T(1.0 / 9007199254740992.0);
+using Bits = typename std::conditional<std::is_same<T, float>::value, int32_t, int64_t>::type;
+
+template <typename T>
+MEPROP_INLINE void row_bits(uint64_t seed, int64_t r, int64_t n, Bits<T>* bits) {
+  const uint32_t s0 = uint32_t(seed), s1 = uint32_t(seed >> 32);
+  const uint32_t key = fmix32(s1 ^ fmix32(uint32_t(r) * 0x9e3779b9u + uint32_t(uint64_t(r) >> 32)));
+  for (int64_t j = 0; j < n; ++j) {
+    const uint32_t h = fmix32(s0 ^ fmix32(uint32_t(j) * 0x9e3779b9u + key));
+    if constexpr (std::is_same<T, float>::value) {
+      bits[j] = int32_t(h >> 8);
+    } else {
+      const uint32_t h2 = fmix32(h ^ 0x6a09e667u ^ s1);
+      bits[j] = int64_t(((uint64_t(h) << 32) | h2) >> 11);
+    }
+  }
 }
 
 template <typename T>
@@ -106,20 +123,22 @@ double solve_row(const T* row, int64_t n, int64_t k, std::vector<double>& scratc
   return solve_sorted(row, n, k, scratch);
 }
 
-// Row r of dy (row[0:n)): the kept entries, rescaled, as a list (idx, val; returns the count)
-// or, when `out` is set, as the masked row out[0:n) (may be row itself) with touched[j] |= 1
-// for each kept j (touched may be null).
 template <typename T>
-int64_t sample_row(const T* row, int64_t n, int64_t k, uint64_t seed, int64_t r, std::vector<double>& scratch,
-                   int64_t* idx, T* val, T* out, uint8_t* touched) {
-  const T c = T(solve_row(row, n, k, scratch));
-  const uint64_t base = uint64_t(r) * uint64_t(n);
+MEPROP_INLINE int64_t sample_row_impl(const T* row, int64_t n, int64_t k, uint64_t seed, int64_t r,
+                                      SampleScratch& s, int64_t* idx, T* val, T* out, uint8_t* touched) {
+  const double cd = solve_row(row, n, k, s.values);
+  const T c = T(cd), inv = T(1) / c;  // a kept entry with p < 1 is dy / (c |dy|) = sign(dy) / c
+  const T full = std::is_same<T, float>::value ? T(16777216.0) : T(9007199254740992.0);  // 2^24, 2^53
+  Bits<T>* bits;
+  if constexpr (std::is_same<T, float>::value) bits = s.bits32.data();
+  else bits = s.bits64.data();
+  row_bits<T>(seed, r, n, bits);
   int64_t t = 0;
   for (int64_t j = 0; j < n; ++j) {
     const T v = row[j], a = std::abs(v);
     const T p = a == T(0) ? T(0) : std::min(T(1), c * a);  // NaN, inf: 1
-    const bool keep = uniform<T>(seed, base + j) < p;
-    const T kept = keep ? v * (T(1) / p) : T(0);
+    const bool keep = T(bits[j]) < p * full;
+    const T kept = keep ? (p < T(1) ? std::copysign(inv, v) : v) : T(0);
     if (out) {
       out[j] = kept;
       if (touched) touched[j] |= uint8_t(keep);
@@ -131,6 +150,19 @@ int64_t sample_row(const T* row, int64_t n, int64_t k, uint64_t seed, int64_t r,
   }
   return t;
 }
+
+}  // namespace
+
+MEPROP_CLONES int64_t sample_row(const float* row, int64_t n, int64_t k, uint64_t seed, int64_t r, SampleScratch& s,
+                                 int64_t* idx, float* val, float* out, uint8_t* touched) {
+  return sample_row_impl(row, n, k, seed, r, s, idx, val, out, touched);
+}
+MEPROP_CLONES int64_t sample_row(const double* row, int64_t n, int64_t k, uint64_t seed, int64_t r,
+                                 SampleScratch& s, int64_t* idx, double* val, double* out, uint8_t* touched) {
+  return sample_row_impl(row, n, k, seed, r, s, idx, val, out, touched);
+}
+
+namespace {
 
 // The seed of this call's stream: one draw from the generator (the default CPU one if none).
 uint64_t draw_seed(const std::optional<at::Generator>& generator) {
@@ -168,7 +200,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sampled_backward(
   auto opts = dy.options();
   auto lopts = opts.dtype(at::kLong);
   const bool masked = code != kGather && R > 0;
-  at::Tensor grad_input = need_input ? at::empty({R, m}, opts) : at::empty({0}, opts);
+  at::Tensor grad_input = need_input ? (n == 0 ? at::zeros({R, m}, opts) : at::empty({R, m}, opts)) : at::empty({0}, opts);
   at::Tensor row_index = at::empty({0}, lopts);
   at::Tensor rows = !need_weight ? at::empty({0}, opts)
                     : !dense_weight ? at::empty({0, m}, opts)
@@ -188,10 +220,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sampled_backward(
       T* kp = kept.data_ptr<T>();
       std::vector<std::vector<uint8_t>> flags(need_rows ? at::get_num_threads() : 0, std::vector<uint8_t>(n, 0));
       for_row_blocks(R, n, [&](int64_t r0, int64_t r1) {
-        std::vector<double> scratch(n);
+        SampleScratch scratch(n);
         uint8_t* mine = need_rows ? flags[at::get_thread_num()].data() : nullptr;
         for (int64_t r = r0; r < r1; ++r)
-          sample_row<T>(dyp + r * n, n, k, seed, r, scratch, nullptr, nullptr, kp + r * n, mine);
+          sample_row(dyp + r * n, n, k, seed, r, scratch, nullptr, (T*)nullptr, kp + r * n, mine);
       });
       if (need_rows) {
         std::vector<uint8_t> touched(n, 0);
@@ -211,9 +243,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sampled_backward(
     std::vector<int64_t> idx(R * n), cnt(R);
     std::vector<T> val(R * n);
     for_row_blocks(R, n, [&](int64_t r0, int64_t r1) {
-      std::vector<double> scratch(n);
+      SampleScratch scratch(n);
       for (int64_t r = r0; r < r1; ++r)
-        cnt[r] = sample_row<T>(dyp + r * n, n, k, seed, r, scratch, idx.data() + r * n, val.data() + r * n,
+        cnt[r] = sample_row(dyp + r * n, n, k, seed, r, scratch, idx.data() + r * n, val.data() + r * n,
                             (T*)nullptr, nullptr);
     });
     int64_t E = 0;

@@ -1,17 +1,18 @@
 """The linear backward of the sampled modes (``"sampled"``, ``"sampled_unified"``).
 
-The selection (:func:`meprop.sampling.sampled_scale`) runs in PyTorch; the kept, rescaled
-output gradient ``kept = dy * scale`` then goes through the same O(k) backwards as top-k:
+``sampled`` where the compiled ops apply (CPU float32/64, kernels loaded): one op,
+``torch.ops.meprop.sampled_backward`` (``meprop/kernels/csrc/sample.cpp``), solves each row's
+probabilities, draws the keeps (seeded from the generator) and runs the per-example backward
+on the kept, rescaled entries (gathers over variable-length lists, or the masked GEMMs).
+
+Elsewhere (and as the reference) the selection (:func:`meprop.sampling.sampled_scale`) runs in
+PyTorch; the kept, rescaled output gradient ``kept = dy * scale`` then goes through O(k) backwards:
 
 - ``sampled_unified``: the K kept columns ``cols: (K,)``; ``dy_k = dy[:, cols] * scale: (N, K)``;
   ``grad_input = dy_k @ W[cols]``, weight-gradient rows ``dy_k.T @ x`` (unified's two GEMMs).
-- ``sampled``: a row keeps a varying number of entries. On the PyTorch path the kept
-  ``(example, column)`` pairs (``nonzero``, row-major) feed ``embedding_bag`` with one bag per
-  example (``grad_input``) and one per touched output row (the weight gradient). Where the
-  compiled per-example kernel applies, each row's kept columns are padded to the batch's
-  largest count K with columns another example kept (their value in ``kept`` is exactly 0,
-  so the result is unchanged and the touched rows are the union of the kept sets, as on
-  the PyTorch path), and ``(kept, indices (N, K))`` go to ``torch.ops.meprop.per_example_backward``.
+- ``sampled``: a row keeps a varying number of entries; the kept ``(example, column)`` pairs
+  (``nonzero``, row-major) feed ``embedding_bag`` with one bag per example (``grad_input``)
+  and one per touched output row (the weight gradient).
 
 The weight gradient comes back in the layer's layout (:mod:`meprop._impl.grad_layout`): the
 touched rows are the output rows some example kept, as for top-k, so :mod:`meprop.optim`'s
@@ -33,12 +34,12 @@ __all__ = ["sampled_linear_backward"]
 def sampled_linear_backward(call):
     """``(grad_input, grad_weight, grad_bias)`` of a :class:`meprop.dispatch.LinearBackward`
     whose mode is a sampled one (k < n, N > 0)."""
+    if call.mode == "sampled" and kernels.supports(call.dy, call.x, call.weight):
+        return _compiled(call)  # selection, draw and backward in one op (it records its formulation)
     scale = sampled_scale(call.dy, call.k, call.mode, call.generator)  # (N, n) or (n,)
     if call.mode == "sampled_unified":
         kernels.record_formulation("unified")
         grads = _unified(call, scale)
-    elif kernels.supports(call.dy, call.x, call.weight):
-        grads = _kernel(call, call.dy * scale, scale != 0)  # the kernel records its formulation
     else:
         kernels.record_formulation("pytorch")
         grads = _gather(call, call.dy * scale, scale != 0)
@@ -88,19 +89,13 @@ def _gather(call, kept, mask):
     return grad_input, grad_weight, grad_bias
 
 
-def _kernel(call, kept, mask):
-    """The compiled per-example backward on padded index lists. kept, mask: (N, n)."""
-    width = int(mask.sum(1).max())  # K: the largest kept count of a row
-    if width == 0:
-        return _gather(call, kept, mask)
-    touched = mask.any(0).to(kept.dtype)  # (n,)
-    # Each row's kept columns first (key 2), then columns others kept (key 1): never a new row.
-    key = torch.where(mask, 2.0, touched)  # (N, n)
-    indices = key.topk(width, dim=1, sorted=False).indices  # (N, K)
+def _compiled(call):
+    """``torch.ops.meprop.sampled_backward``: the probabilities, the draw (seeded from
+    ``call.generator``, else the default CPU generator) and the backward in one op."""
     dense_weight = call.layout == "dense"
-    grad_input, row_index, rows, grad_bias = torch.ops.meprop.per_example_backward(
-        kept, call.x, call.weight, width, indices, call.need_input, call.need_weight, call.need_bias,
-        False, dense_weight, "auto",
+    grad_input, row_index, rows, grad_bias = torch.ops.meprop.sampled_backward(
+        call.dy, call.x, call.weight, call.k, call.generator, call.need_input, call.need_weight, call.need_bias,
+        call.bias_grad == "dense", dense_weight, "auto",
     )
     grad_weight = None
     if call.need_weight:

@@ -75,3 +75,10 @@ def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, x, h0, c0, weight_ih, w
 def _lazy_adam_rows_fake(param, exp_avg, exp_avg_sq, max_exp_avg_sq, row_index, rows, step_size, lr,
                          beta1, beta2, eps, weight_decay, decoupled, maximize):
     return None  # updates param and the state in place
+
+
+@torch.library.register_fake("meprop::sampled_backward")
+def _sampled_backward_fake(dy, x, weight, k, generator, need_input, need_weight, need_bias, dense_bias,
+                           dense_weight, formulation):
+    return _per_example_backward_fake(dy, x, weight, k, None, need_input, need_weight, need_bias, dense_bias,
+                                      dense_weight, formulation)

@@ -37,5 +37,15 @@ enum Formulation : int64_t {
 // Counts one linear backward run by `code` (linear_backward.cpp).
 void note_formulation(int64_t code);
 
+// The cost model's formulation (kGather or kMaskedGemm) of a per-example backward of dy (batch, n),
+// weight (n, m), k kept per row (linear_backward.cpp).
+int64_t choose_formulation(int64_t batch, int64_t n, int64_t m, int64_t k);
+
+// grad_input, the weight-gradient rows and (sparse_bias) the bias gradient from `kept` (B, n),
+// the output gradient with every entry but the kept ones zero (linear_backward.cpp).
+void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& row_index,
+                  bool masked_dense, bool need_input, bool need_weight, bool sparse_bias, bool dense_weight,
+                  at::Tensor& grad_input, at::Tensor& rows, at::Tensor& grad_bias);
+
 }  // namespace detail
 }  // namespace meprop

@@ -32,15 +32,6 @@ void note_formulation(int64_t code) {
   g_counts[code].fetch_add(1, std::memory_order_relaxed);
 }
 
-namespace {
-
-// [last code (-1: none yet), then the count of each formulation]
-std::vector<int64_t> formulation_stats() {
-  std::vector<int64_t> out{g_last.load()};
-  for (auto& c : g_counts) out.push_back(c.load());
-  return out;
-}
-
 // Relative cost of one gathered multiply-add against one of a dense GEMM (measured on the
 // project's 2-core AMD EPYC, float32; docs/performance.md).
 constexpr double kGatherCost = 4.0;
@@ -56,6 +47,14 @@ int64_t choose_formulation(int64_t batch, int64_t n, int64_t m, int64_t k) {
   return masked < gather ? kMaskedGemm : kGather;
 }
 
+namespace {
+
+// [last code (-1: none yet), then the count of each formulation]
+std::vector<int64_t> formulation_stats() {
+  std::vector<int64_t> out{g_last.load()};
+  for (auto& c : g_counts) out.push_back(c.load());
+  return out;
+}
 
 // The per_example_backward name of a formulation code of meprop::linear (-1: "auto").
 const char* formulation_name(int64_t code) {
@@ -82,6 +81,8 @@ void take_given(const T* dy, const int64_t* given, int64_t R, int64_t n, int64_t
     }
 }
 
+}  // namespace
+
 // grad_input, the weight-gradient rows and (when asked) the bias gradient from `kept`
 // (B, n), the output gradient with every entry but the kept ones zero: GEMMs over the
 // touched rows (row_index, U of n; all n for a dense weight gradient) for masked_gemm,
@@ -103,6 +104,8 @@ void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor&
   }
   if (sparse_bias) grad_bias = kept.sum(0);
 }
+
+namespace {
 
 // dy_writable: the masked formulations may zero the dropped entries of dy in place rather
 // than write the kept ones into a new (B, n) matrix (the caller owns dy and is done with it).

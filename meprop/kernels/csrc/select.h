@@ -142,5 +142,24 @@ void select_all_rows(const T* dy, int64_t R, int64_t n, int64_t k, int64_t* idx,
   });
 }
 
+// ------------------------------------------------------------------ sampling (sample.cpp)
+// Scratch space of one thread for sampling rows of n entries.
+struct SampleScratch {
+  std::vector<double> values;   // n: the exact (sorted) solve
+  std::vector<int32_t> bits32;  // n: a row's float32 draws
+  std::vector<int64_t> bits64;  // n: a row's float64 draws
+  explicit SampleScratch(int64_t n) : values(n), bits32(n), bits64(n) {}
+};
+
+// Row r of a (R, n) output gradient, row[0:n), sampled (mode="sampled"): entry j kept with
+// p_j = min(1, c |row[j]|), sum p = k, and scaled by 1/p_j; the draws are those of (seed, r, j).
+// Writes the kept entries as a list (idx, val; returns the count) or, when `out` is set, as
+// the masked row out[0:n) (may be row itself), with touched[j] |= 1 for each kept j (touched
+// may be null).
+int64_t sample_row(const float* row, int64_t n, int64_t k, uint64_t seed, int64_t r, SampleScratch& s,
+                   int64_t* idx, float* val, float* out, uint8_t* touched);
+int64_t sample_row(const double* row, int64_t n, int64_t k, uint64_t seed, int64_t r, SampleScratch& s,
+                   int64_t* idx, double* val, double* out, uint8_t* touched);
+
 }  // namespace detail
 }  // namespace meprop

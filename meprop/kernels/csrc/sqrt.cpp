@@ -7,17 +7,20 @@
 // implementations) take the sqrt of their second moments every step, and a meProp weight
 // gradient leaves many of those exactly zero (rows and entries no example kept yet).
 //
-// Here each block of the input is handed to torch's own CPU sqrt (at::cpu::sqrt_out, the
-// structured kernel, never through the dispatcher) with its zeros replaced by 1, and the
-// zeros are put back (sqrt(+-0) = +-0). Each element's result is computed by the same
-// routine as before, independently of its neighbours, so the result is torch's bit for bit;
-// meprop.fast_sqrt checks this on a probe before installing the kernel.
+// Here a tensor is first scanned for zeros (a vectorised pass over the bits, stopping at the
+// first zero); without any, torch's own CPU kernel (at::cpu::sqrt*, the structured kernel,
+// never through the dispatcher) runs on it exactly as it would have. With zeros, a copy with
+// every zero replaced by 1 goes through the same kernel in one call, and the zeros are put
+// back (sqrt(+-0) = +-0). Each element's result is computed by the same routine as before,
+// independently of its neighbours, so the result is torch's bit for bit; meprop.fast_sqrt
+// checks this on a probe before installing the kernel.
 #include "common.h"
 
 #include <ATen/CPUFunctions.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -25,8 +28,9 @@ namespace meprop {
 namespace detail {
 namespace {
 
-constexpr int64_t kBlock = 32768;     // elements per block (128 KB of float32: cache resident)
-constexpr int64_t kMinNumel = 4096;   // smaller tensors go straight to torch's kernel
+constexpr int64_t kGrain = 32768;    // elements per thread at least (torch's own grain size)
+constexpr int64_t kScan = 2048;      // elements scanned between checks for a zero found elsewhere
+constexpr int64_t kMinNumel = 4096;  // smaller tensors go straight to torch's kernel
 
 // The unsigned integer of T's width: zero tests on the bits (+-0: every bit but the sign clear)
 // vectorise, where a floating compare (NaN-aware) stays scalar.
@@ -44,15 +48,15 @@ MEPROP_INLINE int64_t count_zeros_body(const U* in, int64_t n) {
 }
 
 template <typename U>
-MEPROP_INLINE void replace_zeros_body(const U* in, U* scratch, int64_t n, U one) {
-  for (int64_t i = 0; i < n; ++i) scratch[i] = U(in[i] << 1) == 0 ? one : in[i];
+MEPROP_INLINE void replace_zeros_body(const U* in, U* staging, int64_t n, U one) {
+  for (int64_t i = 0; i < n; ++i) staging[i] = U(in[i] << 1) == 0 ? one : in[i];
 }
 
 template <typename U>
-MEPROP_INLINE void restore_zeros_body(const U* in, const U* scratch, U* out, int64_t n) {
+MEPROP_INLINE void restore_zeros_body(const U* in, const U* staging, U* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {  // sqrt(+-0) = +-0: the input's own bits
     const U x = in[i];
-    out[i] = U(x << 1) == 0 ? x : scratch[i];
+    out[i] = U(x << 1) == 0 ? x : staging[i];
   }
 }
 
@@ -71,62 +75,76 @@ MEPROP_CLONES void restore_zeros(const uint64_t* in, const uint64_t* s, uint64_t
   restore_zeros_body(in, s, out, n);
 }
 
-// out[0, n) = sqrt(in[0, n)) by torch's kernel; `scratch` holds kBlock elements. out may be in.
-template <typename T>
-void sqrt_block(const T* in, T* out, int64_t n, T* scratch, at::TensorOptions opts) {
-  const auto* in_bits = reinterpret_cast<const Bits<T>*>(in);
-  if (count_zeros(in_bits, n) == 0) {
-    at::Tensor src = at::from_blob(const_cast<T*>(in), {n}, opts);
-    at::Tensor dst = at::from_blob(out, {n}, opts);
-    at::cpu::sqrt_out(dst, src);
-    return;
-  }
-  auto* scratch_bits = reinterpret_cast<Bits<T>*>(scratch);
-  const T one = T(1);
-  Bits<T> one_bits;
-  std::memcpy(&one_bits, &one, sizeof(T));
-  replace_zeros(in_bits, scratch_bits, n, one_bits);
-  at::Tensor buf = at::from_blob(scratch, {n}, opts);
-  at::cpu::sqrt_out(buf, buf);
-  restore_zeros(in_bits, scratch_bits, reinterpret_cast<Bits<T>*>(out), n);
+// Whether in[0, numel) holds a +-0; every thread stops at its next check once one is found.
+template <typename U>
+bool has_zero(const U* in, int64_t numel) {
+  std::atomic<bool> found{false};
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    for (int64_t s = begin; s < end && !found.load(std::memory_order_relaxed); s += kScan) {
+      if (count_zeros(in + s, std::min(kScan, end - s)) != 0) found.store(true, std::memory_order_relaxed);
+    }
+  });
+  return found.load();
 }
 
+// out = sqrt(in) for an input holding zeros: staging = in with zeros -> 1 (staging is out when
+// out is not in, else a fresh buffer), torch's kernel on staging in place, zeros put back.
 template <typename T>
-void sqrt_contiguous(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
-  const int64_t blocks = (numel + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(kBlock);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t start = b * kBlock, n = std::min(kBlock, numel - start);
-      sqrt_block(in + start, out + start, n, scratch.data(), opts);
-    }
+void sqrt_with_zeros(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
+  using U = Bits<T>;
+  at::Tensor buffer;
+  T* staging = out;
+  if (static_cast<const T*>(out) == in) {
+    buffer = at::empty({numel}, opts);
+    staging = buffer.data_ptr<T>();
+  }
+  const auto* in_bits = reinterpret_cast<const U*>(in);
+  auto* staging_bits = reinterpret_cast<U*>(staging);
+  const T one = T(1);
+  U one_bits;
+  std::memcpy(&one_bits, &one, sizeof(T));
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    replace_zeros(in_bits + begin, staging_bits + begin, end - begin, one_bits);
+  });
+  at::Tensor view = at::from_blob(staging, {numel}, opts);
+  at::cpu::sqrt_out(view, view);
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    restore_zeros(in_bits + begin, staging_bits + begin, reinterpret_cast<U*>(out) + begin, end - begin);
   });
 }
 
-// The blocked path applies: a dense, contiguous CPU float32/float64 tensor of some size.
+// The zero-skipping path applies: a dense, contiguous CPU float32/float64 tensor of some size.
 bool applies(const at::Tensor& t) {
   const auto dtype = t.scalar_type();
   return t.layout() == at::kStrided && t.device().is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
          t.is_contiguous() && t.numel() >= kMinNumel && !t.is_neg() && !t.is_conj();
 }
 
-// out = sqrt(self); out and self contiguous, same dtype and numel (out may be self).
+// Whether `t` (for which applies() holds) holds a +-0.
+bool holds_zero(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat) return has_zero(static_cast<const uint32_t*>(t.const_data_ptr()), t.numel());
+  return has_zero(static_cast<const uint64_t*>(t.const_data_ptr()), t.numel());
+}
+
+// out = sqrt(self) for a `self` holding zeros; out contiguous, same dtype and numel (may be self).
 void sqrt_into(const at::Tensor& self, const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "meprop_sqrt", [&] {
-    sqrt_contiguous(self.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), self.numel(),
+    sqrt_with_zeros(self.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), self.numel(),
                     self.options().device(at::kCPU));
   });
 }
 
+// Each entry point hands a tensor without zeros (or one the path does not apply to) to
+// torch's kernel unchanged: the only cost added there is the scan.
 at::Tensor sqrt_skipping_zeros(const at::Tensor& self) {
-  if (!applies(self)) return at::cpu::sqrt(self);
+  if (!applies(self) || !holds_zero(self)) return at::cpu::sqrt(self);
   at::Tensor out = at::empty_like(self);
   sqrt_into(self, out);
   return out;
 }
 
 at::Tensor& sqrt_inplace(at::Tensor& self) {
-  if (!applies(self)) return at::cpu::sqrt_(self);
+  if (!applies(self) || !holds_zero(self)) return at::cpu::sqrt_(self);
   sqrt_into(self, self);
   return self;
 }
@@ -136,7 +154,8 @@ at::Tensor& sqrt_out(const at::Tensor& self, at::Tensor& out) {
                      out.scalar_type() == self.scalar_type() && out.is_contiguous() &&
                      out.sizes().equals(self.sizes()) &&
                      (out.is_same(self) || at::get_overlap_status(out, self) == at::MemOverlapStatus::No);
-  if (!plain) return at::cpu::sqrt_out(out, self);  // resizing, casting and overlap checks: torch's
+  // resizing, casting and overlap checks, and tensors without zeros: torch's
+  if (!plain || !holds_zero(self)) return at::cpu::sqrt_out(out, self);
   sqrt_into(self, out);
   return out;
 }

@@ -7,20 +7,22 @@
 // implementations) take the sqrt of their second moments every step, and a meProp weight
 // gradient leaves many of those exactly zero (rows and entries no example kept yet).
 //
-// Here a tensor is first scanned for zeros (a vectorised pass over the bits, stopping at the
-// first zero); without any, torch's own CPU kernel (at::cpu::sqrt*, the structured kernel,
-// never through the dispatcher) runs on it exactly as it would have. With zeros, a copy with
-// every zero replaced by 1 goes through the same kernel in one call, and the zeros are put
-// back (sqrt(+-0) = +-0). Each element's result is computed by the same routine as before,
-// independently of its neighbours, so the result is torch's bit for bit; meprop.fast_sqrt
-// checks this on a probe before installing the kernel.
+// Here a tensor is first sampled (64 evenly spaced elements): without a zero among them it
+// goes to torch's own CPU kernel (at::cpu::sqrt*, the structured kernel, never through the
+// dispatcher) exactly as before, so every other sqrt of the process costs 64 loads more.
+// With a zero, it is processed in cache-sized chunks: a chunk without zeros goes to the routine
+// torch's kernel runs on contiguous float32/float64 (MKL's vmsSqrt/vmdSqrt with torch's mode,
+// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE, found in libtorch_cpu; where torch has no MKL,
+// torch's kernel on the chunk), a chunk with zeros goes there with its zeros replaced by 1,
+// and the zeros are put back (sqrt(+-0) = +-0). Each element's result is computed by the same
+// routine as before, independently of its neighbours, so the result is torch's bit for bit;
+// meprop.fast_sqrt checks this on a probe before installing the kernel.
 #include "common.h"
 
 #include <ATen/CPUFunctions.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/util/Exception.h>
 
-#include <atomic>
 #include <memory>
 #include <mutex>
 
@@ -29,8 +31,25 @@ namespace detail {
 namespace {
 
 constexpr int64_t kGrain = 32768;    // elements per thread at least (torch's own grain size)
-constexpr int64_t kScan = 2048;      // elements scanned between checks for a zero found elsewhere
+constexpr int64_t kChunk = 4096;     // elements per chunk (16-32 KB: stays in L1/L2 between passes)
+constexpr int64_t kSamples = 64;     // elements sampled for a zero before any pass
 constexpr int64_t kMinNumel = 4096;  // smaller tensors go straight to torch's kernel
+
+// MKL's vector sqrt as torch calls it (ATen/cpu/vml.h), weak: null where libtorch has no MKL.
+// The length is passed as a 64-bit integer: right for LP64 (int, low half) and ILP64 MKL.
+constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+}  // namespace
+}  // namespace detail
+}  // namespace meprop
+extern "C" void vmsSqrt(int64_t n, const float* a, float* r, long long mode) __attribute__((weak));
+extern "C" void vmdSqrt(int64_t n, const double* a, double* r, long long mode) __attribute__((weak));
+namespace meprop {
+namespace detail {
+namespace {
+
+bool have_vml() { return vmsSqrt != nullptr && vmdSqrt != nullptr; }
+void vml_sqrt(const float* in, float* out, int64_t n) { vmsSqrt(n, in, out, kVmlMode); }
+void vml_sqrt(const double* in, double* out, int64_t n) { vmdSqrt(n, in, out, kVmlMode); }
 
 // The unsigned integer of T's width: zero tests on the bits (+-0: every bit but the sign clear)
 // vectorise, where a floating compare (NaN-aware) stays scalar.
@@ -75,41 +94,49 @@ MEPROP_CLONES void restore_zeros(const uint64_t* in, const uint64_t* s, uint64_t
   restore_zeros_body(in, s, out, n);
 }
 
-// Whether in[0, numel) holds a +-0; every thread stops at its next check once one is found.
+// Whether one of kSamples evenly spaced elements of in[0, numel) is +-0.
 template <typename U>
-bool has_zero(const U* in, int64_t numel) {
-  std::atomic<bool> found{false};
-  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
-    for (int64_t s = begin; s < end && !found.load(std::memory_order_relaxed); s += kScan) {
-      if (count_zeros(in + s, std::min(kScan, end - s)) != 0) found.store(true, std::memory_order_relaxed);
-    }
-  });
-  return found.load();
+bool sample_has_zero(const U* in, int64_t numel) {
+  for (int64_t s = 0; s < kSamples; ++s) {
+    if (U(in[s * (numel - 1) / (kSamples - 1)] << 1) == 0) return true;
+  }
+  return false;
 }
 
-// out = sqrt(in) for an input holding zeros: staging = in with zeros -> 1 (staging is out when
-// out is not in, else a fresh buffer), torch's kernel on staging in place, zeros put back.
+// out[0, n) = sqrt(in[0, n)) by torch's routine (out may be in).
 template <typename T>
-void sqrt_with_zeros(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
+void plain_sqrt(const T* in, T* out, int64_t n, at::TensorOptions opts) {
+  if (have_vml()) return vml_sqrt(in, out, n);
+  at::Tensor src = at::from_blob(const_cast<T*>(in), {n}, opts);
+  at::Tensor dst = at::from_blob(out, {n}, opts);
+  at::cpu::sqrt_out(dst, src);
+}
+
+// out[0, n) = sqrt(in[0, n)), n <= chunk, a chunk without zeros straight, one with zeros
+// staged (zeros -> 1) in `staging`, then put back. out may be in.
+template <typename T>
+void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions opts) {
   using U = Bits<T>;
-  at::Tensor buffer;
-  T* staging = out;
-  if (static_cast<const T*>(out) == in) {
-    buffer = at::empty({numel}, opts);
-    staging = buffer.data_ptr<T>();
-  }
   const auto* in_bits = reinterpret_cast<const U*>(in);
-  auto* staging_bits = reinterpret_cast<U*>(staging);
+  if (count_zeros(in_bits, n) == 0) return plain_sqrt(in, out, n, opts);
   const T one = T(1);
   U one_bits;
   std::memcpy(&one_bits, &one, sizeof(T));
+  replace_zeros(in_bits, reinterpret_cast<U*>(staging), n, one_bits);
+  plain_sqrt(staging, staging, n, opts);
+  restore_zeros(in_bits, reinterpret_cast<const U*>(staging), reinterpret_cast<U*>(out), n);
+}
+
+// out = sqrt(in) chunk by chunk (chunks of kGrain where each costs a TensorIterator, no MKL).
+template <typename T>
+void sqrt_with_zeros(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
+  const int64_t chunk = have_vml() ? kChunk : kGrain;
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
-    replace_zeros(in_bits + begin, staging_bits + begin, end - begin, one_bits);
-  });
-  at::Tensor view = at::from_blob(staging, {numel}, opts);
-  at::cpu::sqrt_out(view, view);
-  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
-    restore_zeros(in_bits + begin, staging_bits + begin, reinterpret_cast<U*>(out) + begin, end - begin);
+    std::unique_ptr<T[]> staging(new T[chunk]);
+    for (int64_t s = begin; s < end; s += chunk) {
+      const int64_t n = std::min(chunk, end - s);
+      sqrt_chunk(in + s, out + s, n, staging.get(), opts);
+    }
   });
 }
 
@@ -120,13 +147,15 @@ bool applies(const at::Tensor& t) {
          t.is_contiguous() && t.numel() >= kMinNumel && !t.is_neg() && !t.is_conj();
 }
 
-// Whether `t` (for which applies() holds) holds a +-0.
+// Whether a sample of `t` (for which applies() holds) holds a +-0.
 bool holds_zero(const at::Tensor& t) {
-  if (t.scalar_type() == at::kFloat) return has_zero(static_cast<const uint32_t*>(t.const_data_ptr()), t.numel());
-  return has_zero(static_cast<const uint64_t*>(t.const_data_ptr()), t.numel());
+  if (t.scalar_type() == at::kFloat) {
+    return sample_has_zero(static_cast<const uint32_t*>(t.const_data_ptr()), t.numel());
+  }
+  return sample_has_zero(static_cast<const uint64_t*>(t.const_data_ptr()), t.numel());
 }
 
-// out = sqrt(self) for a `self` holding zeros; out contiguous, same dtype and numel (may be self).
+// out = sqrt(self) for a `self` sampled with zeros; out contiguous, same dtype and numel (may be self).
 void sqrt_into(const at::Tensor& self, const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "meprop_sqrt", [&] {
     sqrt_with_zeros(self.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), self.numel(),
@@ -134,8 +163,8 @@ void sqrt_into(const at::Tensor& self, const at::Tensor& out) {
   });
 }
 
-// Each entry point hands a tensor without zeros (or one the path does not apply to) to
-// torch's kernel unchanged: the only cost added there is the scan.
+// Each entry point hands a tensor whose sample has no zero (or one the path does not apply
+// to) to torch's kernel unchanged: the only cost added there is the sample.
 at::Tensor sqrt_skipping_zeros(const at::Tensor& self) {
   if (!applies(self) || !holds_zero(self)) return at::cpu::sqrt(self);
   at::Tensor out = at::empty_like(self);

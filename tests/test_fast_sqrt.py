@@ -145,21 +145,26 @@ def test_the_switch_leaves_torchs_kernel():
 
 def _special(dtype, zeros: bool) -> torch.Tensor:
     """Every class of value with chosen bit patterns (NaN payloads and signs, signalling NaNs,
-    infinities, negatives, denormals, -0.0 and +0.0 where ``zeros``), tiled past the size
-    the zero-skipping path starts at: ``(8192 + 5,)``."""
+    infinities, negatives, denormals), tiled past the size the zero-skipping path starts at.
+    With ``zeros``: a -0.0 first (so the kernel's sample sees a zero), chunks of those values
+    without zeros (torch's routine straight), then the same with -0.0 and +0.0 mixed in."""
     if dtype == torch.float32:
         patterns = [0x7FC12345, 0xFFC00001, 0x7F800001, 0xFF812345, 0x7F800000, 0xFF800000, 0xBF800000,
                     0x00000001, 0x807FFFFF, 0x3F800000, 0x40800000, 0x7F7FFFFF]
         zero_bits = [0x80000000, 0x00000000]
-        bits = torch.tensor(patterns + (zero_bits if zeros else []), dtype=torch.int64).to(torch.int32)
     else:
         patterns = [0x7FF8000000012345, -0x3FFFFFFFFFFF, 0x7FF0000000000001, 0x7FF0000000000000,
                     -0x10000000000000, -0x4010000000000000, 1, 0x3FF0000000000000, 0x7FEFFFFFFFFFFFFF]
         zero_bits = [-0x8000000000000000, 0]
-        bits = torch.tensor(patterns + (zero_bits if zeros else []), dtype=torch.int64)
-    values = bits.view(dtype)
-    values = values.repeat(8192 // len(values) + 1)
-    return torch.cat([values, torch.rand(5, dtype=dtype) + 1])
+
+    def tiled(bits, size=10_000):
+        values = torch.tensor(bits, dtype=torch.int64)
+        values = (values.to(torch.int32) if dtype == torch.float32 else values).view(dtype)
+        return values.repeat(size // len(bits) + 1)[:size]
+
+    if not zeros:
+        return torch.cat([tiled(patterns), torch.rand(5, dtype=dtype) + 1])
+    return torch.cat([tiled(zero_bits[:1], 1), tiled(patterns), tiled(patterns + zero_bits)])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -11,13 +11,17 @@ converted model slower than dense with those optimizers. The fused implementatio
 hardware sqrt and were not affected; SGD takes no sqrt.
 
 What: :func:`install` registers, in place of torch's CPU kernel of ``aten::sqrt`` (``sqrt``,
-``sqrt_``, ``sqrt.out``), the compiled ``meprop::sqrt_skipping_zeros``. It first scans a
-contiguous float32/float64 tensor for zeros (a vectorised pass, stopping at the first zero):
-a tensor without any goes to torch's own kernel (``at::cpu::sqrt*``) exactly as before, so
-the only cost added to every other sqrt of the process is that scan; a tensor with zeros goes
-to torch's kernel in one call with its zeros replaced by 1, and the zeros are put back
-(``sqrt(+-0) = +-0``). Everything else (strided, small, other dtypes) goes to torch's kernel
-as it is. ``torch._foreach_sqrt`` on CPU runs ``aten::sqrt`` per tensor, so it is covered.
+``sqrt_``, ``sqrt.out``), the compiled ``meprop::sqrt_skipping_zeros``. It first samples 64
+evenly spaced elements of a contiguous float32/float64 tensor: without a zero among them the
+tensor goes to torch's own kernel (``at::cpu::sqrt*``) exactly as before, so every other sqrt
+of the process (a dense model's optimizer states) costs 64 loads more and nothing else. With
+a zero, the tensor is processed in cache-sized chunks: a chunk without zeros goes to the very
+routine torch's kernel runs on contiguous data (MKL's ``vmsSqrt``/``vmdSqrt`` with torch's
+mode, taken from libtorch; torch's kernel per chunk where torch has no MKL), a chunk with zeros
+goes there with its zeros replaced by 1, and the zeros are put back (``sqrt(+-0) = +-0``).
+Everything else (strided, under 4096 elements, other dtypes) goes to torch's kernel as it is.
+``torch._foreach_sqrt`` on CPU runs ``aten::sqrt`` per tensor, so it is covered; the fused
+optimizers use the hardware sqrt and never call it.
 Results are torch's bit for bit; :func:`install` checks this on a probe of random bit
 patterns, zeros, denormals, infinities and NaNs before registering, and registers nothing if
 one result differs. Every meProp layer asks for it when it is built

@@ -51,6 +51,12 @@ def test_each_arm_against_same_fastest_same_and_fastest_dense():
     assert lazy["vs fastest dense, same optimizer"] == pytest.approx(1.0 / 1.0)  # dense fused Adam
 
 
+def test_the_fastest_dense_names_the_dense_sides_optimizer():
+    records = _records() + [_step("lazy", 0.1, 1.0, adam="fused")]  # its dense side: torch's fused Adam
+    table = optimizer_step_table(bench_frame(records))
+    assert set(table["fastest dense"]) == {"Adam fused"}
+
+
 def test_a_failed_arm_is_shown_with_its_reason():
     table = optimizer_step_table(bench_frame(_records()))
     failed = _row(table, "RMSprop", "foreach")

@@ -34,13 +34,15 @@ __all__ = ["optimizer_step_table", "section"]
 _GROUP = ["machine", "device", "workload", "hidden", "batch", "k", "mode", "dtype", "threads"]
 
 
-def _arm(optimizer: str, adam: str) -> tuple[str, str, str]:
-    """(algorithm family, the row's optimizer name, implementation) of a case's optimizer fields."""
+def _arm(optimizer: str, adam: str) -> tuple[str, str, str, str]:
+    """(algorithm family, the row's optimizer name, implementation, the dense side's optimizer)
+    of a case's optimizer fields."""
     spec = torch_optimizer(optimizer)
     if spec is None:
-        return "adam", f"meprop.optim.Adam({optimizer}) vs torch Adam", adam
+        return "adam", f"meprop.optim.Adam({optimizer}) vs torch Adam", adam, f"Adam {adam}"
     cls, kwargs, name, impl = spec
-    return name, cls + (" momentum" if kwargs.get("momentum") else ""), impl
+    label = cls + (" momentum" if kwargs.get("momentum") else "")
+    return name, label, impl, f"{label} {impl}"
 
 
 def optimizer_step_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -68,7 +70,7 @@ def optimizer_step_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "vs fastest dense, same optimizer": dense[same] / meprop_ms if same is not None else np.nan,
                 "fastest dense of it": arms[same][2] if same is not None else "",
                 "vs fastest dense": dense[fastest] / meprop_ms if fastest is not None else np.nan,
-                "fastest dense": " ".join(arms[fastest][1:]) if fastest is not None else "",
+                "fastest dense": arms[fastest][3] if fastest is not None else "",
                 "flag": row.get("flag") if isinstance(row.get("flag"), str) else "",
                 "status": row["status"], "note": row["reason"] if isinstance(row["reason"], str) else "",
             })

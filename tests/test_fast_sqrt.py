@@ -141,3 +141,82 @@ def test_the_switch_leaves_torchs_kernel():
     env = {**os.environ, "MEPROP_FAST_SQRT": "off"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["off", "(MEPROP_FAST_SQRT)", "False"]
+
+
+def _special(dtype, zeros: bool) -> torch.Tensor:
+    """Every class of value with chosen bit patterns (NaN payloads and signs, signalling NaNs,
+    infinities, negatives, denormals), tiled past the size the zero-skipping path starts at.
+    With ``zeros``: a -0.0 first (so the kernel's sample sees a zero), chunks of those values
+    without zeros (torch's routine straight), then the same with -0.0 and +0.0 mixed in."""
+    if dtype == torch.float32:
+        patterns = [0x7FC12345, 0xFFC00001, 0x7F800001, 0xFF812345, 0x7F800000, 0xFF800000, 0xBF800000,
+                    0x00000001, 0x807FFFFF, 0x3F800000, 0x40800000, 0x7F7FFFFF]
+        zero_bits = [0x80000000, 0x00000000]
+    else:
+        patterns = [0x7FF8000000012345, -0x3FFFFFFFFFFF, 0x7FF0000000000001, 0x7FF0000000000000,
+                    -0x10000000000000, -0x4010000000000000, 1, 0x3FF0000000000000, 0x7FEFFFFFFFFFFFFF]
+        zero_bits = [-0x8000000000000000, 0]
+
+    def tiled(bits, size=10_000):
+        values = torch.tensor(bits, dtype=torch.int64)
+        values = (values.to(torch.int32) if dtype == torch.float32 else values).view(dtype)
+        return values.repeat(size // len(bits) + 1)[:size]
+
+    if not zeros:
+        return torch.cat([tiled(patterns), torch.rand(5, dtype=dtype) + 1])
+    return torch.cat([tiled(zero_bits[:1], 1), tiled(patterns), tiled(patterns + zero_bits)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("zeros", [False, True], ids=["zero-free", "with-zeros"])
+def test_never_changes_a_result_special_values(dtype, zeros):
+    fast_sqrt.install()
+    values = _special(dtype, zeros)
+    assert values.numel() >= 8192
+    expected = _torch_sqrt(lambda: torch.sqrt(values))
+    assert torch.equal(_bits(torch.sqrt(values)), _bits(expected))
+    inplace = values.clone()
+    inplace.sqrt_()
+    assert torch.equal(_bits(inplace), _bits(expected))
+    out = torch.empty_like(values)
+    torch.sqrt(values, out=out)
+    assert torch.equal(_bits(out), _bits(expected))
+    foreach = torch._foreach_sqrt([values, values[:100]])
+    assert torch.equal(_bits(foreach[0]), _bits(expected)) and torch.equal(_bits(foreach[1]), _bits(expected[:100]))
+    if zeros:  # sqrt(-0.0) is -0.0: the sign survives
+        negative_zero = _bits(values) == _bits(torch.tensor([-0.0], dtype=dtype))
+        assert negative_zero.any() and torch.equal(_bits(torch.sqrt(values))[negative_zero], _bits(values)[negative_zero])
+
+
+def test_foreach_sqrt_runs_aten_sqrt_per_tensor():
+    """torch._foreach_sqrt on CPU goes through aten::sqrt for each tensor, so the kernel covers it."""
+    fast_sqrt.install()
+    tensors = [_values(torch.float32, size=10_000, seed=s) for s in range(3)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch._foreach_sqrt(tensors)
+    names = [event.name for event in prof.events()]
+    assert names.count("aten::sqrt") == len(tensors), names
+
+
+def _cpu_kernel_of_sqrt() -> str:
+    """The dispatcher's line for aten::sqrt's CPU kernel (it names the file that registered it)."""
+    lines = [line for line in torch._C._dispatch_dump("aten::sqrt").splitlines() if line.startswith("CPU:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_uninstall_restores_torchs_kernel_and_force_reinstalls():
+    fast_sqrt.install()
+    assert "sqrt.cpp" in _cpu_kernel_of_sqrt()
+    try:
+        fast_sqrt.uninstall()
+        assert not fast_sqrt.installed() and not torch.ops.meprop.sqrt_override_active()
+        assert "sqrt.cpp" not in _cpu_kernel_of_sqrt()
+        values = _values(torch.float32)
+        assert torch.equal(_bits(torch.sqrt(values)), _bits(torch.ops.meprop.sqrt_skipping_zeros(values)))
+        assert not fast_sqrt.install()  # automatic installs respect the uninstall
+        meprop.convert(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), k=1)
+        assert not torch.ops.meprop.sqrt_override_active()
+    finally:
+        assert fast_sqrt.install(force=True), fast_sqrt.status()
+    assert "sqrt.cpp" in _cpu_kernel_of_sqrt()

@@ -11,14 +11,30 @@ converted model slower than dense with those optimizers. The fused implementatio
 hardware sqrt and were not affected; SGD takes no sqrt.
 
 What: :func:`install` registers, in place of torch's CPU kernel of ``aten::sqrt`` (``sqrt``,
-``sqrt_``, ``sqrt.out``), the compiled ``meprop::sqrt_skipping_zeros``: each block of a
-contiguous float32/float64 tensor goes to torch's own kernel (``at::cpu::sqrt_out``) with its
-zeros replaced by 1, and the zeros are put back (``sqrt(+-0) = +-0``); everything else goes
-to torch's kernel as it is. Results are torch's bit for bit; :func:`install` checks this on a
-probe of random bit patterns, zeros, denormals, infinities and NaNs before registering, and
-registers nothing if one result differs. Every meProp layer asks for it when it is built
+``sqrt_``, ``sqrt.out``), the compiled ``meprop::sqrt_skipping_zeros``. It first samples 64
+evenly spaced elements of a contiguous float32/float64 tensor: without a zero among them the
+tensor goes to torch's own kernel (``at::cpu::sqrt*``) exactly as before, so every other sqrt
+of the process (a dense model's optimizer states) costs 64 loads more and nothing else. With
+a zero, the tensor is processed in cache-sized chunks: a chunk without zeros goes to the very
+routine torch's kernel runs on contiguous data (MKL's ``vmsSqrt``/``vmdSqrt`` with torch's
+mode, taken from libtorch; torch's kernel per chunk where torch has no MKL), a chunk with zeros
+goes there with its zeros replaced by 1, and the zeros are put back (``sqrt(+-0) = +-0``).
+Everything else (strided, under 4096 elements, other dtypes) goes to torch's kernel as it is.
+``torch._foreach_sqrt`` on CPU runs ``aten::sqrt`` per tensor, so it is covered; the fused
+optimizers use the hardware sqrt and never call it.
+Results are torch's bit for bit; :func:`install` checks this on a probe of random bit
+patterns, zeros, denormals, infinities and NaNs before registering, and registers nothing if
+one result differs. Every meProp layer asks for it when it is built
 (:func:`meprop._impl.grad_layout.mark_meprop_weight`); ``MEPROP_FAST_SQRT=off`` (or
-``MEPROP_KERNELS=off``) leaves torch's kernel in place, and :func:`uninstall` restores it.
+``MEPROP_KERNELS=off``) leaves torch's kernel in place, and :func:`uninstall` restores it
+(later automatic installs do nothing; ``install(force=True)`` registers it again).
+
+Threads: installing and uninstalling are serialised (a lock here, a mutex in the library),
+but they change the dispatcher's table, which torch does not guard against a sqrt running at
+the same moment in another thread: switch it before training threads start (building the
+model does). ``torch.compile``: inductor generates its own sqrt code (vectorised hardware
+sqrt, no MKL), so compiled graphs neither use nor need this kernel; eager fallbacks do use it,
+and a compile in progress never installs it.
 """
 
 from __future__ import annotations
@@ -37,12 +53,15 @@ _state: dict = {"tried": False, "reason": "not asked for yet"}
 _lock = threading.Lock()
 
 
-def install() -> bool:
-    """Register the exact zero-skipping sqrt as aten::sqrt's CPU kernel (once); True if it is."""
-    if _state["tried"]:
+def install(force: bool = False) -> bool:
+    """Register the exact zero-skipping sqrt as aten::sqrt's CPU kernel (once); True if it is.
+
+    ``force``: try again even after an earlier try or :func:`uninstall` (``MEPROP_FAST_SQRT=off``
+    and the probe still decide)."""
+    if _state["tried"] and not force:
         return installed()
     with _lock:
-        if not _state["tried"]:
+        if force or not _state["tried"]:
             _state["tried"] = True
             _state["reason"] = _install()
     return installed()
@@ -56,6 +75,8 @@ def _install() -> str:
         return "not installed (asked while torch.compile traced)"
     if not kernels.available():
         return f"not installed (kernels unavailable: {kernels.unavailable_reason()})"
+    if torch.ops.meprop.sqrt_override_active():  # checked when it was registered
+        return "on"
     for dtype in (torch.float32, torch.float64):
         if not _matches_torch(dtype):
             return f"not installed (results differ from torch's sqrt in {dtype})"

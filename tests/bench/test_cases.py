@@ -75,7 +75,7 @@ def test_grid_resolves_ratios_and_dedupes():
 
 
 def test_profile_names_and_unknown_profile():
-    assert set(PROFILES) == {"smoke", "quick", "paper", "full", "perf"}
+    assert set(PROFILES) == {"smoke", "quick", "paper", "full", "optimizers", "perf"}
     with pytest.raises(ValueError, match="profile must be one of"):
         profile_cases("fast")
 

@@ -7,9 +7,14 @@
 // implementations) take the sqrt of their second moments every step, and a meProp weight
 // gradient leaves many of those exactly zero (rows and entries no example kept yet).
 //
-// Here each block of the input is handed to torch's own CPU sqrt (at::cpu::sqrt_out, the
-// structured kernel, never through the dispatcher) with its zeros replaced by 1, and the
-// zeros are put back (sqrt(+-0) = +-0). Each element's result is computed by the same
+// Here a tensor is first sampled (64 evenly spaced elements): without a zero among them it
+// goes to torch's own CPU kernel (at::cpu::sqrt*, the structured kernel, never through the
+// dispatcher) exactly as before, so every other sqrt of the process costs 64 loads more.
+// With a zero, it is processed in cache-sized chunks: a chunk without zeros goes to the routine
+// torch's kernel runs on contiguous float32/float64 (MKL's vmsSqrt/vmdSqrt with torch's mode,
+// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE, found in libtorch_cpu; where torch has no MKL,
+// torch's kernel on the chunk), a chunk with zeros goes there with its zeros replaced by 1,
+// and the zeros are put back (sqrt(+-0) = +-0). Each element's result is computed by the same
 // routine as before, independently of its neighbours, so the result is torch's bit for bit;
 // meprop.fast_sqrt checks this on a probe before installing the kernel.
 #include "common.h"
@@ -25,8 +30,26 @@ namespace meprop {
 namespace detail {
 namespace {
 
-constexpr int64_t kBlock = 32768;     // elements per block (128 KB of float32: cache resident)
-constexpr int64_t kMinNumel = 4096;   // smaller tensors go straight to torch's kernel
+constexpr int64_t kGrain = 32768;    // elements per thread at least (torch's own grain size)
+constexpr int64_t kChunk = 4096;     // elements per chunk (16-32 KB: stays in L1/L2 between passes)
+constexpr int64_t kSamples = 64;     // elements sampled for a zero before any pass
+constexpr int64_t kMinNumel = 4096;  // smaller tensors go straight to torch's kernel
+
+// MKL's vector sqrt as torch calls it (ATen/cpu/vml.h), weak: null where libtorch has no MKL.
+// The length is passed as a 64-bit integer: right for LP64 (int, low half) and ILP64 MKL.
+constexpr long long kVmlMode = 0x2 | 0x140000 | 0x100;  // VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE
+}  // namespace
+}  // namespace detail
+}  // namespace meprop
+extern "C" void vmsSqrt(int64_t n, const float* a, float* r, long long mode) __attribute__((weak));
+extern "C" void vmdSqrt(int64_t n, const double* a, double* r, long long mode) __attribute__((weak));
+namespace meprop {
+namespace detail {
+namespace {
+
+bool have_vml() { return vmsSqrt != nullptr && vmdSqrt != nullptr; }
+void vml_sqrt(const float* in, float* out, int64_t n) { vmsSqrt(n, in, out, kVmlMode); }
+void vml_sqrt(const double* in, double* out, int64_t n) { vmdSqrt(n, in, out, kVmlMode); }
 
 // The unsigned integer of T's width: zero tests on the bits (+-0: every bit but the sign clear)
 // vectorise, where a floating compare (NaN-aware) stays scalar.
@@ -44,15 +67,15 @@ MEPROP_INLINE int64_t count_zeros_body(const U* in, int64_t n) {
 }
 
 template <typename U>
-MEPROP_INLINE void replace_zeros_body(const U* in, U* scratch, int64_t n, U one) {
-  for (int64_t i = 0; i < n; ++i) scratch[i] = U(in[i] << 1) == 0 ? one : in[i];
+MEPROP_INLINE void replace_zeros_body(const U* in, U* staging, int64_t n, U one) {
+  for (int64_t i = 0; i < n; ++i) staging[i] = U(in[i] << 1) == 0 ? one : in[i];
 }
 
 template <typename U>
-MEPROP_INLINE void restore_zeros_body(const U* in, const U* scratch, U* out, int64_t n) {
+MEPROP_INLINE void restore_zeros_body(const U* in, const U* staging, U* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {  // sqrt(+-0) = +-0: the input's own bits
     const U x = in[i];
-    out[i] = U(x << 1) == 0 ? x : scratch[i];
+    out[i] = U(x << 1) == 0 ? x : staging[i];
   }
 }
 
@@ -71,62 +94,86 @@ MEPROP_CLONES void restore_zeros(const uint64_t* in, const uint64_t* s, uint64_t
   restore_zeros_body(in, s, out, n);
 }
 
-// out[0, n) = sqrt(in[0, n)) by torch's kernel; `scratch` holds kBlock elements. out may be in.
-template <typename T>
-void sqrt_block(const T* in, T* out, int64_t n, T* scratch, at::TensorOptions opts) {
-  const auto* in_bits = reinterpret_cast<const Bits<T>*>(in);
-  if (count_zeros(in_bits, n) == 0) {
-    at::Tensor src = at::from_blob(const_cast<T*>(in), {n}, opts);
-    at::Tensor dst = at::from_blob(out, {n}, opts);
-    at::cpu::sqrt_out(dst, src);
-    return;
+// Whether one of kSamples evenly spaced elements of in[0, numel) is +-0.
+template <typename U>
+bool sample_has_zero(const U* in, int64_t numel) {
+  for (int64_t s = 0; s < kSamples; ++s) {
+    if (U(in[s * (numel - 1) / (kSamples - 1)] << 1) == 0) return true;
   }
-  auto* scratch_bits = reinterpret_cast<Bits<T>*>(scratch);
-  const T one = T(1);
-  Bits<T> one_bits;
-  std::memcpy(&one_bits, &one, sizeof(T));
-  replace_zeros(in_bits, scratch_bits, n, one_bits);
-  at::Tensor buf = at::from_blob(scratch, {n}, opts);
-  at::cpu::sqrt_out(buf, buf);
-  restore_zeros(in_bits, scratch_bits, reinterpret_cast<Bits<T>*>(out), n);
+  return false;
 }
 
+// out[0, n) = sqrt(in[0, n)) by torch's routine (out may be in).
 template <typename T>
-void sqrt_contiguous(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
-  const int64_t blocks = (numel + kBlock - 1) / kBlock;
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(kBlock);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t start = b * kBlock, n = std::min(kBlock, numel - start);
-      sqrt_block(in + start, out + start, n, scratch.data(), opts);
+void plain_sqrt(const T* in, T* out, int64_t n, at::TensorOptions opts) {
+  if (have_vml()) return vml_sqrt(in, out, n);
+  at::Tensor src = at::from_blob(const_cast<T*>(in), {n}, opts);
+  at::Tensor dst = at::from_blob(out, {n}, opts);
+  at::cpu::sqrt_out(dst, src);
+}
+
+// out[0, n) = sqrt(in[0, n)), n <= chunk, a chunk without zeros straight, one with zeros
+// staged (zeros -> 1) in `staging`, then put back. out may be in.
+template <typename T>
+void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions opts) {
+  using U = Bits<T>;
+  const auto* in_bits = reinterpret_cast<const U*>(in);
+  if (count_zeros(in_bits, n) == 0) return plain_sqrt(in, out, n, opts);
+  const T one = T(1);
+  U one_bits;
+  std::memcpy(&one_bits, &one, sizeof(T));
+  replace_zeros(in_bits, reinterpret_cast<U*>(staging), n, one_bits);
+  plain_sqrt(staging, staging, n, opts);
+  restore_zeros(in_bits, reinterpret_cast<const U*>(staging), reinterpret_cast<U*>(out), n);
+}
+
+// out = sqrt(in) chunk by chunk (chunks of kGrain where each costs a TensorIterator, no MKL).
+template <typename T>
+void sqrt_with_zeros(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
+  const int64_t chunk = have_vml() ? kChunk : kGrain;
+  at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
+    std::unique_ptr<T[]> staging(new T[chunk]);
+    for (int64_t s = begin; s < end; s += chunk) {
+      const int64_t n = std::min(chunk, end - s);
+      sqrt_chunk(in + s, out + s, n, staging.get(), opts);
     }
   });
 }
 
-// The blocked path applies: a dense, contiguous CPU float32/float64 tensor of some size.
+// The zero-skipping path applies: a dense, contiguous CPU float32/float64 tensor of some size.
 bool applies(const at::Tensor& t) {
   const auto dtype = t.scalar_type();
   return t.layout() == at::kStrided && t.device().is_cpu() && (dtype == at::kFloat || dtype == at::kDouble) &&
          t.is_contiguous() && t.numel() >= kMinNumel && !t.is_neg() && !t.is_conj();
 }
 
-// out = sqrt(self); out and self contiguous, same dtype and numel (out may be self).
+// Whether a sample of `t` (for which applies() holds) holds a +-0.
+bool holds_zero(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat) {
+    return sample_has_zero(static_cast<const uint32_t*>(t.const_data_ptr()), t.numel());
+  }
+  return sample_has_zero(static_cast<const uint64_t*>(t.const_data_ptr()), t.numel());
+}
+
+// out = sqrt(self) for a `self` sampled with zeros; out contiguous, same dtype and numel (may be self).
 void sqrt_into(const at::Tensor& self, const at::Tensor& out) {
   AT_DISPATCH_FLOATING_TYPES(self.scalar_type(), "meprop_sqrt", [&] {
-    sqrt_contiguous(self.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), self.numel(),
+    sqrt_with_zeros(self.const_data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), self.numel(),
                     self.options().device(at::kCPU));
   });
 }
 
+// Each entry point hands a tensor whose sample has no zero (or one the path does not apply
+// to) to torch's kernel unchanged: the only cost added there is the sample.
 at::Tensor sqrt_skipping_zeros(const at::Tensor& self) {
-  if (!applies(self)) return at::cpu::sqrt(self);
+  if (!applies(self) || !holds_zero(self)) return at::cpu::sqrt(self);
   at::Tensor out = at::empty_like(self);
   sqrt_into(self, out);
   return out;
 }
 
 at::Tensor& sqrt_inplace(at::Tensor& self) {
-  if (!applies(self)) return at::cpu::sqrt_(self);
+  if (!applies(self) || !holds_zero(self)) return at::cpu::sqrt_(self);
   sqrt_into(self, self);
   return self;
 }
@@ -136,7 +183,8 @@ at::Tensor& sqrt_out(const at::Tensor& self, at::Tensor& out) {
                      out.scalar_type() == self.scalar_type() && out.is_contiguous() &&
                      out.sizes().equals(self.sizes()) &&
                      (out.is_same(self) || at::get_overlap_status(out, self) == at::MemOverlapStatus::No);
-  if (!plain) return at::cpu::sqrt_out(out, self);  // resizing, casting and overlap checks: torch's
+  // resizing, casting and overlap checks, and tensors without zeros: torch's
+  if (!plain || !holds_zero(self)) return at::cpu::sqrt_out(out, self);
   sqrt_into(self, out);
   return out;
 }

@@ -2,7 +2,7 @@
 
 Which cases:
 
-- ``--profile NAME`` (smoke, quick, paper, full, perf; default quick) picks a named grid
+- ``--profile NAME`` (smoke, quick, paper, full, optimizers, perf; default quick) picks a named grid
   (:mod:`meprop.lab.plan.profiles`).
 - ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
   ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;

@@ -9,7 +9,9 @@ Dense uses ``torch.optim.Adam``; meProp uses ``meprop.optim.Adam`` with ``lazy=T
 path, the case's default) or ``lazy=False`` (``optimizer="exact"``: torch.optim's algorithm on
 meProp's gradients). ``adam="fused"`` passes ``fused=True`` to both: torch's fastest Adam (one
 kernel for all parameters, several times faster than the default per-parameter loop on CPU),
-so the dense side is the strongest baseline torch offers. :func:`optimizer_names` is what a
+so the dense side is the strongest baseline torch offers. ``optimizer="torch:<name>:<impl>"``
+(:mod:`meprop.lab.plan.optimizers`) runs that torch optimizer on both sides instead: the step
+of a user who converts a model and keeps their optimizer. :func:`optimizer_names` is what a
 record says ran.
 
 :func:`probe_phases` splits separately run steps into ``forward_s`` (zero_grad, forward, loss),
@@ -28,6 +30,7 @@ import torch
 import torch.nn as nn
 
 import meprop.optim
+from meprop.lab.plan.optimizers import optimizer_label, torch_optimizer
 from meprop.lab.stopwatch import synchronize
 
 __all__ = ["LR", "make_optimizer", "optimizer_names", "train_step_op", "probe_phases"]
@@ -39,7 +42,12 @@ _PHASES = ("forward_s", "backward_s", "optimizer_s")
 
 def make_optimizer(model: nn.Module, variant: str, optimizer_mode: str = "lazy",
                    adam: str = "default") -> torch.optim.Optimizer:
-    """torch.optim.Adam for ``dense``; meprop.optim.Adam (lazy or exact) for ``meprop``."""
+    """torch.optim.Adam for ``dense``; meprop.optim.Adam (lazy or exact) for ``meprop``; a
+    ``torch:<name>:<impl>`` optimizer for both."""
+    spec = torch_optimizer(optimizer_mode)
+    if spec is not None:
+        cls, kwargs, _, _ = spec
+        return getattr(torch.optim, cls)(model.parameters(), lr=LR, **kwargs)
     fused = {"fused": True} if adam == "fused" else {}
     if variant == "dense":
         return torch.optim.Adam(model.parameters(), lr=LR, **fused)
@@ -48,9 +56,11 @@ def make_optimizer(model: nn.Module, variant: str, optimizer_mode: str = "lazy",
 
 def optimizer_names(optimizer_mode: str = "lazy", adam: str = "default") -> dict[str, str]:
     """``{"dense": ..., "meprop": ...}``: the optimizers of a training-step record."""
-    fused = adam == "fused"
-    return {"dense": "torch.optim.Adam" + ("(fused=True)" if fused else ""),
-            "meprop": f"meprop.optim.Adam(lazy={optimizer_mode == 'lazy'}" + (", fused=True)" if fused else ")")}
+    if torch_optimizer(optimizer_mode) is not None:
+        name = optimizer_label(optimizer_mode)
+        return {"dense": name, "meprop": name}
+    return {"dense": "torch.optim.Adam" + ("(fused=True)" if adam == "fused" else ""),
+            "meprop": optimizer_label(optimizer_mode, adam)}
 
 
 def train_step_op(model: nn.Module, loss_fn: Callable[[], torch.Tensor],

@@ -22,6 +22,7 @@ from meprop.lab.workloads import REGISTRY, WORKLOAD_NAMES
 from meprop.lab.workloads import workload as workload_spec
 from meprop.selection import MODES
 from meprop.lab.measurements import measurement as measurement_kind
+from meprop.lab.plan.optimizers import OPTIMIZER_CHOICES, torch_optimizer
 
 __all__ = [
     "Case",
@@ -49,9 +50,10 @@ LSTM_STEPS = REGISTRY["lstm"].steps
 #: Default ``in_features`` of the ``lstm`` workload (the tagger's word-embedding size).
 LSTM_IN_FEATURES = REGISTRY["lstm"].default_in_features(1)
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-#: The meProp side's optimizer in a ``train_step``: ``lazy`` (meprop.optim.Adam(lazy=True),
-#: the fast path) or ``exact`` (meprop.optim.Adam(lazy=False), torch.optim's algorithm).
-OPTIMIZER_MODES = ("lazy", "exact")
+#: The optimizer of a ``train_step``: ``lazy`` (meprop.optim.Adam(lazy=True) on the meProp
+#: side, the fast path), ``exact`` (meprop.optim.Adam(lazy=False), torch.optim's algorithm), or
+#: ``torch:<name>:<impl>``, one torch optimizer on both sides (:mod:`meprop.lab.plan.optimizers`).
+OPTIMIZER_MODES = OPTIMIZER_CHOICES
 #: torch's Adam implementation on both sides of a ``train_step``: ``default`` (the
 #: constructor's defaults, what most loops write) or ``fused`` (``fused=True``: one kernel
 #: for all parameters, torch's fastest Adam and so the strongest dense baseline; meProp's
@@ -101,6 +103,9 @@ class Case:
         check_choice(self.mode, "mode", MODES)
         check_choice(self.optimizer, "optimizer", OPTIMIZER_MODES)
         check_choice(self.adam, "adam", ADAM_IMPLS)
+        if torch_optimizer(self.optimizer) is not None and self.adam != "default":
+            raise ValueError(f"adam must be 'default' with a torch optimizer (its implementation is in its "
+                             f"name), got optimizer={self.optimizer!r}, adam={self.adam!r}")
         if spec.needs_model_spec != (self.model is not None):
             raise ValueError(f"model (a 'module:factory' spec) is given exactly for workload 'model', "
                              f"got workload={self.workload!r}, model={self.model!r}")
@@ -145,7 +150,7 @@ class Case:
             f"{name}/{self.measurement}/m{self.in_features}-n{self.hidden}"
             f"x{self.layers}-c{self.classes}/k{self.k}/b{self.batch}/{self.mode}/"
             f"{self.device}/{self.dtype}/t{threads}"
-            + ("/opt-exact" if self.optimizer == "exact" else "")  # lazy keeps the older keys
+            + (f"/opt-{self.optimizer}" if self.optimizer != "lazy" else "")  # lazy keeps the older keys
             + ("/adam-fused" if self.adam == "fused" else "")
             + (f"/w{self.world_size}" if self.world_size > 1 else "")
         )

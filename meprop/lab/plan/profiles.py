@@ -8,6 +8,10 @@
   h=8192, batch 1024, k 8..512; Table 8's MLP h=8192), the MNIST training step and the
   POS LSTM (Tables 1-2).
 - ``full``: hidden up to 8192, k ratio 0.5%..100%, batch 1..1024, cpu and cuda.
+- ``optimizers``: the MNIST MLP's training step (784-h-h-10, batch 10, k=20, 1 thread) at
+  h=500 and h=4096, per-example and unified, with every torch optimizer on both sides (SGD,
+  SGD with momentum, Adam, AdamW, Adagrad, RMSprop; default, foreach and fused where torch has
+  them) and meProp's lazy Adam against dense Adam (default and fused).
 - ``perf``: every case a targets file needs (``--targets FILE``, default the project's own
   ``benchmarks/targets.toml``: float32, 2 threads unless a target says otherwise).
 """
@@ -20,6 +24,7 @@ from typing import Callable
 from meprop.checks import check_choice
 from meprop.lab.plan.cases import Case, grid
 from meprop.lab.plan.targets import Target, perf_cases
+from meprop.lab.plan.optimizers import TORCH_OPTIMIZER_NAMES
 from meprop.lab.plan.timing import TimingOptions
 from meprop.lab.measurements import TRAIN_STEP
 
@@ -138,6 +143,16 @@ def _paper() -> list[Case]:
     return cases
 
 
+def _optimizers() -> list[Case]:
+    # The step a user gets with the optimizer they keep: every torch optimizer arm on both
+    # sides, and meprop.optim.Adam(lazy=True) against torch.optim.Adam (default and fused).
+    cases = grid(workload=("mlp",), measurement=(TRAIN_STEP.name,), hidden=(500, 4096), k=(20,), batch=(10,),
+                 mode=("per_example", "unified"), threads=1)
+    arms = [{"optimizer": name} for name in TORCH_OPTIMIZER_NAMES]
+    arms += [{"optimizer": "lazy", "adam": adam} for adam in ("default", "fused")]
+    return [case.replace(**arm) for case in cases for arm in arms]
+
+
 def _full() -> list[Case]:
     ratios = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
     common = dict(k_ratio=ratios, batch=(1, 16, 64, 256, 1024), device=("cpu", "cuda"),
@@ -160,6 +175,11 @@ PROFILES: dict[str, Profile] = {
                 _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
         Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
                 _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
+        # warm-up: the optimizers' state (second moments that stay zero, decay) settles over
+        # hundreds of steps; a step at h=500 takes about 1 ms
+        Profile("optimizers", "the MLP's training step with every torch optimizer, h=500 and 4096, batch 10, k=20",
+                _optimizers, TimingOptions(budget_s=1.0, warmup_s=1.0, min_samples=7, max_samples=300,
+                                           extend_factor=1.0)),
         Profile("perf", "every case of a targets file (default benchmarks/targets.toml)", list,
                 TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300, extend_factor=2.0), uses_targets=True),
     )

@@ -28,7 +28,7 @@ from meprop.lab.report.diagnose import input_problems, latest_per_case, problems
 from meprop.lab.report.frames import bench_frame, env_frame, train_frame
 from meprop.lab.report.html import render_page
 from meprop.lab.report.ingest import LoadedResults, load_results
-from meprop.lab.report.sections import Section, bench, ddp, paper
+from meprop.lab.report.sections import Section, bench, ddp, optimizers, paper
 from meprop.lab.report.sections import targets as targets_section
 from meprop.lab.results.store import ResultsError
 
@@ -143,6 +143,7 @@ SECTIONS: list[tuple[str, Callable[[ReportInputs], Section]]] = [
     ("headline", _headline),
     ("targets", _targets),
     ("tables", lambda i: bench.tables(i.frame, i.out_dir)),
+    ("optimizers", lambda i: optimizers.section(i.frame, i.out_dir)),
     ("figures", lambda i: bench.figures(i.frame, i.out_dir, EMBED_BUDGET)),
     ("paper", lambda i: paper.section(i.frame, i.out_dir)),
     ("ddp", lambda i: ddp.section(i.loaded.records, i.out_dir)),

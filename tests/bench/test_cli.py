@@ -159,12 +159,13 @@ def test_unknown_profile_is_refused_in_one_line_listing_the_profiles(tmp_path, c
 def test_make_report_with_an_unknown_profile_is_refused_in_one_line(tmp_path):
     # make's own setup is up to date (its stamps are newer files), so the first thing the
     # report target runs is the benchmark, which must refuse the name before measuring anything
-    stamp = tmp_path / "stamp"
+    stamp, kernels = tmp_path / "stamp", tmp_path / "kernels"
     stamp.touch()
+    kernels.touch()
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run(["make", "-s", "-C", str(root), "report", "PROFILE=bogus", f"PY={sys.executable}",
-                           f"STAMP={stamp}", f"KERNELS={stamp}", f"RESULTS={tmp_path / 'r'}",
+                           f"STAMP={stamp}", f"KERNELS={kernels}", f"RESULTS={tmp_path / 'r'}",
                            f"REPORT={tmp_path / 'rep'}", f"CONVERGE_RESULTS={tmp_path / 'c'}"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode != 0

@@ -41,6 +41,7 @@ class Profile:
     build: Callable[[], list[Case]] = field(repr=False)
     timing: TimingOptions = TimingOptions()
     uses_targets: bool = False  # the cases are those of a targets file
+    fuller: str | None = None  # the profile to run for more of the same story (the report says it)
 
     def cases(self, targets: tuple[Target, ...] | None = None) -> list[Case]:
         """The profile's cases; a targets profile runs those of ``targets`` (default: the project's file)."""
@@ -205,14 +206,16 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
-                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10)),
-        Profile("quick", "every section's representative cells, 2 threads (the default; ~1.5 min)",
-                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0)),
+                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10), fuller="quick"),
+        Profile("quick", "each report section's representative cells, 2 threads (the default; ~1.5 min on 2 cores)",
+                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0),
+                fuller="standard"),
         Profile("standard", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu (~10 min)",
-                _standard, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0)),
+                _standard, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0),
+                fuller="full"),
         Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
                 _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
-        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
+        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda (hours)",
                 _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
         Profile("perf", "every case of a targets file (default benchmarks/targets.toml)", list,
                 TimingOptions(budget_s=4.0, warmup_s=0.2, min_samples=7, max_samples=300, extend_factor=2.0), uses_targets=True),

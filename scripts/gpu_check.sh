@@ -37,7 +37,7 @@ for key, entry in sorted(entries.items()):
 print("choices:", dispatch.choice_counts())
 PYEOF
 echo "== 3/4 a short benchmark on $DEVICE (timeout 180 s)"
-timeout 180 "$PY" -m meprop bench --profile quick --device "$DEVICE" --workload linear mlp \
+timeout 180 "$PY" -m meprop bench --profile standard --device "$DEVICE" --workload linear mlp \
   --measurement linear_backward overall_backward --batch 64 1024 --no-progress --out "$OUT/bench" || status=1
 echo "== 4/4 the report (timeout 60 s)"
 timeout 60 "$PY" -m meprop report "$OUT/bench" --out "$OUT/report" || status=1

@@ -75,7 +75,7 @@ def test_grid_resolves_ratios_and_dedupes():
 
 
 def test_profile_names_and_unknown_profile():
-    assert set(PROFILES) == {"smoke", "quick", "paper", "full", "optimizers", "perf"}
+    assert list(PROFILES) == ["smoke", "quick", "standard", "paper", "full", "optimizers", "perf"]
     with pytest.raises(ValueError, match="profile must be one of"):
         profile_cases("fast")
 
@@ -95,8 +95,8 @@ def test_smoke_is_tiny_and_covers_every_measurement():
     assert {c.workload for c in cases} == set(WORKLOADS) - {"model"}  # model: a user's factory
 
 
-def test_quick_grid_is_the_issue_grid():
-    cases = profile_cases("quick")
+def test_standard_grid_is_the_issue_grid():
+    cases = profile_cases("standard")
     lin = [c for c in cases if c.workload == "linear" and c.measurement == "linear_backward"]
     assert {c.hidden for c in lin} == {500, 1024, 4096}
     assert {c.batch for c in lin} == {1, 64, 1024}
@@ -105,6 +105,36 @@ def test_quick_grid_is_the_issue_grid():
     assert len(lin) == 3 * 3 * 4 * 2
     assert all(c.device == "cpu" for c in cases)
     assert {c.measurement for c in cases} == set(MEASUREMENTS)
+
+
+def test_quick_is_a_first_run_with_a_cell_for_every_section():
+    from meprop.lab.workloads import REGISTRY
+
+    cases = profile_cases("quick")
+    assert len(cases) <= 45 and all(c.device == "cpu" for c in cases)
+    assert all(c.hidden * c.batch <= 4096 * 64 for c in cases)  # no second-long dense calls
+    assert {c.measurement for c in cases} == set(MEASUREMENTS)
+    assert {c.workload for c in cases} == set(WORKLOADS) - {"model"}
+    # the headline's card of every workload: its training step at its typical shape, both modes
+    for name in set(WORKLOADS) - {"model"}:
+        shape = REGISTRY[name].typical_shape
+        typical = [c for c in cases if c.workload == name and c.measurement == "train_step"
+                   and c.hidden == shape["hidden"] and c.batch == shape["batch"]
+                   and abs(math.log(c.k_ratio / shape["k_ratio"])) < 0.05]
+        assert typical, name
+    modes = {c.mode for c in cases if c.measurement == "train_step" and c.workload != "lstm"}
+    assert modes == {"unified", "per_example"}
+    steps = [c for c in cases if c.measurement == "train_step"]
+    assert {c.adam for c in steps} == {"default", "fused"} and {c.optimizer for c in steps} == {"lazy", "exact"}
+    # the break-even and the figures: three k ratios at two widths, both modes
+    lin = [c for c in cases if c.workload == "linear" and c.measurement == "linear_backward" and c.batch == 64]
+    assert {(c.hidden, c.mode) for c in lin} == {(h, m) for h in (1024, 4096) for m in ("unified", "per_example")}
+    assert {round(c.k_ratio, 2) for c in lin} == {0.01, 0.1, 0.5}
+    # the paper's Table 1 cell, one DDP step, and rows the project's targets judge
+    assert any(c.hidden == 500 and c.batch == 10 and c.k == 20 and c.measurement == "linear_backward"
+               for c in cases)
+    assert [c.world_size for c in cases if c.measurement == "ddp_step"] == [2]
+    assert len({c.key for c in cases} & {c.key for c in profile_cases("perf", TARGETS)}) >= 8
 
 
 def test_paper_profile_has_the_papers_shapes():

@@ -2,8 +2,8 @@
 
 Which cases:
 
-- ``--profile NAME`` (smoke, quick, paper, full, optimizers, perf; default quick) picks a named grid
-  (:mod:`meprop.lab.plan.profiles`).
+- ``--profile NAME`` (smoke, quick, standard, paper, full, optimizers, perf; default quick) picks a
+  named grid (:mod:`meprop.lab.plan.profiles`); an unknown name is refused in one line listing them.
 - ``--hidden``, ``--k-ratio``, ``--k``, ``--batch``, ``--mode``, ``--measurement``,
   ``--workload`` without ``--profile`` build a custom grid (their Cartesian product;
   defaults: linear, linear_backward, hidden 1024, k ratio 10%, batch 64, unified).
@@ -76,8 +76,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (__doc__.split("\n\n", 1)[1]).replace("``", "")
     lists = "(comma- or space-separated; several values allowed)"
-    parser.add_argument("--profile", choices=sorted(PROFILES), default=None,
-                        help=f"named grid (default {_DEFAULT_PROFILE} unless a custom grid is given)")
+    # not argparse's choices: an unknown name is refused in one line (no usage block), in _check_args
+    parser.add_argument("--profile", default=None, metavar="NAME",
+                        help=f"named grid: {', '.join(PROFILES)} (default {_DEFAULT_PROFILE} "
+                             f"unless a custom grid is given)")
     parser.add_argument("--device", type=_list_of(str, "--device"), action=_Extend,
                         help=f"cpu, cuda, cuda:N {lists}")
     parser.add_argument("--hidden", type=_list_of(int, "--hidden"), action=_Extend,
@@ -135,8 +137,11 @@ def _check_args(args: argparse.Namespace) -> None:
     """Refuse bad option values with a message naming the option."""
     from meprop.checks import check_choice, check_k, check_k_ratio
     from meprop.lab.plan.cases import ADAM_IMPLS, DTYPES, MEASUREMENTS, OPTIMIZER_MODES, WORKLOADS, check_device
+    from meprop.lab.plan.profiles import PROFILES
     from meprop.selection import MODES
 
+    if args.profile is not None:
+        check_choice(args.profile, "--profile", PROFILES)
     for value in args.mode or ():
         check_choice(value, "--mode", MODES)
     for value in args.measurement or ():

@@ -1,9 +1,15 @@
 """The named profiles: grids of cases with the timing budget that fits them.
 
 - ``smoke``: a handful of tiny cases, seconds in all (CI runs it end to end).
-- ``quick``: the default job (a few minutes on 2 CPU cores): hidden {500, 1024, 4096},
-  k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu; and the training step of every
-  workload (MLP, linear, the POS LSTM, a transformer block); the MLP's step under DDP.
+- ``quick``: the default job, a newcomer's first run (about 1.5 minutes on 2 CPU cores): every
+  workload's training step, backward and forward at its typical shape (the cell the report's
+  headline quotes), a few k ratios and two widths for the figures and the break-even, the
+  paper's MNIST cell, the targets' cheaper rows and one step under DDP; 2 threads (1 for the
+  paper's settings), as the targets file's reference machine.
+- ``standard``: the grid ``quick`` used to be (about 10 minutes on 2 CPU cores): hidden
+  {500, 1024, 4096}, k ratio {1%, 4%, 10%, 50%}, batch {1, 64, 1024}, cpu; and the training
+  step of every workload (MLP, linear, the POS LSTM, a transformer block); the MLP's step
+  under DDP.
 - ``paper``: the paper's shapes (h=500, k 5/10/20/80, batch 1/10/50; Table 7's
   h=8192, batch 1024, k 8..512; Table 8's MLP h=8192), the MNIST training step and the
   POS LSTM (Tables 1-2).
@@ -40,6 +46,7 @@ class Profile:
     build: Callable[[], list[Case]] = field(repr=False)
     timing: TimingOptions = TimingOptions()
     uses_targets: bool = False  # the cases are those of a targets file
+    fuller: str | None = None  # the profile to run for more of the same story (the report says it)
 
     def cases(self, targets: tuple[Target, ...] | None = None) -> list[Case]:
         """The profile's cases; a targets profile runs those of ``targets`` (default: the project's file)."""
@@ -71,30 +78,76 @@ def _smoke() -> list[Case]:
     return cases
 
 
-_QUICK_HIDDEN = (500, 1024, 4096)
-_QUICK_RATIOS = (0.01, 0.04, 0.1, 0.5)
-_QUICK_BATCH = (1, 64, 1024)
-
-
 def _quick() -> list[Case]:
-    # The main job. Linear-only backprop over the whole grid for both top-k modes; the
+    # A first run: each section of the report gets representative cells, no more. Batch 1024
+    # at n=4096 (a second per dense call) is left to ``standard``.
+    two = dict(threads=2, mode=("unified", "per_example"))
+    paper = dict(hidden=(500,), batch=(10,), k=(20,), mode=("per_example",), threads=1)
+    # linear-only backprop: the break-even and the k/n and width figures, and the targets' rows
+    cases = grid(measurement=("linear_backward",), hidden=(1024, 4096), batch=(64,),
+                 k_ratio=(0.01, 0.1, 0.5), **two)
+    cases += grid(measurement=("linear_backward",), hidden=(4096,), batch=(1,), k_ratio=(0.01,),
+                  mode=("per_example",), threads=2)
+    cases += grid(measurement=("linear_backward",), in_features=784, **paper)  # Table 1's cell
+    # the forward (k does not change it), one layer and the paper's MLP
+    cases += grid(measurement=("forward",), hidden=(1024, 4096), batch=(64,), k_ratio=(0.01,),
+                  mode=("unified",), threads=2)
+    cases += grid(workload=("mlp",), measurement=("forward", "overall_backward"), **paper)
+    # the MLP's whole backward over k/n, two widths
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), hidden=(500, 4096),
+                  batch=(64,), k_ratio=(0.01, 0.1), **two)
+    return cases + _quick_steps()
+
+
+def _quick_steps() -> list[Case]:
+    # The training step of every workload at its typical shape: the paper's MNIST MLP (two k,
+    # the exact Adam, fused Adam on both sides, unified), the MLP at n=4096 (a target), one
+    # layer, the POS LSTM (h=500, one sentence, k=5 of 2000 gate entries, 45 tags, and with
+    # fused Adam) and a GPT-2-style block; then one MLP step under DDP (2 processes, 1 thread
+    # each). The transformer's and n=4096's steps are the slowest cells: one each per mode.
+    mnist = dict(workload=("mlp",), measurement=("train_step",), hidden=(500,), batch=(10,), threads=1)
+    cases = grid(k=(5, 20), mode=("per_example",), **mnist)
+    cases += [cases[-1].replace(optimizer="exact"), cases[-1].replace(adam="fused")]
+    cases += grid(k=(20,), mode=("unified",), **mnist)
+    step = dict(measurement=("train_step",), batch=(64,), threads=2)
+    cases += grid(workload=("mlp",), hidden=(4096,), k=(41,), mode=("per_example",), **step)
+    cases += grid(workload=("linear",), hidden=(4096,), k_ratio=(0.01,), mode=("unified", "per_example"), **step)
+    lstm = grid(workload=("lstm",), measurement=("linear_backward", "train_step"), k=(5,),
+                hidden=(500,), batch=(1,), mode=("per_example",), threads=1)
+    cases += [c.replace(classes=45) for c in lstm] + [lstm[-1].replace(classes=45, adam="fused")]
+    cases += grid(workload=("transformer",), measurement=("overall_backward",), k_ratio=(0.04,),
+                  hidden=(512,), batch=(8,), mode=("per_example",), threads=2)
+    cases += grid(workload=("transformer",), measurement=("train_step",), k_ratio=(0.04,),
+                  hidden=(512,), batch=(8,), mode=("unified", "per_example"), threads=2)
+    cases += grid(workload=("mlp",), measurement=("ddp_step",), k_ratio=(0.04,), hidden=(1024,),
+                  batch=(64,), mode=("per_example",), threads=1, world_size=(2,))
+    return cases
+
+
+_STANDARD_HIDDEN = (500, 1024, 4096)
+_STANDARD_RATIOS = (0.01, 0.04, 0.1, 0.5)
+_STANDARD_BATCH = (1, 64, 1024)
+
+
+def _standard() -> list[Case]:
+    # The fuller CPU job. Linear-only backprop over the whole grid for both top-k modes; the
     # forward (k does not change it: one k ratio); the paper's MLP (784-n-n-10) overall
     # backprop over the k ratios for batch 64 and 1024, and its training step.
-    axes = dict(hidden=_QUICK_HIDDEN, batch=_QUICK_BATCH)
-    cases = grid(measurement=("linear_backward",), k_ratio=_QUICK_RATIOS,
+    axes = dict(hidden=_STANDARD_HIDDEN, batch=_STANDARD_BATCH)
+    cases = grid(measurement=("linear_backward",), k_ratio=_STANDARD_RATIOS,
                  mode=("unified", "per_example"), **axes)
     cases += grid(measurement=("forward",), k_ratio=(0.04,), mode=("unified",), **axes)
-    cases += grid(workload=("mlp",), measurement=("overall_backward",), k_ratio=_QUICK_RATIOS,
-                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
+    cases += grid(workload=("mlp",), measurement=("overall_backward",), k_ratio=_STANDARD_RATIOS,
+                  hidden=_STANDARD_HIDDEN, batch=(64, 1024), mode=("unified", "per_example"))
     cases += grid(workload=("mlp",), measurement=("train_step",), k_ratio=(0.04,),
-                  hidden=_QUICK_HIDDEN, batch=(64, 1024), mode=("unified",))
+                  hidden=_STANDARD_HIDDEN, batch=(64, 1024), mode=("unified",))
     # the MLP's step under DDP on 2 local processes (1 thread each), both selection modes
     cases += grid(workload=("mlp",), measurement=("ddp_step",), k_ratio=(0.04,), hidden=(1024,),
                   batch=(64,), mode=("unified", "per_example"), threads=1, world_size=(2,))
-    return cases + _quick_training_steps()
+    return cases + _standard_training_steps()
 
 
-def _quick_training_steps() -> list[Case]:
+def _standard_training_steps() -> list[Case]:
     # The training step a user runs, for every workload: the MLP at batch 1 and 64 per
     # example (the paper's CPU setting), one linear layer, the paper's POS LSTM (h=500,
     # batch 1 sentence, k=5 of the 2000 gate entries) and a GPT-2-style block (d=512,
@@ -168,12 +221,16 @@ PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
         Profile("smoke", "a few tiny cases, seconds in all (CI)", _smoke,
-                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10)),
-        Profile("quick", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu",
-                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0)),
+                TimingOptions(budget_s=0.02, warmup_s=0.0, min_samples=3, max_samples=10), fuller="quick"),
+        Profile("quick", "each report section's representative cells, 2 threads (the default; ~1.5 min on 2 cores)",
+                _quick, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0),
+                fuller="standard"),
+        Profile("standard", "hidden {500,1024,4096} x k ratio {1,4,10,50}% x batch {1,64,1024}, cpu (~10 min)",
+                _standard, TimingOptions(budget_s=0.6, warmup_s=0.05, min_samples=3, max_samples=100, extend_factor=2.0),
+                fuller="full"),
         Profile("paper", "the paper's shapes: h=500 (Tables 1-2), h=8192 B=1024 (Tables 7-8)",
                 _paper, TimingOptions(budget_s=2.0, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
-        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda",
+        Profile("full", "hidden 500..8192 x k ratio 0.5%..100% x batch 1..1024, cpu and cuda (hours)",
                 _full, TimingOptions(budget_s=1.5, warmup_s=0.1, min_samples=5, max_samples=200, extend_factor=2.0)),
         # warm-up: the optimizers' state (second moments that stay zero, decay) settles over
         # hundreds of steps; a step at h=500 takes about 1 ms

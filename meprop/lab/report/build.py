@@ -5,7 +5,7 @@ Orchestration only: :mod:`~meprop.lab.report.ingest` reads the inputs,
 lists what is missing, and the section modules (:mod:`meprop.lab.report.sections`) write
 their tables and figures and return their HTML, which :mod:`~meprop.lab.report.html`
 assembles; :data:`SECTIONS` lists them in page order, one entry per section. Order of the
-page: problems with the inputs (if any), environment
+page: what it shows and how to run the fuller profile (:mod:`~meprop.lab.report.scope`), problems with the inputs (if any), environment
 per run and how the numbers were measured, headline (representative speedups, break-even k/n),
 performance targets vs achieved, speedup tables per measurement, figures, the paper
 side by side, peak memory, accuracy, and the list of files written. Every table is also
@@ -28,6 +28,7 @@ from meprop.lab.report.diagnose import input_problems, latest_per_case, problems
 from meprop.lab.report.frames import bench_frame, env_frame, train_frame
 from meprop.lab.report.html import render_page
 from meprop.lab.report.ingest import LoadedResults, load_results
+from meprop.lab.report.scope import scope_html
 from meprop.lab.report.sections import Section, bench, ddp, optimizers, paper
 from meprop.lab.report.sections import targets as targets_section
 from meprop.lab.results.store import ResultsError
@@ -182,7 +183,8 @@ def build_report(paths: Iterable[str | Path] | LoadedResults, out_dir: str | Pat
         sections.insert(0, problems_section(problems, severe))
     written = [f for s in sections for f in s.files]
     sections.append(_files_section(loaded, out_dir, written))
-    page = render_page(title or DEFAULT_TITLE, _meta(loaded), [(s.anchor, s.heading, s.html) for s in sections])
+    page = render_page(title or DEFAULT_TITLE, _meta(loaded), [(s.anchor, s.heading, s.html) for s in sections],
+                       intro=scope_html(loaded.records, len(frame)))
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return Report(index=index, problems=problems, headline=inputs.results.get("headline", pd.DataFrame()),

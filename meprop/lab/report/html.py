@@ -32,6 +32,7 @@ h2 { font-size: 1.3rem; margin: 2rem 0 .6rem; padding-bottom: .25rem; border-bot
 h3 { font-size: 1.05rem; margin: 1.3rem 0 .4rem; }
 p, li { max-width: 75em; }
 .meta { color: var(--muted); margin: 0 0 .8rem; }
+.scope { margin: 0 0 .8rem; max-width: 60rem; }
 nav { background:#f5f7fa; border:1px solid var(--line); border-radius:6px; padding:.5rem .9rem; }
 nav a { margin-right: 1.1rem; color: var(--accent); text-decoration: none; white-space: nowrap; }
 .note { color: var(--muted); font-style: italic; }
@@ -88,6 +89,7 @@ _PAGE = Template("""<!DOCTYPE html>
 <header>
 <h1>$title</h1>
 <p class="meta">$meta</p>
+$intro
 <nav>$nav</nav>
 </header>
 $body
@@ -207,8 +209,8 @@ def section(anchor: str, heading: str, parts: Iterable[str]) -> str:
     return f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>\n' + "\n".join(parts) + "</section>"
 
 
-def render_page(title: str, meta: str, sections: list[tuple[str, str, str]]) -> str:
-    """``sections``: (anchor, heading, inner HTML). Returns the whole page."""
+def render_page(title: str, meta: str, sections: list[tuple[str, str, str]], intro: str = "") -> str:
+    """``sections``: (anchor, heading, inner HTML); ``intro``: HTML under the title. Returns the whole page."""
     nav = " ".join(f'<a href="#{a}">{html.escape(h)}</a>' for a, h, _ in sections)
     body = "\n".join(section(a, h, [inner]) for a, h, inner in sections)
-    return _PAGE.substitute(title=html.escape(title), css=CSS, meta=meta, nav=nav, body=body)
+    return _PAGE.substitute(title=html.escape(title), css=CSS, meta=meta, intro=intro, nav=nav, body=body)

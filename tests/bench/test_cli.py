@@ -171,7 +171,7 @@ def test_make_report_with_an_unknown_profile_is_refused_in_one_line(tmp_path):
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("meprop")]
     assert ours == ["meprop bench: error: --profile must be one of ('smoke', 'quick', 'standard', 'paper', "
-                    "'full', 'perf'), got 'bogus'"], done.stderr
+                    "'full', 'optimizers', 'perf'), got 'bogus'"], done.stderr
     assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
 
 

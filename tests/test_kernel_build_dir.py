@@ -114,3 +114,49 @@ def test_two_processes_building_at_once_leave_one_whole_library(tmp_path):
     lines = library.read_text().splitlines()
     assert len(lines) == 20 and len(set(lines)) == 1  # one process's whole output, not a mix
     assert [p.name for p in folder.iterdir()] == [library.name]  # no temporary left behind
+
+
+def _fake_load(seen: list, folder: Path):
+    """A stand-in for cpp_extension.load: records whether torch's lock file is there, writes the library."""
+    def load(**kwargs):
+        seen.append((folder / "lock").exists())
+        _build.built_path().write_bytes(b"")
+    return load
+
+
+def test_a_lock_left_by_a_killed_build_does_not_block_the_next(monkeypatch, tmp_path):
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("MEPROP_KERNELS_DIR", str(tmp_path))
+    monkeypatch.setattr(_build.shutil, "which", lambda name, *a, **k: "/usr/bin/ninja")
+    monkeypatch.setattr(_build, "_ensure_ninja_on_path", lambda: None)
+    folder = _build.build_dir()
+    folder.mkdir(parents=True)
+    (folder / "lock").touch()  # torch's FileBaton of a build that was killed: load() would wait forever
+    seen: list = []
+    monkeypatch.setattr(cpp_extension, "load", _fake_load(seen, folder))
+    assert _build.build() == _build.built_path()
+    assert seen == [False]
+
+
+def test_a_running_build_is_waited_for(tmp_path):
+    """A second process holding the build lock makes build() wait until it lets go."""
+    import select
+
+    code = textwrap.dedent("""
+        import fcntl, sys, time
+        with open(sys.argv[1], "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            print("held", flush=True)
+            time.sleep(1.0)
+            print("letting go", flush=True)
+    """)
+    folder = tmp_path / "b"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder / "build.flock")], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with _build._exclusive_build(folder):
+        ready, _, _ = select.select([holder.stdout], [], [], 0)  # printed before it let go
+        assert ready and holder.stdout.readline().strip() == "letting go"
+    holder.wait()

@@ -16,9 +16,13 @@ leftover folder there would outlive ``pip uninstall``):
 - looked up in that folder and then in ``meprop/kernels/prebuilt/`` (a library shipped with
   the package; read-only is fine): :func:`library_path` is the first that exists.
 
-Two processes building at once do not corrupt each other: ``cpp_extension.load`` holds
-torch's ``FileBaton`` (a lock file in the build folder) while it compiles, and the other
-waits, then loads the finished library.
+Two processes building at once do not corrupt each other: each takes an exclusive ``flock``
+on ``build.flock`` in the build folder before it compiles, and the other waits, then loads the
+finished library. The kernel releases that lock when its holder dies, so an interrupted
+build never blocks the next one: torch's own ``FileBaton`` (a ``lock`` file that
+``cpp_extension.load`` creates and deletes) outlives a killed process, and the next build
+would wait for it forever; the holder of the ``flock`` knows no other build is running and
+removes a leftover one.
 
 Flags: ``-O3`` (auto-vectorisation of the plain loops), ``-fno-math-errno`` (so ``sqrt`` in a
 loop vectorises; nothing reads errno), ``-fopenmp`` (``at::parallel_for`` is
@@ -30,6 +34,7 @@ on another.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -136,6 +141,21 @@ def _compile_directly(folder: Path, verbose: bool) -> None:
     os.replace(partial, built_path())  # atomic: a reader never sees a half-written library
 
 
+@contextlib.contextmanager
+def _exclusive_build(folder: Path):
+    """Hold ``folder/build.flock`` (waiting for another build to finish); a torch ``lock`` file found
+    while holding it was left by a build that died, and is removed."""
+    import fcntl  # noqa: PLC0415 - POSIX only; the kernels build on Linux only
+
+    with open(folder / "build.flock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            (folder / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build(verbose: bool = False) -> Path:
     """Compile (if needed) and load the library; returns its path. Raises on any failure."""
     from torch.utils import cpp_extension  # noqa: PLC0415 - heavy, only when building
@@ -146,18 +166,19 @@ def build(verbose: bool = False) -> Path:
     folder = build_dir()
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    if shutil.which("ninja") is None:  # torch's load() needs ninja; the library does not require it
-        _compile_directly(folder, verbose)
-    else:
-        cpp_extension.load(
-            name=library_name(),
-            sources=[str(s) for s in SOURCES],
-            extra_cflags=list(CFLAGS),
-            extra_ldflags=list(LDFLAGS),
-            build_directory=str(folder),
-            is_python_module=False,
-            verbose=verbose,
-        )
+    with _exclusive_build(folder):
+        if shutil.which("ninja") is None:  # torch's load() needs ninja; the library does not require it
+            _compile_directly(folder, verbose)
+        else:
+            cpp_extension.load(
+                name=library_name(),
+                sources=[str(s) for s in SOURCES],
+                extra_cflags=list(CFLAGS),
+                extra_ldflags=list(LDFLAGS),
+                build_directory=str(folder),
+                is_python_module=False,
+                verbose=verbose,
+            )
     path = built_path()
     if not path.exists():
         raise RuntimeError(f"the build finished but {path} is missing")

@@ -39,7 +39,7 @@ def test_other_measurements_carry_no_step_fields():
 
 
 def test_bad_optimizer_mode_is_refused():
-    with pytest.raises(ValueError, match=r"optimizer must be one of \('lazy', 'exact'\)"):
+    with pytest.raises(ValueError, match=r"optimizer must be one of \('lazy', 'exact', 'torch:sgd:default',"):
         Case("mlp", "train_step", 64, 4, 8, optimizer="fast")
 
 

@@ -20,7 +20,7 @@ def test_quick_report_names_its_profile_and_the_fuller_one():
     note = _text(scope_html([env_record("r", profile="quick")], 41))
     assert note.startswith("This report shows the benchmark profile quick (41 cases; quick: ")
     assert "The fuller grid: make report PROFILE=standard (" + PROFILES["standard"].description + ")" in note
-    assert "Other profiles: smoke, paper, full, perf" in note
+    assert "Other profiles: smoke, paper, full, optimizers, perf" in note
 
 
 def test_every_fuller_profile_exists_and_is_named():

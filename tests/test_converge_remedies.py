@@ -10,7 +10,7 @@ from meprop.lab.cli import main
 from meprop.lab.converge import remedies
 from meprop.lab.converge.loop import ConvergenceError, RunConfig, Variant, converge
 from meprop.lab.converge.paper_workload import PaperWorkload
-from meprop.lab.converge.presets import CONVERGENCE_PRESETS, with_remedies
+from meprop.lab.converge.presets import CONVERGENCE_PRESETS, VariantChoice, sweep_variants, with_remedies
 from meprop.lab.converge.run import format_summary
 from meprop.lab.converge.study import ArmSummary, StudySummary, held_back, ranked, summarize
 from meprop.lab.converge.time_to_target import Target
@@ -191,3 +191,17 @@ def test_each_remedy_runs_end_to_end_into_the_summary(tmp_path):
         ("combined", "warmup:4", 1.0)}
     text = format_summary(summarize(records))
     assert all(v.label in text for v in EACH) and "held back by" in text
+
+
+def test_remedies_and_only_apply_to_every_cell_of_a_width_map():
+    preset = CONVERGENCE_PRESETS["mnist-width"]
+    choice = VariantChoice(decays=(1.0,), only=("top-k k=5 (lazy) +EF 1", "top-k k=20 (lazy) +EF 1"))
+    cells = preset.cells(True, choice)
+    assert [c.name for c in cells] == ["h128-b64", "h512-b64"]
+    assert [[(v.label, v.k, v.error_feedback) for v in c.variants] for c in cells] == [
+        [("dense", None, None), ("top-k k=5 (lazy) +EF 1", 5, 1.0)],
+        [("dense", None, None), ("top-k k=20 (lazy) +EF 1", 20, 1.0)]]
+    with pytest.raises(ValueError, match=r"--only \['top-k k=7'\]: no such variant; accepted: \['dense', "):
+        preset.cells(True, VariantChoice(only=("top-k k=7",)))
+    swept = preset.cells(True, VariantChoice(sweep=sweep_variants((3,), ("per_example",), ("lazy",))))
+    assert all([v.label for v in c.variants] == ["dense", "top-k k=3 (lazy)"] for c in swept)

@@ -34,7 +34,7 @@ import argparse
 import math
 import sys
 
-from meprop.lab.converge.presets import CONVERGENCE_PRESETS, Plan, describe_variant, sweep_variants, with_remedies
+from meprop.lab.converge.presets import CONVERGENCE_PRESETS, Plan, VariantChoice, describe_variant, sweep_variants
 from meprop.lab.converge.remedies import check_error_feedback, check_schedule
 from meprop.lab.converge.time_to_target import Target
 from meprop.selection import MODES
@@ -142,25 +142,18 @@ def _plan(args, preset, metric_range=None) -> Plan:
                 _int(args.seeds, "--seeds", 1, base.seeds), base.lr, grid or base.lr_grid)
 
 
-def _variants(args, preset) -> list:
+def _variants(args, preset) -> VariantChoice:
+    """The command line's choice of variants, applied to every cell of the preset (or the model)."""
+    sweep = None
     if args.k:
         ks = [_int(k, "--k", 1) for k in args.k]
-        variants = list(sweep_variants(ks, tuple(args.mode or ("per_example",)),
-                                       tuple(args.optimizer_mode or ("lazy", "exact"))))
-    elif preset is not None:
-        variants = list(preset.variant_list(args.quick))
-    else:
+        sweep = sweep_variants(ks, tuple(args.mode or ("per_example",)),
+                               tuple(args.optimizer_mode or ("lazy", "exact")))
+    elif preset is None:
         raise CliError("--model needs --k (one or more meProp k to set beside dense)")
     schedules = tuple(check_schedule(spec) for spec in getattr(args, "schedule", None) or ())
     decays = tuple(check_error_feedback(d) for d in getattr(args, "error_feedback", None) or ())
-    if schedules or decays:
-        variants = list(with_remedies(variants, schedules, decays))
-    if args.only:
-        unknown = sorted(set(args.only) - {v.label for v in variants})
-        if unknown:
-            raise CliError(f"--only {unknown}: no such variant; accepted: {[v.label for v in variants]}")
-        variants = [v for v in variants if v.k is None or v.label in args.only]
-    return variants
+    return VariantChoice(sweep, schedules, decays, tuple(args.only or ()))
 
 
 def _list() -> int:
@@ -189,8 +182,7 @@ def run(args: argparse.Namespace) -> int:
         args.warmup, args.seed = _int(args.warmup, "--warmup", 0), _int(args.seed, "--seed", 0)
         plan = _plan(args, preset, _metric_range(preset, args.quick))
         args.seeds, args.lr_grid = plan.seeds, plan.lr_grid
-        variants = _variants(args, preset)
-        return measure(args, preset, plan, variants)
+        return measure(args, preset, plan, _variants(args, preset))
     except ResultsLockedError as error:
         print(f"meprop converge: {error} (another meprop converge is writing to --out {args.out}); wait for it "
               "or choose another --out", file=sys.stderr)

@@ -29,7 +29,7 @@ from meprop.lab.paper import setups
 from meprop.lab.paper.train import TrainConfig
 
 __all__ = ["ConvergencePreset", "CONVERGENCE_PRESETS", "Cell", "Plan", "WIDTHS", "WIDTH_BATCHES", "default_grid",
-           "sweep_variants", "with_remedies", "remedy_arms", "describe_variant"]
+           "VariantChoice", "sweep_variants", "with_remedies", "remedy_arms", "describe_variant"]
 
 
 @dataclass(frozen=True)
@@ -88,12 +88,40 @@ class ConvergencePreset:
     def variant_list(self, quick: bool) -> tuple:
         return self.quick_variants if quick and self.quick_variants is not None else self.variants
 
-    def cells(self, quick: bool, variants: tuple | None = None) -> list:
-        """The settings to measure (``variants``: replace each cell's, e.g. ``--only``)."""
+    def cells(self, quick: bool, choice: VariantChoice | None = None) -> list:
+        """The settings to measure, each cell's variants passed through ``choice`` (the command
+        line's sweep, remedies and ``--only``; an ``--only`` label no cell has is refused)."""
         if self.make_cells is not None:
             cells = self.make_cells(quick)
-            return [Cell(c.name, c.make_workload, tuple(variants) if variants else c.variants) for c in cells]
-        return [Cell("", lambda: self.make_workload(quick), tuple(variants or self.variant_list(quick)))]
+        else:
+            cells = [Cell("", lambda: self.make_workload(quick), tuple(self.variant_list(quick)))]
+        return cells if choice is None else choice.cells(cells)
+
+
+@dataclass(frozen=True)
+class VariantChoice:
+    """What the command line does to the variants of every cell: ``sweep`` replaces them
+    (``--k``, ``--mode``), ``schedules`` and ``decays`` add the remedies to each meProp variant
+    (:func:`with_remedies`), and ``only`` keeps dense and the labels it names."""
+
+    sweep: tuple | None = None
+    schedules: tuple = ()
+    decays: tuple = ()
+    only: tuple = ()
+
+    def expand(self, variants) -> tuple:
+        rows = tuple(self.sweep if self.sweep is not None else variants)
+        return with_remedies(rows, self.schedules, self.decays) if self.schedules or self.decays else rows
+
+    def cells(self, cells: list) -> list:
+        expanded = [self.expand(cell.variants) for cell in cells]
+        labels = sorted({v.label for rows in expanded for v in rows})
+        unknown = sorted(set(self.only) - set(labels))
+        if unknown:
+            raise ValueError(f"--only {unknown}: no such variant; accepted: {labels}")
+        return [Cell(cell.name, cell.make_workload,
+                     tuple(v for v in rows if v.k is None or not self.only or v.label in self.only))
+                for cell, rows in zip(cells, expanded)]
 
 
 _MNIST = TrainConfig(**setups.MNIST, threads=1)

@@ -33,9 +33,9 @@ from meprop.lab.results.store import ResultsWriter, new_run_id, read_records
 __all__ = ["measure", "results_file", "state_dir", "with_lrs", "seed_list", "format_summary", "interval_text"]
 
 
-def _cells(args, preset, variants) -> list:
+def _cells(args, preset, choice) -> list:
     if preset is not None:
-        cells = preset.cells(args.quick, tuple(variants))
+        cells = preset.cells(args.quick, choice)
         chosen = getattr(args, "cell", None)
         if chosen:
             unknown = sorted(set(chosen) - {c.name for c in cells})
@@ -46,7 +46,7 @@ def _cells(args, preset, variants) -> list:
         return cells
     from meprop.lab.converge.user_workload import UserWorkload
 
-    return [Cell("", lambda: UserWorkload(args.model), tuple(variants))]
+    return choice.cells([Cell("", lambda: UserWorkload(args.model), ())])
 
 
 def with_lrs(variants, grid) -> list:
@@ -78,14 +78,14 @@ def _study(name: str, cell: Cell, workload, settings: dict) -> str:
     return f"converge/{name}/{workload.name}/{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def measure(args, preset, plan, variants) -> int:
+def measure(args, preset, plan, choice) -> int:
     from meprop.lab.converge.study import summarize
 
     malloc = allocator.apply(allocator.FAIR)
     path = results_file(args.out)
     name = (args.preset or args.model) + "".join(f"+{c}" for c in sorted(getattr(args, "cell", None) or ()))
     seeds, grid = seed_list(args.seeds, args.seed), tuple(args.lr_grid or plan.grid())
-    cells = _cells(args, preset, variants)
+    cells = _cells(args, preset, choice)
     say = (lambda *_: None) if args.quiet else print
     studies = []
     with ResultsWriter(path, resume=args.resume) as writer:

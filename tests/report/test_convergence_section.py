@@ -86,14 +86,20 @@ def test_width_map_figure_and_table(tmp_path):
     for hidden in (500, 1024):
         study = f"converge/mnist-width/h{hidden}"
         for seed in (1, 2, 3):
+            k = hidden // 25
             for row in (seeded(seed, "dense", 100, 8.0, 91.0, study=study),
-                        seeded(seed, "top-k", 100, 8.0 / (hidden / 400) * (1 + seed / 10), 91.0, k=4, study=study)):
+                        seeded(seed, f"top-k k={k} (lazy)", 100, 8.0 / (hidden / 400) * (1 + seed / 10), 91.0,
+                               k=k, study=study),
+                        seeded(seed, f"top-k k={k} (lazy) +EF 1", 100, 4.0, 91.0, k=k, study=study)):
                 row.update(preset="mnist-width", settings={"hidden": hidden, "batch": 64})
                 rows.append(row)
     part = section(rows, tmp_path)
     assert "Where does meProp pay off?" in part.html
     assert "where-it-pays-off.png" in {p.name for p in part.files}
     assert "where_it_pays_off.csv" in {p.name for p in part.files}
+    # one line per arm across the widths (k differs per width): plain top-k and top-k with error feedback
+    svg = next(p for p in part.files if p.name == "where-it-pays-off.svg").read_text()
+    assert "batch 64, top-k (lazy) +EF 1" in svg and "batch 64, top-k (lazy) -->" in svg
 
 
 def test_empty_inputs_say_how_to_get_results(tmp_path):

@@ -7,8 +7,8 @@
   variant (filled: reached; hollow, at its whole training time: not reached), dense
   included, the meProp points labelled with their k;
 - :func:`width_figure`: "Where does meProp pay off?", the time-to-target speedup (median
-  over seeds, 95% interval as error bars) against the width, one line per (batch, mode),
-  1.0 marked.
+  over seeds, 95% interval as error bars) against the width, one line per batch and arm
+  (its label without k), 1.0 marked.
 
 Both go through :func:`meprop.lab.report.figures.save_figure` (PNG and SVG under
 ``figures/``). matplotlib is imported inside the functions.
@@ -87,6 +87,12 @@ def _finite_or(value, fallback: float) -> float:
     return fallback if value is None or value != value or value in (float("inf"), float("-inf")) else value
 
 
+def _line_name(arm: str) -> str:
+    """An arm's label without its k (k differs per width): ``top-k k=164 (lazy) +EF 1`` ->
+    ``top-k (lazy) +EF 1``; one line of the width figure per such name and batch."""
+    return re.sub(r" k=\d+", "", arm)
+
+
 def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
     """``summaries``: one :class:`meprop.lab.converge.study.StudySummary` per (width, batch) cell."""
     fig, ax = _figure(7.0, 4.2)
@@ -94,10 +100,10 @@ def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
     for summary in summaries:
         for arm in summary.arms[summary.middle][1:]:
             if arm.speedup and arm.speedup.get("median") is not None:
-                key = (summary.settings.get("batch"), arm.mode)
+                key = (summary.settings.get("batch"), _line_name(arm.arm))
                 lines.setdefault(key, []).append((summary.settings.get("hidden"), arm.speedup))
     top = 1.0
-    for index, ((batch, mode), points) in enumerate(sorted(lines.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1] or ""))):
+    for index, ((batch, line), points) in enumerate(sorted(lines.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1]))):
         points.sort(key=lambda p: p[0] or 0)
         xs = [p[0] for p in points]
         mid = [_finite_or(p[1]["median"], 0.0) for p in points]
@@ -105,8 +111,8 @@ def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
         high = [_finite_or(p[1].get("high"), m) for p, m in zip(points, mid)]
         top = max([top, *high])
         ax.errorbar(xs, mid, yerr=[[m - lo for m, lo in zip(mid, low)], [hi - m for m, hi in zip(mid, high)]],
-                    marker="o" if mode == "per_example" else "s", capsize=3, color=f"C{index}",
-                    label=f"batch {batch}, {'per-example' if mode == 'per_example' else mode}")
+                    marker="s" if line.startswith("unified") else "o", capsize=3, color=f"C{index}",
+                    label=f"batch {batch}, {line}")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1.0, label="1.0: as fast as dense")
     ax.set_xscale("log", base=2)
     ax.set_ylim(0, top * 1.1)

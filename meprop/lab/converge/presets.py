@@ -154,6 +154,12 @@ def _pair(k: int, lazy: bool = True) -> tuple:
     return tuple(rows)
 
 
+def _pair_and_feedback(k: int) -> tuple:
+    """:func:`_pair` and the lazy arm with error feedback (decay 1): on the LM, top-k alone can
+    collapse the residual stream (docs/time_to_accuracy.md, "The remedies")."""
+    return (*_pair(k), Variant(f"meProp k={k} +EF 1", k=k, optimizer_mode="lazy", error_feedback=1.0))
+
+
 def sweep_variants(ks, modes=("per_example", "unified"), optimizer_modes=("lazy", "exact")) -> tuple:
     """Dense, then one meProp variant per (k, mode, optimizer mode)."""
     rows = [Variant("dense")]
@@ -288,8 +294,9 @@ CONVERGENCE_PRESETS: dict[str, ConvergencePreset] = {
     "lm": ConvergencePreset(
         "Character-level transformer language model (2 pre-LN blocks, d=128; quick: d=64, k=8) on the POS "
         "corpus's text; meProp on every projection but the output head; targets 97/99/100% of dense's "
-        "median best next-character accuracy (quick: 200 steps, 90/95/97%)", _lm, _pair(16),
+        "median best next-character accuracy (quick: 200 steps, 90/95/97%); top-k with and without error "
+        "feedback", _lm, _pair_and_feedback(16),
         Plan(_RELATIVE, eval_every=200, max_steps=4000, lr=1e-3),
         Plan(_fractions(0.9, 0.95, 0.97), eval_every=50, max_steps=200, seeds=2, lr=1e-3, lr_grid=(1e-3,)),
-        quick_variants=_pair(8)),
+        quick_variants=_pair_and_feedback(8)),
 }

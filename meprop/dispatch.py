@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from meprop import kernels, tuning
+from meprop.selection import is_sparse
 
 __all__ = [
     "LinearBackward",
@@ -150,15 +151,15 @@ def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int
             or torch.compiler.is_compiling() or not kernels.supports(input, weight)):
         return None
     n, m = weight.shape
-    if k >= n:
+    batch = math.prod(input.shape[:-1])
+    if not is_sparse(k, n, batch):
         return KERNEL_CODES["auto"]  # the op runs the dense backward itself
     if not tuning.enabled():
         _note_forward("model")
         return KERNEL_CODES["auto"]
-    batch = math.prod(input.shape[:-1])
     key = _bucket(input, batch, n, m, k, layout, input.requires_grad, True)
     entry = tuning.lookup(key)
-    if entry is None and probe is not None and batch > 0 and torch.is_grad_enabled():
+    if entry is None and probe is not None and torch.is_grad_enabled():
         call, run = probe()
         _measure(call, key, candidates(True), run)
         entry = tuning.lookup(key)
@@ -178,7 +179,7 @@ def linear_backward_formulation(call: LinearBackward, run: Callable[[LinearBackw
     cost model.
     """
     batch, n, m = call.shape
-    if call.k >= n or batch == 0:
+    if not is_sparse(call.k, n, batch):
         return "dense"
     if call.mode == "unified":
         return "unified"

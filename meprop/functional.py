@@ -47,7 +47,7 @@ from meprop.checks import (
 from meprop._impl.sampled_backward import sampled_linear_backward
 from meprop.error_feedback import ErrorFeedback, with_error_feedback
 from meprop.options import BIAS_GRADS
-from meprop.selection import MODES, RANDOM_MODES, SAMPLED_MODES, select, topk_unified_synchronized
+from meprop.selection import MODES, RANDOM_MODES, SAMPLED_MODES, is_sparse, select, topk_unified_synchronized
 
 __all__ = ["meprop_linear", "masked_dense_linear_backward", "MODES", "BIAS_GRADS"]
 
@@ -246,7 +246,7 @@ def _run_backward(call: dispatch.LinearBackward):
             grad_weight = weight_grad_from_dense(grad_weight, call.param, call.layout)
         return grad_input, grad_weight, grad_bias
     batch, n, _ = call.shape
-    if call.mode in SAMPLED_MODES and call.k < n and batch > 0:
+    if call.mode in SAMPLED_MODES and is_sparse(call.k, n, batch):
         if not (call.need_input or call.need_weight or call.need_bias):
             return None, None, None
         return sampled_linear_backward(call)

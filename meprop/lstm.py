@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from meprop import dispatch
 from meprop._impl.masked_backward import functorch_active
-from meprop.checks import check_bool, check_choice, check_k, resolve_k
+from meprop.checks import check_bool, check_choice, check_positive_int, resolve_k
 from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
 from meprop.functional import meprop_linear
 from meprop.options import BIAS_GRADS
@@ -83,8 +83,8 @@ class MepropLSTM(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        self.input_size = check_k(input_size, "input_size")
-        self.hidden_size = check_k(hidden_size, "hidden_size")
+        self.input_size = check_positive_int(input_size, "input_size")
+        self.hidden_size = check_positive_int(hidden_size, "hidden_size")
         gates = 4 * hidden_size
         self.k = gates if k is None and k_ratio is None else resolve_k(k, k_ratio, gates)
         self.mode = check_choice(mode, "mode", MODES)

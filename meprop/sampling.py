@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import torch
 
-from meprop.selection import column_abs_sum
+from meprop.selection import column_abs_sum, is_sparse
 
 __all__ = ["sampling_probabilities", "sampled_scale", "draw_kept"]
 
@@ -64,7 +64,7 @@ def sampling_probabilities(scores: torch.Tensor, k: int) -> torch.Tensor:
 def _solve(work: torch.Tensor, k: int) -> torch.Tensor:
     """:func:`sampling_probabilities` of finite scores ``work: (R, n)``."""
     rows, n = work.shape
-    if k >= n:
+    if not is_sparse(k, n, rows):  # nothing to sample: every positive score kept surely
         return (work > 0).to(work.dtype)
     top, index = work.topk(k, dim=1, sorted=True)  # (R, k), decreasing
     top = top.double()

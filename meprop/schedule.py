@@ -35,6 +35,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from meprop.checks import check_k
+
 __all__ = ["KScheduler", "constant", "dense_warmup", "linear_ramp", "cosine_ramp", "interleaved", "parse"]
 
 KAt = Callable[[int], "int | None"]
@@ -82,13 +84,11 @@ class KScheduler:
 
     def _apply(self) -> None:
         value = self.k_at(self.last_step)
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise TypeError(f"k_at({self.last_step}) must return an int k >= 1 or None (a dense step), "
-                                 f"got {value!r} of type {type(value).__name__}")
-            if value < 1:
-                raise ValueError(f"k_at({self.last_step}) must return an int k >= 1 or None (a dense step), "
-                                 f"got {value}")
+        if value is not None:  # the schedule's entry check: the layers trust the k they are given
+            try:
+                check_k(value, f"k_at({self.last_step})")
+            except (TypeError, ValueError) as error:
+                raise type(error)(f"{error} (or None: a dense step)") from None
             for name, _, width in self.layers:
                 if value > width:
                     raise ValueError(f"k_at({self.last_step}) returned k={value}, more than layer {name!r}'s "

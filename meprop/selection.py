@@ -16,6 +16,8 @@ of the entries that are kept.
 - :func:`topk_unified_synchronized`: :func:`topk_unified` over the batches of all ranks
   of the default process group (the column sums are all-reduced first), so that every
   rank keeps the same k columns. Returns ``(k,)``.
+- :func:`is_sparse`: whether a backward selects at all (``k < n`` and a non-empty batch);
+  every path asks it, and takes the dense backward when it says no.
 
 Tie-breaking: selection uses :func:`torch.topk`, which does not specify which of
 several equal magnitudes is kept; exactly k distinct indices are always returned.
@@ -38,6 +40,7 @@ __all__ = [
     "column_abs_sum",
     "random_per_example",
     "select",
+    "is_sparse",
 ]
 
 #: Modes that keep exactly k entries per example (or k columns), as index lists.
@@ -48,6 +51,18 @@ SAMPLED_MODES = ("sampled", "sampled_unified")
 MODES = FIXED_K_MODES + SAMPLED_MODES
 #: Modes that draw random numbers (they take a ``generator``).
 RANDOM_MODES = ("random",) + SAMPLED_MODES
+
+
+def is_sparse(k: int, n: int, batch: int) -> bool:
+    """Whether keeping ``k`` of the ``n`` output-gradient entries of each of ``batch`` rows
+    drops anything: ``k < n`` and ``batch > 0``.
+
+    Otherwise meProp's backward is the dense one (``k >= n`` keeps every entry; an empty batch
+    has nothing to select). The one place Python decides it; the compiled ops' twin is
+    ``is_sparse`` in ``meprop/kernels/csrc/common.h``. ``k`` is trusted (checked at the public
+    entries: :func:`meprop.checks.check_k`, :func:`meprop.checks.resolve_k`).
+    """
+    return k < n and batch > 0
 
 
 def topk_per_example(dy: torch.Tensor, k: int) -> torch.Tensor:

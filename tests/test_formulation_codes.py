@@ -1,5 +1,5 @@
 """The formulation codes: one table (meprop.kernels.FORMULATIONS, index = code) that the C++ enum
-(csrc/common.h) follows and the compiled op's name switch (csrc/linear_backward.cpp) agrees with."""
+(csrc/common.h) follows, and the ops' one name/code table (kOpFormulations, csrc/common.h) agrees with."""
 
 from __future__ import annotations
 
@@ -22,12 +22,19 @@ def test_the_cpp_enum_follows_the_python_table():
     assert codes == {_camel(name): code for code, name in enumerate(kernels.FORMULATIONS)}
 
 
-def test_the_kernel_codes_are_the_table_and_the_op_names_them_alike():
+def test_the_kernel_codes_are_the_table_and_the_ops_name_them_alike():
     assert dispatch.KERNEL_CODES == {"auto": -1, "gather": 0, "masked_gemm": 1, "masked_dense": 5}
     for name, code in dispatch.KERNEL_CODES.items():
         assert code == -1 or kernels.FORMULATIONS[code] == name
-    source = (CSRC / "linear_backward.cpp").read_text()
-    names = dict(re.findall(r"case (k\w+|-1): return \"(\w+)\";", source))
-    assert names == {"-1": "auto", **{_camel(n): n for n in dispatch.KERNEL_CODES if n != "auto"}}
-    for name in dispatch.KERNEL_CODES:  # the op's string argument accepts exactly these
-        assert f'formulation == "{name}"' in source
+    table = re.search(r"kOpFormulations\[\] = \{(.*?)\};", (CSRC / "common.h").read_text(), re.S).group(1)
+    names = dict(re.findall(r'\{"(\w+)", (k\w+|-1)\}', table))
+    assert names == {"auto": "-1", **{n: _camel(n) for n in dispatch.KERNEL_CODES if n != "auto"}}
+
+
+def test_the_ops_take_their_formulations_from_the_one_table_only():
+    """Each op reads a formulation through the common helpers: no name or code spelled out again."""
+    for source in ("linear_backward.cpp", "sample.cpp"):
+        text = (CSRC / source).read_text()
+        assert "formulation_code(op, formulation)" in text
+        assert not re.search(r'formulation == "|case k\w+: return "', text), source
+    assert 'check_formulation_code("meprop::linear", formulation)' in (CSRC / "linear_backward.cpp").read_text()

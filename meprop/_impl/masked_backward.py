@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from meprop.checks import check_choice
 from meprop.options import BIAS_GRADS
 from meprop.sampling import sampled_scale
-from meprop.selection import SAMPLED_MODES, select
+from meprop.selection import SAMPLED_MODES, is_sparse, select
 
 __all__ = ["masked_linear_backward", "masked_dense_linear_backward", "functorch_active", "TransformFunction"]
 
@@ -58,16 +58,17 @@ def masked_linear_backward(
     """
     need_input, need_weight, need_bias = needs
     n = weight.shape[0]
-    kept = dy
-    if k < n and dy.shape[0] > 0 and mode in SAMPLED_MODES:
-        kept = dy * sampled_scale(dy.detach(), k, mode, generator)  # (N, n): unbiased, 1/p where kept
-    elif k < n and dy.shape[0] > 0:
-        idx = select(dy.detach(), k, mode, generator)  # (N, k), or (k,) for unified
-        if idx.dim() == 1:
-            mask = dy.new_zeros(n).index_fill(0, idx, 1).expand_as(dy)  # (N, n)
+    kept = dy  # every entry kept (the dense backward) unless the call selects
+    if is_sparse(k, n, dy.shape[0]):
+        if mode in SAMPLED_MODES:
+            kept = dy * sampled_scale(dy.detach(), k, mode, generator)  # (N, n): unbiased, 1/p where kept
         else:
-            mask = torch.zeros_like(dy).scatter(1, idx, 1)  # (N, n)
-        kept = dy * mask
+            idx = select(dy.detach(), k, mode, generator)  # (N, k), or (k,) for unified
+            if idx.dim() == 1:
+                mask = dy.new_zeros(n).index_fill(0, idx, 1).expand_as(dy)  # (N, n)
+            else:
+                mask = torch.zeros_like(dy).scatter(1, idx, 1)  # (N, n)
+            kept = dy * mask
     grad_input = kept @ weight if need_input else None  # (N, m)
     grad_weight = kept.t() @ x if need_weight else None  # (n, m)
     grad_bias = None

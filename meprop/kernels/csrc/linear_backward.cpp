@@ -40,7 +40,7 @@ constexpr double kGatherCost = 4.0;
 // plus B*U*m (the touched rows, U <= min(n, B*k)) at GEMM speed. Below 16 rows a GEMM is a
 // GEMV, memory-bound on W, while gathers read only the k rows they need: gathers.
 int64_t choose_formulation(int64_t batch, int64_t n, int64_t m, int64_t k) {
-  if (batch < 16 || k >= n) return kGather;
+  if (batch < 16 || !is_sparse(k, n, batch)) return kGather;
   const double touched = (double)std::min(n, batch * k);
   const double gather = 2.0 * batch * k * m * kGatherCost;
   const double masked = (double)batch * (n + touched) * m;
@@ -54,19 +54,6 @@ std::vector<int64_t> formulation_stats() {
   std::vector<int64_t> out{g_last.load()};
   for (auto& c : g_counts) out.push_back(c.load());
   return out;
-}
-
-// The per_example_backward name of a formulation code of meprop::linear (-1: "auto").
-const char* formulation_name(int64_t code) {
-  switch (code) {
-    case -1: return "auto";
-    case kGather: return "gather";
-    case kMaskedGemm: return "masked_gemm";
-    case kMaskedDense: return "masked_dense";
-    default: TORCH_CHECK(false, "meprop::linear: formulation must be -1 (auto), 0 (gather), 1 (masked_gemm) or ",
-                         "5 (masked_dense), got ", code);
-  }
-  return "auto";
 }
 
 // The entries given by `indices` (random mode: chosen outside), with their values.
@@ -107,31 +94,17 @@ void masked_gemms(const at::Tensor& kept, const at::Tensor& x, const at::Tensor&
 
 namespace {
 
-// dy_writable: the masked formulations may zero the dropped entries of dy in place rather
-// than write the kept ones into a new (B, n) matrix (the caller owns dy and is done with it).
+// Below the entry checks of its callers (check_backward_operands; `formulation` a code of
+// kOpFormulations, -1: the cost model's choice). dy_writable: the masked formulations may zero
+// the dropped entries of dy in place rather than write the kept ones into a new (B, n) matrix
+// (the caller owns dy and is done with it).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward_impl(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& weight_in, int64_t k,
     const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
-    bool dense_bias, bool dense_weight, c10::string_view formulation, bool dy_writable) {
-  TORCH_CHECK(dy_in.dim() == 2 && x_in.dim() == 2 && weight_in.dim() == 2,
-              "meprop::per_example_backward: dy (B, n), x (B, m), weight (n, m) must be 2-D");
-  TORCH_CHECK(dy_in.device().is_cpu(), "meprop::per_example_backward: CPU tensors only");
+    bool dense_bias, bool dense_weight, int64_t formulation, bool dy_writable) {
   const int64_t R = dy_in.size(0), n = dy_in.size(1), m = x_in.size(1);
-  TORCH_CHECK(x_in.size(0) == R && weight_in.size(0) == n && weight_in.size(1) == m,
-              "meprop::per_example_backward: shapes do not match: dy ", dy_in.sizes(), ", x ", x_in.sizes(),
-              ", weight ", weight_in.sizes());
-  TORCH_CHECK(dy_in.scalar_type() == x_in.scalar_type() && dy_in.scalar_type() == weight_in.scalar_type(),
-              "meprop::per_example_backward: dy, x and weight must share one dtype");
-  TORCH_CHECK(k >= 1, "meprop::per_example_backward: k must be >= 1, got ", k);
-  TORCH_CHECK(formulation == "auto" || formulation == "gather" || formulation == "masked_gemm" ||
-                  formulation == "masked_dense",
-              "meprop::per_example_backward: formulation must be 'auto', 'gather', 'masked_gemm' or "
-              "'masked_dense', got ", formulation);
   k = std::min(k, n);
-  const int64_t code = formulation == "auto"           ? choose_formulation(R, n, m, k)
-                       : formulation == "gather"       ? kGather
-                       : formulation == "masked_gemm" ? kMaskedGemm
-                                                       : kMaskedDense;
+  const int64_t code = formulation < 0 ? choose_formulation(R, n, m, k) : formulation;
   note_formulation(code);
   const bool masked = code == kMaskedGemm;
   const bool masked_dense = code == kMaskedDense;
@@ -238,8 +211,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> per_example_backward(
     const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight, int64_t k,
     const std::optional<at::Tensor>& indices, bool need_input, bool need_weight, bool need_bias,
     bool dense_bias, bool dense_weight, c10::string_view formulation) {
+  constexpr const char* op = "meprop::per_example_backward";
+  check_backward_operands(op, dy, x, weight, k);
+  const int64_t code = formulation_code(op, formulation);
   return per_example_backward_impl(dy, x, weight, k, indices, need_input, need_weight, need_bias, dense_bias,
-                                   dense_weight, formulation, /*dy_writable=*/false);
+                                   dense_weight, code, /*dy_writable=*/false);
 }
 
 // Whether a backward may overwrite its incoming gradient: a dense contiguous tensor that
@@ -270,6 +246,13 @@ at::Tensor row_sparse(const at::Tensor& full, const at::Tensor& row_index) {
 }
 
 // ------------------------------------------------------------------ meprop::linear
+// The op's entry checks (at::linear checks the shapes and dtypes).
+void check_linear_arguments(const at::Tensor& input, const at::Tensor& weight, int64_t k, int64_t formulation) {
+  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu(), "meprop::linear: CPU tensors only");
+  TORCH_CHECK(k >= 1, "meprop::linear: k must be >= 1, got ", k);
+  check_formulation_code("meprop::linear", formulation);
+}
+
 // F.linear whose backward is the per-example meProp backward above, as a C++ autograd
 // function: the eager backward runs without Python (its fixed cost is what decides the
 // small shapes of the paper: batch 1 and 10 of a 500-wide layer).
@@ -278,9 +261,9 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, int64_t k, bool dense_bias, bool sparse_grad,
                             int64_t formulation) {
+    check_linear_arguments(input, weight, k, formulation);  // now: the backward trusts them
     ctx->save_for_backward({input, weight});
     ctx->saved_data["k"] = k;
-    formulation_name(formulation);  // refuses an unknown code now, not in the backward
     ctx->saved_data["formulation"] = formulation;
     ctx->saved_data["dense_bias"] = dense_bias;
     ctx->saved_data["sparse_grad"] = sparse_grad;
@@ -312,7 +295,7 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
       // The same backward in differentiable ATen ops: dy masked to its top-k per row, then the
       // dense backward (as meprop/_impl/masked_backward.py does for the Python paths).
       at::Tensor kept = dy, row_index = at::arange(n, dy.options().dtype(at::kLong));
-      if (k < n && batch > 0) {
+      if (is_sparse(k, n, batch)) {
         at::Tensor idx = std::get<1>(dy.detach().abs().topk(k, 1, true, false));
         at::Tensor mask = at::zeros_like(dy).scatter_(1, idx, 1.0);  // (B, n)
         kept = dy * mask;
@@ -323,15 +306,15 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
       if (need_bias) gb = (dense_bias ? dy : kept).sum(0);
       return {gi, gw, gb, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
-    if (k >= n) {
+    if (!is_sparse(k, n, batch)) {
       note_formulation(kDense);
       if (need_input) gi = dy.mm(weight).reshape(input.sizes());
-      // COO whenever asked: every row is kept at k >= n
+      // COO whenever asked: every row is kept at k >= n (and none of an empty batch is dropped)
       if (need_weight) gw = sparse_grad ? row_sparse(dy.t().mm(x), at::arange(n, dy.options().dtype(at::kLong))) : dy.t().mm(x);
       if (need_bias) gb = dy.sum(0);
     } else if (need_input || need_weight || need_bias) {
       auto out = per_example_backward_impl(dy, x, weight, k, std::nullopt, need_input, need_weight, need_bias,
-                                           dense_bias, !sparse_grad, formulation_name(formulation), dy_owned);
+                                           dense_bias, !sparse_grad, formulation, dy_owned);
       if (need_input) gi = std::get<0>(out).reshape(input.sizes());
       if (need_weight) gw = sparse_grad ? row_sparse_of(std::get<1>(out), std::get<2>(out), weight.sizes()) : std::get<2>(out);
       if (need_bias) gb = std::get<3>(out);
@@ -347,6 +330,7 @@ at::Tensor linear_autograd(const at::Tensor& input, const at::Tensor& weight, co
 
 at::Tensor linear_plain(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         int64_t k, bool dense_bias, bool sparse_grad, int64_t formulation) {
+  check_linear_arguments(input, weight, k, formulation);
   return at::linear(input, weight, bias);
 }
 

@@ -175,25 +175,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sampled_backward(
     const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& weight_in, int64_t k,
     const std::optional<at::Generator>& generator, bool need_input, bool need_weight, bool need_bias,
     bool dense_bias, bool dense_weight, c10::string_view formulation) {
-  TORCH_CHECK(dy_in.dim() == 2 && x_in.dim() == 2 && weight_in.dim() == 2,
-              "meprop::sampled_backward: dy (B, n), x (B, m), weight (n, m) must be 2-D");
-  TORCH_CHECK(dy_in.device().is_cpu(), "meprop::sampled_backward: CPU tensors only");
+  constexpr const char* op = "meprop::sampled_backward";
+  check_backward_operands(op, dy_in, x_in, weight_in, k);
+  const int64_t named = formulation_code(op, formulation);
   const int64_t R = dy_in.size(0), n = dy_in.size(1), m = x_in.size(1);
-  TORCH_CHECK(x_in.size(0) == R && weight_in.size(0) == n && weight_in.size(1) == m,
-              "meprop::sampled_backward: shapes do not match: dy ", dy_in.sizes(), ", x ", x_in.sizes(),
-              ", weight ", weight_in.sizes());
-  TORCH_CHECK(dy_in.scalar_type() == x_in.scalar_type() && dy_in.scalar_type() == weight_in.scalar_type(),
-              "meprop::sampled_backward: dy, x and weight must share one dtype");
-  TORCH_CHECK(k >= 1, "meprop::sampled_backward: k must be >= 1, got ", k);
-  TORCH_CHECK(formulation == "auto" || formulation == "gather" || formulation == "masked_gemm" ||
-                  formulation == "masked_dense",
-              "meprop::sampled_backward: formulation must be 'auto', 'gather', 'masked_gemm' or "
-              "'masked_dense', got ", formulation);
   k = std::min(k, n);
-  const int64_t code = formulation == "auto"          ? choose_formulation(R, n, m, k)
-                       : formulation == "gather"      ? kGather
-                       : formulation == "masked_gemm" ? kMaskedGemm
-                                                      : kMaskedDense;
+  const int64_t code = named < 0 ? choose_formulation(R, n, m, k) : named;
   auto dy = dy_in.contiguous();
   auto x = x_in.contiguous();
   auto weight = weight_in.contiguous();

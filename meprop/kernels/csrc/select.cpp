@@ -92,7 +92,7 @@ template <typename T>
 MEPROP_INLINE void select_row_impl(const T* row, int64_t n, int64_t k, int64_t* idx, T* val,
                                    SelectScratch<T>& s) {
   using K = typename Key<T>::type;
-  if (k >= n) {
+  if (!is_sparse(k, n, 1)) {  // the row keeps every entry
     for (int64_t i = 0; i < n; ++i) { idx[i] = i; val[i] = row[i]; }
     return;
   }
@@ -142,7 +142,7 @@ template <typename T>
 MEPROP_INLINE void mask_row_impl(const T* row, int64_t n, int64_t k, T* out, uint8_t* touched,
                                  SelectScratch<T>& s) {
   using K = typename Key<T>::type;
-  if (k >= n) {
+  if (!is_sparse(k, n, 1)) {  // the row keeps every entry
     std::memcpy(out, row, n * sizeof(T));
     if (touched) std::memset(touched, 1, n);
     return;

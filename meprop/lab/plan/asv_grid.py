@@ -103,40 +103,44 @@ def read_grid(environ=None) -> dict[str, list]:
     return out
 
 
-def read_threads(environ) -> int | None:
-    raw = environ.get("MEPROP_ASV_THREADS", "1")
-    if raw == "all":
-        return None
+def _read(environ, name: str, default: str, parse, accepted: str):
+    """``parse`` of the variable ``name`` (``default`` when unset); a ValueError naming the
+    variable, what it accepts and the value when ``parse`` refuses it."""
+    raw = environ.get(name, default)
     try:
-        return _positive_int(raw)
+        return parse(raw)
     except ValueError:
-        raise ValueError(f"MEPROP_ASV_THREADS must be a positive int or 'all', got {raw!r}") from None
+        raise ValueError(f"{name} must be {accepted}, got {raw!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also refuses NaN
+        raise ValueError(f"must be positive, got {value}")
+    return value
+
+
+def _clock(text: str) -> str:
+    if text not in ("cpu", "wall"):
+        raise ValueError(f"must be 'cpu' or 'wall', got {text!r}")
+    return text
+
+
+def read_threads(environ) -> int | None:
+    return _read(environ, "MEPROP_ASV_THREADS", "1", lambda raw: None if raw == "all" else _positive_int(raw),
+                 "a positive int or 'all'")
 
 
 def read_clock(environ) -> str:
-    raw = environ.get("MEPROP_ASV_CLOCK", "cpu")
-    if raw not in ("cpu", "wall"):
-        raise ValueError(f"MEPROP_ASV_CLOCK must be 'cpu' or 'wall', got {raw!r}")
-    return raw
+    return _read(environ, "MEPROP_ASV_CLOCK", "cpu", _clock, "'cpu' or 'wall'")
 
 
 def read_rounds(environ) -> int:
-    raw = environ.get("MEPROP_ASV_ROUNDS", "5")
-    try:
-        return _positive_int(raw)
-    except ValueError:
-        raise ValueError(f"MEPROP_ASV_ROUNDS must be a positive int, got {raw!r}") from None
+    return _read(environ, "MEPROP_ASV_ROUNDS", "5", _positive_int, "a positive int")
 
 
 def read_budget(environ) -> float:
-    raw = environ.get("MEPROP_ASV_BUDGET", "0.3")
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise ValueError(f"MEPROP_ASV_BUDGET must be a positive number of seconds, got {raw!r}")
-    return value
+    return _read(environ, "MEPROP_ASV_BUDGET", "0.3", _positive_float, "a positive number of seconds")
 
 
 def read_settings(environ=None) -> Settings:

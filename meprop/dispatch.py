@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,7 +41,9 @@ __all__ = [
     "KERNEL_CODES",
     "autocast_dtype",
     "linear_forward_formulation",
+    "linear_forward_code",
     "linear_backward_formulation",
+    "unified_op_applies",
     "candidates",
     "PYTORCH_STAND_IN",
     "compiled_op_applies",
@@ -59,6 +62,10 @@ KERNEL_CODES = {"auto": -1, **{name: kernels.FORMULATIONS.index(name) for name i
 PYTORCH_STAND_IN = {"auto": "pytorch", "gather": "pytorch", "masked_gemm": "masked_dense",
                     "masked_dense": "masked_dense"}
 _choices: collections.Counter = collections.Counter()
+# linear_forward_code's decisions: key -> (code, the source it counted); the source last counted
+_forward_memo: dict[tuple, tuple[int | None, str | None]] = {}
+_last_forward_note: list = [None]
+_FORWARD_MEMO_SIZE = 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +176,49 @@ def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int
     return KERNEL_CODES[entry["formulation"]]
 
 
+def linear_forward_code(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str, layout: str,
+                        compute_dtype: torch.dtype | None,
+                        probe: Callable[[], tuple[LinearBackward, Callable]] | None = None) -> int | None:
+    """:func:`linear_forward_formulation`, remembered: a layer's later forwards pay one dict lookup.
+
+    The decision depends only on the key below: the operands' shapes, dtypes and devices,
+    the layer's k, mode and layout, autocast, the settings and the kernels' state, the
+    tuning memory (its :func:`meprop.tuning.generation`), the thread count and grad mode.
+    A per-example forward left to the Python Function (a bucket not measured, or whose
+    winner is the PyTorch path) is not remembered: it asks again (and measures) each time.
+    """
+    if torch.compiler.is_compiling():
+        return linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
+    key = (input.shape, input.dtype, input.device, input.requires_grad, weight.shape, weight.dtype,
+           weight.device, k, mode, layout, compute_dtype, probe is None, torch.is_grad_enabled(),
+           torch.get_num_threads(), tuning.generation(), kernels.library_path(),
+           os.environ.get("MEPROP_KERNELS"), os.environ.get("MEPROP_TUNING"))
+    hit = _forward_memo.get(key)
+    if hit is not None:
+        if hit[1] is not None:
+            _note_forward(hit[1])
+        return hit[0]
+    _last_forward_note[0] = None
+    code = linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
+    if code is not None or mode != "per_example" or compute_dtype is not None or layout == "dense_tracked":
+        if len(_forward_memo) >= _FORWARD_MEMO_SIZE:
+            _forward_memo.clear()
+        # under the key as it is now (a measurement in the call changed the generation)
+        _forward_memo[key[:14] + (tuning.generation(),) + key[15:]] = (code, _last_forward_note[0])
+    return code
+
+
+def unified_op_applies(input: torch.Tensor, weight: torch.Tensor, mode: str, layout: str,
+                       compute_dtype: torch.dtype | None, sync_selection: bool) -> bool:
+    """True when a unified-mode forward runs ``torch.ops.meprop.unified_linear`` (its backward a
+    C++ autograd function, no Python): CPU float32/64 outside autocast and ``torch.compile``,
+    the dense or row-sparse layout, no selection agreed across ranks. Elsewhere the Python
+    Function runs the same backward in PyTorch ops (the reference)."""
+    return (mode == "unified" and not sync_selection and compute_dtype is None
+            and layout in ("dense", "row_sparse") and not torch.compiler.is_compiling()
+            and kernels.supports(input, weight))
+
+
 def linear_backward_formulation(call: LinearBackward, run: Callable[[LinearBackward, str], object]) -> str:
     """The formulation to run ``call`` with: a name of :data:`meprop.kernels.FORMULATIONS`, or
     ``auto`` (the compiled kernel applies its cost model and records what it ran).
@@ -237,5 +287,6 @@ def _note(source: str) -> None:
 
 
 def _note_forward(source: str) -> None:
+    _last_forward_note[0] = source
     if torch.is_grad_enabled():  # a forward that will have a backward
         _choices[source] += 1

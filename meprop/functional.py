@@ -41,9 +41,8 @@ from meprop._impl.grad_layout import choose_layout, weight_grad_from_dense, weig
 from meprop._impl.masked_backward import (
     TransformFunction, functorch_active, masked_dense_linear_backward, masked_linear_backward,
 )
-from meprop.checks import (
-    check_bool, check_choice, check_k, check_linear_operands, check_same_dtype, check_sync_selection,
-)
+from meprop._impl.linear_arguments import check_linear_arguments
+from meprop.checks import check_linear_operands, check_same_dtype
 from meprop._impl.sampled_backward import sampled_linear_backward
 from meprop.error_feedback import ErrorFeedback, with_error_feedback
 from meprop.options import BIAS_GRADS
@@ -107,7 +106,15 @@ def meprop_linear(
     the tied entries is kept; always exactly k). NaN/inf in the output gradient are
     kept first and propagate, as in ``nn.Linear``.
     """
-    k = _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback)
+    k = check_linear_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback)
+    return linear_forward(input, weight, bias, k, mode, bias_grad, sparse_grad, generator, sync_selection,
+                          error_feedback)
+
+
+def linear_forward(input, weight, bias, k, mode, bias_grad, sparse_grad, generator, sync_selection,
+                   error_feedback) -> torch.Tensor:
+    """:func:`meprop_linear` whose keyword arguments were checked (:func:`check_linear_arguments`):
+    MepropLinear checks its own when they change, not in every forward."""
     check_linear_operands(input, weight, bias)
 
     # Autocast runs F.linear in its lower precision; the Function does the same casts
@@ -122,7 +129,7 @@ def meprop_linear(
     layout = choose_layout(weight, sparse_grad)
     needs_grad = input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
     probe = (lambda: _tuning_probe(input, weight, bias, k, mode, bias_grad, layout)) if needs_grad else None
-    code = None if error_feedback is not None else dispatch.linear_forward_formulation(
+    code = None if error_feedback is not None else dispatch.linear_forward_code(
         input, weight, k, mode, layout, compute_dtype, probe)
     if code is not None:
         # The compiled op with a C++ autograd backward (no Python in the backward); it emits
@@ -130,6 +137,10 @@ def meprop_linear(
         return torch.ops.meprop.linear(
             input, weight, bias, k, bias_grad == "dense", layout == "row_sparse", code
         )
+    if error_feedback is None and dispatch.unified_op_applies(input, weight, mode, layout, compute_dtype,
+                                                              sync_selection):
+        # Unified mode's compiled op: the backward of _unified_backward in C++ (no Python).
+        return torch.ops.meprop.unified_linear(input, weight, bias, k, bias_grad == "dense", layout == "row_sparse")
     return _MepropLinearFunction.apply(
         input, weight, bias, k, mode, bias_grad, layout, generator, compute_dtype, sync_selection, error_feedback
     )
@@ -154,29 +165,6 @@ def _refuse_feedback_under_transforms(error_feedback) -> None:
     if error_feedback is not None:
         raise ValueError("meprop_linear: error_feedback cannot be used under torch.func transforms "
                          "(its memory is state updated in the backward); pass error_feedback=None there")
-
-
-def _check_arguments(k, mode, bias_grad, sparse_grad, generator, sync_selection, error_feedback) -> int:
-    """meprop_linear's keyword arguments checked (errors name the argument); returns k."""
-    k = check_k(k)
-    check_choice(mode, "mode", MODES)
-    check_choice(bias_grad, "bias_grad", BIAS_GRADS)
-    check_bool(sparse_grad, "sparse_grad")
-    check_sync_selection(sync_selection, mode)
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"generator must be a torch.Generator or None, got {type(generator).__name__}"
-            )
-        if mode not in RANDOM_MODES:
-            raise ValueError(
-                f"generator is used only by mode='random' and the sampled modes {SAMPLED_MODES} "
-                f"(per_example and unified selection are deterministic), got generator with mode={mode!r}"
-            )
-    if error_feedback is not None and not isinstance(error_feedback, ErrorFeedback):
-        raise TypeError(f"error_feedback must be a meprop.error_feedback.ErrorFeedback or None, "
-                        f"got {type(error_feedback).__name__}")
-    return k
 
 
 class _MepropLinearFunction(torch.autograd.Function):

@@ -19,7 +19,8 @@ from meprop.checks import check_bool, check_choice, check_sync_selection, resolv
 from meprop._impl.grad_layout import mark_meprop_weight
 from meprop._impl.layer_probe import bypassed_linears, linear_call_order
 from meprop.error_feedback import ErrorFeedback
-from meprop.functional import meprop_linear
+from meprop._impl.linear_arguments import check_linear_arguments
+from meprop.functional import linear_forward
 from meprop.options import BIAS_GRADS
 from meprop.selection import MODES, RANDOM_MODES
 
@@ -130,14 +131,18 @@ class MepropLinear(nn.Linear):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, self.weight, self.bias)
-        mark_meprop_weight(self.weight)  # again: a deepcopy or a new Parameter drops the mark
-        return meprop_linear(
-            input, self.weight, self.bias, k=self.k, mode=self.mode,
-            bias_grad=self.bias_grad, sparse_grad=self.sparse_grad,
-            sync_selection=getattr(self, "sync_selection", False),
-            generator=getattr(self, "generator", None) if self.mode in RANDOM_MODES else None,
-            error_feedback=getattr(self, "error_feedback", None),
-        )
+        weight = self.weight
+        mark_meprop_weight(weight)  # again: a deepcopy or a new Parameter drops the mark
+        mode, state = self.mode, self.__dict__
+        arguments = (self.k, mode, self.bias_grad, self.sparse_grad,
+                     state.get("generator") if mode in RANDOM_MODES else None,
+                     state.get("sync_selection", False), getattr(self, "error_feedback", None))
+        # Checked when they change (they are attributes a user or a schedule may set), not per call.
+        if torch.compiler.is_compiling() or arguments != state.get("_checked_arguments"):
+            arguments = (check_linear_arguments(*arguments), *arguments[1:])
+            if not torch.compiler.is_compiling():
+                state["_checked_arguments"] = arguments
+        return linear_forward(input, weight, self.bias, *arguments)
 
     def extra_repr(self) -> str:
         ratio = "" if self.k_ratio is None else f", k_ratio={self.k_ratio}"

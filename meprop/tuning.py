@@ -61,6 +61,7 @@ _MIN_ROUNDS = 3
 _lock = threading.Lock()
 _memory: dict[str, dict] = {}       # bucket key -> {"formulation", "source", "times"}
 _disk_loaded: dict[str, bool] = {}  # cache path -> loaded
+_generation = [0]  # bumped whenever _memory changes (decisions remembered from it are then stale)
 
 
 class TuningCacheWarning(RuntimeWarning):
@@ -128,7 +129,13 @@ def lookup(key: str) -> dict | None:
             _disk_loaded[str(path)] = True
             for name, stored in _read(path).items():
                 _memory.setdefault(name, {**stored, "source": "cached"})
+            _generation[0] += 1
     return _memory.get(key)
+
+
+def generation() -> int:
+    """A number that changes whenever the in-memory choices change (measured, read, cleared)."""
+    return _generation[0]
 
 
 def pick(key: str, candidates: Sequence[str], run: Callable[[str], object],
@@ -139,6 +146,7 @@ def pick(key: str, candidates: Sequence[str], run: Callable[[str], object],
     entry = {"formulation": winner, "times": {name: round(t, 9) for name, t in times.items()}}
     with _lock:
         _memory[key] = {**entry, "source": "measured"}
+        _generation[0] += 1
     _write(cache_path(), key, entry)
     return winner
 
@@ -168,6 +176,7 @@ def clear_memory() -> None:
     with _lock:
         _memory.clear()
         _disk_loaded.clear()
+        _generation[0] += 1
 
 
 def _read(path: Path) -> dict[str, dict]:

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from meprop import dispatch
 from meprop._impl.masked_backward import functorch_active
+from meprop.error_feedback import ErrorFeedback
 from meprop.checks import check_bool, check_choice, check_positive_int, resolve_k
 from meprop._impl.grad_layout import choose_layout, mark_meprop_weight, weight_grad_from_rows
 from meprop.functional import meprop_linear
@@ -63,6 +64,11 @@ class MepropLSTM(nn.Module):
         generator: random source of ``mode="random"`` and the sampled modes (None: torch's
             global generator). Those modes take the PyTorch path; each projection draws its
             own selection (the two see the same gate gradient, so each stays unbiased).
+        error_feedback: a decay in (0, 1] gives each projection a dropped-gradient memory
+            (:mod:`meprop.error_feedback`; submodules ``error_feedback_ih`` and
+            ``error_feedback_hh``, each ``(4h,)``). The recurrent projection runs once per
+            time step, so what its selection drops at step t re-enters at step t-1 of the
+            same backward, and at the next backward. It takes the PyTorch path.
 
     Parameters ``weight_ih: (4h, in)``, ``weight_hh: (4h, h)``, ``bias_ih``, ``bias_hh:
     (4h,)`` are initialised like ``nn.LSTM``'s (uniform in ``±1/sqrt(h)``).
@@ -79,6 +85,7 @@ class MepropLSTM(nn.Module):
         bias_grad: str = "sparse",
         sparse_grad: bool = False,
         generator: torch.Generator | None = None,
+        error_feedback: float | None = None,
         device=None,
         dtype=None,
     ) -> None:
@@ -101,6 +108,10 @@ class MepropLSTM(nn.Module):
         self.bias_hh = nn.Parameter(torch.empty(gates, **factory))
         self.reset_parameters()
         self._mark_weights()
+        self.error_feedback_ih = self.error_feedback_hh = None
+        if error_feedback is not None:
+            self.error_feedback_ih = ErrorFeedback(gates, error_feedback, **factory)
+            self.error_feedback_hh = ErrorFeedback(gates, error_feedback, **factory)
 
     def _mark_weights(self) -> None:
         # meProp weights: a lazy meprop.optim optimizer updates their touched rows only
@@ -129,12 +140,13 @@ class MepropLSTM(nn.Module):
                 getattr(module, name).copy_(getattr(lstm, f"{name}_l0"))
         return module
 
-    def _project(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _project(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                 feedback: ErrorFeedback | None) -> torch.Tensor:
         if not self.training or not torch.is_grad_enabled():
             return F.linear(input, weight, bias)
         generator = getattr(self, "generator", None) if self.mode in RANDOM_MODES else None
         return meprop_linear(input, weight, bias, k=self.k, mode=self.mode, bias_grad=self.bias_grad,
-                             sparse_grad=self.sparse_grad, generator=generator)
+                             sparse_grad=self.sparse_grad, generator=generator, error_feedback=feedback)
 
     def forward(
         self,
@@ -181,10 +193,11 @@ class MepropLSTM(nn.Module):
         if self._use_kernels(input, h, c):
             return self._fused(input, lengths, h, c)
 
-        gates_x = self._project(input, self.weight_ih, self.bias_ih)  # (B, T, 4h)
+        feedback_ih, feedback_hh = getattr(self, "error_feedback_ih", None), getattr(self, "error_feedback_hh", None)
+        gates_x = self._project(input, self.weight_ih, self.bias_ih, feedback_ih)  # (B, T, 4h)
         outputs = []
         for t in range(steps):
-            gates = gates_x[:, t] + self._project(h, self.weight_hh, self.bias_hh)  # (B, 4h)
+            gates = gates_x[:, t] + self._project(h, self.weight_hh, self.bias_hh, feedback_hh)  # (B, 4h)
             i, f, g, o = gates.chunk(4, dim=1)  # each (B, h)
             c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h_new = torch.sigmoid(o) * torch.tanh(c_new)
@@ -202,8 +215,8 @@ class MepropLSTM(nn.Module):
         return output, (h, c)  # (B, T, h), ((B, h), (B, h))
 
     def _use_kernels(self, input, h, c) -> bool:
-        if functorch_active():
-            return False  # torch.func: the PyTorch path, whose meprop_linear supports transforms
+        if functorch_active() or getattr(self, "error_feedback_ih", None) is not None:
+            return False  # torch.func, error feedback: the PyTorch path (meprop_linear)
         return dispatch.lstm_kernels(self.mode, self.training, input, h, c, *self.parameters())
 
     def _fused(self, input, lengths, h, c):

@@ -126,10 +126,10 @@ def test_bad_remedy_options_are_refused_in_one_line(tmp_path, capsys, option, va
     assert code == 2 and message in err and err.count("\n") == 1
 
 
-def test_error_feedback_on_the_lstm_is_refused_and_sampling_gets_a_generator():
+def test_error_feedback_on_the_tagger_fills_each_lstm_projection_and_sampling_gets_a_generator():
     tagger = PosTagger(20, 5, embed=8, hidden=4, k=2, mode="sampled")
-    with pytest.raises(remedies.RemedyError, match="--error-feedback 0.5: the LSTM .*linear layers"):
-        remedies.apply(tagger, Variant("ef", k=2, mode="sampled", error_feedback=0.5), seed=1)
+    remedies.apply(tagger, Variant("ef", k=2, mode="sampled", error_feedback=0.5), seed=1)
+    assert tagger.lstm.error_feedback_ih.decay == 0.5 and tagger.lstm.error_feedback_hh.memory.shape == (16,)
     applied = remedies.apply(tagger, Variant("s", k=2, mode="sampled", schedule="warmup:2"), seed=1)
     assert tagger.lstm.generator is applied.generator and applied.k == [None]
     applied.step(), applied.step()

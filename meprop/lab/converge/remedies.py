@@ -9,8 +9,8 @@ A :class:`meprop.lab.converge.loop.Variant` names, beside its k and selection ``
   ``parse(spec, its k)`` through a :class:`meprop.schedule.KScheduler`, stepped once per
   optimizer step;
 - ``error_feedback``: a decay in (0, 1]: every :class:`meprop.MepropLinear` gets its
-  dropped-gradient memory (:class:`meprop.error_feedback.ErrorFeedback`). The LSTM has none:
-  refused.
+  dropped-gradient memory (:class:`meprop.error_feedback.ErrorFeedback`), every
+  :class:`meprop.MepropLSTM` one per projection (input and recurrent).
 
 Modes that draw (``random``, ``sampled``, ``sampled_unified``) get one ``torch.Generator`` per
 model, seeded from the run's seed, so a run reproduces. :func:`apply` returns the
@@ -100,6 +100,16 @@ def _schedulers(layers: list, spec: str) -> list:
         raise RemedyError(f"--schedule {spec!r}: {error}") from None
 
 
+def _add_error_feedback(layer: nn.Module, decay: float) -> None:
+    """A fresh memory on each projection of ``layer`` (MepropLSTM: input and recurrent)."""
+    if isinstance(layer, MepropLSTM):
+        for name, weight in (("error_feedback_ih", layer.weight_ih), ("error_feedback_hh", layer.weight_hh)):
+            setattr(layer, name, ErrorFeedback(weight.shape[0], decay, device=weight.device, dtype=weight.dtype))
+    else:
+        layer.error_feedback = ErrorFeedback(layer.out_features, decay, device=layer.weight.device,
+                                             dtype=layer.weight.dtype)
+
+
 def apply(model: nn.Module, variant, seed: int) -> Remedies | None:
     """Put ``variant``'s remedies on ``model`` (built, on its device); None when it needs none."""
     layers = _meprop_layers(model)
@@ -110,13 +120,8 @@ def apply(model: nn.Module, variant, seed: int) -> Remedies | None:
         return None
     if variant.error_feedback is not None:
         decay = check_error_feedback(variant.error_feedback)
-        lstm = [m for m in layers if isinstance(m, MepropLSTM)]
-        if lstm:
-            raise RemedyError(f"--error-feedback {decay:g}: the LSTM (MepropLSTM) has no error feedback; it is "
-                              "a remedy of linear layers (MepropLinear) only")
         for layer in layers:
-            layer.error_feedback = ErrorFeedback(layer.out_features, decay, device=layer.weight.device,
-                                                 dtype=layer.weight.dtype)
+            _add_error_feedback(layer, decay)
     generator = None
     if variant.mode in RANDOM_MODES:
         device = next(model.parameters()).device

@@ -129,6 +129,24 @@ def test_both_formulations_equal_the_reference(batch, n, m, k, bias_grad):
                 torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("m", [784, 500, 71])  # whole 64-float tiles + 2 vectors; + 6 vectors + 4; + scalars
+def test_float32_gathers_at_the_paper_shapes_equal_a_float64_reference(m):
+    # The vectorised row gathers and scatters (rows.h) in float32, every tile / vector / scalar
+    # tail of a row, against the same kept entries computed in float64.
+    _need_kernels()
+    batch, n, k = 10, 500, 20
+    dy, x, w = _operands(batch, n, m, torch.float32)
+    idx = select(dy, k, "per_example")
+    mask = torch.zeros_like(dy, dtype=torch.bool).scatter_(1, idx, True)
+    want = masked_dense_linear_backward(x.double(), w.double(), dy.double(), mask)
+    gi, row_index, rows, gb = torch.ops.meprop.per_example_backward(
+        dy, x, w, k, None, True, True, True, False, False, "gather")
+    assert kernels.last_formulation() == "gather"
+    gw = torch.zeros_like(w).index_copy_(0, row_index, rows)
+    for got, expected in zip((gi, gw, gb), want):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.usefixtures("tuning_off_for_determinism")  # the cost model decides, not a measurement
 def test_formulation_choice_follows_the_cost_model():
     _need_kernels()

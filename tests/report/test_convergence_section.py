@@ -9,7 +9,7 @@ import report_fixtures as fx
 
 from meprop.lab.converge.time_to_target import Target
 from meprop.lab.report import build_report
-from meprop.lab.report.sections.convergence import outcome_table, section
+from meprop.lab.report.sections.convergence import outcome_table, section, verdict
 from meprop.lab.results import schema
 
 
@@ -130,3 +130,12 @@ def test_section_renders_in_headless_chromium(page, tmp_path):
     assert "Does it pay off?" in dom and "not reached" in dom
     loaded, total = map(int, re.search(r'data-figures-loaded="(\d+)/(\d+)"', dom).groups())
     assert loaded == total and total >= 3
+
+
+def test_verdict_reads_an_infinite_bound_as_a_bound():
+    # dense missed the target on a seed: that seed's ratio is infinite, the interval still decides
+    assert verdict({"median": 1.9, "low": 1.2, "high": float("inf")}) == "meProp sooner"
+    assert verdict({"median": 1.1, "low": 0.0, "high": float("inf")}) == "no difference shown"
+    assert verdict({"median": 0.5, "low": 0.0, "high": 0.8}) == "dense sooner"
+    assert verdict({"median": 1.5, "low": None, "high": None}) == "no interval (one seed)"
+    assert verdict(None) == "no pairs"

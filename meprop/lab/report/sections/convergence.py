@@ -23,6 +23,7 @@ The statistics are :mod:`meprop.lab.converge.study`'s (over seeds,
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +35,7 @@ from meprop.lab.report.conv_figures import curve_figure, slug, width_figure
 from meprop.lab.report.html import figure_html, table_html
 from meprop.lab.report.sections import Section
 from meprop.lab.report.tables import write_table
-from meprop.lab.results.stats import SEEDS_NOTE, straddles_one
+from meprop.lab.results.stats import SEEDS_NOTE
 
 __all__ = ["section", "outcome_table", "ranking_table", "width_table", "verdict", "BAR"]
 
@@ -57,12 +58,14 @@ def verdict(stats: dict | None) -> str:
     """What a speedup's interval allows one to say."""
     if not stats or stats.get("median") is None:
         return "no pairs"
-    inside = straddles_one(stats.get("low"), stats.get("high"))
-    if inside is None:
+    low, high = stats.get("low"), stats.get("high")
+    # An infinite bound is a bound (dense missed the target on a seed: a ratio of infinity), not
+    # a missing interval; None or NaN is (one seed).
+    if not all(isinstance(v, (int, float)) and not math.isnan(v) for v in (low, high)):
         return "no interval (one seed)"
-    if inside:
+    if low <= 1.0 <= high:
         return "no difference shown"
-    return "meProp sooner" if stats["low"] > 1 else "dense sooner"
+    return "meProp sooner" if low > 1 else "dense sooner"
 
 
 def outcome_table(records: list[dict]) -> pd.DataFrame:

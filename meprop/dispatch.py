@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from meprop import kernels, tuning
+from meprop import kernels, settings, tuning
 from meprop.selection import is_sparse
 
 __all__ = [
@@ -62,9 +61,8 @@ KERNEL_CODES = {"auto": -1, **{name: kernels.FORMULATIONS.index(name) for name i
 PYTORCH_STAND_IN = {"auto": "pytorch", "gather": "pytorch", "masked_gemm": "masked_dense",
                     "masked_dense": "masked_dense"}
 _choices: collections.Counter = collections.Counter()
-# linear_forward_code's decisions: key -> (code, the source it counted); the source last counted
+# linear_forward_code's decisions: key (_forward_key) -> (code, the choice source it counts)
 _forward_memo: dict[tuple, tuple[int | None, str | None]] = {}
-_last_forward_note: list = [None]
 _FORWARD_MEMO_SIZE = 1024
 
 
@@ -154,26 +152,9 @@ def linear_forward_formulation(input: torch.Tensor, weight: torch.Tensor, k: int
     backward will follow, an unmeasured bucket goes through the Python Function, whose
     backward measures. A bucket whose winner is the PyTorch path stays there.
     """
-    if (compute_dtype is not None or mode != "per_example" or layout == "dense_tracked"
-            or torch.compiler.is_compiling() or not kernels.supports(input, weight)):
-        return None
-    n, m = weight.shape
-    batch = math.prod(input.shape[:-1])
-    if not is_sparse(k, n, batch):
-        return KERNEL_CODES["auto"]  # the op runs the dense backward itself
-    if not tuning.enabled():
-        _note_forward("model")
-        return KERNEL_CODES["auto"]
-    key = _bucket(input, batch, n, m, k, layout, input.requires_grad, True)
-    entry = tuning.lookup(key)
-    if entry is None and probe is not None and torch.is_grad_enabled():
-        call, run = probe()
-        _measure(call, key, candidates(True), run)
-        entry = tuning.lookup(key)
-    if entry is None or entry["formulation"] not in KERNEL_CODES:
-        return None
-    _note_forward(entry["source"])
-    return KERNEL_CODES[entry["formulation"]]
+    code, source = _forward_decision(input, weight, k, mode, layout, compute_dtype, probe)
+    _note_forward(source)
+    return code
 
 
 def linear_forward_code(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str, layout: str,
@@ -181,31 +162,56 @@ def linear_forward_code(input: torch.Tensor, weight: torch.Tensor, k: int, mode:
                         probe: Callable[[], tuple[LinearBackward, Callable]] | None = None) -> int | None:
     """:func:`linear_forward_formulation`, remembered: a layer's later forwards pay one dict lookup.
 
-    The decision depends only on the key below: the operands' shapes, dtypes and devices,
-    the layer's k, mode and layout, autocast, the settings and the kernels' state, the
-    tuning memory (its :func:`meprop.tuning.generation`), the thread count and grad mode.
-    A per-example forward left to the Python Function (a bucket not measured, or whose
-    winner is the PyTorch path) is not remembered: it asks again (and measures) each time.
+    The decision depends only on :func:`_forward_key`. A per-example forward left to the
+    Python Function (a bucket not measured, or whose winner is the PyTorch path) is not
+    remembered: it asks again (and measures) each time.
     """
     if torch.compiler.is_compiling():
         return linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
-    key = (input.shape, input.dtype, input.device, input.requires_grad, weight.shape, weight.dtype,
-           weight.device, k, mode, layout, compute_dtype, probe is None, torch.is_grad_enabled(),
-           torch.get_num_threads(), tuning.generation(), kernels.library_path(),
-           os.environ.get("MEPROP_KERNELS"), os.environ.get("MEPROP_TUNING"))
-    hit = _forward_memo.get(key)
-    if hit is not None:
-        if hit[1] is not None:
-            _note_forward(hit[1])
-        return hit[0]
-    _last_forward_note[0] = None
-    code = linear_forward_formulation(input, weight, k, mode, layout, compute_dtype, probe)
-    if code is not None or mode != "per_example" or compute_dtype is not None or layout == "dense_tracked":
-        if len(_forward_memo) >= _FORWARD_MEMO_SIZE:
-            _forward_memo.clear()
-        # under the key as it is now (a measurement in the call changed the generation)
-        _forward_memo[key[:14] + (tuning.generation(),) + key[15:]] = (code, _last_forward_note[0])
-    return code
+    hit = _forward_memo.get(_forward_key(input, weight, k, mode, layout, compute_dtype, probe))
+    if hit is None:
+        hit = _forward_decision(input, weight, k, mode, layout, compute_dtype, probe)
+        code = hit[0]
+        if code is not None or mode != "per_example" or compute_dtype is not None or layout == "dense_tracked":
+            if len(_forward_memo) >= _FORWARD_MEMO_SIZE:
+                _forward_memo.clear()
+            # keyed as things are now: a measurement in the call moved the tuning generation
+            _forward_memo[_forward_key(input, weight, k, mode, layout, compute_dtype, probe)] = hit
+    _note_forward(hit[1])
+    return hit[0]
+
+
+def _forward_key(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str, layout: str,
+                 compute_dtype: torch.dtype | None, probe) -> tuple:
+    """Everything a forward's formulation decision depends on: the operands' shapes, dtypes and
+    devices, the layer's k, mode and layout, autocast, whether a probe is offered, grad mode,
+    the thread count, the tuning memory (its generation), the kernels' state and the settings."""
+    return (input.shape, input.dtype, input.device, input.requires_grad, weight.shape, weight.dtype,
+            weight.device, k, mode, layout, compute_dtype, probe is None, torch.is_grad_enabled(),
+            torch.get_num_threads(), tuning.generation(), kernels.library_path(), settings.fingerprint())
+
+
+def _forward_decision(input: torch.Tensor, weight: torch.Tensor, k: int, mode: str, layout: str,
+                      compute_dtype: torch.dtype | None, probe) -> tuple[int | None, str | None]:
+    """:func:`linear_forward_formulation`'s code and the choice source it counts (None: none)."""
+    if (compute_dtype is not None or mode != "per_example" or layout == "dense_tracked"
+            or torch.compiler.is_compiling() or not kernels.supports(input, weight)):
+        return None, None
+    n, m = weight.shape
+    batch = math.prod(input.shape[:-1])
+    if not is_sparse(k, n, batch):
+        return KERNEL_CODES["auto"], None  # the op runs the dense backward itself
+    if not tuning.enabled():
+        return KERNEL_CODES["auto"], "model"
+    key = _bucket(input, batch, n, m, k, layout, input.requires_grad, True)
+    entry = tuning.lookup(key)
+    if entry is None and probe is not None and torch.is_grad_enabled():
+        call, run = probe()
+        _measure(call, key, candidates(True), run)
+        entry = tuning.lookup(key)
+    if entry is None or entry["formulation"] not in KERNEL_CODES:
+        return None, None
+    return KERNEL_CODES[entry["formulation"]], entry["source"]
 
 
 def unified_op_applies(input: torch.Tensor, weight: torch.Tensor, mode: str, layout: str,
@@ -286,7 +292,6 @@ def _note(source: str) -> None:
     _choices[source] += 1
 
 
-def _note_forward(source: str) -> None:
-    _last_forward_note[0] = source
-    if torch.is_grad_enabled():  # a forward that will have a backward
+def _note_forward(source: str | None) -> None:
+    if source is not None and torch.is_grad_enabled():  # a forward that will have a backward
         _choices[source] += 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SettingError", "kernels", "tuning", "check"]
+__all__ = ["SettingError", "kernels", "tuning", "check", "fingerprint"]
 
 _KERNELS = {"auto": (), "on": ("1", "true", "yes", "required"), "off": ("0", "false", "no")}
 _TUNING = {"on": ("1", "true", "yes"), "off": ("0", "false", "no")}
@@ -37,6 +37,12 @@ def check() -> None:
     """Read every setting: :class:`SettingError` for the first one with a bad value."""
     kernels()
     tuning()
+
+
+def fingerprint() -> tuple[str | None, ...]:
+    """The settings' raw values, unchecked: a cheap part of the key of a cache whose entries
+    depend on them (a changed value, spelled any way, is a new key; checking is left to use)."""
+    return os.environ.get("MEPROP_KERNELS"), os.environ.get("MEPROP_TUNING")
 
 
 def _switch(name: str, spellings: dict[str, tuple[str, ...]]) -> str:

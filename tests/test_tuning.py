@@ -180,3 +180,24 @@ def test_the_first_forward_measures_so_its_own_graph_runs_the_winner(tuned, monk
         timed.clear()
         meprop_linear(torch.randn(32, 7, dtype=torch.float64), w, b, k=5)
     assert timed == []
+
+
+def test_a_remembered_forward_decision_follows_a_changed_setting(tuned, monkeypatch):
+    """A layer's forward decision is remembered, yet switching the kernels or the tuning off
+    between two forwards takes effect at the next one, and a bad value is still refused."""
+    x, w, _, _ = _operands(batch=16, n=20, m=7, seed=4)
+    if not kernels.supports(x, w):
+        pytest.skip("meprop kernels not loaded")
+    monkeypatch.setattr(tuning, "measure", lambda names, run, sync=None: {
+        n: (0.0 if n == "gather" else 1.0) for n in names})
+    meprop_linear(x, w, None, k=5).sum().backward()  # the Python Function measures
+    code = dispatch.KERNEL_CODES["gather"]
+    assert dispatch.linear_forward_code(x, w, 5, "per_example", "dense", None) == code
+    assert dispatch.linear_forward_code(x, w, 5, "per_example", "dense", None) == code  # remembered
+    monkeypatch.setenv("MEPROP_TUNING", "off")
+    assert dispatch.linear_forward_code(x, w, 5, "per_example", "dense", None) == dispatch.KERNEL_CODES["auto"]
+    monkeypatch.setenv("MEPROP_KERNELS", "off")
+    assert dispatch.linear_forward_code(x, w, 5, "per_example", "dense", None) is None
+    monkeypatch.setenv("MEPROP_KERNELS", "sometimes")
+    with pytest.raises(ValueError, match="MEPROP_KERNELS must be"):
+        dispatch.linear_forward_code(x, w, 5, "per_example", "dense", None)

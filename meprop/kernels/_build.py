@@ -53,7 +53,7 @@ SOURCES = tuple(_HERE / "csrc" / name for name in (
     "select.cpp", "select_avx512.cpp", "rows.cpp", "dense_rows.cpp", "linear_backward.cpp", "lstm.cpp",
     "lazy_adam_rows.cpp", "sqrt.cpp", "sample.cpp", "unified_linear.cpp"))
 #: The shared headers (part of the build key: a changed header rebuilds).
-HEADERS = tuple(_HERE / "csrc" / name for name in ("common.h", "select.h", "rows.h"))
+HEADERS = tuple(_HERE / "csrc" / name for name in ("common.h", "linear_context.h", "select.h", "rows.h"))
 CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-std=c++17")
 LDFLAGS = ("-fopenmp",)
 

@@ -11,10 +11,10 @@
 //                   touched rows (wins when k/n is high enough that gathers lose to a GEMM).
 //   "masked_dense"  the same zero (B, n) matrix through the full dense backward (two GEMMs of
 //                   dense's own shapes): at most dense's cost plus the selection.
-#include <torch/autograd.h>
 
 #include <atomic>
 
+#include "linear_context.h"
 #include "rows.h"
 #include "select.h"
 
@@ -231,20 +231,6 @@ bool owned_by_backward(const at::Tensor& grad) {
          grad.use_count() <= kNodeRefs && grad.storage().use_count() == 1;
 }
 
-// The (n, m) weight gradient as a coalesced COO tensor of its rows row_index (U,) (sorted
-// unique) holding rows (U, m): sparse_grad=True's layout. Differentiable in rows.
-at::Tensor row_sparse_of(const at::Tensor& row_index, const at::Tensor& rows, at::IntArrayRef sizes) {
-  return at::sparse_coo_tensor(row_index.unsqueeze(0), rows, sizes, rows.options().layout(at::kSparse), true);
-}
-
-// The same from a dense (n, m) gradient `full`, keeping the rows row_index (all of them
-// without a copy). Not Tensor::to_sparse(1): that finds the nonzero rows by comparing whole
-// rows (about a second at (500, 784)), and a touched row may be all zero.
-at::Tensor row_sparse(const at::Tensor& full, const at::Tensor& row_index) {
-  const at::Tensor rows = row_index.numel() == full.size(0) ? full : full.index_select(0, row_index);
-  return row_sparse_of(row_index, rows, full.sizes());
-}
-
 // ------------------------------------------------------------------ meprop::linear
 // The op's entry checks (at::linear checks the shapes and dtypes).
 void check_linear_arguments(const at::Tensor& input, const at::Tensor& weight, int64_t k, int64_t formulation) {
@@ -262,30 +248,19 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
                             const std::optional<at::Tensor>& bias, int64_t k, bool dense_bias, bool sparse_grad,
                             int64_t formulation) {
     check_linear_arguments(input, weight, k, formulation);  // now: the backward trusts them
-    ctx->save_for_backward({input, weight});
-    ctx->saved_data["k"] = k;
+    save_linear_context(ctx, input, weight, bias, k, dense_bias, sparse_grad);
     ctx->saved_data["formulation"] = formulation;
-    ctx->saved_data["dense_bias"] = dense_bias;
-    ctx->saved_data["sparse_grad"] = sparse_grad;
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return at::linear(input, weight, bias);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& weight = saved[1];
-    const int64_t k = ctx->saved_data["k"].toInt();
+    const LinearContext c = load_linear_context(ctx);
+    const at::Tensor &input = c.input, &weight = c.weight;
+    const int64_t k = c.k, n = c.n, m = c.m, batch = c.batch;
+    const bool dense_bias = c.dense_bias, sparse_grad = c.sparse_grad;
+    const bool need_input = c.need_input, need_weight = c.need_weight, need_bias = c.need_bias;
     const int64_t formulation = ctx->saved_data["formulation"].toInt();
-    const bool dense_bias = ctx->saved_data["dense_bias"].toBool();
-    const bool sparse_grad = ctx->saved_data["sparse_grad"].toBool();
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
-    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = has_bias && ctx->needs_input_grad(2);
-    const int64_t n = weight.size(0), m = weight.size(1);
-    int64_t batch = 1;  // rows of the flattened leading dimensions (m or the batch may be 0)
-    for (int64_t d = 0; d + 1 < input.dim(); ++d) batch *= input.size(d);
     const bool dy_owned = owned_by_backward(grads[0]);  // before reshape adds a view of it
     at::Tensor dy = grads[0].reshape({batch, n});
     at::Tensor x = input.reshape({batch, m});

@@ -4,9 +4,8 @@
 // the same order, as the Python path (meprop/functional.py, _unified_backward, and
 // meprop/selection.py, column_abs_sum), so both keep the same columns and give the same
 // gradients; here the backward runs without Python, whose fixed cost decides small shapes.
-#include <torch/autograd.h>
-
 #include "common.h"
+#include "linear_context.h"
 
 namespace meprop {
 namespace detail {
@@ -37,8 +36,7 @@ at::Tensor unified_columns(const at::Tensor& dy, int64_t k) {
 // (sparse_grad) or dense, zero elsewhere (meprop::dense_from_rows: each row written once).
 at::Tensor weight_grad(const at::Tensor& row_index, const at::Tensor& rows, at::IntArrayRef sizes,
                        bool sparse_grad) {
-  if (sparse_grad)
-    return at::sparse_coo_tensor(row_index.unsqueeze(0), rows, sizes, rows.options().layout(at::kSparse), true);
+  if (sparse_grad) return row_sparse_of(row_index, rows, sizes);
   static auto dense_from_rows = c10::Dispatcher::singleton()
                                     .findSchemaOrThrow("meprop::dense_from_rows", "")
                                     .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, int64_t)>();
@@ -50,27 +48,17 @@ class UnifiedLinearFunction : public torch::autograd::Function<UnifiedLinearFunc
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias, int64_t k, bool dense_bias, bool sparse_grad) {
     TORCH_CHECK(k >= 1, "meprop::unified_linear: k must be >= 1, got ", k);
-    ctx->save_for_backward({input, weight});
-    ctx->saved_data["k"] = k;
-    ctx->saved_data["dense_bias"] = dense_bias;
-    ctx->saved_data["sparse_grad"] = sparse_grad;
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    save_linear_context(ctx, input, weight, bias, k, dense_bias, sparse_grad);
     return at::linear(input, weight, bias);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const at::Tensor& input = saved[0];
-    const at::Tensor& weight = saved[1];
-    const int64_t k = ctx->saved_data["k"].toInt();
-    const bool dense_bias = ctx->saved_data["dense_bias"].toBool();
-    const bool sparse_grad = ctx->saved_data["sparse_grad"].toBool();
-    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
-    const bool need_bias = ctx->saved_data["has_bias"].toBool() && ctx->needs_input_grad(2);
-    const int64_t n = weight.size(0), m = weight.size(1);
-    int64_t batch = 1;  // rows of the flattened leading dimensions (m or the batch may be 0)
-    for (int64_t d = 0; d + 1 < input.dim(); ++d) batch *= input.size(d);
+    const LinearContext c = load_linear_context(ctx);
+    const at::Tensor &input = c.input, &weight = c.weight;
+    const int64_t k = c.k, n = c.n, m = c.m, batch = c.batch;
+    const bool dense_bias = c.dense_bias, sparse_grad = c.sparse_grad;
+    const bool need_input = c.need_input, need_weight = c.need_weight, need_bias = c.need_bias;
     const at::Tensor dy = grads[0].reshape({batch, n});  // (B, n)
     const at::Tensor x = input.reshape({batch, m});      // (B, m)
     at::Tensor gi, gw, gb;
@@ -88,11 +76,7 @@ class UnifiedLinearFunction : public torch::autograd::Function<UnifiedLinearFunc
       if (need_input) gi = kept.mm(weight).reshape(input.sizes());
       if (need_weight) {
         gw = kept.t().mm(x);  // (n, m)
-        if (sparse_grad) {
-          const at::Tensor rows = row_index.numel() == n ? gw : gw.index_select(0, row_index);
-          gw = at::sparse_coo_tensor(row_index.unsqueeze(0), rows, weight.sizes(), rows.options().layout(at::kSparse),
-                                     true);
-        }
+        if (sparse_grad) gw = row_sparse(gw, row_index);
       }
       if (need_bias) gb = (dense_bias ? dy : kept).sum(0);
       return {gi, gw, gb, none, none, none};
@@ -102,7 +86,7 @@ class UnifiedLinearFunction : public torch::autograd::Function<UnifiedLinearFunc
       if (need_input) gi = dy.mm(weight).reshape(input.sizes());
       if (need_weight) {
         gw = dy.t().mm(x);  // (n, m); COO of every row when asked
-        if (sparse_grad) gw = weight_grad(at::arange(n, dy.options().dtype(at::kLong)), gw, weight.sizes(), true);
+        if (sparse_grad) gw = row_sparse(gw, at::arange(n, dy.options().dtype(at::kLong)));
       }
       if (need_bias) gb = dy.sum(0);
       return {gi, gw, gb, none, none, none};

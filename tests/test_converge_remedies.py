@@ -205,3 +205,16 @@ def test_remedies_and_only_apply_to_every_cell_of_a_width_map():
         preset.cells(True, VariantChoice(only=("top-k k=7",)))
     swept = preset.cells(True, VariantChoice(sweep=sweep_variants((3,), ("per_example",), ("lazy",))))
     assert all([v.label for v in c.variants] == ["dense", "top-k k=3 (lazy)"] for c in swept)
+
+
+def test_the_report_s_quick_mnist_plan_sets_the_remedy_beside_plain_top_k_with_one_optimizer():
+    """make report's "Does it pay off?" shows the steps penalty and its remedy side by side:
+    the quick mnist-adam plan holds top-k with and without error feedback, on the same
+    optimizer and k, so the two arms differ in the remedy alone."""
+    quick = CONVERGENCE_PRESETS["mnist-adam"].variant_list(True)
+    plain = [v for v in quick if v.k is not None and v.error_feedback is None]
+    fed = [v for v in quick if v.error_feedback is not None]
+    assert quick[0].k is None and len(plain) == 1 and len(fed) == 1
+    assert (fed[0].k, fed[0].mode, fed[0].optimizer_mode) == (plain[0].k, plain[0].mode, plain[0].optimizer_mode)
+    full = CONVERGENCE_PRESETS["mnist-adam"].variant_list(False)
+    assert all(v.error_feedback is None for v in full)  # the full preset is the paper's Table 1 pair

@@ -137,6 +137,21 @@ def test_records_carry_seed_lr_arm_and_implementation(factories, tmp_path):
     assert len({r["study"] for r in records}) == 1 and len({r["run_key"] for r in records}) == 2
 
 
+def test_runs_of_other_variants_pair_by_seed_in_one_study(factories, tmp_path):
+    """A study split over processes (other variants, e.g. ``--only`` runs, each to its own
+    --out): read together, its runs share the study, every arm pairs with dense by seed, and
+    dense, in both runs, counts once per seed."""
+    assert cli(factories, "make", tmp_path / "a", "--seeds", "2") == 0
+    assert cli(factories, "make", tmp_path / "b", "--seeds", "2", "--mode", "unified") == 0
+    records = convergence(tmp_path / "a") + convergence(tmp_path / "b")
+    assert len({r["study"] for r in records}) == 1 and len({r["run_key"] for r in records}) == 4
+    summary, = summarize(records)
+    dense, *arms = summary.arms[0]
+    assert [a.arm for a in arms] == ["top-k k=4 (lazy)", "unified k=4 (lazy)"]
+    assert (dense.seeds, [a.seeds for a in arms]) == (2, [2, 2])
+    assert [o.seed for o in dense.per_seed] == [1, 2]
+
+
 def test_remedy_variants_are_refused_by_a_workload_without_them():
     class Plain(Spy):
         supports = frozenset()

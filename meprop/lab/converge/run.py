@@ -72,9 +72,11 @@ def _manifest(args, plan, cells, grid, seeds, max_steps) -> dict:
             "max steps": max_steps, "eval every": plan.eval_every, "patience": plan.patience}
 
 
-def _study(name: str, cell: Cell, workload, settings: dict) -> str:
-    blob = json.dumps({"variants": [asdict(v) for v in cell.variants], "settings": settings},
-                      sort_keys=True, default=str)
+def _study(name: str, workload, settings: dict) -> str:
+    """The study's id: the preset and its workload setting, not the variants (each seed's
+    dense arm depends on the seed alone, so runs of any subset of the variants, e.g. ``--only``
+    runs spread over processes, pair by seed in one study)."""
+    blob = json.dumps({"settings": settings}, sort_keys=True, default=str)
     return f"converge/{name}/{workload.name}/{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -99,7 +101,7 @@ def measure(args, preset, plan, choice) -> int:
                 if index == 0:
                     check_manifest(state_dir(path), name, _manifest(args, plan, cells, grid, seeds, max_steps),
                                    args.resume)
-                study = _study(args.preset or "model", cell, workload, workload.settings())
+                study = _study(args.preset or "model", workload, workload.settings())
                 studies.append(study)
                 _seeds(args, plan, cell, workload, writer, run_id, study, seeds, grid, max_steps, say)
         except (UserModelError, ConvergenceError) as error:

@@ -106,9 +106,13 @@ def _targets(rows: list[dict]) -> list[Target]:
 
 
 def _dense_median_best(runs: dict) -> float | None:
-    bests = [best_of([r for r in rows if r.get("method") == "dense"]) for rows in runs.values()]
-    bests = [b for b in bests if b is not None]
-    return statistics.median(bests) if bests else None
+    bests: dict = {}  # (seed, lr) -> best: a seed's dense run counted once however many runs hold it
+    for rows in runs.values():
+        dense = [r for r in rows if r.get("method") == "dense"]
+        best = best_of(dense)
+        if best is not None:
+            bests.setdefault((dense[0].get("seed"), dense[0].get("lr")), best)
+    return statistics.median(bests.values()) if bests else None
 
 
 def _time(o) -> float:
@@ -126,12 +130,16 @@ def _step_time(o) -> float | None:
 
 
 def _per_seed(runs: dict, target: Target, reference: float | None) -> dict:
-    """``{(arm, lr): [Outcome per seed]}``."""
+    """``{(arm, lr): [Outcome per seed]}``: one outcome per seed, the longest trained where
+    several runs of the study hold the same arm, lr and seed (e.g. dense, in every run)."""
     table: dict = {}
     for rows in runs.values():
         for o in outcomes(rows, target, reference_best=reference):
-            table.setdefault((o.arm or o.label, o.lr), []).append(o)
-    return table
+            seeds = table.setdefault((o.arm or o.label, o.lr), {})
+            kept = seeds.get(o.seed)
+            if kept is None or o.total_steps > kept.total_steps:
+                seeds[o.seed] = o
+    return {key: list(seeds.values()) for key, seeds in table.items()}
 
 
 def _winners(table: dict) -> tuple[dict, dict]:

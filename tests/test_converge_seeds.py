@@ -150,6 +150,9 @@ def test_runs_of_other_variants_pair_by_seed_in_one_study(factories, tmp_path):
     assert [a.arm for a in arms] == ["top-k k=4 (lazy)", "unified k=4 (lazy)"]
     assert (dense.seeds, [a.seeds for a in arms]) == (2, [2, 2])
     assert [o.seed for o in dense.per_seed] == [1, 2]
+    in_b = {r["run_key"] for r in convergence(tmp_path / "b")}
+    older = [dict(r, study=r["study"] + "-variants") if r["run_key"] in in_b else r for r in records]
+    assert len(summarize(older)) == 1  # a file written when the key named the variants joins too
 
 
 def test_remedy_variants_are_refused_by_a_workload_without_them():

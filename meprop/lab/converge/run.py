@@ -15,8 +15,6 @@ line, without a traceback.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from meprop.lab.ops.user_model import UserModelError
 from meprop.lab.converge.loop import ConvergenceError, RunConfig, converge
 from meprop.lab.converge.presets import Cell
 from meprop.lab.converge.state import check_manifest
+from meprop.lab.converge.study import held_back, study_key, summarize
 from meprop.lab.results import schema
 from meprop.lab.results.env import snapshot
 from meprop.lab.results.store import ResultsWriter, new_run_id, read_records
@@ -72,17 +71,7 @@ def _manifest(args, plan, cells, grid, seeds, max_steps) -> dict:
             "max steps": max_steps, "eval every": plan.eval_every, "patience": plan.patience}
 
 
-def _study(name: str, workload, settings: dict) -> str:
-    """The study's id: the preset and its workload setting, not the variants (each seed's
-    dense arm depends on the seed alone, so runs of any subset of the variants, e.g. ``--only``
-    runs spread over processes, pair by seed in one study)."""
-    blob = json.dumps({"settings": settings}, sort_keys=True, default=str)
-    return f"converge/{name}/{workload.name}/{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
-
-
 def measure(args, preset, plan, choice) -> int:
-    from meprop.lab.converge.study import summarize
-
     malloc = allocator.apply(allocator.FAIR)
     path = results_file(args.out)
     name = (args.preset or args.model) + "".join(f"+{c}" for c in sorted(getattr(args, "cell", None) or ()))
@@ -101,7 +90,7 @@ def measure(args, preset, plan, choice) -> int:
                 if index == 0:
                     check_manifest(state_dir(path), name, _manifest(args, plan, cells, grid, seeds, max_steps),
                                    args.resume)
-                study = _study(args.preset or "model", workload, workload.settings())
+                study = study_key(args.preset or "model", workload.name, workload.settings())
                 studies.append(study)
                 _seeds(args, plan, cell, workload, writer, run_id, study, seeds, grid, max_steps, say)
         except (UserModelError, ConvergenceError) as error:
@@ -147,7 +136,6 @@ def interval_text(stats: dict | None, spec: str = ".2f", unit: str = "") -> str:
 def format_summary(summaries) -> str:
     """The time-to-target tables over seeds: one block per study and target, one line per arm
     (the last column: the factor that keeps a slower arm below dense, :func:`held_back`)."""
-    from meprop.lab.converge.study import held_back
 
     blocks = []
     for summary in summaries:

@@ -22,6 +22,8 @@ is taken of dense's median best over the seeds. Records written before seeds exi
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from meprop.lab.converge.time_to_target import Target, best_of, outcomes, runs_of
 from meprop.lab.results.stats import median_censored, over_seeds, paired_ratio
 
-__all__ = ["ArmSummary", "StudySummary", "summarize", "studies_of", "ranked", "held_back"]
+__all__ = ["study_key", "ArmSummary", "StudySummary", "summarize", "studies_of", "ranked", "held_back"]
 
 _INF = math.inf
 
@@ -91,12 +93,26 @@ class StudySummary:
         return f"{self.preset}{' ' + cell if cell else ''} ({len(self.seeds)} seeds, {self.steps_trained} steps)"
 
 
+def study_key(preset: str, workload: str, settings: dict) -> str:
+    """A study's id: the preset and its workload setting, not the variants. Each seed's dense
+    arm depends on the seed alone, so runs of any subset of the variants (``--only`` runs
+    spread over processes, each to its own ``--out``) pair by seed in one study."""
+    blob = json.dumps({"settings": settings}, sort_keys=True, default=str)
+    return f"converge/{preset}/{workload}/{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
 def studies_of(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    """``{study: {run_key: records}}`` of the ``convergence`` records (a run without ``study``:
-    a study of its own)."""
+    """``{study: {run_key: records}}`` of the ``convergence`` records, keyed by
+    :func:`study_key` of what the records say they measured (so files written when the key
+    still named the variants join their study too); a run without ``study`` (written before
+    seeds existed) is a study of its own."""
     grouped: dict[str, dict[str, list[dict]]] = {}
     for key, rows in runs_of(records).items():
-        grouped.setdefault(rows[0].get("study") or key, {})[key] = rows
+        first = rows[0]
+        study = first.get("study")
+        if study and "settings" in first and first.get("preset") and first.get("workload"):
+            study = study_key(first["preset"], first["workload"], first["settings"])
+        grouped.setdefault(study or key, {})[key] = rows
     return grouped
 
 

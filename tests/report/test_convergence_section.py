@@ -102,6 +102,28 @@ def test_width_map_figure_and_table(tmp_path):
     assert "batch 64, top-k (lazy) +EF 1" in svg and "batch 64, top-k (lazy) -->" in svg
 
 
+def test_width_map_draws_each_target_dense_reached_and_leaves_out_cells_dense_missed(tmp_path):
+    rows = []
+    for hidden, dense_metric in ((1024, 91.0), (4096, 87.0)):  # at h=4096 dense misses 90 (middle)
+        study = f"converge/mnist-width/h{hidden}"
+        for seed in (1, 2, 3):
+            for row in (seeded(seed, "dense", 100, 8.0, dense_metric, study=study),
+                        seeded(seed, "top-k k=40 (lazy) +EF 1", 100, 4.0, 91.0, k=40, study=study)):
+                row.update(preset="mnist-width", settings={"hidden": hidden, "batch": 10})
+                rows.append(row)
+    part = section(rows, tmp_path)
+    names = {p.name for p in part.files}
+    # targets 85, 90, 95: dense reached 85 everywhere, 90 only at h=1024, 95 nowhere (no figure)
+    assert {"where-it-pays-off.svg", "where-it-pays-off-85.svg"} <= names
+    assert not any(name.startswith("where-it-pays-off-95") for name in names)
+
+    def drawn_widths(name):
+        svg = next(p for p in part.files if p.name == name).read_text()
+        return {w for w in ("1024", "4096") if f"<!-- {w} -->" in svg}  # the x tick labels
+    assert drawn_widths("where-it-pays-off-85.svg") == {"1024", "4096"}
+    assert drawn_widths("where-it-pays-off.svg") == {"1024"}
+
+
 def test_empty_inputs_say_how_to_get_results(tmp_path):
     assert "meprop converge" in section([], tmp_path).html
 
@@ -139,3 +161,16 @@ def test_verdict_reads_an_infinite_bound_as_a_bound():
     assert verdict({"median": 0.5, "low": 0.0, "high": 0.8}) == "dense sooner"
     assert verdict({"median": 1.5, "low": None, "high": None}) == "no interval (one seed)"
     assert verdict(None) == "no pairs"
+
+
+def test_a_ratio_without_bound_reads_inf_and_a_censored_time_reads_never():
+    # seed 3: dense misses 90 within the budget and meProp reaches it: that pair's speedup has no
+    # bound, which is a speedup ("inf"), not a censored time ("never")
+    rows = []
+    for seed, dense_metric in ((1, 91.0), (2, 91.0), (3, 80.0)):
+        rows += [seeded(seed, "dense", 100, 8.0, dense_metric), seeded(seed, "mp", 100, 4.0, 91.0, k=4)]
+    table = outcome_table(rows)
+    dense, fast = table[table["arm"] == "dense"].iloc[0], table[table["arm"] == "mp"].iloc[0]
+    assert dense["90: reached"] == "2 of 3"
+    assert fast["90: speedup"].endswith(", inf]") and "never" not in fast["90: speedup"]
+    assert table[table["arm"] == "dense"].iloc[0]["95: median time s"].startswith("never")

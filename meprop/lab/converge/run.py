@@ -121,16 +121,22 @@ def results_file(out: str) -> Path:
     return path if path.suffix == ".jsonl" else path / "results.jsonl"
 
 
-def interval_text(stats: dict | None, spec: str = ".2f", unit: str = "") -> str:
+def interval_text(stats: dict | None, spec: str = ".2f", unit: str = "", infinite: str = "never") -> str:
     """``median [low, high]`` of an :func:`meprop.lab.results.stats.over_seeds` dict ("-": none;
-    "never": censored)."""
+    an infinite value reads ``infinite``: "never" for a censored time)."""
     if not stats or stats.get("median") is None:
         return "-"
 
     def one(value):
-        return "never" if math.isinf(value) else format(value, spec) + unit
+        return infinite if math.isinf(value) else format(value, spec) + unit
     text = one(stats["median"])
     return text if stats.get("low") is None else f"{text} [{one(stats['low'])}, {one(stats['high'])}]"
+
+
+def ratio_text(stats: dict | None) -> str:
+    """A paired ratio (speedup, step or steps factor) as ``median [low, high]``; "inf" where a
+    seed's ratio is unbounded (meProp reached the target, dense did not)."""
+    return interval_text(stats, infinite="inf")
 
 
 def format_summary(summaries) -> str:
@@ -150,9 +156,9 @@ def format_summary(summaries) -> str:
                 lines.append(
                     f"{arm.arm:>26} {'-' if arm.lr is None else format(arm.lr, '.3g'):>8} "
                     f"{arm.reached_text():>22} {interval_text(arm.time):>26} "
-                    f"{interval_text(arm.steps, '.0f'):>12} {interval_text(arm.speedup):>22} "
-                    f"{interval_text({'median': (arm.step_factor or {}).get('median')}):>9} "
-                    f"{interval_text({'median': (arm.steps_factor or {}).get('median')}):>6}  {arm.optimizer_impl or '-'}"
+                    f"{interval_text(arm.steps, '.0f'):>12} {ratio_text(arm.speedup):>22} "
+                    f"{ratio_text({'median': (arm.step_factor or {}).get('median')}):>9} "
+                    f"{ratio_text({'median': (arm.steps_factor or {}).get('median')}):>6}  {arm.optimizer_impl or '-'}"
                     + (f"  {held_back(arm)}" if held_back(arm) else ""))
             blocks.append("\n".join(lines))
     return "\n".join(blocks) if blocks else "no time-to-target results"

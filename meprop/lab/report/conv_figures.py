@@ -93,15 +93,26 @@ def _line_name(arm: str) -> str:
     return re.sub(r" k=\d+", "", arm)
 
 
-def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
-    """``summaries``: one :class:`meprop.lab.converge.study.StudySummary` per (width, batch) cell."""
-    fig, ax = _figure(7.0, 4.2)
+def width_figure(name: str, summaries: list, out_dir: Path, target_index: int | None = None) -> FigureFile | None:
+    """``summaries``: one :class:`meprop.lab.converge.study.StudySummary` per (width, batch) cell;
+    ``target_index``: which of the fixed targets (default: the middle one). A cell where dense
+    itself missed the target on most seeds has no speedup to draw and is left out; with no cell
+    left, for a target other than the middle one, there is no figure (None)."""
     lines: dict = {}
+    at = lambda summary: summary.middle if target_index is None else target_index  # noqa: E731
     for summary in summaries:
-        for arm in summary.arms[summary.middle][1:]:
+        if at(summary) >= len(summary.targets):
+            continue
+        arms = summary.arms[at(summary)]
+        if arms[0].status != "reached":
+            continue
+        for arm in arms[1:]:
             if arm.speedup and arm.speedup.get("median") is not None:
                 key = (summary.settings.get("batch"), _line_name(arm.arm))
                 lines.setdefault(key, []).append((summary.settings.get("hidden"), arm.speedup))
+    if not lines and target_index is not None:
+        return None
+    fig, ax = _figure(7.0, 4.2)
     top = 1.0
     for index, ((batch, line), points) in enumerate(sorted(lines.items(), key=lambda kv: (kv[0][0] or 0, kv[0][1]))):
         points.sort(key=lambda p: p[0] or 0)
@@ -121,12 +132,13 @@ def width_figure(name: str, summaries: list, out_dir: Path) -> FigureFile:
     ax.set_ylim(0, top * 1.1)
     ax.set_xlabel("hidden width h (784-h-h-10 MLP)")
     ax.set_ylabel("time-to-target speedup over dense")
-    target = summaries[0].targets[summaries[0].middle].describe() if summaries else "?"
+    target = summaries[0].targets[at(summaries[0])].describe() if summaries else "?"
     title = f"Where does meProp pay off? (target {target})"
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     caption = (f"{title}: the median over seeds of the paired time-to-target speedup (dense time / meProp's) "
                "against the width, with its 95% bootstrap interval; k = 4% of h, lazy Adam; above the dashed "
-               "line meProp gets there sooner. A point at 0: not reached on more than half the seeds.")
+               "line meProp gets there sooner. A point at 0: not reached on more than half the seeds. A cell "
+               "where dense missed the target on more than half the seeds is left out.")
     return save_figure(fig, out_dir, name, title, caption)

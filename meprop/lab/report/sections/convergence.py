@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from meprop.lab.converge.run import interval_text
+from meprop.lab.converge.run import interval_text, ratio_text
 from meprop.lab.converge.study import held_back, ranked, summarize
 from meprop.lab.converge.time_to_target import outcomes
 from meprop.lab.report.conv_figures import curve_figure, slug, width_figure
@@ -80,9 +80,9 @@ def outcome_table(records: list[dict]) -> pd.DataFrame:
                 row[f"{name}: reached"] = f"{at.reached} of {at.seeds}" + (f" ({at.diverged} diverged)"
                                                                           if at.diverged else "")
                 row[f"{name}: median time s"] = interval_text(at.time)
-                row[f"{name}: speedup"] = interval_text(at.speedup) if at.method != "dense" else "reference"
-            row["middle: step-time factor"] = interval_text(arm.step_factor)
-            row["middle: steps factor"] = interval_text(arm.steps_factor)
+                row[f"{name}: speedup"] = ratio_text(at.speedup) if at.method != "dense" else "reference"
+            row["middle: step-time factor"] = ratio_text(arm.step_factor)
+            row["middle: steps factor"] = ratio_text(arm.steps_factor)
             row["middle: verdict"] = "reference" if arm.method == "dense" else verdict(arm.speedup)
             row["median best"] = None if arm.best is None else round(arm.best, 2)
             row["study"] = summary.study
@@ -98,11 +98,11 @@ def ranking_table(summaries) -> pd.DataFrame:
         for place, arm in enumerate(ranked(summary), 1):
             rows.append({"run": summary.title(), "rank": place, "arm": arm.arm,
                          "target": summary.targets[summary.middle].describe(),
-                         "speedup": interval_text(arm.speedup), "verdict": verdict(arm.speedup),
+                         "speedup": ratio_text(arm.speedup), "verdict": verdict(arm.speedup),
                          "reached": f"{arm.reached} of {arm.seeds}",
                          "censored": arm.seeds - arm.reached,
-                         "step-time factor": interval_text(arm.step_factor),
-                         "steps factor": interval_text(arm.steps_factor),
+                         "step-time factor": ratio_text(arm.step_factor),
+                         "steps factor": ratio_text(arm.steps_factor),
                          "held back by": held_back(arm) or "-"})
     return pd.DataFrame(rows)
 
@@ -113,9 +113,9 @@ def width_table(summaries) -> pd.DataFrame:
     for summary in summaries:
         for arm in summary.arms[summary.middle][1:]:
             rows.append({"h": summary.settings.get("hidden"), "batch": summary.settings.get("batch"),
-                         "arm": arm.arm, "reached": arm.reached_text(), "speedup": interval_text(arm.speedup),
-                         "step-time factor": interval_text(arm.step_factor),
-                         "steps factor": interval_text(arm.steps_factor), "verdict": verdict(arm.speedup)})
+                         "arm": arm.arm, "reached": arm.reached_text(), "speedup": ratio_text(arm.speedup),
+                         "step-time factor": ratio_text(arm.step_factor),
+                         "steps factor": ratio_text(arm.steps_factor), "verdict": verdict(arm.speedup)})
     return pd.DataFrame(rows).sort_values(["batch", "h", "arm"]) if rows else pd.DataFrame(rows)
 
 
@@ -135,7 +135,7 @@ def _card(summary) -> str:
             big = "not reached"
             small = f"{best.arm}: {best.reached_text()} (censored counted as never); {base}"
         else:
-            big = f"{interval_text(speed)}x"
+            big = f"{ratio_text(speed)}x"
             small = f"{best.arm}: {verdict(speed)}; {best.reached_text()}; {base}"
     return (f'<div class="card"><div class="small">time to {html.escape(target)} · '
             f'{html.escape(summary.title())}</div><div class="big">{html.escape(big)}</div>'
@@ -155,7 +155,11 @@ def _figures(records, summaries, out_dir: Path, embed_budget: int) -> tuple[list
                                   "dev metric", out_dir))
     width = [s for s in summaries if s.preset == "mnist-width"]
     if width:
-        drawn.insert(0, width_figure("where-it-pays-off", width, out_dir))
+        # the middle target first, then the others (each cell's targets are fixed in its preset)
+        others = [i for i in range(len(width[0].targets)) if i != width[0].middle]
+        extra = (width_figure(f"where-it-pays-off-{slug(width[0].targets[i].describe())}", width, out_dir, i)
+                 for i in others)
+        drawn[:0] = [width_figure("where-it-pays-off", width, out_dir), *(fig for fig in extra if fig)]
     html_parts, files, spent = [], [], 0
     for fig in drawn:
         files += [fig.png, fig.svg]
@@ -195,6 +199,7 @@ def section(records: list[dict], out_dir: Path, embed_budget: int = 4 * 2**20) -
     body = (_INTRO + f'<div class="headline">{"".join(_card(s) for s in summaries)}</div>'
             + table_html(table.drop(columns=["study"]), speedup_column=None)
             + f'<p class="note">{SEEDS_NOTE} "never": censored (the target was not reached within the '
-              f'budget). The bar: the target {BAR}x sooner than dense; where the interval contains 1 '
+              f'budget); "inf": a ratio with no bound (meProp reached the target on a seed where dense '
+              f'did not). The bar: the target {BAR}x sooner than dense; where the interval contains 1 '
               '"no difference shown".</p>' + ranking_part + width_part + "".join(figures))
     return Section("pays-off", "Does it pay off?", body, files)

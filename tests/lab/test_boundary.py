@@ -95,6 +95,8 @@ def test_the_kernels_build_and_load_without_ninja(tmp_path):
         real_which = shutil.which
         _build.shutil.which = lambda name, *a, **k: None if name == "ninja" else real_which(name, *a, **k)
         _build._ensure_ninja_on_path = lambda: None
+        # one op family keeps the serial compile short; every source builds through ninja in set-up
+        _build.SOURCES = tuple(s for s in _build.SOURCES if s.name == "lazy_adam_rows.cpp")
         path = _build.build()
         torch.ops.load_library(str(path))
         assert torch.ops.meprop.lazy_adam_rows_ is not None

@@ -78,6 +78,42 @@ def test_every_variant_equals_torch_bit_for_bit(dtype, zero_fraction):
     assert torch.equal(_bits(torch._foreach_sqrt([values])[0]), _bits(expected))
 
 
+def _assert_sqrt_out_of_place_in_place_and_out_equal_torch(values: torch.Tensor) -> torch.Tensor:
+    """torch.sqrt, Tensor.sqrt_ and torch.sqrt(out=) give torch's own kernel's bits; returns those."""
+    expected = _torch_sqrt(lambda: torch.sqrt(values))
+    assert torch.equal(_bits(torch.sqrt(values)), _bits(expected))
+    inplace = values.clone()
+    inplace.sqrt_()
+    assert torch.equal(_bits(inplace), _bits(expected))
+    out = torch.empty_like(values)
+    torch.sqrt(values, out=out)
+    assert torch.equal(_bits(out), _bits(expected))
+    return expected
+
+
+def _rows_of_zeros(dtype, row, zero_rows_every, numel=3 * 4096 + 1000 + 37, seed=0):
+    """Values with every ``zero_rows_every``-th row of ``row`` elements zero (+0 or -0), a few
+    scattered zeros and denormals besides: runs of values, of zeros and of both, of every length
+    around the kernel's blocks, and a tail that is no whole block."""
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.rand(numel, generator=gen, dtype=dtype) * 10 + torch.finfo(dtype).tiny
+    for start in range(0, numel, row * zero_rows_every):
+        values[start:start + row] = -0.0 if (start // row) % 2 else 0.0
+    values[3::1999] = 0.0
+    values[5::2503] = torch.finfo(dtype).tiny / 7  # denormals
+    values[-5:] = torch.tensor([0.0, float("nan"), -1.0, 0.0, 2.0], dtype=dtype)
+    return values
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("row, every", [(784, 3), (64, 2), (63, 5), (1, 2), (200, 1), (500, 40)],
+                         ids=["weight-rows", "block-aligned", "unaligned", "alternating", "all-zero", "rare-rows"])
+def test_zeros_in_rows_equal_torch_bit_for_bit(dtype, row, every):
+    fast_sqrt.install()
+    values = _rows_of_zeros(dtype, row, every)
+    expected = _assert_sqrt_out_of_place_in_place_and_out_equal_torch(values)
+
+
 @pytest.mark.parametrize("make", [
     lambda: _values(torch.float32)[:70000].reshape(-1, 7)[:, ::2],  # strided
     lambda: _values(torch.float32)[:100],  # small
@@ -173,14 +209,7 @@ def test_never_changes_a_result_special_values(dtype, zeros):
     fast_sqrt.install()
     values = _special(dtype, zeros)
     assert values.numel() >= 8192
-    expected = _torch_sqrt(lambda: torch.sqrt(values))
-    assert torch.equal(_bits(torch.sqrt(values)), _bits(expected))
-    inplace = values.clone()
-    inplace.sqrt_()
-    assert torch.equal(_bits(inplace), _bits(expected))
-    out = torch.empty_like(values)
-    torch.sqrt(values, out=out)
-    assert torch.equal(_bits(out), _bits(expected))
+    expected = _assert_sqrt_out_of_place_in_place_and_out_equal_torch(values)
     foreach = torch._foreach_sqrt([values, values[:100]])
     assert torch.equal(_bits(foreach[0]), _bits(expected)) and torch.equal(_bits(foreach[1]), _bits(expected[:100]))
     if zeros:  # sqrt(-0.0) is -0.0: the sign survives

@@ -10,11 +10,12 @@
 // Here a tensor is first sampled (64 evenly spaced elements): without a zero among them it
 // goes to torch's own CPU kernel (at::cpu::sqrt*, the structured kernel, never through the
 // dispatcher) exactly as before, so every other sqrt of the process costs 64 loads more.
-// With a zero, it is processed in cache-sized chunks: a chunk without zeros goes to the routine
-// torch's kernel runs on contiguous float32/float64 (MKL's vmsSqrt/vmdSqrt with torch's mode,
-// VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE, found in libtorch_cpu; where torch has no MKL,
-// torch's kernel on the chunk), a chunk with zeros goes there with its zeros replaced by 1,
-// and the zeros are put back (sqrt(+-0) = +-0). Each element's result is computed by the same
+// With a zero, it is processed in cache-sized chunks cut into runs (sqrt_chunk): a run without
+// zeros goes to the routine torch's kernel runs on contiguous float32/float64 (MKL's
+// vmsSqrt/vmdSqrt with torch's mode, VML_HA | VML_FTZDAZ_OFF | VML_ERRMODE_IGNORE, found in
+// libtorch_cpu; where torch has no MKL, torch's kernel on the whole chunk), a run of zeros is
+// copied, and a run mixing both goes to the routine with its zeros replaced by 1 and the zeros
+// put back (sqrt(+-0) = +-0). Each element's result is computed by the same
 // routine as before, independently of its neighbours, so the result is torch's bit for bit;
 // meprop.fast_sqrt checks this on a probe before installing the kernel.
 #include "common.h"
@@ -34,6 +35,8 @@ constexpr int64_t kGrain = 32768;    // elements per thread at least (torch's ow
 constexpr int64_t kChunk = 4096;     // elements per chunk (16-32 KB: stays in L1/L2 between passes)
 constexpr int64_t kSamples = 64;     // elements sampled for a zero before any pass
 constexpr int64_t kMinNumel = 4096;  // smaller tensors go straight to torch's kernel
+constexpr int64_t kBlock = 64;       // elements per block when a chunk is cut into runs
+constexpr int64_t kMinStraight = 512;  // a shorter run of values between mixed blocks is staged
 
 // MKL's vector sqrt as torch calls it (ATen/cpu/vml.h), weak: null where libtorch has no MKL.
 // The length is passed as a 64-bit integer: right for LP64 (int, low half) and ILP64 MKL.
@@ -112,13 +115,12 @@ void plain_sqrt(const T* in, T* out, int64_t n, at::TensorOptions opts) {
   at::cpu::sqrt_out(dst, src);
 }
 
-// out[0, n) = sqrt(in[0, n)), n <= chunk, a chunk without zeros straight, one with zeros
-// staged (zeros -> 1) in `staging`, then put back. out may be in.
+// out[0, n) = sqrt(in[0, n)) for a run holding zeros and values: staged (zeros -> 1) in
+// `staging` (n <= chunk), computed there, and the zeros put back. out may be in.
 template <typename T>
-void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions opts) {
+void sqrt_staged(const T* in, T* out, int64_t n, T* staging, at::TensorOptions opts) {
   using U = Bits<T>;
   const auto* in_bits = reinterpret_cast<const U*>(in);
-  if (count_zeros(in_bits, n) == 0) return plain_sqrt(in, out, n, opts);
   const T one = T(1);
   U one_bits;
   std::memcpy(&one_bits, &one, sizeof(T));
@@ -127,15 +129,69 @@ void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions op
   restore_zeros(in_bits, reinterpret_cast<const U*>(staging), reinterpret_cast<U*>(out), n);
 }
 
-// out = sqrt(in) chunk by chunk (chunks of kGrain where each costs a TensorIterator, no MKL).
+// What a block of kBlock elements holds: no zero, only zeros, or both.
+enum class BlockKind : uint8_t { kValues, kZeros, kMixed };
+
+// out[0, n) = sqrt(in[0, n)), n <= kChunk. The chunk is read in blocks of kBlock elements and
+// cut into runs of one kind: a run of values goes to torch's routine straight from `in` to
+// `out`, a run of zeros is copied (sqrt(+-0) = +-0), a run of mixed blocks is staged; a run of
+// values shorter than kMinStraight joins the staged run around it (one routine call instead
+// of three where zeros are scattered). The zeros a meProp layer leaves in an optimizer's
+// moments are whole rows (units no example kept yet), so most blocks are all values or all
+// zeros and only the rows' edges are staged.
+template <typename T>
+void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions opts) {
+  using U = Bits<T>;
+  const auto* in_bits = reinterpret_cast<const U*>(in);
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  BlockKind kind[kChunk / kBlock];
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t len = std::min(kBlock, n - b * kBlock);
+    const int64_t zeros = count_zeros(in_bits + b * kBlock, len);
+    kind[b] = zeros == 0 ? BlockKind::kValues : (zeros == len ? BlockKind::kZeros : BlockKind::kMixed);
+  }
+  for (int64_t b = 0; b < blocks;) {  // short runs of values inside staged ones are staged
+    int64_t e = b + 1;
+    while (e < blocks && kind[e] == kind[b]) ++e;
+    if (kind[b] == BlockKind::kValues && (e - b) * kBlock < kMinStraight && (b > 0 || e < blocks)) {
+      const bool mixed_before = b > 0 && kind[b - 1] == BlockKind::kMixed;
+      const bool mixed_after = e < blocks && kind[e] == BlockKind::kMixed;
+      if (mixed_before || mixed_after) std::fill(kind + b, kind + e, BlockKind::kMixed);
+    }
+    b = e;
+  }
+  for (int64_t b = 0; b < blocks;) {
+    int64_t e = b + 1;
+    while (e < blocks && kind[e] == kind[b]) ++e;
+    const int64_t begin = b * kBlock, len = std::min(e * kBlock, n) - begin;
+    if (kind[b] == BlockKind::kValues) {
+      plain_sqrt(in + begin, out + begin, len, opts);
+    } else if (kind[b] == BlockKind::kZeros) {
+      if (out != in) std::memcpy(out + begin, in + begin, len * sizeof(T));
+    } else {
+      sqrt_staged(in + begin, out + begin, len, staging, opts);
+    }
+    b = e;
+  }
+}
+
+// out = sqrt(in): with MKL, chunk by chunk, each cut into runs; without (each call of torch's
+// kernel costs a TensorIterator), in chunks of kGrain, a chunk with zeros staged whole.
 template <typename T>
 void sqrt_with_zeros(const T* in, T* out, int64_t numel, at::TensorOptions opts) {
-  const int64_t chunk = have_vml() ? kChunk : kGrain;
+  const bool vml = have_vml();
+  const int64_t chunk = vml ? kChunk : kGrain;
   at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
     std::unique_ptr<T[]> staging(new T[chunk]);
     for (int64_t s = begin; s < end; s += chunk) {
       const int64_t n = std::min(chunk, end - s);
-      sqrt_chunk(in + s, out + s, n, staging.get(), opts);
+      if (vml) {
+        sqrt_chunk(in + s, out + s, n, staging.get(), opts);
+      } else if (count_zeros(reinterpret_cast<const Bits<T>*>(in + s), n) == 0) {
+        plain_sqrt(in + s, out + s, n, opts);
+      } else {
+        sqrt_staged(in + s, out + s, n, staging.get(), opts);
+      }
     }
   });
 }

@@ -15,10 +15,13 @@ What: :func:`install` registers, in place of torch's CPU kernel of ``aten::sqrt`
 evenly spaced elements of a contiguous float32/float64 tensor: without a zero among them the
 tensor goes to torch's own kernel (``at::cpu::sqrt*``) exactly as before, so every other sqrt
 of the process (a dense model's optimizer states) costs 64 loads more and nothing else. With
-a zero, the tensor is processed in cache-sized chunks: a chunk without zeros goes to the very
-routine torch's kernel runs on contiguous data (MKL's ``vmsSqrt``/``vmdSqrt`` with torch's
-mode, taken from libtorch; torch's kernel per chunk where torch has no MKL), a chunk with zeros
-goes there with its zeros replaced by 1, and the zeros are put back (``sqrt(+-0) = +-0``).
+a zero, the tensor is processed in cache-sized chunks, each cut into runs of 64-element
+blocks: a run without zeros goes straight to the very routine torch's kernel runs on
+contiguous data (MKL's ``vmsSqrt``/``vmdSqrt`` with torch's mode, taken from libtorch), a run
+of zeros is copied (``sqrt(+-0) = +-0``), and a run mixing both goes to that routine with its
+zeros replaced by 1, the zeros put back after. The zeros meProp leaves are whole rows (units no
+example kept yet), so almost all of a tensor takes the straight path. Where torch has no MKL,
+a chunk with zeros goes to torch's kernel whole, staged the same way.
 Everything else (strided, under 4096 elements, other dtypes) goes to torch's kernel as it is.
 ``torch._foreach_sqrt`` on CPU runs ``aten::sqrt`` per tensor, so it is covered; the fused
 optimizers use the hardware sqrt and never call it.

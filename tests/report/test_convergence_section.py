@@ -159,7 +159,18 @@ def test_verdict_reads_an_infinite_bound_as_a_bound():
     assert verdict({"median": 1.9, "low": 1.2, "high": float("inf")}) == "meProp sooner"
     assert verdict({"median": 1.1, "low": 0.0, "high": float("inf")}) == "no difference shown"
     assert verdict({"median": 0.5, "low": 0.0, "high": 0.8}) == "dense sooner"
-    assert verdict({"median": 1.5, "low": None, "high": None}) == "no interval (one seed)"
+    assert verdict({"median": 1.5, "low": None, "high": None, "n": 1}) == "no interval (one seed)"
+    assert verdict({"median": 1.5, "low": None, "high": None, "n": 1}, seeds=1) == "no interval (one seed)"
+
+
+def test_verdict_says_when_seeds_ran_but_only_one_has_a_ratio():
+    # both arms missed the middle target on seeds 2 and 3: one ratio is left, from three seeds
+    rows = []
+    for seed, dev in [(1, 91.0), (2, 80.0), (3, 80.0)]:
+        rows += [seeded(seed, "dense", 100, 8.0, dev), seeded(seed, "mp", 100, 4.0, dev, k=4)]
+    row = outcome_table(rows).set_index("arm").loc["mp"]
+    assert row["90: reached"] == "1 of 3"
+    assert row["middle: verdict"] == "no interval (a ratio on 1 of 3 seeds: both arms missed on the others)"
     assert verdict(None) == "no pairs"
 
 

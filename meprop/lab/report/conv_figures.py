@@ -93,17 +93,22 @@ def _line_name(arm: str) -> str:
     return re.sub(r" k=\d+", "", arm)
 
 
+def _drawn_target(summary, target_index: int | None) -> int:
+    """The index of the target a width figure draws for ``summary``: the middle one by default."""
+    return summary.middle if target_index is None else target_index
+
+
 def width_figure(name: str, summaries: list, out_dir: Path, target_index: int | None = None) -> FigureFile | None:
     """``summaries``: one :class:`meprop.lab.converge.study.StudySummary` per (width, batch) cell;
     ``target_index``: which of the fixed targets (default: the middle one). A cell where dense
     itself missed the target on most seeds has no speedup to draw and is left out; with no cell
     left, for a target other than the middle one, there is no figure (None)."""
     lines: dict = {}
-    at = lambda summary: summary.middle if target_index is None else target_index  # noqa: E731
     for summary in summaries:
-        if at(summary) >= len(summary.targets):
+        drawn = _drawn_target(summary, target_index)
+        if drawn >= len(summary.targets):
             continue
-        arms = summary.arms[at(summary)]
+        arms = summary.arms[drawn]
         if arms[0].status != "reached":
             continue
         for arm in arms[1:]:
@@ -132,7 +137,7 @@ def width_figure(name: str, summaries: list, out_dir: Path, target_index: int | 
     ax.set_ylim(0, top * 1.1)
     ax.set_xlabel("hidden width h (784-h-h-10 MLP)")
     ax.set_ylabel("time-to-target speedup over dense")
-    target = summaries[0].targets[at(summaries[0])].describe() if summaries else "?"
+    target = summaries[0].targets[_drawn_target(summaries[0], target_index)].describe() if summaries else "?"
     title = f"Where does meProp pay off? (target {target})"
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)

@@ -54,14 +54,18 @@ _INTRO = (
     "Targets are fixed before training. Method: docs/time_to_accuracy.md.</p>")
 
 
-def verdict(stats: dict | None) -> str:
-    """What a speedup's interval allows one to say."""
+def verdict(stats: dict | None, seeds: int | None = None) -> str:
+    """What a speedup's interval allows one to say; ``seeds``: how many seeds the arm ran (a seed
+    where both arms missed the target has no ratio, so fewer ratios than seeds can be left)."""
     if not stats or stats.get("median") is None:
         return "no pairs"
     low, high = stats.get("low"), stats.get("high")
     # An infinite bound is a bound (dense missed the target on a seed: a ratio of infinity), not
-    # a missing interval; None or NaN is (one seed).
+    # a missing interval; None or NaN is (fewer than two ratios).
     if not all(isinstance(v, (int, float)) and not math.isnan(v) for v in (low, high)):
+        ratios = stats.get("n", 1)
+        if seeds is not None and seeds > ratios:
+            return f"no interval (a ratio on {ratios} of {seeds} seeds: both arms missed on the others)"
         return "no interval (one seed)"
     if low <= 1.0 <= high:
         return "no difference shown"
@@ -83,7 +87,7 @@ def outcome_table(records: list[dict]) -> pd.DataFrame:
                 row[f"{name}: speedup"] = ratio_text(at.speedup) if at.method != "dense" else "reference"
             row["middle: step-time factor"] = ratio_text(arm.step_factor)
             row["middle: steps factor"] = ratio_text(arm.steps_factor)
-            row["middle: verdict"] = "reference" if arm.method == "dense" else verdict(arm.speedup)
+            row["middle: verdict"] = "reference" if arm.method == "dense" else verdict(arm.speedup, arm.seeds)
             row["median best"] = None if arm.best is None else round(arm.best, 2)
             row["study"] = summary.study
             rows.append(row)
@@ -98,7 +102,7 @@ def ranking_table(summaries) -> pd.DataFrame:
         for place, arm in enumerate(ranked(summary), 1):
             rows.append({"run": summary.title(), "rank": place, "arm": arm.arm,
                          "target": summary.targets[summary.middle].describe(),
-                         "speedup": ratio_text(arm.speedup), "verdict": verdict(arm.speedup),
+                         "speedup": ratio_text(arm.speedup), "verdict": verdict(arm.speedup, arm.seeds),
                          "reached": f"{arm.reached} of {arm.seeds}",
                          "censored": arm.seeds - arm.reached,
                          "step-time factor": ratio_text(arm.step_factor),
@@ -115,7 +119,7 @@ def width_table(summaries) -> pd.DataFrame:
             rows.append({"h": summary.settings.get("hidden"), "batch": summary.settings.get("batch"),
                          "arm": arm.arm, "reached": arm.reached_text(), "speedup": ratio_text(arm.speedup),
                          "step-time factor": ratio_text(arm.step_factor),
-                         "steps factor": ratio_text(arm.steps_factor), "verdict": verdict(arm.speedup)})
+                         "steps factor": ratio_text(arm.steps_factor), "verdict": verdict(arm.speedup, arm.seeds)})
     return pd.DataFrame(rows).sort_values(["batch", "h", "arm"]) if rows else pd.DataFrame(rows)
 
 
@@ -136,7 +140,7 @@ def _card(summary) -> str:
             small = f"{best.arm}: {best.reached_text()} (censored counted as never); {base}"
         else:
             big = f"{ratio_text(speed)}x"
-            small = f"{best.arm}: {verdict(speed)}; {best.reached_text()}; {base}"
+            small = f"{best.arm}: {verdict(speed, best.seeds)}; {best.reached_text()}; {base}"
     return (f'<div class="card"><div class="small">time to {html.escape(target)} · '
             f'{html.escape(summary.title())}</div><div class="big">{html.escape(big)}</div>'
             f'<div class="small">{html.escape(small)}</div></div>')

@@ -132,6 +132,13 @@ void sqrt_staged(const T* in, T* out, int64_t n, T* staging, at::TensorOptions o
 // What a block of kBlock elements holds: no zero, only zeros, or both.
 enum class BlockKind : uint8_t { kValues, kZeros, kMixed };
 
+// The end of the run of blocks of kind[begin]'s kind that starts at `begin`.
+int64_t run_end(const BlockKind* kind, int64_t begin, int64_t blocks) {
+  int64_t end = begin + 1;
+  while (end < blocks && kind[end] == kind[begin]) ++end;
+  return end;
+}
+
 // out[0, n) = sqrt(in[0, n)), n <= kChunk. The chunk is read in blocks of kBlock elements and
 // cut into runs of one kind: a run of values goes to torch's routine straight from `in` to
 // `out`, a run of zeros is copied (sqrt(+-0) = +-0), a run of mixed blocks is staged; a run of
@@ -150,10 +157,9 @@ void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions op
     const int64_t zeros = count_zeros(in_bits + b * kBlock, len);
     kind[b] = zeros == 0 ? BlockKind::kValues : (zeros == len ? BlockKind::kZeros : BlockKind::kMixed);
   }
-  for (int64_t b = 0; b < blocks;) {  // short runs of values inside staged ones are staged
-    int64_t e = b + 1;
-    while (e < blocks && kind[e] == kind[b]) ++e;
-    if (kind[b] == BlockKind::kValues && (e - b) * kBlock < kMinStraight && (b > 0 || e < blocks)) {
+  for (int64_t b = 0; b < blocks;) {  // short runs of values beside staged ones are staged
+    const int64_t e = run_end(kind, b, blocks);
+    if (kind[b] == BlockKind::kValues && (e - b) * kBlock < kMinStraight) {
       const bool mixed_before = b > 0 && kind[b - 1] == BlockKind::kMixed;
       const bool mixed_after = e < blocks && kind[e] == BlockKind::kMixed;
       if (mixed_before || mixed_after) std::fill(kind + b, kind + e, BlockKind::kMixed);
@@ -161,8 +167,7 @@ void sqrt_chunk(const T* in, T* out, int64_t n, T* staging, at::TensorOptions op
     b = e;
   }
   for (int64_t b = 0; b < blocks;) {
-    int64_t e = b + 1;
-    while (e < blocks && kind[e] == kind[b]) ++e;
+    const int64_t e = run_end(kind, b, blocks);
     const int64_t begin = b * kBlock, len = std::min(e * kBlock, n) - begin;
     if (kind[b] == BlockKind::kValues) {
       plain_sqrt(in + begin, out + begin, len, opts);

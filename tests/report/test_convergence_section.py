@@ -161,6 +161,7 @@ def test_verdict_reads_an_infinite_bound_as_a_bound():
     assert verdict({"median": 0.5, "low": 0.0, "high": 0.8}) == "dense sooner"
     assert verdict({"median": 1.5, "low": None, "high": None, "n": 1}) == "no interval (one seed)"
     assert verdict({"median": 1.5, "low": None, "high": None, "n": 1}, seeds=1) == "no interval (one seed)"
+    assert verdict(None) == "no pairs"
 
 
 def test_verdict_says_when_seeds_ran_but_only_one_has_a_ratio():
@@ -171,7 +172,6 @@ def test_verdict_says_when_seeds_ran_but_only_one_has_a_ratio():
     row = outcome_table(rows).set_index("arm").loc["mp"]
     assert row["90: reached"] == "1 of 3"
     assert row["middle: verdict"] == "no interval (a ratio on 1 of 3 seeds: both arms missed on the others)"
-    assert verdict(None) == "no pairs"
 
 
 def test_a_ratio_without_bound_reads_inf_and_a_censored_time_reads_never():

@@ -113,7 +113,7 @@ def test_two_processes_building_at_once_leave_one_whole_library(tmp_path):
     library = folder / f"{_build.library_name()}.so"
     lines = library.read_text().splitlines()
     assert len(lines) == 20 and len(set(lines)) == 1  # one process's whole output, not a mix
-    assert [p.name for p in folder.iterdir()] == [library.name]  # no temporary left behind
+    assert sorted(p.name for p in folder.iterdir()) == [library.name, "unity_0.cpp"]  # no temporary left
 
 
 def _fake_load(seen: list, folder: Path):
@@ -160,3 +160,49 @@ def test_a_running_build_is_waited_for(tmp_path):
         ready, _, _ = select.select([holder.stdout], [], [], 0)  # printed before it let go
         assert ready and holder.stdout.readline().strip() == "letting go"
     holder.wait()
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 64])
+def test_unity_groups_hold_every_source_once_one_group_per_core(cores):
+    groups = _build.unity_groups(cores=cores)
+    assert len(groups) == min(cores, len(_build.SOURCES))
+    assert all(groups)  # no empty translation unit
+    assert sorted(s for group in groups for s in group) == sorted(_build.SOURCES)
+    sizes = sorted(sum(s.stat().st_size for s in group) for group in groups)
+    largest = max(s.stat().st_size for s in _build.SOURCES)
+    assert sizes[-1] - sizes[0] <= largest  # balanced to within one source
+
+
+def test_unity_groups_follow_the_cores_this_process_may_use_and_max_jobs(monkeypatch):
+    monkeypatch.setattr(_build.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.delenv("MAX_JOBS", raising=False)
+    assert len(_build.unity_groups()) == 3
+    monkeypatch.setenv("MAX_JOBS", "2")
+    assert len(_build.unity_groups()) == 2
+
+
+def test_unity_sources_are_rewritten_only_when_their_text_changes(tmp_path):
+    groups = _build.unity_groups(cores=2)
+    first = _build.write_unity_sources(tmp_path, groups)
+    stamps = [p.stat().st_mtime_ns for p in first]
+    texts = [p.read_text() for p in first]
+    assert _build.write_unity_sources(tmp_path, groups) == first
+    assert [p.stat().st_mtime_ns for p in first] == stamps  # ninja sees nothing to recompile
+    assert all(f'#include "{s}"' in text for group, text in zip(groups, texts) for s in group)
+    _build.write_unity_sources(tmp_path, [groups[1], groups[0]])
+    assert first[0].read_text() == texts[1]
+
+
+@pytest.mark.slow
+def test_every_source_compiles_in_one_translation_unit(tmp_path):
+    """Any grouping of the sources compiles: no two sources define the same helper (syntax only)."""
+    from torch.utils import cpp_extension
+
+    (unity,) = _build.write_unity_sources(tmp_path, _build.unity_groups(cores=1))
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C++ compiler ({compiler})")
+    done = subprocess.run([compiler, "-fsyntax-only", "-fPIC", *_build.CFLAGS,
+                           *(f"-I{p}" for p in cpp_extension.include_paths()), str(unity)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]

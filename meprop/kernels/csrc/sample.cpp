@@ -47,10 +47,10 @@ MEPROP_INLINE uint32_t fmix32(uint32_t h) {  // MurmurHash3's finaliser: a bijec
 // The draws of row r: bits[j] for j in [0, n), 24 random bits (float32) or 53 (float64) as an
 // integer; entry j is kept when bits[j] < p * 2^24 (2^53), i.e. u < p for u uniform in [0, 1).
 template <typename T>
-using Bits = typename std::conditional<std::is_same<T, float>::value, int32_t, int64_t>::type;
+using DrawBits = typename std::conditional<std::is_same<T, float>::value, int32_t, int64_t>::type;
 
 template <typename T>
-MEPROP_INLINE void row_bits(uint64_t seed, int64_t r, int64_t n, Bits<T>* bits) {
+MEPROP_INLINE void row_bits(uint64_t seed, int64_t r, int64_t n, DrawBits<T>* bits) {
   const uint32_t s0 = uint32_t(seed), s1 = uint32_t(seed >> 32);
   const uint32_t key = fmix32(s1 ^ fmix32(uint32_t(r) * 0x9e3779b9u + uint32_t(uint64_t(r) >> 32)));
   for (int64_t j = 0; j < n; ++j) {
@@ -129,7 +129,7 @@ MEPROP_INLINE int64_t sample_row_impl(const T* row, int64_t n, int64_t k, uint64
   const double cd = solve_row(row, n, k, s.values);
   const T c = T(cd), inv = T(1) / c;  // a kept entry with p < 1 is dy / (c |dy|) = sign(dy) / c
   const T full = std::is_same<T, float>::value ? T(16777216.0) : T(9007199254740992.0);  // 2^24, 2^53
-  Bits<T>* bits;
+  DrawBits<T>* bits;
   if constexpr (std::is_same<T, float>::value) bits = s.bits32.data();
   else bits = s.bits64.data();
   row_bits<T>(seed, r, n, bits);

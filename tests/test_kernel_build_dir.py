@@ -202,7 +202,7 @@ def test_every_source_compiles_in_one_translation_unit(tmp_path):
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         pytest.skip(f"no C++ compiler ({compiler})")
-    done = subprocess.run([compiler, "-fsyntax-only", "-fPIC", *_build.CFLAGS,
+    done = subprocess.run([compiler, "-fsyntax-only", "-fPIC", _build.CXX_STANDARD, *_build.CFLAGS,
                            *(f"-I{p}" for p in cpp_extension.include_paths()), str(unity)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -38,7 +38,8 @@ loop vectorises; nothing reads errno), ``-fopenmp`` (``at::parallel_for`` is
 OpenMP in torch's CPU wheel; the library binds to the ``libgomp.so.1`` torch already loaded). No
 ``-march=native``: the hot loops carry ``target_clones`` (AVX-512, AVX2+FMA, baseline x86-64)
 and the loader picks one for the CPU it runs on, so a library built on one x86-64 machine runs
-on another.
+on another. The language standard is the one torch's headers are written for (C++20), never
+an older one that would compile them with warnings.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SOURCES", "HEADERS", "CFLAGS", "LDFLAGS", "PREBUILT", "build_key", "build_root", "build_dir",
+__all__ = ["SOURCES", "HEADERS", "CFLAGS", "CXX_STANDARD", "LDFLAGS", "PREBUILT", "build_key", "build_root", "build_dir",
            "built_path", "library_path", "unity_groups", "write_unity_sources", "build"]
 
 _HERE = Path(__file__).resolve().parent
@@ -63,7 +64,10 @@ SOURCES = tuple(_HERE / "csrc" / name for name in (
     "lazy_adam_rows.cpp", "sqrt.cpp", "sample.cpp", "unified_linear.cpp"))
 #: The shared headers (part of the build key: a changed header rebuilds).
 HEADERS = tuple(_HERE / "csrc" / name for name in ("common.h", "linear_context.h", "select.h", "rows.h"))
-CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-std=c++17")
+CFLAGS = ("-O3", "-fno-math-errno", "-fopenmp")
+#: The language standard of torch's headers (cpp_extension passes it to a ninja build; the
+#: direct compile passes it itself).
+CXX_STANDARD = "-std=c++20"
 LDFLAGS = ("-fopenmp",)
 
 
@@ -72,7 +76,8 @@ def build_key() -> str:
     digest = hashlib.sha256()
     for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
-    digest.update(repr((torch.__version__, torch.version.git_version, CFLAGS, LDFLAGS, sys.platform)).encode())
+    digest.update(repr((torch.__version__, torch.version.git_version, CXX_STANDARD, CFLAGS, LDFLAGS,
+                        sys.platform)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -171,7 +176,7 @@ def _compile_directly(folder: Path, verbose: bool) -> None:
     compiler = os.environ.get("CXX", "c++")
     partial = folder / f"{library_name()}.so.{os.getpid()}.tmp"  # one per process: concurrent builds never mix
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    command = [compiler, "-shared", "-fPIC", *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+    command = [compiler, "-shared", "-fPIC", CXX_STANDARD, *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
                *(f"-I{p}" for p in cpp_extension.include_paths()),
                *(str(s) for s in write_unity_sources(folder, unity_groups(cores=1))),
                *(f"-L{p}" for p in cpp_extension.library_paths()), "-lc10", "-ltorch", "-ltorch_cpu",

@@ -107,10 +107,38 @@ def test_setup_raises_not_implemented_for_cuda_without_gpu():
     assert not torch.cuda.is_initialized()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present: the n/a path is not taken")
+def test_a_grid_measures_only_what_can_run_here_and_starts_no_process_for_the_rest(monkeypatch):
+    from meprop.lab.engine import rounds
+
+    suite = _load_suite()
+    common = suite["common"]
+    cls = suite["bench_linear_backward"].LinearBackward
+    given = []
+
+    def fake_round(workload, measurement, combos, fields, settings):
+        given.append(list(combos))
+        return [{"dense": 2.0, "meprop": 1.0, "relative_time": 0.5, "dense_rel_iqr": 0.0,
+                 "meprop_rel_iqr": 0.0, "ideal": 4.0} for _ in combos]
+
+    monkeypatch.setattr(rounds, "round_in_fresh_process", fake_round)
+    monkeypatch.setattr(common, "ROUNDS", 2)
+    grid = [[32], [0.25], [4], ["unified"], ["cpu", "cuda"]]
+    results = common.measure_grid(cls.workload, cls.measurement, grid)
+    cpu, cuda = (32, 0.25, 4, "unified", "cpu"), (32, 0.25, 4, "unified", "cuda")
+    assert given == [[cpu], [cpu]]  # two rounds, each of the runnable combination only
+    assert results[cpu]["speedup"] == 2.0 and results[cpu]["rounds"] == 2
+    assert results[cuda] == {"skipped": "cuda: cuda not available"}
+    given.clear()
+    results = common.measure_grid(cls.workload, cls.measurement, [[32], [0.25], [4], ["unified"], ["cuda"]])
+    assert given == [] and results == {cuda: {"skipped": "cuda: cuda not available"}}
+
+
 def test_fused_adam_suite_runs_fused_cases_and_is_na_where_the_field_is_missing(monkeypatch):
     suite = _load_suite()
     common = suite["common"]
     monkeypatch.setattr(common, "BUDGET_S", 0.01)
+    monkeypatch.setattr(common, "ROUNDS", 1)  # one fresh process: what is measured, not how often
     cls = suite["bench_train_step"].TrainStepFusedAdam
     params = (32, 0.125, 4, "per_example", "cpu")
     assert common.make_case("mlp", "train_step", *params, **cls.case_fields).adam == "fused"
@@ -126,9 +154,10 @@ def test_fused_adam_suite_runs_fused_cases_and_is_na_where_the_field_is_missing(
         common.lookup(skipped, cls.workload, cls.measurement, params, **missing)
 
 
-def test_a_case_too_large_for_memory_is_not_applicable_not_a_crash():
+def test_a_case_too_large_for_memory_is_not_applicable_not_a_crash(monkeypatch):
     suite = _load_suite()
     common = suite["common"]
+    monkeypatch.setattr(common, "ROUNDS", 1)
     params = (2**20, 0.01, 1, "unified", "cpu")  # a 2^20 x 2^20 layer: terabytes
     cls = suite["bench_linear_backward"].LinearBackward
     results = common.measure_grid(cls.workload, cls.measurement, [[v] for v in params])

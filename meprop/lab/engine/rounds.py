@@ -9,7 +9,9 @@ cases' same-run ratio:
 - :func:`measure_round`: one pass over a grid's combinations in this process;
 - :func:`measure_grid`: ``settings.rounds`` passes, round-robin, each in a new interpreter
   (:func:`round_in_fresh_process`): a process's heap layout, page placement and allocator
-  state move all its timings together, so rounds in one process would share that luck;
+  state move all its timings together, so rounds in one process would share that luck; the
+  combinations that cannot run here (:func:`skip_reason`: e.g. CUDA on a CPU-only machine)
+  are skipped in the parent, and a grid with none to run starts no process;
 - :func:`combine`: one entry from a case's rounds: the median of each value over the
   rounds, the relative time being the median of the per-round ratios (each measured
   interleaved), rounded to :data:`SIGNIFICANT` digits;
@@ -35,7 +37,7 @@ from meprop.lab.results.stats import speedup_interval
 from meprop.lab.plan.asv_grid import Settings, grid_case
 from meprop.lab.plan.cases import Case
 
-__all__ = ["SIGNIFICANT", "ROUND_TIMEOUT_S", "check_possible", "measure_case", "measure_round",
+__all__ = ["SIGNIFICANT", "ROUND_TIMEOUT_S", "check_possible", "measure_case", "measure_round", "skip_reason",
            "measure_grid", "grid_combos", "round_in_fresh_process", "rounded", "combine", "interleaved_ratio", "main"]
 
 #: Significant digits of a combined value (what a measurement on a shared machine can tell apart).
@@ -94,6 +96,16 @@ def measure_round(workload: str, measurement: str, combos: list[tuple], fields: 
     return out
 
 
+def skip_reason(workload: str, measurement: str, combo: tuple, fields: dict, settings: Settings) -> dict | None:
+    """``{"skipped": reason}`` for a combination known not to run here before anything is timed
+    (no such case, or its device is missing), else None."""
+    try:
+        check_possible(grid_case(workload, measurement, combo, settings.threads, fields))
+    except NotImplementedError as exc:
+        return {"skipped": str(exc)}
+    return None
+
+
 def rounded(value: float, digits: int = SIGNIFICANT) -> float:
     """``value`` to ``digits`` significant digits (``0.10276941`` -> ``0.103``)."""
     return float(f"{value:.{digits}g}")
@@ -119,11 +131,14 @@ def measure_grid(workload: str, measurement: str, combos: list[tuple], fields: d
     """``{combo: combined entry}``: ``settings.rounds`` passes over ``combos``, round-robin (a
     burst of load hits one round of a case, not all), each in a fresh process."""
     combos = [tuple(c) for c in combos]
-    measured: dict[tuple, list] = {combo: [] for combo in combos}
-    for _ in range(settings.rounds):
-        for combo, entry in zip(combos, round_in_fresh_process(workload, measurement, combos, fields, settings)):
+    skipped = {combo: reason for combo in combos
+               if (reason := skip_reason(workload, measurement, combo, fields, settings)) is not None}
+    runnable = [combo for combo in combos if combo not in skipped]  # no process started for the others
+    measured: dict[tuple, list] = {combo: [] for combo in runnable}
+    for _ in range(settings.rounds if runnable else 0):
+        for combo, entry in zip(runnable, round_in_fresh_process(workload, measurement, runnable, fields, settings)):
             measured[combo].append(entry)
-    return {combo: combine(entries) for combo, entries in measured.items()}
+    return {combo: skipped[combo] if combo in skipped else combine(measured[combo]) for combo in combos}
 
 
 def grid_combos(params: list[list]) -> list[tuple]:

@@ -12,7 +12,8 @@
 - no import cycle among meprop's modules;
 - no private name (``_name``) is imported from another module;
 - the schema string ``"meprop.results/1"`` is written once;
-- meprop/ speaks of the product: no issue numbers, no reference to a file outside the repository;
+- the code (meprop/, tests/, benchmarks/, scripts/) speaks of the product: no issue numbers, no
+  reference to a file outside the repository;
 - no module is longer than 400 lines, no function longer than 80.
 """
 
@@ -159,11 +160,12 @@ def test_the_lab_and_front_doors_use_the_public_api():
 
 
 def test_the_code_speaks_of_the_product():
-    pattern = re.compile(r"\b[Ii]ssues? \d+\b|(?<![\w/])DESIGN\.md")
-    bad = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-           for path in sorted(PACKAGE.rglob("*.py")) + sorted(PACKAGE.rglob("*.cpp")) + sorted(PACKAGE.rglob("*.h"))
+    pattern = re.compile(r"\b[Ii]ssues? ?#?\d+|(?<![\w/])DESIGN\.md")
+    code = [path for folder in (PACKAGE, ROOT / "tests", ROOT / "benchmarks", ROOT / "scripts")
+            for suffix in ("*.py", "*.cpp", "*.h", "*.sh") for path in sorted(folder.rglob(suffix))]
+    bad = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}" for path in code
            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
-    assert not bad, "issue numbers or files outside the repository named in meprop/:\n" + "\n".join(bad)
+    assert not bad, "issue numbers or files outside the repository named in the code:\n" + "\n".join(bad)
 
 
 #: the one module that may compare workload names: the registry

@@ -1,4 +1,4 @@
-"""tox.ini stays usable (issue 12, item 10): its envs resolve, torch is pinned through the
+"""tox.ini stays usable: its envs resolve, torch is pinned through the
 constraints file, and nothing asks pip for `-c FILE` without a requirement.
 
 The real installation (`tox -e py3 --notest`, a minute or two) runs in .ci/run; here

@@ -1,4 +1,4 @@
-"""A failed ``meprop train`` start (issue 12, item 6): bad devices are clear errors that write no file,
+"""A failed ``meprop train`` start: bad devices are clear errors that write no file,
 and a results file holding nothing but an env record does not block the corrected rerun."""
 
 import json

@@ -1,4 +1,4 @@
-"""Case validation, keys, custom grids and the named profiles (including issue 5's perf rows)."""
+"""Case validation, keys, custom grids and the named profiles (including the perf profile's target rows)."""
 
 import math
 import pytest
@@ -95,7 +95,7 @@ def test_smoke_is_tiny_and_covers_every_measurement():
     assert {c.workload for c in cases} == set(WORKLOADS) - {"model"}  # model: a user's factory
 
 
-def test_standard_grid_is_the_issue_grid():
+def test_standard_grid_is_the_documented_grid():
     cases = profile_cases("standard")
     lin = [c for c in cases if c.workload == "linear" and c.measurement == "linear_backward"]
     assert {c.hidden for c in lin} == {500, 1024, 4096}
@@ -155,10 +155,10 @@ def test_full_profile_spans_devices_and_ratios():
     assert min(c.k_ratio for c in cases) < 0.01 and max(c.k_ratio for c in cases) == 1.0
 
 
-def test_perf_covers_every_issue5_row():
+def test_perf_covers_every_target_row():
     keys = {c.key for c in profile_cases("perf", TARGETS)}
     assert all(c.dtype == "float32" for c in profile_cases("perf", TARGETS))
-    # issue 5's rows run on 2 threads; issue 9's training-step rows on the thread count they name
+    # the kernel-level rows run on 2 threads; the training-step rows on the thread count they name
     assert all(c.threads == (t.threads or 2) for t in TARGETS for c in t.cases())
     assert all(c.threads == 2 for t in TARGETS
                if t.measurement != "train_step" and t.threads is None for c in t.cases())
@@ -192,7 +192,7 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     from_targets = [c.key for t in TARGETS for c in t.cases()]
     perf = [c.key for c in profile_cases("perf", TARGETS)]
     assert perf == list(dict.fromkeys(from_targets))
-    # issue 5's break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%,
+    # the break-even grid: n {1024, 4096} x batch {64, 1024} x k/n {5,10,15,20,30}%,
     # with k/n never below the nominal ratio
     break_even = [t for t in TARGETS if t.kind == "break_even"][0].cases()
     assert sorted((c.hidden, c.batch, c.k) for c in break_even) == sorted(
@@ -206,8 +206,8 @@ def test_perf_profile_is_the_targets_cases_in_table_order():
     assert all(c.measurement == "forward" for c in forward)
     # the review row is not a timing: no cases
     assert [t.cases() for t in TARGETS if t.kind == "review"] == [(), ()]
-    # issue 5's 32 cases, issue 9's four training-step rows (each with the torch.optim.Adam
-    # defaults of its target and with fused Adam, the strongest dense baseline), issue 10's six,
+    # the kernel-level targets' 32 cases, the four training-step rows (each with the torch.optim.Adam
+    # defaults of its target and with fused Adam, the strongest dense baseline), the compiled kernels' six,
     # then the two never-slower-than-dense grids less the cells other targets already run
     # (MLP: 24 less n=4096 batch 1024 k=1%; linear: 16 less n=4096 batch 64 k=1% and 25%,
     # batch 1024 k=1%, and n=4096 k=10% at both batches, the break-even grid's
@@ -249,7 +249,7 @@ def test_spec_package_exports_the_targets_api():
     assert meprop.lab.plan.Target is Target and meprop.lab.plan.load_targets is load_targets
 
 
-def test_perf_covers_issue10_rows():
+def test_perf_covers_the_compiled_kernel_rows():
     rows = {(c.workload, c.measurement, c.hidden, c.in_features, c.batch, c.k, c.threads)
             for c in profile_cases("perf", TARGETS) if c.mode == "per_example"}
     assert {

@@ -1,4 +1,4 @@
-"""Reliability of the results file (issue 12): the end-of-file policy shared by ``--resume`` and
+"""Reliability of the results file: the end-of-file policy shared by ``--resume`` and
 ``meprop report``, the writer's lock, retrying skipped cases, and the bounds of the timing options."""
 
 import json

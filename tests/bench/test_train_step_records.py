@@ -1,4 +1,4 @@
-"""Training-step records: the optimizers that ran, the phase split and the Amdahl limit (issue 11)."""
+"""Training-step records: the optimizers that ran, the phase split and the Amdahl limit."""
 
 import inspect
 

@@ -1,4 +1,4 @@
-"""meprop bench --model module:factory: a user's own model through the suite (issue 11)."""
+"""meprop bench --model module:factory: a user's own model through the suite."""
 
 import textwrap
 

@@ -115,7 +115,7 @@ def tiny_records(run_id: str = "run-t", machine: str = "box-t") -> list[dict]:
 
 
 def many_records(n: int = 20_000, *, machines: int = 4) -> list[dict]:
-    """About ``n`` bench records over several machines (issue 12, item 8: the report must scale).
+    """About ``n`` bench records over several machines (the report must scale).
 
     Each machine: both top-k modes x 4 measurements x hidden {500 ... 8192} x batch
     {1 ... 1024} x as many k ratios as it takes to reach ``n`` records; speedups fall

@@ -133,7 +133,7 @@ def test_training_results_only(tmp_path, capsys):
     assert 'id="accuracy"' in page and "No training results" not in page
 
 
-# ----------------------------------------------------------------------------- issue 12, item 5
+# ----------------------------------------------------------------- pytest-benchmark and asv inputs
 DATA = Path(__file__).parent / "data"
 
 

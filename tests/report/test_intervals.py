@@ -88,7 +88,7 @@ def test_tables_targets_and_csv_carry_the_interval_and_flagged_cells_meet_no_tar
     from meprop.lab.plan.target_file import load_targets
     from meprop.lab.report.sections.targets import match_targets
 
-    records = [  # issue 5's "per-example, n=4096, batch 1, k=1%" (20x): 25x but noisy
+    records = [  # the target "per-example, n=4096, batch 1, k=1%" (20x): 25x but noisy
         bench_record("r1", hidden=4096, batch=1, k=41, mode="per_example", dense_s=25e-3, meprop_s=1e-3,
                      iqr_frac=0.2),
         bench_record("r1", hidden=4096, batch=64, k=41, mode="per_example", dense_s=7e-3, meprop_s=1e-3),

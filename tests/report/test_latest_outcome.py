@@ -1,4 +1,4 @@
-"""The report keeps the latest outcome of a case measured more than once (issue 12, item 7):
+"""The report keeps the latest outcome of a case measured more than once:
 a case skipped in one run and measured by a ``--resume`` that retried it shows as measured."""
 
 from meprop.lab.report.build import build_report

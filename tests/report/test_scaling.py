@@ -1,4 +1,4 @@
-"""Issue 12, item 8: a report of 20,000 records keeps a small page; the full tables are in CSV.
+"""A report of 20,000 records keeps a small page; the full tables are in CSV.
 
 Times are never asserted (docs/design.md); ``make`` users see the build time when they run it.
 """

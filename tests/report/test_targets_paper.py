@@ -1,4 +1,4 @@
-"""Issue 5's targets matched against result rows; the paper's tables beside ours."""
+"""The performance targets matched against result rows; the paper's tables beside ours."""
 
 from __future__ import annotations
 
@@ -123,7 +123,7 @@ def test_perf_profile_cases_measure_every_timing_target():
 
 
 def test_step_targets_select_the_lazy_optimizer_with_default_adam_only():
-    # issue 9's targets are defined with torch.optim.Adam's defaults and the lazy optimizer;
+    # the training-step targets are defined with torch.optim.Adam's defaults and the lazy optimizer;
     # the same case with fused Adam or the exact optimizer is another row, never the target's
     step = dict(hidden=4096, batch=1, k=41, mode="per_example", measurement="train_step",
                 workload="mlp", layers=2, in_features=784)
@@ -140,7 +140,7 @@ def test_step_targets_select_the_lazy_optimizer_with_default_adam_only():
 def test_review_target_selects_nothing():
     frame = _perf_profile_frame()
     reviews = [target for target in TARGETS if target.kind == "review"]
-    assert len(reviews) == 2  # issue 5's masked-dense row, issue 10's torch.compile row
+    assert len(reviews) == 2  # the masked-dense row and the torch.compile row
     for review in reviews:
         assert review.cases() == () and not review.selects(frame).any()
 

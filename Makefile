@@ -1,11 +1,12 @@
 # meprop: the two commands of the README, and the set-up they share.
 #   make report   set up (first time only), run the quick benchmark and two quick time-to-accuracy
-#                 presets, build the HTML report (284 s measured on a fresh clone, idle 2-core machine)
+#                 presets, build the HTML report (244 s measured on a fresh clone, idle 2-core machine)
 #   make test     set up (first time only), run the test suite
 # More:
 #   make report PROFILE=standard CONVERGE_PRESETS=all   the fuller grid and every preset (README, Profiles)
 #   make paper    the paper's quick training presets (MNIST, POS); `make report` then includes them
 #   make converge the quick time-to-accuracy presets (`make report` runs them: "Does it pay off?")
+#   make studies-report  the report of the long time-to-accuracy runs kept in studies/ (measures nothing)
 #   make first-run-time  time `make report` on a fresh clone of HEAD (own venv, no pip or kernel cache)
 #   make asv      asv benchmarks for HEAD in this environment, published offline into reports/asv
 #   make kernels  (re)build the compiled CPU kernels (part of setup)
@@ -37,7 +38,7 @@ PIP    := $(PY) -m pip install --quiet --no-compile
 CONVERGE_LIST = $(if $(filter all,$(CONVERGE_PRESETS)),$(shell $(PY) -c \
 	'from meprop.lab.converge.presets import CONVERGENCE_PRESETS as p; print(*p)'),$(CONVERGE_PRESETS))
 
-.PHONY: setup kernels report report-only bench paper converge asv asv-compare test gpu-check clean-results first-run-time
+.PHONY: setup kernels report report-only studies-report bench paper converge asv asv-compare test gpu-check clean-results first-run-time
 
 setup: $(STAMP) $(KERNELS)
 
@@ -69,6 +70,11 @@ report: bench converge
 
 report-only:  # the page from the results already there (measures nothing)
 	$(PY) -m meprop report $(RESULTS) $(CONVERGE_RESULTS) $(wildcard $(TRAIN_RESULTS)) --out $(REPORT)
+
+# The long time-to-accuracy runs the repository keeps (studies/README.md: commands, machine, cost),
+# read from their archives into one report; nothing is measured.
+studies-report: setup
+	$(PY) -m meprop report $(sort $(dir $(wildcard studies/*/*/results.jsonl.gz))) --out reports/studies
 
 # Time to accuracy (docs/time_to_accuracy.md): the quick presets, dense and meProp side by side.
 converge: setup

@@ -196,13 +196,10 @@ def test_unity_sources_are_rewritten_only_when_their_text_changes(tmp_path):
 @pytest.mark.slow
 def test_every_source_compiles_in_one_translation_unit(tmp_path):
     """Any grouping of the sources compiles: no two sources define the same helper (syntax only)."""
-    from torch.utils import cpp_extension
-
     (unity,) = _build.write_unity_sources(tmp_path, _build.unity_groups(cores=1))
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         pytest.skip(f"no C++ compiler ({compiler})")
-    done = subprocess.run([compiler, "-fsyntax-only", "-fPIC", _build.CXX_STANDARD, *_build.CFLAGS,
-                           *(f"-I{p}" for p in cpp_extension.include_paths()), str(unity)],
+    done = subprocess.run([compiler, "-fsyntax-only", *_build.compile_flags(), str(unity)],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

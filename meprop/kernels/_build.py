@@ -54,8 +54,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["SOURCES", "HEADERS", "CFLAGS", "CXX_STANDARD", "LDFLAGS", "PREBUILT", "build_key", "build_root", "build_dir",
-           "built_path", "library_path", "unity_groups", "write_unity_sources", "build"]
+__all__ = ["SOURCES", "HEADERS", "CFLAGS", "CXX_STANDARD", "LDFLAGS", "compile_flags", "PREBUILT", "build_key",
+           "build_root", "build_dir", "built_path", "library_path", "unity_groups", "write_unity_sources", "build"]
 
 _HERE = Path(__file__).resolve().parent
 #: One source per op family (each with its schema, CPU kernel and autograd registration).
@@ -144,10 +144,10 @@ def unity_groups(cores: int | None = None) -> list[list[Path]]:
             cores = min(cores, int(max_jobs))
     groups: list[list[Path]] = [[] for _ in range(max(1, min(cores, len(SOURCES))))]
     sizes = [0] * len(groups)
-    for source in sorted(SOURCES, key=lambda s: s.stat().st_size, reverse=True):
+    for size, source in sorted(((s.stat().st_size, s) for s in SOURCES), reverse=True):
         lightest = sizes.index(min(sizes))
         groups[lightest].append(source)
-        sizes[lightest] += source.stat().st_size
+        sizes[lightest] += size
     return [sorted(group, key=SOURCES.index) for group in groups]
 
 
@@ -167,6 +167,16 @@ def write_unity_sources(folder: Path, groups: list[list[Path]]) -> list[Path]:
     return paths
 
 
+def compile_flags() -> list[str]:
+    """The compiler flags of a kernel translation unit built without ninja: position-independent,
+    meprop's standard and CFLAGS, torch's ABI and include paths."""
+    from torch.utils import cpp_extension  # noqa: PLC0415
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    return ["-fPIC", CXX_STANDARD, *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            *(f"-I{p}" for p in cpp_extension.include_paths())]
+
+
 def _compile_directly(folder: Path, verbose: bool) -> None:
     """One compiler call with torch's include and library paths (what load() has ninja run)."""
     import subprocess  # noqa: PLC0415
@@ -175,9 +185,7 @@ def _compile_directly(folder: Path, verbose: bool) -> None:
 
     compiler = os.environ.get("CXX", "c++")
     partial = folder / f"{library_name()}.so.{os.getpid()}.tmp"  # one per process: concurrent builds never mix
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    command = [compiler, "-shared", "-fPIC", CXX_STANDARD, *CFLAGS, f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-               *(f"-I{p}" for p in cpp_extension.include_paths()),
+    command = [compiler, "-shared", *compile_flags(),
                *(str(s) for s in write_unity_sources(folder, unity_groups(cores=1))),
                *(f"-L{p}" for p in cpp_extension.library_paths()), "-lc10", "-ltorch", "-ltorch_cpu",
                *LDFLAGS, "-o", str(partial)]

@@ -1,5 +1,6 @@
 """The JSON-lines store: round trip, resume, merging machines, refusing corrupt or foreign files."""
 
+import gzip
 import json
 
 import pytest
@@ -66,6 +67,26 @@ def test_round_trip(tmp_path):
 def test_directory_is_read_as_its_results_file(tmp_path):
     _write_run(tmp_path / "results.jsonl", "m1", "run1", [CASE])
     assert len(results_frame(tmp_path)) == 1
+
+
+def test_an_archived_results_file_reads_like_the_plain_one_and_is_never_written(tmp_path):
+    plain = _write_run(tmp_path / "run" / "results.jsonl", "m1", "run1", [CASE, CASE.replace(k=20)])
+    archive = tmp_path / "run" / "results.jsonl.gz"
+    archive.write_bytes(gzip.compress(plain.read_bytes()))
+    assert read_records(archive) == read_records(plain)
+    plain.unlink()  # a run folder holding only the archive is read through it
+    assert read_records(tmp_path / "run") == read_records(archive)
+    assert list(results_frame(tmp_path / "run")["k"]) == [10, 20]
+    with pytest.raises(ValueError, match="archived .*read-only.*gunzip"):
+        ResultsWriter(archive, resume=True)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(archive.read_bytes()[:-20])
+    with pytest.raises(ResultsError, match="cut.jsonl.gz: cannot read results file"):
+        read_records(cut)
+    foreign = tmp_path / "foreign.jsonl.gz"
+    foreign.write_bytes(b"not gzip at all")
+    with pytest.raises(ResultsError, match="foreign.jsonl.gz: cannot read results file"):
+        read_records(foreign)
 
 
 def test_existing_results_are_never_overwritten(tmp_path):

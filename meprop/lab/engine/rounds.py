@@ -37,7 +37,8 @@ from meprop.lab.results.stats import speedup_interval
 from meprop.lab.plan.asv_grid import Settings, grid_case
 from meprop.lab.plan.cases import Case
 
-__all__ = ["SIGNIFICANT", "ROUND_TIMEOUT_S", "check_possible", "measure_case", "measure_round", "skip_reason",
+__all__ = ["SIGNIFICANT", "ROUND_TIMEOUT_S", "check_possible", "measure_case", "measure_round", "runnable_case",
+           "skip_reason",
            "measure_grid", "grid_combos", "round_in_fresh_process", "rounded", "combine", "interleaved_ratio", "main"]
 
 #: Significant digits of a combined value (what a measurement on a shared machine can tell apart).
@@ -68,11 +69,8 @@ def _options(case: Case, settings: Settings) -> runner.TimingOptions:
 def measure_case(case: Case, settings: Settings) -> dict:
     """Dense and meProp of ``case`` timed interleaved: medians (seconds per call), the
     relative time meProp / dense, each side's relative IQR and the ideal speedup; or
-    ``{"skipped": reason}``."""
-    try:
-        check_possible(case)
-    except NotImplementedError as exc:
-        return {"skipped": str(exc)}
+    ``{"skipped": reason}`` when the workload finds it cannot run (e.g. too little memory). Whether
+    its device is there was asked before (:func:`runnable_case`)."""
     allocator.apply()  # meprop bench's default allocator setting
     fields = runner.run_case(case, _options(case, settings), measure_memory=False)
     if fields.get("status") == "skipped":
@@ -82,28 +80,32 @@ def measure_case(case: Case, settings: Settings) -> dict:
             "dense_rel_iqr": dense.rel_iqr, "meprop_rel_iqr": meprop.rel_iqr, "ideal": case.ideal}
 
 
-def measure_round(workload: str, measurement: str, combos: list[tuple], fields: dict,
-                  settings: Settings) -> list[dict]:
-    """One pass over ``combos`` in this process: a :func:`measure_case` entry for each."""
-    out = []
-    for combo in combos:
-        try:
-            case = grid_case(workload, measurement, combo, settings.threads, fields)
-        except NotImplementedError as exc:
-            out.append({"skipped": str(exc)})
-            continue
-        out.append(measure_case(case, settings))
-    return out
+def runnable_case(workload: str, measurement: str, combo: tuple, fields: dict, settings: Settings) -> Case | dict:
+    """The :class:`Case` of one combination, or ``{"skipped": reason}`` when it is known not to
+    run here before anything is timed (no such case, or its device is missing)."""
+    try:
+        case = grid_case(workload, measurement, combo, settings.threads, fields)
+        check_possible(case)
+    except NotImplementedError as exc:
+        return {"skipped": str(exc)}
+    return case
 
 
 def skip_reason(workload: str, measurement: str, combo: tuple, fields: dict, settings: Settings) -> dict | None:
-    """``{"skipped": reason}`` for a combination known not to run here before anything is timed
-    (no such case, or its device is missing), else None."""
-    try:
-        check_possible(grid_case(workload, measurement, combo, settings.threads, fields))
-    except NotImplementedError as exc:
-        return {"skipped": str(exc)}
-    return None
+    """``{"skipped": reason}`` for a combination that cannot run here (:func:`runnable_case`), else None."""
+    found = runnable_case(workload, measurement, combo, fields, settings)
+    return found if isinstance(found, dict) else None
+
+
+def measure_round(workload: str, measurement: str, combos: list[tuple], fields: dict,
+                  settings: Settings) -> list[dict]:
+    """One pass over ``combos`` in this process: a :func:`measure_case` entry for each, or its
+    ``{"skipped": reason}``."""
+    out = []
+    for combo in combos:
+        found = runnable_case(workload, measurement, combo, fields, settings)
+        out.append(found if isinstance(found, dict) else measure_case(found, settings))
+    return out
 
 
 def rounded(value: float, digits: int = SIGNIFICANT) -> float:

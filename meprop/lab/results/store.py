@@ -21,11 +21,16 @@ A :class:`ResultsWriter` holds an exclusive advisory lock (``fcntl.flock``) on i
 for as long as it is open: a second writer (two ``meprop bench`` or ``meprop train`` runs
 into the same ``--out``) is refused with :class:`ResultsLockedError`, naming the file and
 the pid holding it where the system tells (``/proc/locks``).
+A finished results file may be archived gzip-compressed (``results.jsonl.gz``, as the
+repository's ``studies/`` keeps its long runs): the reader reads it, a run directory holding
+only the archive resolves to it, and a writer refuses it (an archive is read-only: unpack it
+to ``--resume``).
 Tables of records (pandas) are built by :mod:`meprop.lab.report.frames`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import secrets
@@ -38,6 +43,7 @@ from meprop.lab.results.schema import SCHEMA, schema_problem
 
 __all__ = [
     "RESULTS_FILENAME",
+    "ARCHIVE_SUFFIX",
     "ResultsError",
     "ResultsLockedError",
     "ResultsWriteError",
@@ -51,6 +57,8 @@ __all__ = [
 ]
 
 RESULTS_FILENAME = "results.jsonl"
+#: The suffix of an archived (gzip-compressed, read-only) results file.
+ARCHIVE_SUFFIX = ".gz"
 
 
 class ResultsError(ValueError):
@@ -72,9 +80,14 @@ def new_run_id() -> str:
 
 
 def results_path(path: str | os.PathLike) -> Path:
-    """``path`` itself if it is a file, ``path/results.jsonl`` if it is a directory."""
+    """``path`` itself if it is a file; for a directory its ``results.jsonl``, or its archived
+    ``results.jsonl.gz`` when only that is there."""
     path = Path(path)
-    return path / RESULTS_FILENAME if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    plain = path / RESULTS_FILENAME
+    archive = plain.with_name(RESULTS_FILENAME + ARCHIVE_SUFFIX)
+    return archive if archive.exists() and not plain.exists() else plain
 
 
 class ResultsWriter:
@@ -92,6 +105,9 @@ class ResultsWriter:
 
     def __init__(self, path: str | os.PathLike, *, resume: bool = False):
         self.path = Path(path)
+        if self.path.suffix == ARCHIVE_SUFFIX:
+            raise ValueError(f"{str(self.path)!r} is an archived (gzip-compressed) results file, read-only: "
+                             f"write a new results file, or unpack it (gunzip) to resume it")
         self.done: set[str] = set()
         self.records: list[dict] = []
         try:
@@ -243,8 +259,12 @@ def read_lines(path: Path) -> tuple[list[tuple[int, dict]], int]:
     """
     try:
         data = Path(path).read_bytes()
-    except OSError as error:
-        raise ResultsError(f"{path}: cannot read results file: {error.strerror}") from None
+        if Path(path).suffix == ARCHIVE_SUFFIX:
+            data = gzip.decompress(data)
+    except OSError as error:  # gzip.BadGzipFile is an OSError
+        raise ResultsError(f"{path}: cannot read results file: {error.strerror or error}") from None
+    except EOFError:
+        raise ResultsError(f"{path}: cannot read results file: the archive is cut short") from None
     records: list[tuple[int, dict]] = []
     offset = 0
     lines = data.split(b"\n")

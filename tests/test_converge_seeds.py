@@ -1,6 +1,7 @@
 """meprop converge over seeds: paired seeds, statistics with censoring, the lr grid, the fastest dense
 optimizer, resume checks, and the one-line refusals and recorded outcomes of bad input and faults."""
 
+import gzip
 import math
 
 import pytest
@@ -153,6 +154,28 @@ def test_runs_of_other_variants_pair_by_seed_in_one_study(factories, tmp_path):
     in_b = {r["run_key"] for r in convergence(tmp_path / "b")}
     older = [dict(r, study=r["study"] + "-variants") if r["run_key"] in in_b else r for r in records]
     assert len(summarize(older)) == 1  # a file written when the key named the variants joins too
+
+
+def test_summarize_prints_the_table_of_runs_on_disk_and_trains_nothing(factories, tmp_path, capsys):
+    """``--summarize`` reads several runs (one of them archived, as studies/ keeps them) into
+    the table the run printed, pairing by seed; no records, or no file, is one line."""
+    assert cli(factories, "make", tmp_path / "a", "--seeds", "2") == 0
+    assert cli(factories, "make", tmp_path / "b", "--seeds", "2", "--mode", "unified") == 0
+    plain = tmp_path / "a" / "results.jsonl"
+    plain.with_name("results.jsonl.gz").write_bytes(gzip.compress(plain.read_bytes()))
+    plain.unlink()
+    sizes = sorted((p, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file())
+    capsys.readouterr()
+    assert main(["converge", "--summarize", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    table = capsys.readouterr().out
+    assert "(2 seeds," in table and "top-k k=4 (lazy)" in table and "unified k=4 (lazy)" in table
+    assert "reached on" in table
+    assert sorted((p, p.stat().st_size) for p in tmp_path.rglob("*") if p.is_file()) == sizes  # nothing written
+    assert main(["converge", "--summarize", str(tmp_path / "nothing")]) == 2
+    assert "results file not found" in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["converge", "--summarize", str(tmp_path / "empty.jsonl")]) == 2
+    assert "no time-to-accuracy records" in capsys.readouterr().err
 
 
 def test_remedy_variants_are_refused_by_a_workload_without_them():

@@ -25,7 +25,9 @@ Records (``convergence``, docs/results_schema.md) go to ``OUT/results.jsonl``, o
 variant and evaluation, flushed as each round ends; the state after each round goes to
 ``OUT/.state/``, so ``--resume`` continues an interrupted run (per seed) without losing an
 evaluation, and refuses in one line when asked for other seeds, targets, grid or variants.
-At the end the table over seeds is printed; ``meprop report OUT`` draws it.
+At the end the table over seeds is printed; ``meprop report OUT`` draws it, and
+``meprop converge --summarize OUT [OTHER ...]`` prints it again from the records on disk (runs
+of one study written to several folders pair by seed), training nothing.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--model", metavar="MODULE:FACTORY", help="your own model (protocol: docs/time_to_accuracy.md)")
     what.add_argument("--quick", action="store_true", help="the preset's small variant (make report runs these)")
     what.add_argument("--list-presets", action="store_true", help="list the presets and their variants, then exit")
+    what.add_argument("--summarize", nargs="+", metavar="RESULTS",
+                      help="train nothing: print the table over seeds of these results files or folders "
+                           "(runs of one study pair by seed, e.g. studies/mnist-adam/seed-*), then exit")
     what.add_argument("--only", action="append", metavar="LABEL", help="keep only these variants (dense is always kept)")
     what.add_argument("--cell", action="append", metavar="NAME",
                       help="only these settings of a preset with several (mnist-width: e.g. h4096-b64; repeatable)")
@@ -174,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_presets:
         return _list()
+    if args.summarize:
+        return _summarize(args.summarize)
     if (args.preset is None) == (args.model is None):
         print("meprop converge: give exactly one of --preset and --model (see --help)", file=sys.stderr)
         return 2
@@ -190,6 +197,24 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, UserModelError, FileExistsError) as error:
         print(f"meprop converge: {error}", file=sys.stderr)
         return 2
+
+
+def _summarize(paths: list[str]) -> int:
+    from meprop.lab.converge.run import format_summary
+    from meprop.lab.converge.study import summarize
+    from meprop.lab.results.store import ResultsError, load_records
+
+    try:
+        summaries = summarize(load_records(paths))
+    except (ResultsError, FileNotFoundError) as error:
+        print(f"meprop converge --summarize: {error}", file=sys.stderr)
+        return 2
+    if not summaries:
+        print(f"meprop converge --summarize: no time-to-accuracy records (meprop converge output) in "
+              f"{' '.join(paths)}", file=sys.stderr)
+        return 2
+    print(format_summary(summaries))
+    return 0
 
 
 def _metric_range(preset, quick: bool):

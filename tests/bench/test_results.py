@@ -9,6 +9,7 @@ from meprop.lab.plan.cases import Case
 from meprop.lab.engine.runner import case_record
 from meprop.lab.engine.timer import Measurement
 from meprop.lab.report.frames import envs_frame, results_frame
+from meprop.lab.report.ingest import load_results
 from meprop.lab.results.schema import SCHEMA, env_record
 from meprop.lab.results.store import ResultsError, ResultsWriter, read_records
 
@@ -77,6 +78,8 @@ def test_an_archived_results_file_reads_like_the_plain_one_and_is_never_written(
     plain.unlink()  # a run folder holding only the archive is read through it
     assert read_records(tmp_path / "run") == read_records(archive)
     assert list(results_frame(tmp_path / "run")["k"]) == [10, 20]
+    report_input = load_results([tmp_path])  # meprop report finds the archive below a folder too
+    assert [r["key"] for r in report_input.of_type("bench")] == [CASE.key, CASE.replace(k=20).key]
     with pytest.raises(ValueError, match="archived .*read-only.*gunzip"):
         ResultsWriter(archive, resume=True)
     cut = tmp_path / "cut.jsonl.gz"

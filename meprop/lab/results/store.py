@@ -50,6 +50,7 @@ __all__ = [
     "new_run_id",
     "ResultsWriter",
     "read_lines",
+    "results_bytes",
     "read_records",
     "load_records",
     "results_path",
@@ -249,6 +250,18 @@ def _lock_holder(fh) -> int | None:
     return pids.pop() if len(pids) == 1 else None
 
 
+def results_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of one results file, decompressed when it is an archive (``*.gz``); a file that
+    cannot be read, or a broken archive, raises :class:`ResultsError` naming it."""
+    try:
+        data = Path(path).read_bytes()
+        return gzip.decompress(data) if Path(path).suffix == ARCHIVE_SUFFIX else data
+    except OSError as error:  # gzip.BadGzipFile is an OSError
+        raise ResultsError(f"{path}: cannot read results file: {error.strerror or error}") from None
+    except EOFError:
+        raise ResultsError(f"{path}: cannot read results file: the archive is cut short") from None
+
+
 def read_lines(path: Path) -> tuple[list[tuple[int, dict]], int]:
     """Parse and validate every line of one file: ``[(line number, record)]`` and the byte length kept.
 
@@ -257,14 +270,7 @@ def read_lines(path: Path) -> tuple[list[tuple[int, dict]], int]:
     write cut short) is left out with a warning naming the file and line. Any other
     corrupt line raises :class:`ResultsError` naming the file and line.
     """
-    try:
-        data = Path(path).read_bytes()
-        if Path(path).suffix == ARCHIVE_SUFFIX:
-            data = gzip.decompress(data)
-    except OSError as error:  # gzip.BadGzipFile is an OSError
-        raise ResultsError(f"{path}: cannot read results file: {error.strerror or error}") from None
-    except EOFError:
-        raise ResultsError(f"{path}: cannot read results file: the archive is cut short") from None
+    data = results_bytes(path)
     records: list[tuple[int, dict]] = []
     offset = 0
     lines = data.split(b"\n")

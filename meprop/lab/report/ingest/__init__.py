@@ -84,12 +84,12 @@ def _skipped_dir(folder: Path) -> bool:
 
 
 def results_files(root: Path) -> list[Path]:
-    """The ``*.jsonl`` / ``*.json`` files below ``root`` that may hold results (see the module docstring)."""
+    """The ``*.jsonl`` / ``*.json`` (and archived ``*.jsonl.gz``) files below ``root`` that may hold results (see the module docstring)."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not _skipped_dir(Path(folder) / d))
         found += [Path(folder) / f for f in files
-                  if f.endswith((".jsonl", ".json")) and f not in _NOT_RESULTS]
+                  if f.endswith((".jsonl", ".json", ".jsonl.gz")) and f not in _NOT_RESULTS]
     return sorted(found)
 
 
@@ -135,6 +135,8 @@ def detect_format(path: Path, *, strict: bool = True) -> str | None:
     With ``strict`` an unreadable, empty or unrecognised file raises :class:`ResultsError`;
     otherwise empty or unrecognised files give ``None``.
     """
+    if path.name.endswith(".jsonl.gz"):
+        return "jsonl"  # an archived results file (studies/): the jsonl reader decompresses it
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:

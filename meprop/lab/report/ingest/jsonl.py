@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from meprop.lab.results.schema import SCHEMA_PREFIX, record_problem
-from meprop.lab.results.store import read_lines
+from meprop.lab.results.store import ResultsError, read_lines, results_bytes
 
 __all__ = ["read_jsonl", "looks_like_ours"]
 
@@ -23,12 +23,11 @@ __all__ = ["read_jsonl", "looks_like_ours"]
 def looks_like_ours(path: Path) -> bool:
     """Whether the first non-empty line of ``path`` is a JSON object of the ``meprop.results/`` schema."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    record = json.loads(line)
-                    return isinstance(record, dict) and str(record.get("schema", "")).startswith(SCHEMA_PREFIX)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        for line in results_bytes(path).decode("utf-8").splitlines():  # an archive (*.gz) decompressed
+            if line.strip():
+                record = json.loads(line)
+                return isinstance(record, dict) and str(record.get("schema", "")).startswith(SCHEMA_PREFIX)
+    except (ResultsError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return True  # empty: ours, reported as empty by read_jsonl
 
@@ -36,7 +35,7 @@ def looks_like_ours(path: Path) -> bool:
 def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     """(records, problems) for one JSON-lines file; records are tagged ``_source`` and ``_line``."""
     path = Path(path)
-    if not path.read_text(encoding="utf-8").strip():
+    if not results_bytes(path).strip():
         return [], [f"{path}: empty results file (a run that measured nothing?)"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

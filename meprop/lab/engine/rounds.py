@@ -38,8 +38,8 @@ from meprop.lab.plan.asv_grid import Settings, grid_case
 from meprop.lab.plan.cases import Case
 
 __all__ = ["SIGNIFICANT", "ROUND_TIMEOUT_S", "check_possible", "measure_case", "measure_round", "runnable_case",
-           "skip_reason",
-           "measure_grid", "grid_combos", "round_in_fresh_process", "rounded", "combine", "interleaved_ratio", "main"]
+           "skip_reason", "measure_grid", "grid_combos", "round_in_fresh_process", "rounded", "combine",
+           "interleaved_ratio", "main"]
 
 #: Significant digits of a combined value (what a measurement on a shared machine can tell apart).
 SIGNIFICANT = 3

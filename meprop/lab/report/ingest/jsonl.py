@@ -10,24 +10,27 @@ a list) are skipped, each with a problem note naming its file and line.
 
 from __future__ import annotations
 
+import gzip
 import json
 import warnings
 from pathlib import Path
 
 from meprop.lab.results.schema import SCHEMA_PREFIX, record_problem
-from meprop.lab.results.store import ResultsError, read_lines, results_bytes
+from meprop.lab.results.store import ARCHIVE_SUFFIX, read_lines
 
 __all__ = ["read_jsonl", "looks_like_ours"]
 
 
 def looks_like_ours(path: Path) -> bool:
     """Whether the first non-empty line of ``path`` is a JSON object of the ``meprop.results/`` schema."""
+    opener = gzip.open if Path(path).suffix == ARCHIVE_SUFFIX else open  # reads up to the first line only
     try:
-        for line in results_bytes(path).decode("utf-8").splitlines():  # an archive (*.gz) decompressed
-            if line.strip():
-                record = json.loads(line)
-                return isinstance(record, dict) and str(record.get("schema", "")).startswith(SCHEMA_PREFIX)
-    except (ResultsError, UnicodeDecodeError, json.JSONDecodeError):
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    record = json.loads(line)
+                    return isinstance(record, dict) and str(record.get("schema", "")).startswith(SCHEMA_PREFIX)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError):
         return False
     return True  # empty: ours, reported as empty by read_jsonl
 
@@ -35,12 +38,12 @@ def looks_like_ours(path: Path) -> bool:
 def read_jsonl(path: Path) -> tuple[list[dict], list[str]]:
     """(records, problems) for one JSON-lines file; records are tagged ``_source`` and ``_line``."""
     path = Path(path)
-    if not results_bytes(path).strip():
-        return [], [f"{path}: empty results file (a run that measured nothing?)"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         lines, _ = read_lines(path)
     problems = [str(w.message) for w in caught]
+    if not lines and not problems:  # nothing but blank lines
+        return [], [f"{path}: empty results file (a run that measured nothing?)"]
     records = []
     for lineno, record in lines:
         problem = record_problem(record)
